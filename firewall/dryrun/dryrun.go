@@ -1,0 +1,277 @@
+// Package dryrun is a firewall backend that changes nothing in the kernel: it
+// keeps sets in memory and records each operation it would have made. It
+// serves `--dry-run`, `backend = "dry-run"` and tests of the engine.
+package dryrun
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sipsentry/sipsentry/firewall"
+)
+
+// Op is one recorded operation.
+type Op struct {
+	Time    time.Time
+	Verb    string // up, down, replace, add, delete, dropflows
+	Set     firewall.Set
+	Entries []firewall.Entry
+}
+
+func (o Op) String() string {
+	var b strings.Builder
+	b.WriteString(o.Verb)
+	if o.Set != "" {
+		b.WriteString(" ")
+		b.WriteString(string(o.Set))
+	}
+	for i, e := range o.Entries {
+		if i == 8 {
+			fmt.Fprintf(&b, " ... (%d entries)", len(o.Entries))
+			break
+		}
+		b.WriteString(" ")
+		b.WriteString(e.Prefix.String())
+		if e.Timeout > 0 {
+			fmt.Fprintf(&b, " timeout %s", e.Timeout)
+		}
+		if e.Comment != "" {
+			fmt.Fprintf(&b, " comment %q", e.Comment)
+		}
+	}
+	return b.String()
+}
+
+type member struct {
+	entry   firewall.Entry
+	expires time.Time // zero: permanent
+}
+
+// Backend is safe for concurrent use.
+type Backend struct {
+	mu      sync.Mutex
+	now     func() time.Time
+	mode    string
+	maxElem int
+	up      bool
+	sets    map[firewall.Set]map[netip.Prefix]member
+	ops     []Op
+	out     io.Writer
+}
+
+// Options configure a Backend; zero values are usable.
+type Options struct {
+	Mode    string           // reported in Status; default "monitor"
+	MaxElem int              // ban set capacity; default 1<<20
+	Now     func() time.Time // clock for timeouts; default time.Now
+	Log     io.Writer        // if set, each operation is printed as a line
+}
+
+func New(o Options) *Backend {
+	if o.Mode == "" {
+		o.Mode = "monitor"
+	}
+	if o.MaxElem == 0 {
+		o.MaxElem = 1 << 20
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	b := &Backend{now: o.Now, mode: o.Mode, maxElem: o.MaxElem, out: o.Log,
+		sets: map[firewall.Set]map[netip.Prefix]member{}}
+	for _, s := range firewall.Sets {
+		b.sets[s] = map[netip.Prefix]member{}
+	}
+	return b
+}
+
+var _ firewall.Backend = (*Backend)(nil)
+
+func (b *Backend) record(op Op) {
+	op.Time = b.now()
+	op.Entries = slices.Clone(op.Entries)
+	b.ops = append(b.ops, op)
+	if b.out != nil {
+		fmt.Fprintf(b.out, "dry-run: %s\n", op)
+	}
+}
+
+// Ops returns the operations recorded so far.
+func (b *Backend) Ops() []Op {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.ops)
+}
+
+func validate(set firewall.Set, e firewall.Entry) error {
+	if !e.Prefix.IsValid() {
+		return fmt.Errorf("%w: %v", firewall.ErrInvalid, e.Prefix)
+	}
+	if _, ok := map[firewall.Set]bool{firewall.SetAllow: true, firewall.SetBan: true, firewall.SetAllowCountry: true}[set]; !ok {
+		return fmt.Errorf("%w: unknown set %q", firewall.ErrInvalid, set)
+	}
+	if set == firewall.SetBan && e.Prefix.Bits() != e.Prefix.Addr().BitLen() {
+		return fmt.Errorf("%w: ban set takes single addresses, not %s", firewall.ErrInvalid, e.Prefix)
+	}
+	if set == firewall.SetAllowCountry && e.Timeout != 0 {
+		return fmt.Errorf("%w: %s entries have no timeout", firewall.ErrInvalid, set)
+	}
+	return nil
+}
+
+func (b *Backend) Up(context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.up = true
+	b.record(Op{Verb: "up"})
+	return nil
+}
+
+func (b *Backend) Down(context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.up = false
+	for s := range b.sets {
+		b.sets[s] = map[netip.Prefix]member{}
+	}
+	b.record(Op{Verb: "down"})
+	return nil
+}
+
+func (b *Backend) put(set firewall.Set, m map[netip.Prefix]member, e firewall.Entry) {
+	e.Prefix = e.Prefix.Masked()
+	var exp time.Time
+	if e.Timeout > 0 {
+		exp = b.now().Add(e.Timeout)
+	}
+	m[e.Prefix] = member{entry: e, expires: exp}
+}
+
+func (b *Backend) Replace(_ context.Context, set firewall.Set, entries []firewall.Entry) error {
+	for _, e := range entries {
+		if err := validate(set, e); err != nil {
+			return err
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m := make(map[netip.Prefix]member, len(entries))
+	for _, e := range entries {
+		b.put(set, m, e)
+	}
+	b.sets[set] = m
+	b.record(Op{Verb: "replace", Set: set, Entries: entries})
+	return nil
+}
+
+func (b *Backend) Add(_ context.Context, set firewall.Set, entries ...firewall.Entry) error {
+	for _, e := range entries {
+		if err := validate(set, e); err != nil {
+			return err
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m := b.sets[set]
+	b.expire(m)
+	for _, e := range entries {
+		if _, present := m[e.Prefix.Masked()]; !present && set == firewall.SetBan && len(m) >= b.maxElem {
+			return fmt.Errorf("%w: %s holds %d entries (ban_maxelem)", firewall.ErrSetFull, set, len(m))
+		}
+		b.put(set, m, e)
+	}
+	b.record(Op{Verb: "add", Set: set, Entries: entries})
+	return nil
+}
+
+func (b *Backend) Delete(_ context.Context, set firewall.Set, prefixes ...netip.Prefix) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	es := make([]firewall.Entry, 0, len(prefixes))
+	for _, p := range prefixes {
+		delete(b.sets[set], p.Masked())
+		es = append(es, firewall.Entry{Prefix: p})
+	}
+	b.record(Op{Verb: "delete", Set: set, Entries: es})
+	return nil
+}
+
+func (b *Backend) expire(m map[netip.Prefix]member) {
+	now := b.now()
+	for p, v := range m {
+		if !v.expires.IsZero() && !now.Before(v.expires) {
+			delete(m, p)
+		}
+	}
+}
+
+func (b *Backend) Contains(_ context.Context, set firewall.Set, addr netip.Addr) (bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m := b.sets[set]
+	b.expire(m)
+	addr = addr.Unmap()
+	for p := range m {
+		if p.Contains(addr) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func (b *Backend) List(_ context.Context, set firewall.Set) ([]firewall.Entry, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m := b.sets[set]
+	b.expire(m)
+	now := b.now()
+	out := make([]firewall.Entry, 0, len(m))
+	for _, v := range m {
+		e := v.entry
+		if !v.expires.IsZero() {
+			e.Timeout = v.expires.Sub(now)
+		}
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(x, y firewall.Entry) int { return x.Prefix.Addr().Compare(y.Prefix.Addr()) })
+	return out, nil
+}
+
+func (b *Backend) DropFlows(_ context.Context, addr netip.Addr) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.record(Op{Verb: "dropflows", Entries: []firewall.Entry{{Prefix: netip.PrefixFrom(addr, addr.BitLen())}}})
+	return nil
+}
+
+func (b *Backend) Status(context.Context) (firewall.Status, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	st := firewall.Status{Backend: "dry-run", Mode: b.mode, Up: b.up}
+	for _, s := range firewall.Sets {
+		b.expire(b.sets[s])
+		n4, n6 := 0, 0
+		for p := range b.sets[s] {
+			if p.Addr().Is4() {
+				n4++
+			} else {
+				n6++
+			}
+		}
+		max := 0
+		if s == firewall.SetBan {
+			max = b.maxElem
+		}
+		st.Sets = append(st.Sets, firewall.SetInfo{Set: s, Family: "inet", Entries: n4, MaxElem: max},
+			firewall.SetInfo{Set: s, Family: "inet6", Entries: n6, MaxElem: max})
+	}
+	return st, nil
+}
+
+func (b *Backend) Close() error { return nil }

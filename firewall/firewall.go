@@ -1,0 +1,114 @@
+// Package firewall turns decisions into kernel state: named address sets and
+// the rules that consult them. It takes netip values and durations only and
+// knows nothing of AMI, countries or the engine's reasons beyond a comment.
+//
+// Each backend lives in its own folder (iptables, dryrun; nftables later) and
+// passes the shared suite in firewall/fwtest. A backend never touches chains,
+// rules or sets it did not create.
+package firewall
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"time"
+)
+
+// Set names one of sipsentry's sets; a backend maps it to a kernel name per
+// family (e.g. "sipsentry-ban-v4").
+type Set string
+
+const (
+	// SetAllowCountry holds the allowed countries' prefixes (no timeouts).
+	SetAllowCountry Set = "allow-cc"
+	// SetAllow holds static allow CIDRs and learned push servers (timeouts).
+	SetAllow Set = "allow"
+	// SetBan holds banned source addresses (timeouts).
+	SetBan Set = "ban"
+)
+
+// Sets lists every set in rule order.
+var Sets = []Set{SetAllow, SetBan, SetAllowCountry}
+
+// Entry is one member of a set. Timeout 0 means permanent; on SetBan the
+// prefix is always a single address.
+type Entry struct {
+	Prefix  netip.Prefix
+	Timeout time.Duration
+	Comment string
+}
+
+// Status is what `sipsentry firewall show` prints.
+type Status struct {
+	Backend string
+	Mode    string // enforce | monitor
+	Up      bool
+	Rules   []Rule
+	Sets    []SetInfo
+}
+
+// Rule is one rule of sipsentry's chain with its counters.
+type Rule struct {
+	Family  string // inet | inet6
+	Spec    string
+	Packets uint64
+	Bytes   uint64
+}
+
+// SetInfo is a set's size per family.
+type SetInfo struct {
+	Set     Set
+	Family  string
+	Entries int
+	MaxElem int
+	Memory  int // bytes, as the kernel reports; 0 if unknown
+}
+
+// Backend is the firewall as the engine and the CLI see it. Every method is
+// idempotent where its name allows: Up twice gives the same ruleset, Add of a
+// present entry refreshes its timeout and comment, Delete of an absent entry
+// is no error.
+type Backend interface {
+	// Up creates sipsentry's sets, chain and jump rules.
+	Up(ctx context.Context) error
+	// Down removes exactly what Up created.
+	Down(ctx context.Context) error
+	// Replace swaps a whole set's content atomically: no moment where the
+	// set is empty or half full.
+	Replace(ctx context.Context, set Set, entries []Entry) error
+	// Add inserts or refreshes entries (a bulk add is one batch).
+	Add(ctx context.Context, set Set, entries ...Entry) error
+	// Delete removes entries; absent ones are ignored.
+	Delete(ctx context.Context, set Set, prefixes ...netip.Prefix) error
+	// Contains tells whether addr matches an entry of set.
+	Contains(ctx context.Context, set Set, addr netip.Addr) (bool, error)
+	// List returns a set's entries with their remaining timeouts.
+	List(ctx context.Context, set Set) ([]Entry, error)
+	// DropFlows deletes addr's conntrack entries so an established UDP flow
+	// meets the new ban at its next packet.
+	DropFlows(ctx context.Context, addr netip.Addr) error
+	// Status reports rules with counters and set sizes.
+	Status(ctx context.Context) (Status, error)
+	Close() error
+}
+
+// Sentinel errors; backends wrap them with details.
+var (
+	// ErrNotOurs: a set or chain of sipsentry's name exists but was not made
+	// by sipsentry; nothing was changed.
+	ErrNotOurs = errors.New("firewall: exists but was not created by sipsentry")
+	// ErrSetFull: the kernel set reached maxelem; the entry was not added.
+	ErrSetFull = errors.New("firewall: set is full")
+	// ErrUnavailable: a tool, kernel module or capability is missing.
+	ErrUnavailable = errors.New("firewall: unavailable")
+	// ErrInvalid: an entry is not valid for its set; nothing was changed.
+	ErrInvalid = errors.New("firewall: invalid entry")
+)
+
+// Family returns "inet" or "inet6" for a prefix or address.
+func Family(a netip.Addr) string {
+	if a.Unmap().Is4() {
+		return "inet"
+	}
+	return "inet6"
+}
