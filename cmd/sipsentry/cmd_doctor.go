@@ -1,11 +1,943 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"compress/gzip"
+	"context"
+	"crypto/md5"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/oschwald/maxminddb-golang/v2"
+	"github.com/spf13/cobra"
+
+	"github.com/sipsentry/sipsentry/ami"
+	"github.com/sipsentry/sipsentry/internal/config"
+)
+
+// checkStatus is a check's verdict. Only fail makes doctor exit 1.
+type checkStatus int
+
+const (
+	statusPass checkStatus = iota
+	statusWarn
+	statusFail
+	statusSkip // not applicable to this configuration
+)
+
+func (s checkStatus) String() string {
+	switch s {
+	case statusPass:
+		return "pass"
+	case statusWarn:
+		return "warn"
+	case statusFail:
+		return "fail"
+	default:
+		return "skip"
+	}
+}
+
+func (s checkStatus) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// checkResult is one line of the doctor's report: what was checked, what was
+// found, and the one thing to do about it.
+type checkResult struct {
+	Name   string      `json:"check"`
+	Status checkStatus `json:"status"`
+	Detail string      `json:"detail"`
+	Fix    string      `json:"fix,omitempty"`
+}
+
+func pass(name, detail string, args ...any) checkResult {
+	return checkResult{Name: name, Status: statusPass, Detail: fmt.Sprintf(detail, args...)}
+}
+
+func skip(name, detail string, args ...any) checkResult {
+	return checkResult{Name: name, Status: statusSkip, Detail: fmt.Sprintf(detail, args...)}
+}
+
+func warn(name, fix, detail string, args ...any) checkResult {
+	return checkResult{Name: name, Status: statusWarn, Detail: fmt.Sprintf(detail, args...), Fix: fix}
+}
+
+func fail(name, fix, detail string, args ...any) checkResult {
+	return checkResult{Name: name, Status: statusFail, Detail: fmt.Sprintf(detail, args...), Fix: fix}
+}
+
+// doctorEnv is everything outside the process the checks look at, so tests
+// can point it at fakes.
+type doctorEnv struct {
+	configPath  string
+	configGiven bool   // --config was passed: a missing file is then an error
+	procModules string // /proc/modules
+	sysModule   string // /sys/module
+	procStatus  string // /proc/self/status
+	// kernelConfigs are tried in order: /proc/config.gz, /boot/config-$(uname -r).
+	kernelConfigs []string
+	// run executes a program with an argument list (never a shell) and
+	// returns its combined output.
+	run      func(ctx context.Context, name string, args ...string) (string, error)
+	lookPath func(file string) (string, error)
+	now      func() time.Time
+	http     *http.Client
+	// amiWait bounds how long the AMI probe waits for the events that prove
+	// the read classes after the login was accepted.
+	amiWait time.Duration
+}
+
+func systemDoctorEnv(configPath string, given bool) doctorEnv {
+	return doctorEnv{
+		configPath:    configPath,
+		configGiven:   given,
+		procModules:   "/proc/modules",
+		sysModule:     "/sys/module",
+		procStatus:    "/proc/self/status",
+		kernelConfigs: []string{"/proc/config.gz", "/boot/config-" + kernelRelease()},
+		run: func(ctx context.Context, name string, args ...string) (string, error) {
+			out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+			return string(out), err
+		},
+		lookPath: exec.LookPath,
+		now:      time.Now,
+		http:     &http.Client{Timeout: 10 * time.Second},
+		amiWait:  3 * time.Second,
+	}
+}
+
+func kernelRelease() string {
+	b, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return strings.TrimSpace(string(b))
+}
+
+type doctorOptions struct {
+	json bool
+}
 
 func newDoctorCommand(g *globalOptions) *cobra.Command {
-	return &cobra.Command{
+	opts := &doctorOptions{}
+	cmd := &cobra.Command{
 		Use:   "doctor",
-		Short: "(doctor: not built yet)",
-		RunE:  func(cmd *cobra.Command, args []string) error { return notBuilt("doctor") },
+		Short: "Check the installation and say how to fix what is wrong",
+		Long: `Check everything sipsentry depends on, each with a verdict (pass, warn,
+fail, skip) and one line saying how to fix it:
+
+  config file and its mode, secret files and their modes;
+  AMI: reachable, login accepted, read=security (the login's own
+  SuccessfulAuth event arrives), read=system (the FullyBooted event that
+  Asterisk sends at login only to sessions with read=system), and
+  write=system (PJSIPShowContacts is allowed);
+  ARI (only when [ari] url is set): GET /ari/asterisk/info;
+  CAP_NET_ADMIN; iptables (and its backend: nf_tables or legacy), ip6tables
+  and ipset; kernel modules ip_set, ip_set_hash_ip, ip_set_hash_net, xt_set,
+  nf_conntrack, nf_conntrack_netlink (loaded, built in, or loadable);
+  state directory writable; country list ages; mmdb ages.
+
+Exit status: 0 when no check failed (warnings allowed), 1 otherwise.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			env := systemDoctorEnv(g.configPath, cmd.Flags().Changed("config"))
+			return runDoctor(cmd.Context(), opts, env, cmd.OutOrStdout())
+		},
 	}
+	cmd.Flags().BoolVar(&opts.json, "json", false, "print the checks as one JSON object")
+	return cmd
+}
+
+// errChecksFailed makes the process exit 1 after the report was printed.
+var errChecksFailed = errors.New("doctor: at least one check failed (see the fix lines above)")
+
+func runDoctor(ctx context.Context, opts *doctorOptions, env doctorEnv, out io.Writer) error {
+	results := newDoctor(env).checks(ctx)
+	if opts.json {
+		if err := printDoctorJSON(out, results); err != nil {
+			return err
+		}
+	} else if err := printDoctorTable(out, results); err != nil {
+		return err
+	}
+	for _, r := range results {
+		if r.Status == statusFail {
+			return errChecksFailed
+		}
+	}
+	return nil
+}
+
+func printDoctorTable(out io.Writer, results []checkResult) error {
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	for _, r := range results {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", strings.ToUpper(r.Status.String()), r.Name, r.Detail)
+		if r.Fix != "" && (r.Status == statusWarn || r.Status == statusFail) {
+			fmt.Fprintf(tw, "\t\t  fix: %s\n", r.Fix)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	n := map[checkStatus]int{}
+	for _, r := range results {
+		n[r.Status]++
+	}
+	_, err := fmt.Fprintf(out, "\n%d pass, %d warn, %d fail, %d skip\n", n[statusPass], n[statusWarn], n[statusFail], n[statusSkip])
+	return err
+}
+
+func printDoctorJSON(out io.Writer, results []checkResult) error {
+	ok := true
+	for _, r := range results {
+		if r.Status == statusFail {
+			ok = false
+		}
+	}
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(struct {
+		OK     bool          `json:"ok"`
+		Checks []checkResult `json:"checks"`
+	}{ok, results})
+}
+
+// doctor holds the configuration the checks judge. When the file is missing
+// or broken the checks still run against the built-in defaults, so one
+// report shows everything.
+type doctor struct {
+	env     doctorEnv
+	cfg     *config.Config
+	cfgData []byte
+	cfgErr  error
+	cfgMode fs.FileMode
+}
+
+func newDoctor(env doctorEnv) *doctor {
+	d := &doctor{env: env, cfg: config.Default()}
+	data, err := os.ReadFile(env.configPath)
+	if err != nil {
+		d.cfgErr = err
+		return d
+	}
+	if st, err := os.Stat(env.configPath); err == nil {
+		d.cfgMode = st.Mode().Perm()
+	}
+	d.cfgData = data
+	c, err := config.Parse(env.configPath, data)
+	if err != nil {
+		d.cfgErr = err
+		return d
+	}
+	d.cfg = c
+	return d
+}
+
+func (d *doctor) checks(ctx context.Context) []checkResult {
+	var rs []checkResult
+	rs = append(rs, d.checkConfigFile())
+	rs = append(rs, d.checkAMISecret())
+	rs = append(rs, d.checkSecretFile("ari.password_file", d.cfg.ARI.PasswordFile))
+	rs = append(rs, d.checkAMI(ctx)...)
+	rs = append(rs, d.checkARI(ctx))
+	rs = append(rs, d.checkCapNetAdmin())
+	rs = append(rs, d.checkIptables(ctx, "iptables"), d.checkIptables(ctx, "ip6tables"), d.checkIpset(ctx))
+	for _, m := range kernelModules {
+		rs = append(rs, d.checkModule(ctx, m.name, m.config))
+	}
+	rs = append(rs, d.checkStateDir())
+	rs = append(rs, d.checkLists()...)
+	rs = append(rs, d.checkMMDB("geo.mmdb", d.cfg.Geo.MMDB), d.checkMMDB("geo.asn_mmdb", d.cfg.Geo.ASNMMDB))
+	return rs
+}
+
+// ---- configuration ----
+
+const fixCreateConfig = "install -m 600 contrib/sipsentry.toml /etc/sipsentry/sipsentry.toml, then edit it (or pass --config FILE)"
+
+func (d *doctor) checkConfigFile() checkResult {
+	const name = "config file"
+	path := d.env.configPath
+	if d.cfgErr != nil {
+		if errors.Is(d.cfgErr, fs.ErrNotExist) {
+			if d.env.configGiven {
+				return fail(name, fixCreateConfig, "%s does not exist", path)
+			}
+			return warn(name, fixCreateConfig, "%s does not exist: the checks below use the built-in defaults", path)
+		}
+		var ce *config.Error
+		if errors.As(d.cfgErr, &ce) {
+			return fail(name, "correct the line named above (every key is documented in contrib/sipsentry.toml); `sipsentry config check` re-checks",
+				"%v (the checks below use the built-in defaults)", d.cfgErr)
+		}
+		return fail(name, "make the file readable by the user running sipsentry (root)", "%v", d.cfgErr)
+	}
+	inline := d.cfg.AMI.Secret != "" || d.cfg.ARI.Password != ""
+	if inline && d.cfgMode&0o077 != 0 {
+		return fail(name, "chmod 600 "+path+" (or move the secret into secret_file)",
+			"%s is mode %04o and holds a secret in the file: group or others can read it", path, d.cfgMode)
+	}
+	if inline {
+		return pass(name, "%s parsed; mode %04o, holds a secret, readable by its owner only", path, d.cfgMode)
+	}
+	return pass(name, "%s parsed; mode %04o, no secret inside", path, d.cfgMode)
+}
+
+func (d *doctor) checkAMISecret() checkResult {
+	const name = "ami secret"
+	a := d.cfg.AMI
+	switch {
+	case a.SecretFile != "":
+		return d.checkSecretFile("ami.secret_file", a.SecretFile)
+	case a.Secret != "":
+		return pass(name, "inline [ami] secret (the config file's mode is checked above)")
+	default:
+		return fail(name, "write the AMI user's secret into /etc/sipsentry/ami.secret (chmod 600) and set [ami] secret_file to it",
+			"[ami] has neither secret nor secret_file")
+	}
+}
+
+func (d *doctor) checkSecretFile(key, path string) checkResult {
+	if path == "" {
+		return skip(key, "not set")
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return fail(key, "create "+path+" holding the secret on one line, then chmod 600 "+path, "%v", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return fail(key, "chmod 600 "+path, "%s is mode %04o: group or others can read the secret", path, st.Mode().Perm())
+	}
+	if _, err := config.ReadSecretFile(path); err != nil {
+		return fail(key, "write the secret into "+path+" on one line", "%v", err)
+	}
+	return pass(key, "%s is mode %04o and not empty", path, st.Mode().Perm())
+}
+
+// ---- AMI ----
+
+// amiProbe is what one short AMI session found out. The verdicts are judged
+// from it by small functions, so tests can judge made-up probes too.
+type amiProbe struct {
+	address     string
+	username    string
+	secretErr   error
+	dialErr     error
+	banner      string
+	loginErr    error // a transport error or a refusal
+	loginMsg    string
+	gotSecurity bool   // an event with Privilege security arrived
+	gotBooted   bool   // FullyBooted arrived (only sent with read=system)
+	contacts    string // response to PJSIPShowContacts: "Success" or the error message
+	contactsN   int
+	wait        time.Duration
+}
+
+const amiSession = "doctor"
+
+func (d *doctor) checkAMI(ctx context.Context) []checkResult {
+	p := d.probeAMI(ctx)
+	return []checkResult{
+		judgeAMIConnect(p),
+		judgeAMILogin(p),
+		judgeAMIReadSecurity(p),
+		judgeAMIReadSystem(p),
+		judgeAMIWriteSystem(p),
+	}
+}
+
+// probeAMI logs in with Events: security,system and watches what arrives.
+// Asterisk sends FullyBooted right after the login response, but only to a
+// session whose read classes include system; and it reports every AMI login
+// as a SuccessfulAuth security event, which reaches this very session only
+// with read=security. PJSIPShowContacts needs write=system.
+func (d *doctor) probeAMI(ctx context.Context) amiProbe {
+	c := d.cfg.AMI
+	p := amiProbe{address: c.Address, username: c.Username, wait: d.env.amiWait}
+	secret, err := d.cfg.AMISecret()
+	if err != nil {
+		p.secretErr = err
+		return p
+	}
+	timeout := c.Timeout.D()
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn, err := (&net.Dialer{}).DialContext(dctx, "tcp", c.Address)
+	if err != nil {
+		p.dialErr = err
+		return p
+	}
+	defer conn.Close()
+	if c.TLS {
+		tc, err := amiTLS(c)
+		if err != nil {
+			p.dialErr = err
+			return p
+		}
+		tconn := tls.Client(conn, tc)
+		if err := tconn.HandshakeContext(dctx); err != nil {
+			p.dialErr = err
+			return p
+		}
+		conn = tconn
+	}
+	_ = conn.SetDeadline(time.Now().Add(timeout))
+	r := ami.NewReader(conn, ami.ReaderOptions{})
+	if p.banner, err = r.ReadBanner(); err != nil {
+		p.dialErr = fmt.Errorf("reading the banner: %w", err)
+		return p
+	}
+	if !strings.HasPrefix(p.banner, "Asterisk Call Manager/") {
+		p.dialErr = fmt.Errorf("%q is not an Asterisk Manager banner", p.banner)
+		return p
+	}
+	note := func(m *ami.Message) {
+		switch {
+		case strings.EqualFold(m.Get("Event"), "FullyBooted"):
+			p.gotBooted = true
+		case m.Has("Event") && strings.HasPrefix(strings.ToLower(m.Get("Privilege")), "security"):
+			p.gotSecurity = true
+		}
+	}
+	// response reads until the Response with this ActionID, noting events.
+	response := func(id string) (ami.Message, error) {
+		for {
+			m, err := r.ReadMessage()
+			if err != nil {
+				return m, err
+			}
+			if m.Has("Response") && m.Get("ActionID") == id {
+				return m, nil
+			}
+			note(&m)
+		}
+	}
+	login := ami.Message{Headers: []ami.Header{{Key: "Action", Value: "Login"}, {Key: "ActionID", Value: amiSession + "-login"}, {Key: "Username", Value: c.Username}}}
+	if c.Auth == "md5" {
+		ch := ami.Message{Headers: []ami.Header{{Key: "Action", Value: "Challenge"}, {Key: "ActionID", Value: amiSession + "-challenge"}, {Key: "AuthType", Value: "MD5"}}}
+		if err := ami.WriteMessage(conn, ch); err != nil {
+			p.loginErr = err
+			return p
+		}
+		resp, err := response(amiSession + "-challenge")
+		if err != nil {
+			p.loginErr = err
+			return p
+		}
+		if !strings.EqualFold(resp.Get("Response"), "Success") || resp.Get("Challenge") == "" {
+			p.loginErr = fmt.Errorf("MD5 challenge refused: %s", resp.Get("Message"))
+			return p
+		}
+		sum := md5.Sum([]byte(resp.Get("Challenge") + secret))
+		login.Headers = append(login.Headers, ami.Header{Key: "AuthType", Value: "MD5"}, ami.Header{Key: "Key", Value: hex.EncodeToString(sum[:])})
+	} else {
+		login.Headers = append(login.Headers, ami.Header{Key: "Secret", Value: secret})
+	}
+	login.Headers = append(login.Headers, ami.Header{Key: "Events", Value: "security,system"})
+	if err := ami.WriteMessage(conn, login); err != nil {
+		p.loginErr = err
+		return p
+	}
+	resp, err := response(amiSession + "-login")
+	if err != nil {
+		p.loginErr = err
+		return p
+	}
+	p.loginMsg = resp.Get("Message")
+	if !strings.EqualFold(resp.Get("Response"), "Success") {
+		p.loginErr = errors.New("login refused")
+		return p
+	}
+	loggedIn := time.Now()
+
+	sc := ami.Message{Headers: []ami.Header{{Key: "Action", Value: "PJSIPShowContacts"}, {Key: "ActionID", Value: amiSession + "-contacts"}}}
+	if err := ami.WriteMessage(conn, sc); err == nil {
+		if resp, err := response(amiSession + "-contacts"); err == nil {
+			if strings.EqualFold(resp.Get("Response"), "Success") {
+				p.contacts = "Success"
+				// Drain the list so its events are not mistaken for others.
+				for {
+					m, err := r.ReadMessage()
+					if err != nil {
+						break
+					}
+					if m.Get("ActionID") == amiSession+"-contacts" {
+						if strings.EqualFold(m.Get("Event"), "ContactList") {
+							p.contactsN++
+						}
+						if strings.EqualFold(m.Get("EventList"), "Complete") || strings.EqualFold(m.Get("Event"), "ContactListComplete") {
+							break
+						}
+						continue
+					}
+					note(&m)
+				}
+			} else {
+				p.contacts = resp.Get("Message")
+				if p.contacts == "" {
+					p.contacts = resp.Get("Response")
+				}
+			}
+		}
+	}
+	// Wait (bounded) for the events that prove the read classes.
+	_ = conn.SetReadDeadline(loggedIn.Add(d.env.amiWait))
+	for !(p.gotBooted && p.gotSecurity) {
+		m, err := r.ReadMessage()
+		if err != nil {
+			break
+		}
+		note(&m)
+	}
+	_ = conn.SetDeadline(time.Now().Add(time.Second))
+	_ = ami.WriteMessage(conn, ami.Message{Headers: []ami.Header{{Key: "Action", Value: "Logoff"}, {Key: "ActionID", Value: amiSession + "-logoff"}}})
+	return p
+}
+
+func amiTLS(c config.AMI) (*tls.Config, error) {
+	tc := &tls.Config{ServerName: c.TLSServerName, MinVersion: tls.VersionTLS12}
+	if tc.ServerName == "" {
+		host, _, _ := net.SplitHostPort(c.Address)
+		tc.ServerName = host
+	}
+	if c.TLSCA != "" {
+		pem, err := os.ReadFile(c.TLSCA)
+		if err != nil {
+			return nil, fmt.Errorf("reading ami.tls_ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ami.tls_ca %s holds no PEM certificate", c.TLSCA)
+		}
+		tc.RootCAs = pool
+	}
+	return tc, nil
+}
+
+const fixAMIUser = "add the [sipsentry] user from contrib/asterisk/manager.conf (read = security,system; write = system; permit = 127.0.0.1), then: asterisk -rx 'manager reload'"
+
+func judgeAMIConnect(p amiProbe) checkResult {
+	const name = "ami reachable"
+	switch {
+	case p.secretErr != nil:
+		return skip(name, "no secret to log in with (see ami secret)")
+	case p.dialErr != nil:
+		return fail(name, "enable AMI in /etc/asterisk/manager.conf ([general] enabled = yes, port = 5038, bindaddr = 127.0.0.1) and make [ami] address match",
+			"%s: %v", p.address, p.dialErr)
+	}
+	return pass(name, "%s answers: %s", p.address, p.banner)
+}
+
+func judgeAMILogin(p amiProbe) checkResult {
+	const name = "ami login"
+	switch {
+	case p.secretErr != nil || p.dialErr != nil:
+		return skip(name, "AMI not reached")
+	case p.loginErr != nil && p.loginMsg != "":
+		return fail(name, fixAMIUser+"; the secret must equal [ami] secret_file",
+			"Asterisk refused %s at %s: %q (it answers the same for a wrong secret, an unknown user and an ACL deny)", p.username, p.address, p.loginMsg)
+	case p.loginErr != nil:
+		return fail(name, "check that Asterisk's AMI is healthy: asterisk -rx 'manager show settings'", "login as %s: %v", p.username, p.loginErr)
+	}
+	return pass(name, "logged in as %s: %s", p.username, p.loginMsg)
+}
+
+func judgeAMIReadSecurity(p amiProbe) checkResult {
+	const name = "ami read=security"
+	if p.secretErr != nil || p.dialErr != nil || p.loginErr != nil {
+		return skip(name, "not logged in")
+	}
+	if p.gotSecurity {
+		return pass(name, "a security event arrived (Asterisk reports every AMI login as SuccessfulAuth)")
+	}
+	return fail(name, "set read = security,system for the user in /etc/asterisk/manager.conf; check with: asterisk -rx 'manager show user "+p.username+"'",
+		"no security event within %s of the login: without read=security sipsentry sees no attack", p.wait)
+}
+
+func judgeAMIReadSystem(p amiProbe) checkResult {
+	const name = "ami read=system"
+	if p.secretErr != nil || p.dialErr != nil || p.loginErr != nil {
+		return skip(name, "not logged in")
+	}
+	if p.gotBooted {
+		return pass(name, "FullyBooted arrived (Asterisk sends it at login only to sessions with read=system)")
+	}
+	return warn(name, "set read = security,system for the user in /etc/asterisk/manager.conf (if Asterisk was still starting, run doctor again)",
+		"no FullyBooted within %s of the login: contact and peer status events will not arrive", p.wait)
+}
+
+func judgeAMIWriteSystem(p amiProbe) checkResult {
+	const name = "ami write=system"
+	switch {
+	case p.secretErr != nil || p.dialErr != nil || p.loginErr != nil:
+		return skip(name, "not logged in")
+	case p.contacts == "Success":
+		return pass(name, "PJSIPShowContacts allowed (%d contacts registered)", p.contactsN)
+	case strings.Contains(strings.ToLower(p.contacts), "permission denied"):
+		return warn(name, "set write = system for the user in /etc/asterisk/manager.conf (nothing more: sipsentry only reads contacts)",
+			"PJSIPShowContacts: permission denied: push servers cannot be recognised from their contact")
+	case p.contacts == "":
+		return warn(name, "check that Asterisk answers actions: asterisk -rx 'manager show connected'", "no answer to PJSIPShowContacts")
+	}
+	return warn(name, "load res_pjsip (module load res_pjsip.so): sipsentry reads contacts through PJSIPShowContacts",
+		"PJSIPShowContacts failed: %s", p.contacts)
+}
+
+// ---- ARI ----
+
+func (d *doctor) checkARI(ctx context.Context) checkResult {
+	const name = "ari"
+	a := d.cfg.ARI
+	if a.URL == "" {
+		return skip(name, "[ari] url not set: AMI alone is a complete setup")
+	}
+	pw, err := d.cfg.ARIPassword()
+	if err != nil {
+		return fail(name, "fix [ari] password_file (see above)", "%v", err)
+	}
+	u := ariInfoURL(a.URL)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return fail(name, "set [ari] url to e.g. http://127.0.0.1:8088/ari", "bad url %q: %v", a.URL, err)
+	}
+	req.SetBasicAuth(a.Username, pw)
+	resp, err := d.env.http.Do(req)
+	if err != nil {
+		return fail(name, "enable Asterisk's HTTP server (http.conf: enabled = yes, bindaddr = 127.0.0.1) and ARI (ari.conf: enabled = yes)",
+			"GET %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	switch {
+	case resp.StatusCode == http.StatusUnauthorized:
+		return fail(name, "add the ARI user to /etc/asterisk/ari.conf with the password in [ari] password_file",
+			"GET %s: 401: Asterisk refused user %q", u, a.Username)
+	case resp.StatusCode != http.StatusOK:
+		return fail(name, "check ari.conf and http.conf; res_ari must be loaded", "GET %s: HTTP %d", u, resp.StatusCode)
+	}
+	var info struct {
+		System struct {
+			Version string `json:"version"`
+		} `json:"system"`
+	}
+	if err := json.Unmarshal(body, &info); err != nil || info.System.Version == "" {
+		return fail(name, "point [ari] url at Asterisk's ARI (e.g. http://127.0.0.1:8088/ari)", "GET %s: 200 but not ARI's asterisk info", u)
+	}
+	return pass(name, "GET %s: Asterisk %s (the event websocket is not tested)", u, info.System.Version)
+}
+
+// ariInfoURL accepts the base URL with or without the /ari suffix.
+func ariInfoURL(base string) string {
+	base = strings.TrimRight(base, "/")
+	if !strings.HasSuffix(base, "/ari") {
+		base += "/ari"
+	}
+	return base + "/asterisk/info"
+}
+
+// ---- privileges, tools and kernel ----
+
+const capNetAdmin = 12
+
+func (d *doctor) checkCapNetAdmin() checkResult {
+	const name = "CAP_NET_ADMIN"
+	if d.cfg.Firewall.Backend == "dry-run" {
+		return skip(name, "firewall.backend = dry-run")
+	}
+	data, err := os.ReadFile(d.env.procStatus)
+	if err != nil {
+		return warn(name, "run doctor as root", "cannot read %s: %v", d.env.procStatus, err)
+	}
+	caps, ok := parseCapEff(string(data))
+	if !ok {
+		return warn(name, "run doctor as root", "no CapEff line in %s", d.env.procStatus)
+	}
+	if caps&(1<<capNetAdmin) != 0 {
+		return pass(name, "held by this process (CapEff %016x)", caps)
+	}
+	return warn(name, "run doctor as root (sudo sipsentry doctor); the daemon gets the capability from contrib/sipsentry.service (AmbientCapabilities=CAP_NET_ADMIN)",
+		"this process lacks it: the firewall commands will fail and some checks below see less")
+}
+
+// parseCapEff reads the effective capability mask from /proc/<pid>/status.
+func parseCapEff(status string) (uint64, bool) {
+	for _, line := range strings.Split(status, "\n") {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return n, err == nil
+		}
+	}
+	return 0, false
+}
+
+const fixInstallFirewallTools = "apt-get install iptables ipset (or dnf install iptables-nft ipset)"
+
+func (d *doctor) checkIptables(ctx context.Context, bin string) checkResult {
+	if d.cfg.Firewall.Backend == "dry-run" {
+		return skip(bin, "firewall.backend = dry-run")
+	}
+	if _, err := d.env.lookPath(bin); err != nil {
+		return fail(bin, fixInstallFirewallTools, "%s not found in PATH", bin)
+	}
+	out, err := d.env.run(ctx, bin, "-V")
+	if err != nil {
+		return fail(bin, "reinstall iptables", "%s -V: %v: %s", bin, err, strings.TrimSpace(out))
+	}
+	v := strings.TrimSpace(out)
+	switch {
+	case strings.Contains(v, "(nf_tables)"):
+		return pass(bin, "%s: nf_tables backend", v)
+	case strings.Contains(v, "(legacy)"):
+		return pass(bin, "%s: legacy backend (works; rules made by other tools with the nf_tables backend live in a different table set)", v)
+	}
+	return warn(bin, "install iptables 1.8 or later", "%s: backend not named", v)
+}
+
+func (d *doctor) checkIpset(ctx context.Context) checkResult {
+	const name = "ipset"
+	if d.cfg.Firewall.Backend == "dry-run" {
+		return skip(name, "firewall.backend = dry-run")
+	}
+	if _, err := d.env.lookPath("ipset"); err != nil {
+		return fail(name, fixInstallFirewallTools, "ipset not found in PATH (sipsentry uses it for bulk loads)")
+	}
+	out, err := d.env.run(ctx, "ipset", "version")
+	if err != nil {
+		return fail(name, "load the ip_set module (modprobe ip_set) or run doctor as root", "ipset version: %v: %s", err, strings.TrimSpace(out))
+	}
+	return pass(name, "%s", strings.TrimSpace(out))
+}
+
+// kernelModules are what the ipset+iptables backend needs: sets, the
+// iptables set match, and conntrack with its netlink interface (a ban deletes
+// the source's conntrack entries). Each with its kernel config symbol, since
+// a built-in module without parameters shows up neither in /proc/modules nor
+// in /sys/module.
+var kernelModules = []struct{ name, config string }{
+	{"ip_set", "CONFIG_IP_SET"},
+	{"ip_set_hash_ip", "CONFIG_IP_SET_HASH_IP"},
+	{"ip_set_hash_net", "CONFIG_IP_SET_HASH_NET"},
+	{"xt_set", "CONFIG_NETFILTER_XT_SET"},
+	{"nf_conntrack", "CONFIG_NF_CONNTRACK"},
+	{"nf_conntrack_netlink", "CONFIG_NF_CT_NETLINK"},
+}
+
+const fixModules = "install the kernel's extra modules (Debian/Ubuntu: apt-get install linux-modules-extra-$(uname -r)) or use a kernel built with "
+
+func (d *doctor) checkModule(ctx context.Context, mod, symbol string) checkResult {
+	name := "module " + mod
+	if d.cfg.Firewall.Backend == "dry-run" {
+		return skip(name, "firewall.backend = dry-run")
+	}
+	if data, err := os.ReadFile(d.env.procModules); err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			if f := strings.Fields(line); len(f) > 0 && f[0] == mod {
+				return pass(name, "loaded")
+			}
+		}
+	}
+	if st, err := os.Stat(filepath.Join(d.env.sysModule, mod)); err == nil && st.IsDir() {
+		return pass(name, "present in %s (built in or loaded)", d.env.sysModule)
+	}
+	value, src := d.kernelConfig(symbol)
+	switch value {
+	case "y":
+		return pass(name, "built into the kernel (%s=y in %s)", symbol, src)
+	case "n":
+		return fail(name, fixModules+symbol, "the kernel was built without it (%s is not set in %s)", symbol, src)
+	}
+	// A module (=m) or no kernel config to read: ask modprobe.
+	if _, err := d.env.lookPath("modprobe"); err != nil {
+		return warn(name, "modprobe "+mod+" on the host (a container needs the host to load it)",
+			"not loaded, and no modprobe here to tell whether it can be")
+	}
+	out, err := d.env.run(ctx, "modprobe", "-n", "-q", mod)
+	if err != nil {
+		msg := strings.TrimSpace(out)
+		if msg == "" {
+			msg = "modprobe -n: " + err.Error()
+		}
+		return fail(name, fixModules+symbol, "not loaded and not loadable: %s", msg)
+	}
+	return pass(name, "not loaded yet, loadable (the kernel loads it on first use)")
+}
+
+// kernelConfig returns "y", "m", "n" (explicitly not set) or "" (unknown)
+// for a CONFIG_ symbol, from the first readable kernel config.
+func (d *doctor) kernelConfig(symbol string) (value, source string) {
+	for _, path := range d.env.kernelConfigs {
+		text, err := readMaybeGzip(path)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(text, "\n") {
+			if v, ok := strings.CutPrefix(line, symbol+"="); ok {
+				return strings.Trim(v, "\""), path
+			}
+			if line == "# "+symbol+" is not set" {
+				return "n", path
+			}
+		}
+		return "n", path
+	}
+	return "", ""
+}
+
+func readMaybeGzip(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	var r io.Reader = f
+	if strings.HasSuffix(path, ".gz") {
+		zr, err := gzip.NewReader(f)
+		if err != nil {
+			return "", err
+		}
+		defer zr.Close()
+		r = zr
+	}
+	b, err := io.ReadAll(io.LimitReader(r, 16<<20))
+	return string(b), err
+}
+
+// ---- files ----
+
+func (d *doctor) checkStateDir() checkResult {
+	const name = "state dir"
+	dir := d.cfg.StateDir
+	st, err := os.Stat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return warn(name, "systemd creates it from StateDirectory=sipsentry; without systemd: install -d -m 0750 "+dir,
+			"%s does not exist yet", dir)
+	}
+	if err != nil {
+		return fail(name, "check the path and its parents' permissions", "%v", err)
+	}
+	if !st.IsDir() {
+		return fail(name, "set state_dir to a directory", "%s is not a directory", dir)
+	}
+	f, err := os.CreateTemp(dir, ".doctor-*")
+	if err != nil {
+		return fail(name, "chown the directory to the user running sipsentry, or run as root", "%s is not writable: %v", dir, err)
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return pass(name, "%s exists and is writable", dir)
+}
+
+// checkLists judges the age of the country lists: the daemon's download
+// cache (<state_dir>/lists) and, when set, the admin's lists_dir.
+func (d *doctor) checkLists() []checkResult {
+	g := d.cfg.Geo
+	refresh := g.Refresh.D()
+	if refresh <= 0 {
+		refresh = 24 * time.Hour
+	}
+	var rs []checkResult
+	if g.ListsDir != "" {
+		rs = append(rs, d.judgeListDir("geo.lists_dir", g.ListsDir, 2*refresh, true,
+			"refresh the files in "+g.ListsDir+" (sipsentry does not download into lists_dir)"))
+		return rs
+	}
+	if len(g.AllowCountries) == 0 {
+		return []checkResult{skip("country lists", "geo.allow_countries is empty: no list to keep")}
+	}
+	return []checkResult{d.judgeListDir("country lists", filepath.Join(d.cfg.StateDir, "lists"), 2*refresh, false,
+		"sipsentry lists update (the daemon refreshes every geo.refresh; check its log for rejected downloads)")}
+}
+
+func (d *doctor) judgeListDir(name, dir string, maxAge time.Duration, configured bool, fix string) checkResult {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) && !configured {
+			return warn(name, "sipsentry lists update", "%s does not exist: no list downloaded yet", dir)
+		}
+		return fail(name, "create "+dir+" with <cc>-ipv4.txt and <cc>-ipv6.txt files, or unset geo.lists_dir", "%v", err)
+	}
+	type aged struct {
+		name string
+		age  time.Duration
+	}
+	var files []aged
+	for _, e := range entries {
+		if !e.Type().IsRegular() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			continue
+		}
+		files = append(files, aged{e.Name(), d.env.now().Sub(info.ModTime())})
+	}
+	if len(files) == 0 {
+		return warn(name, fix, "%s holds no list", dir)
+	}
+	sort.Slice(files, func(i, j int) bool { return files[i].age > files[j].age })
+	var stale []string
+	for _, f := range files {
+		if f.age > maxAge {
+			stale = append(stale, fmt.Sprintf("%s (%s)", f.name, roundAge(f.age)))
+		}
+	}
+	if len(stale) > 0 {
+		return warn(name, fix, "%d of %d lists in %s older than %s (2 × geo.refresh): %s",
+			len(stale), len(files), dir, roundAge(maxAge), strings.Join(stale, ", "))
+	}
+	return pass(name, "%d lists in %s, oldest %s (limit %s)", len(files), dir, roundAge(files[0].age), roundAge(maxAge))
+}
+
+// mmdbMaxAge: country databases drift by a few percent a month.
+const mmdbMaxAge = 60 * 24 * time.Hour
+
+func (d *doctor) checkMMDB(key, path string) checkResult {
+	const fixDownload = "download a current country mmdb (DB-IP lite, CC BY 4.0: https://db-ip.com/db/lite.php, or MaxMind GeoLite2 with geoipupdate)"
+	if path == "" {
+		if key == "geo.asn_mmdb" {
+			return skip(key, "not set: the report's ASN/org columns stay empty")
+		}
+		return warn(key, fixDownload+" and set geo.mmdb", "not set: the report's mmdb country column shows \"?\"")
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return warn(key, fixDownload, "%v: the report's mmdb column shows \"?\"", err)
+	}
+	db, err := maxminddb.Open(path)
+	if err != nil {
+		return fail(key, "replace "+path+" with a real MaxMind DB file", "%s is not a MaxMind DB: %v", path, err)
+	}
+	built := time.Unix(int64(db.Metadata.BuildEpoch), 0)
+	dbType := db.Metadata.DatabaseType
+	db.Close()
+	if db.Metadata.BuildEpoch == 0 {
+		built = st.ModTime()
+	}
+	age := d.env.now().Sub(built)
+	if age > mmdbMaxAge {
+		return warn(key, fixDownload, "%s (%s) was built %s, %s ago (limit %s)", path, dbType, built.UTC().Format("2006-01-02"), roundAge(age), roundAge(mmdbMaxAge))
+	}
+	return pass(key, "%s (%s) built %s, %s ago", path, dbType, built.UTC().Format("2006-01-02"), roundAge(age))
+}
+
+// roundAge prints an age in days when it is long, else as a duration.
+func roundAge(d time.Duration) string {
+	if d >= 48*time.Hour {
+		return fmt.Sprintf("%dd", int(d/(24*time.Hour)))
+	}
+	return d.Round(time.Minute).String()
 }

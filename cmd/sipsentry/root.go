@@ -49,6 +49,7 @@ push servers that register for your users' phones.`,
 		newAllowCommand(g),
 		newDisallowCommand(g),
 		newDoctorCommand(g),
+		newConfigCommand(g),
 		newManCommand(root),
 		newVersionCommand(),
 	)
