@@ -1,0 +1,362 @@
+// Package geo answers "which country is this address in" two ways — by the
+// RIR delegation lists of the allowed countries (what the firewall's
+// allow-country set is built from) and by a MaxMind DB — and keeps the lists
+// fresh without ever letting a broken download shrink them.
+//
+// geo is a leaf: it knows nothing of firewalls, AMI or the engine. It must
+// never replace a good list with one that failed to download, failed to parse,
+// fell under the entry floor or shrank more than allowed; it must never crash
+// or refuse to start because a database file is missing; and it must never
+// block a lookup on I/O (lists and databases are swapped in atomically).
+package geo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sipsentry/sipsentry/internal/config"
+)
+
+// Verdict is the cross-check of one address.
+type Verdict struct {
+	IP netip.Addr `json:"ip"`
+	// MMDBCountry is the database's ISO code, "" when the database has none
+	// for the address, "?" when no country database is loaded.
+	MMDBCountry string `json:"mmdb_country"`
+	// ListCountry is the country whose list holds the address, "" if none.
+	ListCountry string `json:"list_country"`
+	// InAllowed: the address is in an allowed country's list.
+	InAllowed bool   `json:"in_allowed"`
+	ASN       uint   `json:"asn"`
+	Org       string `json:"org"`
+	// Disagree: both sources have an opinion and they differ — the lists
+	// put the address in another country than the database, or the database
+	// names a country whose list is loaded but does not hold the address.
+	Disagree bool `json:"disagree"`
+}
+
+// Geo is the facade the engine, report and commands use. All methods are
+// safe for concurrent use; lookups never block on updates.
+type Geo struct {
+	cfg      config.Geo
+	stateDir string
+	log      *slog.Logger
+	allow    []string // upper-case, sorted, unique
+	client   *http.Client
+	now      func() time.Time
+
+	snap atomic.Pointer[snapshot]
+
+	country, asn *dbFile
+
+	updateMu sync.Mutex // one Update at a time
+	met      *metrics
+}
+
+// snapshot is one immutable generation of the lists.
+type snapshot struct {
+	lists   map[listKey]*listState
+	allowed *Index // allowed countries only
+	other   *Index // lists_dir countries that are not allowed (informational)
+	prefix  []netip.Prefix
+	loaded  map[string]bool // countries with at least one list loaded
+}
+
+// Open loads the cached (or lists_dir) lists and the databases. It does no
+// network I/O: call Update or Run for that. A missing database or cached
+// list is a warning; a database path that is not an mmdb is an error naming
+// the setting.
+func Open(cfg config.Geo, stateDir string, log *slog.Logger) (*Geo, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	g := &Geo{
+		cfg: cfg, stateDir: stateDir, log: log,
+		client: &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()},
+		now:    time.Now,
+		met:    newMetrics(),
+	}
+	for _, cc := range cfg.AllowCountries {
+		cc = strings.ToUpper(strings.TrimSpace(cc))
+		if len(cc) != 2 || cc[0] < 'A' || cc[0] > 'Z' || cc[1] < 'A' || cc[1] > 'Z' {
+			return nil, fmt.Errorf("geo: geo.allow_countries: %q is not a two-letter country code such as \"JP\"", cc)
+		}
+		if !slices.Contains(g.allow, cc) {
+			g.allow = append(g.allow, cc)
+		}
+	}
+	slices.Sort(g.allow)
+	if cfg.ListsDir == "" {
+		for _, k := range []struct{ key, tmpl string }{{"geo.list_url_v4", cfg.ListURLv4}, {"geo.list_url_v6", cfg.ListURLv6}} {
+			if len(g.allow) > 0 && !strings.Contains(k.tmpl, "{cc}") {
+				return nil, fmt.Errorf("geo: %s: template %q has no {cc} placeholder for the country code", k.key, k.tmpl)
+			}
+		}
+	}
+	var err error
+	if g.country, err = openDB("geo.mmdb", cfg.MMDB, func(s schema) bool { return s == schemaGeoIP2 || s == schemaFlat }, log); err != nil {
+		return nil, err
+	}
+	if g.asn, err = openDB("geo.asn_mmdb", cfg.ASNMMDB, func(s schema) bool { return s == schemaASN }, log); err != nil {
+		return nil, err
+	}
+	lists, err := g.loadInitial()
+	if err != nil {
+		return nil, err
+	}
+	g.snap.Store(g.newSnapshot(lists))
+	return g, nil
+}
+
+// Allowed reports whether a is in an allowed country's list.
+func (g *Geo) Allowed(a netip.Addr) bool {
+	_, ok := g.snap.Load().allowed.Country(a)
+	return ok
+}
+
+// ListCountry returns the country whose loaded list holds a ("" if none).
+func (g *Geo) ListCountry(a netip.Addr) string {
+	s := g.snap.Load()
+	if cc, ok := s.allowed.Country(a); ok {
+		return cc
+	}
+	cc, _ := s.other.Country(a)
+	return cc
+}
+
+// MMDBCountry returns the country database's answer for a: "?" when no
+// database is loaded, "" when it has no country for a.
+func (g *Geo) MMDBCountry(a netip.Addr) string { return g.country.country(a.Unmap()) }
+
+// Lookup cross-checks one address.
+func (g *Geo) Lookup(a netip.Addr) Verdict {
+	a = a.Unmap()
+	s := g.snap.Load()
+	v := Verdict{IP: a, MMDBCountry: g.country.country(a)}
+	if cc, ok := s.allowed.Country(a); ok {
+		v.ListCountry, v.InAllowed = cc, true
+	} else if cc, ok := s.other.Country(a); ok {
+		v.ListCountry = cc
+	}
+	v.ASN, v.Org = g.asn.asn(a)
+	if m := v.MMDBCountry; m != "" && m != "?" {
+		v.Disagree = (v.ListCountry != "" && v.ListCountry != m) ||
+			(v.ListCountry == "" && s.loaded[m])
+	}
+	return v
+}
+
+// AllowedPrefixes returns the normalised prefixes of every allowed country,
+// IPv4 then IPv6 — what the firewall's allow-country set should hold. The
+// slice is shared: do not modify it.
+func (g *Geo) AllowedPrefixes() []netip.Prefix { return g.snap.Load().prefix }
+
+// AllowCountries returns the allowed country codes, sorted.
+func (g *Geo) AllowCountries() []string { return slices.Clone(g.allow) }
+
+// ListAges returns, per list ("jp-ipv4"), the time since its content was
+// last confirmed: fetched or answered 304, or for lists_dir the file's mtime.
+func (g *Geo) ListAges() map[string]time.Duration {
+	now := g.now()
+	out := map[string]time.Duration{}
+	for k, l := range g.snap.Load().lists {
+		if !l.meta.Verified.IsZero() {
+			out[k.String()] = now.Sub(l.meta.Verified)
+		}
+	}
+	return out
+}
+
+// Lists describes the loaded lists, sorted by name.
+func (g *Geo) Lists() []ListInfo {
+	var out []ListInfo
+	for k, l := range g.snap.Load().lists {
+		out = append(out, ListInfo{Name: k.String(), Country: k.cc, Family: k.family(),
+			Allowed: slices.Contains(g.allow, k.cc), Entries: len(l.prefixes), Source: l.meta.Source,
+			Verified: l.meta.Verified})
+	}
+	slices.SortFunc(out, func(a, b ListInfo) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// ListInfo describes one loaded list.
+type ListInfo struct {
+	Name, Country, Family string
+	Allowed               bool
+	Entries               int
+	Source                string
+	Verified              time.Time
+}
+
+// Databases describes the configured country and ASN databases.
+func (g *Geo) Databases() []DBInfo {
+	var out []DBInfo
+	for _, d := range []*dbFile{g.country, g.asn} {
+		if in := d.info(); in.Setting != "" {
+			out = append(out, in)
+		}
+	}
+	return out
+}
+
+// Reload re-reads the database files now if they were replaced on disk.
+func (g *Geo) Reload() {
+	g.country.checkReload()
+	g.asn.checkReload()
+}
+
+// dbCheckInterval is how often Run looks for replaced database files.
+const dbCheckInterval = 5 * time.Second
+
+// Run refreshes the lists on schedule (geo.refresh, ±10% jitter; sooner
+// when a list is missing or a refresh failed) and reloads replaced database
+// files, until ctx is done. It returns ctx's error.
+func (g *Geo) Run(ctx context.Context) error {
+	dbTick := time.NewTicker(dbCheckInterval)
+	defer dbTick.Stop()
+	refresh := g.cfg.Refresh.D()
+	var timer *time.Timer
+	var timerC <-chan time.Time
+	schedule := func(d time.Duration) {
+		if refresh <= 0 {
+			return
+		}
+		if timer == nil {
+			timer = time.NewTimer(d)
+			timerC = timer.C
+			return
+		}
+		timer.Reset(d)
+	}
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	schedule(g.firstRefresh(refresh))
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-dbTick.C:
+			g.Reload()
+		case <-timerC:
+			_, err := g.Update(ctx, false)
+			next := jitter(refresh)
+			if err != nil && ctx.Err() == nil {
+				next = jitter(min(refresh, retryAfterFailure))
+				g.log.Warn("geo: list refresh incomplete; the last good lists stay in use", "err", err, "retry_in", next.Round(time.Second))
+			}
+			schedule(next)
+		}
+	}
+}
+
+// retryAfterFailure bounds how long a failed refresh waits to try again.
+const retryAfterFailure = time.Hour
+
+// firstRefresh is due now when an allowed list is missing, else when the
+// oldest list reaches the refresh age.
+func (g *Geo) firstRefresh(refresh time.Duration) time.Duration {
+	s := g.snap.Load()
+	due := jitter(refresh)
+	for _, cc := range g.allow {
+		for _, v6 := range []bool{false, true} {
+			l := s.lists[listKey{cc, v6}]
+			if l == nil {
+				return time.Second
+			}
+			if d := refresh - g.now().Sub(l.meta.Verified); d < due {
+				due = max(d, time.Second)
+			}
+		}
+	}
+	return due
+}
+
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	return time.Duration(float64(d) * (0.9 + 0.2*rand.Float64()))
+}
+
+// newSnapshot builds the indexes for one generation of lists.
+func (g *Geo) newSnapshot(lists map[listKey]*listState) *snapshot {
+	allowed := map[string][]netip.Prefix{}
+	other := map[string][]netip.Prefix{}
+	loaded := map[string]bool{}
+	for k, l := range lists {
+		loaded[k.cc] = true
+		if slices.Contains(g.allow, k.cc) {
+			allowed[k.cc] = append(allowed[k.cc], l.prefixes...)
+		} else {
+			other[k.cc] = append(other[k.cc], l.prefixes...)
+		}
+	}
+	var all []netip.Prefix
+	for _, ps := range allowed {
+		all = append(all, ps...)
+	}
+	return &snapshot{lists: lists, allowed: NewIndex(allowed), other: NewIndex(other),
+		prefix: Normalize(all), loaded: loaded}
+}
+
+// listsCacheDir is where downloaded lists are kept.
+func (g *Geo) listsCacheDir() string { return filepath.Join(g.stateDir, "lists") }
+
+// loadInitial reads lists_dir or the download cache.
+func (g *Geo) loadInitial() (map[listKey]*listState, error) {
+	lists := map[listKey]*listState{}
+	if g.cfg.ListsDir != "" {
+		found, err := scanListsDir(g.cfg.ListsDir)
+		if err != nil {
+			return nil, fmt.Errorf("geo: geo.lists_dir = %q: %w", g.cfg.ListsDir, err)
+		}
+		for k, path := range found {
+			l, err := g.readLocal(k, path)
+			if err != nil {
+				g.log.Error("geo: list rejected; it is not used", "list", k.String(), "path", path, "err", err)
+				continue
+			}
+			lists[k] = l
+		}
+		for _, cc := range g.allow {
+			for _, v6 := range []bool{false, true} {
+				if k := (listKey{cc, v6}); lists[k] == nil {
+					g.log.Warn("geo: no usable list for an allowed country in geo.lists_dir", "list", k.String(), "dir", g.cfg.ListsDir,
+						"want", k.String()+".txt")
+				}
+			}
+		}
+		return lists, nil
+	}
+	for _, cc := range g.allow {
+		for _, v6 := range []bool{false, true} {
+			k := listKey{cc, v6}
+			l, err := g.readCache(k)
+			if err != nil {
+				if errors.Is(err, os.ErrNotExist) {
+					g.log.Warn("geo: no cached list yet; run `sipsentry lists update` or wait for the first refresh", "list", k.String())
+				} else {
+					g.log.Error("geo: cached list unusable; it will be downloaded again", "list", k.String(), "err", err)
+				}
+				continue
+			}
+			lists[k] = l
+		}
+	}
+	return lists, nil
+}

@@ -1,0 +1,252 @@
+package geo
+
+import (
+	"net/netip"
+	"slices"
+	"sort"
+)
+
+// Index answers "which country list holds this address" for a fixed set of
+// lists. It is immutable once built; swap a whole new Index to update.
+//
+// IPv4 is a sorted array of disjoint uint32 ranges with a 65,536-entry table
+// keyed by the top 16 bits that narrows each binary search to one bucket
+// (typically a handful of ranges). IPv6 is sorted disjoint 128-bit ranges
+// with a plain binary search.
+type Index struct {
+	names []string // country codes, sorted; an entry's cc indexes this
+
+	v4first, v4last []uint32
+	v4cc            []uint16
+	v4bucket        []uint32 // len 65537 when v4first is non-empty
+
+	v6first, v6last []u128
+	v6cc            []uint16
+
+	prefixes int // normalised prefix count, both families
+}
+
+// NewIndex builds an index from country code → prefixes (any order, any
+// overlap). Each country's prefixes are normalised. Where two countries'
+// lists overlap — RIR delegations should not, but hand-made lists may — the
+// alphabetically first code wins, so the answer is deterministic.
+func NewIndex(byCountry map[string][]netip.Prefix) *Index {
+	ix := &Index{}
+	for cc := range byCountry {
+		ix.names = append(ix.names, cc)
+	}
+	slices.Sort(ix.names)
+	type tagged struct {
+		span
+		cc uint16
+	}
+	var r4, r6 []tagged
+	for id, cc := range ix.names {
+		for _, p := range Normalize(byCountry[cc]) {
+			ix.prefixes++
+			t := tagged{prefixSpan(p), uint16(id)}
+			if p.Addr().Is4() {
+				r4 = append(r4, t)
+			} else {
+				r6 = append(r6, t)
+			}
+		}
+	}
+	build := func(rs []tagged) []tagged {
+		slices.SortFunc(rs, func(a, b tagged) int {
+			if c := a.first.cmp(b.first); c != 0 {
+				return c
+			}
+			return int(a.cc) - int(b.cc)
+		})
+		overlap := false
+		for i := 1; i < len(rs); i++ {
+			if !rs[i-1].last.less(rs[i].first) {
+				overlap = true
+				break
+			}
+		}
+		if overlap {
+			rs = resolveOverlaps(rs, func(t tagged) (span, uint16) { return t.span, t.cc },
+				func(s span, cc uint16) tagged { return tagged{s, cc} })
+		}
+		// Merge adjacent ranges of the same country across prefix borders.
+		out := rs[:0]
+		for _, t := range rs {
+			if n := len(out); n > 0 && out[n-1].cc == t.cc {
+				if next, wrapped := out[n-1].last.add1(); !wrapped && next == t.first {
+					out[n-1].last = t.last
+					continue
+				}
+			}
+			out = append(out, t)
+		}
+		return out
+	}
+	r4, r6 = build(r4), build(r6)
+
+	ix.v4first = make([]uint32, len(r4))
+	ix.v4last = make([]uint32, len(r4))
+	ix.v4cc = make([]uint16, len(r4))
+	for i, t := range r4 {
+		ix.v4first[i], ix.v4last[i], ix.v4cc[i] = uint32(t.first.lo), uint32(t.last.lo), t.cc
+	}
+	if len(r4) > 0 {
+		// v4bucket[b] = number of ranges starting before b<<16.
+		ix.v4bucket = make([]uint32, 65537)
+		j := 0
+		for b := 0; b <= 65536; b++ {
+			for j < len(r4) && uint64(ix.v4first[j]) < uint64(b)<<16 {
+				j++
+			}
+			ix.v4bucket[b] = uint32(j)
+		}
+	}
+	ix.v6first = make([]u128, len(r6))
+	ix.v6last = make([]u128, len(r6))
+	ix.v6cc = make([]uint16, len(r6))
+	for i, t := range r6 {
+		ix.v6first[i], ix.v6last[i], ix.v6cc[i] = t.first, t.last, t.cc
+	}
+	return ix
+}
+
+// resolveOverlaps turns overlapping tagged ranges (sorted by first) into
+// disjoint ones, the lowest tag winning. Rare path: lists normally don't
+// overlap, so clarity beats speed here.
+func resolveOverlaps[T any](rs []T, get func(T) (span, uint16), mk func(span, uint16) T) []T {
+	type event struct {
+		at    u128
+		end   bool // at is one past the end (never wraps: ends at max have no event)
+		cc    uint16
+		order int
+	}
+	var ev []event
+	maxcc := 0
+	for _, r := range rs {
+		s, cc := get(r)
+		maxcc = max(maxcc, int(cc))
+		ev = append(ev, event{at: s.first, cc: cc})
+		if next, wrapped := s.last.add1(); !wrapped {
+			ev = append(ev, event{at: next, end: true, cc: cc})
+		}
+	}
+	sort.SliceStable(ev, func(i, j int) bool { return ev[i].at.less(ev[j].at) })
+	active := make([]int, maxcc+1)
+	var out []T
+	for i := 0; i < len(ev); {
+		at := ev[i].at
+		for ; i < len(ev) && ev[i].at == at; i++ {
+			if ev[i].end {
+				active[ev[i].cc]--
+			} else {
+				active[ev[i].cc]++
+			}
+		}
+		win := -1
+		for cc, n := range active {
+			if n > 0 {
+				win = cc
+				break
+			}
+		}
+		if win < 0 {
+			continue
+		}
+		last := u128{^uint64(0), ^uint64(0)}
+		if i < len(ev) {
+			last = ev[i].at.sub(u128{0, 1})
+		}
+		out = append(out, mk(span{at, last}, uint16(win)))
+	}
+	return out
+}
+
+// Country returns the country whose list holds a, and whether one does.
+// IPv4-mapped IPv6 addresses are looked up as IPv4.
+func (ix *Index) Country(a netip.Addr) (string, bool) {
+	if ix == nil {
+		return "", false
+	}
+	if a.Is4() || a.Is4In6() {
+		if i := ix.find4(a.Unmap().As4()); i >= 0 {
+			return ix.names[ix.v4cc[i]], true
+		}
+		return "", false
+	}
+	if i := ix.find6(u128Of(a)); i >= 0 {
+		return ix.names[ix.v6cc[i]], true
+	}
+	return "", false
+}
+
+// Contains reports whether any list holds a.
+func (ix *Index) Contains(a netip.Addr) bool {
+	_, ok := ix.Country(a)
+	return ok
+}
+
+func (ix *Index) find4(b [4]byte) int {
+	if len(ix.v4first) == 0 {
+		return -1
+	}
+	ip := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	hi := ip >> 16
+	lo, n := int(ix.v4bucket[hi]), int(ix.v4bucket[hi+1])
+	// Count ranges in [lo,n) whose first <= ip; the candidate is the last of them
+	// (or the one before the bucket, which may cover into it).
+	for lo < n {
+		m := int(uint(lo+n) >> 1)
+		if ix.v4first[m] <= ip {
+			lo = m + 1
+		} else {
+			n = m
+		}
+	}
+	k := lo - 1
+	if k < 0 || ix.v4last[k] < ip {
+		return -1
+	}
+	return k
+}
+
+func (ix *Index) find6(v u128) int {
+	lo, n := 0, len(ix.v6first)
+	for lo < n {
+		m := int(uint(lo+n) >> 1)
+		if !v.less(ix.v6first[m]) {
+			lo = m + 1
+		} else {
+			n = m
+		}
+	}
+	k := lo - 1
+	if k < 0 || ix.v6last[k].less(v) {
+		return -1
+	}
+	return k
+}
+
+// Countries returns the country codes the index was built from, sorted.
+func (ix *Index) Countries() []string {
+	if ix == nil {
+		return nil
+	}
+	return slices.Clone(ix.names)
+}
+
+// Len returns the number of normalised prefixes (both families).
+func (ix *Index) Len() int {
+	if ix == nil {
+		return 0
+	}
+	return ix.prefixes
+}
+
+// Ranges returns the number of disjoint IPv4 and IPv6 ranges searched.
+func (ix *Index) Ranges() (v4, v6 int) {
+	if ix == nil {
+		return 0, 0
+	}
+	return len(ix.v4first), len(ix.v6first)
+}

@@ -1,0 +1,455 @@
+package geo
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"mime"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// listKey names one list: a country and a family.
+type listKey struct {
+	cc string // upper case
+	v6 bool
+}
+
+func (k listKey) family() string {
+	if k.v6 {
+		return "ipv6"
+	}
+	return "ipv4"
+}
+
+// String is the list's name and cache file stem: "jp-ipv4".
+func (k listKey) String() string { return strings.ToLower(k.cc) + "-" + k.family() }
+
+// listState is one last-good list.
+type listState struct {
+	prefixes []netip.Prefix // normalised
+	meta     listMeta
+}
+
+// listMeta is kept beside a cached list (<name>.meta.json).
+type listMeta struct {
+	Source       string    `json:"source"`
+	ETag         string    `json:"etag,omitempty"`
+	LastModified string    `json:"last_modified,omitempty"`
+	Fetched      time.Time `json:"fetched"`  // content last downloaded and accepted
+	Verified     time.Time `json:"verified"` // content last confirmed current (200 or 304)
+	Entries      int       `json:"entries"`  // normalised prefixes
+}
+
+// Decision is what an update did with one list.
+type Decision string
+
+const (
+	DecisionUpdated     Decision = "updated"      // new content accepted (dry-run: would be)
+	DecisionUnchanged   Decision = "unchanged"    // fetched or read, same prefixes
+	DecisionNotModified Decision = "not-modified" // HTTP 304
+	DecisionRejected    Decision = "rejected"     // content failed validation; last good list kept
+	DecisionFailed      Decision = "failed"       // fetch failed; last good list kept
+)
+
+// ListResult reports one list of an Update.
+type ListResult struct {
+	List     string   `json:"list"` // "jp-ipv4"
+	Country  string   `json:"country"`
+	Family   string   `json:"family"`
+	Source   string   `json:"source"`
+	Before   int      `json:"before"` // entries in the last good list (0: none)
+	After    int      `json:"after"`  // entries in use after the update (or would be, dry-run)
+	Added    int      `json:"added"`
+	Removed  int      `json:"removed"`
+	Decision Decision `json:"decision"`
+	Reason   string   `json:"reason,omitempty"`
+	DryRun   bool     `json:"dry_run,omitempty"`
+}
+
+// Kept reports whether the update was refused and the last good list kept.
+func (r ListResult) Kept() bool {
+	return r.Decision == DecisionRejected || r.Decision == DecisionFailed
+}
+
+// ErrListsKept is wrapped by Update's error when at least one list was
+// rejected or failed to download and its last good version stays in use.
+var ErrListsKept = errors.New("geo: some lists were not updated; the last good versions stay in use")
+
+// Update fetches (or re-reads, with lists_dir) every allowed country's lists,
+// validates them and atomically swaps the accepted ones in. With dryRun
+// nothing is written or swapped. The error wraps ErrListsKept when any list
+// was rejected or failed; results are returned either way.
+func (g *Geo) Update(ctx context.Context, dryRun bool) ([]ListResult, error) {
+	g.updateMu.Lock()
+	defer g.updateMu.Unlock()
+	old := g.snap.Load()
+	next := maps.Clone(old.lists)
+	var results []ListResult
+	var reasons []error
+	changed := false
+
+	keys, paths, err := g.updateTargets()
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range keys {
+		if err := ctx.Err(); err != nil {
+			return results, err
+		}
+		prev := old.lists[k]
+		var res ListResult
+		var nl *listState
+		if g.cfg.ListsDir != "" {
+			res, nl = g.updateLocal(k, paths[k], prev)
+		} else {
+			res, nl = g.updateRemote(ctx, k, prev, dryRun)
+		}
+		res.DryRun = dryRun
+		results = append(results, res)
+		g.met.updates.WithLabelValues(k.String(), string(res.Decision)).Inc()
+		if res.Kept() {
+			reasons = append(reasons, fmt.Errorf("%s %s: %s", k, res.Decision, res.Reason))
+			g.log.Error("geo: list not updated; the last good list stays in use", "list", k.String(),
+				"decision", string(res.Decision), "reason", res.Reason, "entries_kept", res.Before)
+		} else {
+			g.log.Info("geo: list checked", "list", k.String(), "decision", string(res.Decision),
+				"before", res.Before, "after", res.After, "added", res.Added, "removed", res.Removed, "dry_run", dryRun)
+		}
+		if nl != nil && !dryRun {
+			next[k] = nl
+			changed = true
+		}
+	}
+	if changed {
+		g.snap.Store(g.newSnapshot(next))
+	}
+	if len(reasons) > 0 {
+		return results, fmt.Errorf("%w: %w", ErrListsKept, errors.Join(reasons...))
+	}
+	return results, nil
+}
+
+// updateTargets lists what Update looks at: the allowed countries' lists,
+// plus, with lists_dir, every list file present there.
+func (g *Geo) updateTargets() ([]listKey, map[listKey]string, error) {
+	seen := map[listKey]bool{}
+	var keys []listKey
+	for _, cc := range g.allow {
+		for _, v6 := range []bool{false, true} {
+			k := listKey{cc, v6}
+			seen[k] = true
+			keys = append(keys, k)
+		}
+	}
+	var paths map[listKey]string
+	if g.cfg.ListsDir != "" {
+		var err error
+		if paths, err = scanListsDir(g.cfg.ListsDir); err != nil {
+			return nil, nil, fmt.Errorf("geo: geo.lists_dir = %q: %w", g.cfg.ListsDir, err)
+		}
+		for k := range paths {
+			if !seen[k] {
+				keys = append(keys, k)
+			}
+		}
+	}
+	slices.SortFunc(keys, func(a, b listKey) int { return strings.Compare(a.String(), b.String()) })
+	return keys, paths, nil
+}
+
+// result starts a ListResult for k against the last good list.
+func result(k listKey, source string, prev *listState) ListResult {
+	r := ListResult{List: k.String(), Country: k.cc, Family: k.family(), Source: source}
+	if prev != nil {
+		r.Before, r.After = len(prev.prefixes), len(prev.prefixes)
+	}
+	return r
+}
+
+func kept(r ListResult, d Decision, format string, args ...any) (ListResult, *listState) {
+	r.Decision, r.Reason = d, fmt.Sprintf(format, args...)
+	return r, nil
+}
+
+// accept fills the counts for a candidate list that passed validation.
+func accept(r ListResult, prev *listState, ps []netip.Prefix) ListResult {
+	r.After = len(ps)
+	if prev == nil {
+		r.Added = len(ps)
+		r.Decision = DecisionUpdated
+		return r
+	}
+	r.Added, r.Removed = diffCount(prev.prefixes, ps)
+	r.Decision = DecisionUpdated
+	if r.Added == 0 && r.Removed == 0 {
+		r.Decision = DecisionUnchanged
+	}
+	return r
+}
+
+// validate applies the floor and the shrink guard to a downloaded list.
+func (g *Geo) validate(prev *listState, ps []netip.Prefix) error {
+	if len(ps) < g.cfg.MinEntries {
+		return fmt.Errorf("only %d entries, fewer than geo.min_entries = %d", len(ps), g.cfg.MinEntries)
+	}
+	if prev != nil && g.cfg.MaxShrink > 0 && len(prev.prefixes) > 0 {
+		floor := float64(len(prev.prefixes)) * (1 - g.cfg.MaxShrink)
+		if float64(len(ps)) < floor {
+			drop := 100 * (1 - float64(len(ps))/float64(len(prev.prefixes)))
+			return fmt.Errorf("shrank from %d to %d entries (-%.0f%%), more than geo.max_shrink = %.0f%%",
+				len(prev.prefixes), len(ps), drop, 100*g.cfg.MaxShrink)
+		}
+	}
+	return nil
+}
+
+// listURL fills the {cc} placeholder (lower case, as ipverse names its
+// directories) of the family's template.
+func (g *Geo) listURL(k listKey) string {
+	t := g.cfg.ListURLv4
+	if k.v6 {
+		t = g.cfg.ListURLv6
+	}
+	return strings.ReplaceAll(t, "{cc}", strings.ToLower(k.cc))
+}
+
+func (g *Geo) updateRemote(ctx context.Context, k listKey, prev *listState, dryRun bool) (ListResult, *listState) {
+	url := g.listURL(k)
+	r := result(k, url, prev)
+	if timeout := g.cfg.DownloadTimeout.D(); timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return kept(r, DecisionFailed, "bad URL from geo.list_url_%s: %v", strings.TrimPrefix(k.family(), "ip"), err)
+	}
+	req.Header.Set("User-Agent", "sipsentry-geo (+https://github.com/sipsentry/sipsentry)")
+	// Conditional headers only when the cache is for this same URL.
+	if prev != nil && prev.meta.Source == url {
+		if prev.meta.ETag != "" {
+			req.Header.Set("If-None-Match", prev.meta.ETag)
+		}
+		if prev.meta.LastModified != "" {
+			req.Header.Set("If-Modified-Since", prev.meta.LastModified)
+		}
+	}
+	resp, err := g.client.Do(req)
+	if err != nil {
+		return kept(r, DecisionFailed, "download: %v", errText(err))
+	}
+	defer resp.Body.Close()
+	now := g.now()
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotModified:
+		if prev == nil {
+			return kept(r, DecisionFailed, "server answered 304 Not Modified but there is no cached list")
+		}
+		r.Decision = DecisionNotModified
+		if dryRun {
+			return r, nil
+		}
+		nl := &listState{prefixes: prev.prefixes, meta: prev.meta}
+		nl.meta.Verified = now
+		if err := g.writeMeta(k, nl.meta); err != nil {
+			g.log.Warn("geo: could not record the list check time", "list", k.String(), "err", err)
+		}
+		return r, nl
+	default:
+		return kept(r, DecisionFailed, "HTTP %s from %s", resp.Status, url)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "" {
+		if mt, _, _ := mime.ParseMediaType(ct); mt == "text/html" {
+			return kept(r, DecisionRejected, "the server sent an HTML page (Content-Type %s), not a CIDR list", mt)
+		}
+	}
+	limit := g.cfg.MaxDownloadBytes
+	if limit <= 0 {
+		limit = 16 << 20
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return kept(r, DecisionFailed, "download interrupted after %d bytes: %v", len(body), errText(err))
+	}
+	if int64(len(body)) > limit {
+		return kept(r, DecisionRejected, "larger than geo.max_download_bytes = %d", limit)
+	}
+	ps, err := ParseList(bytes.NewReader(body), k.v6)
+	if err != nil {
+		return kept(r, DecisionRejected, "%v", strings.TrimPrefix(err.Error(), "geo: "))
+	}
+	ps = Normalize(ps)
+	if err := g.validate(prev, ps); err != nil {
+		return kept(r, DecisionRejected, "%v", err)
+	}
+	r = accept(r, prev, ps)
+	if dryRun {
+		return r, nil
+	}
+	meta := listMeta{Source: url, ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified"),
+		Fetched: now, Verified: now, Entries: len(ps)}
+	if err := g.writeCache(k, body, meta); err != nil {
+		// Still use it: it is valid; only the cache for the next start failed.
+		g.log.Error("geo: could not write the list cache; the new list is used but will be downloaded again after a restart",
+			"list", k.String(), "dir", g.listsCacheDir(), "err", err)
+	}
+	return r, &listState{prefixes: ps, meta: meta}
+}
+
+// errText shortens context errors into something an admin understands.
+func errText(err error) string {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "timed out (geo.download_timeout): " + err.Error()
+	}
+	return err.Error()
+}
+
+func (g *Geo) updateLocal(k listKey, path string, prev *listState) (ListResult, *listState) {
+	r := result(k, path, prev)
+	if path == "" {
+		return kept(r, DecisionFailed, "no %s.txt or %s-aggregated.txt in geo.lists_dir = %q", k, k, g.cfg.ListsDir)
+	}
+	l, err := g.readLocal(k, path)
+	if err != nil {
+		return kept(r, DecisionRejected, "%v", strings.TrimPrefix(err.Error(), "geo: "))
+	}
+	r = accept(r, prev, l.prefixes)
+	return r, l
+}
+
+// listFileRE matches lists_dir file names: jp-ipv4.txt, jp-ipv4-aggregated.txt.
+var listFileRE = regexp.MustCompile(`^([A-Za-z]{2})-ipv([46])(-aggregated)?\.txt$`)
+
+// scanListsDir maps each list found in dir to its file. When both names
+// exist, the plain <cc>-ipv4.txt wins.
+func scanListsDir(dir string) (map[listKey]string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	out := map[listKey]string{}
+	for _, e := range ents {
+		m := listFileRE.FindStringSubmatch(e.Name())
+		if m == nil || e.IsDir() {
+			continue
+		}
+		k := listKey{strings.ToUpper(m[1]), m[2] == "6"}
+		if _, dup := out[k]; dup && m[3] != "" {
+			continue
+		}
+		out[k] = filepath.Join(dir, e.Name())
+	}
+	return out, nil
+}
+
+// readLocal reads an admin-provided list. It must parse, but the entry floor
+// and shrink guard do not apply: the admin chose this file on purpose (a
+// small hand-made list is legitimate).
+func (g *Geo) readLocal(k listKey, path string) (*listState, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	ps, err := ParseList(f, k.v6)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	ps = Normalize(ps)
+	return &listState{prefixes: ps, meta: listMeta{Source: path, Fetched: fi.ModTime(), Verified: fi.ModTime(), Entries: len(ps)}}, nil
+}
+
+func (g *Geo) cachePaths(k listKey) (list, meta string) {
+	base := filepath.Join(g.listsCacheDir(), k.String())
+	return base + ".txt", base + ".meta.json"
+}
+
+// readCache loads a previously accepted download. It was validated before it
+// was written, so only parsing is repeated.
+func (g *Geo) readCache(k listKey) (*listState, error) {
+	lp, mp := g.cachePaths(k)
+	b, err := os.ReadFile(lp)
+	if err != nil {
+		return nil, err
+	}
+	ps, err := ParseList(bytes.NewReader(b), k.v6)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", lp, err)
+	}
+	ps = Normalize(ps)
+	var meta listMeta
+	if mb, err := os.ReadFile(mp); err == nil {
+		if err := json.Unmarshal(mb, &meta); err != nil {
+			return nil, fmt.Errorf("%s: %w", mp, err)
+		}
+	} else if fi, err := os.Stat(lp); err == nil {
+		meta.Fetched, meta.Verified = fi.ModTime(), fi.ModTime()
+	}
+	meta.Entries = len(ps)
+	return &listState{prefixes: ps, meta: meta}, nil
+}
+
+// writeCache stores the list, then its metadata, each atomically.
+func (g *Geo) writeCache(k listKey, body []byte, meta listMeta) error {
+	lp, _ := g.cachePaths(k)
+	if err := os.MkdirAll(g.listsCacheDir(), 0o755); err != nil {
+		return err
+	}
+	if err := writeAtomic(lp, body); err != nil {
+		return err
+	}
+	return g.writeMeta(k, meta)
+}
+
+func (g *Geo) writeMeta(k listKey, meta listMeta) error {
+	_, mp := g.cachePaths(k)
+	b, err := json.MarshalIndent(meta, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeAtomic(mp, append(b, '\n'))
+}
+
+// writeAtomic writes a temp file in the same directory, syncs it and renames
+// it over path, so readers see the old file or the new one, never half.
+func writeAtomic(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp, 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
