@@ -1,0 +1,132 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func serve(t *testing.T, m *Metrics, status func(context.Context) (any, error)) string {
+	t.Helper()
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctx, ln, m.Handler(status), nil) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
+
+func TestMetricsAndHealth(t *testing.T) {
+	var st atomic.Value
+	st.Store(State{AMIConnected: false, FirewallUp: true, BansActive: 3, LearnedAllows: 1})
+	m := New(func() State { return st.Load().(State) })
+	m.AMIEvent("InvalidAccountID")
+	m.AMIEvent("InvalidAccountID")
+	m.AMIEvent("ChallengeSent")
+	m.Decision("ban")
+	m.EventToKernel(700 * time.Microsecond)
+	m.EventToKernel(3 * time.Millisecond)
+	base := serve(t, m, func(context.Context) (any, error) { return map[string]int{"bans": 3}, nil })
+
+	code, body := get(t, base+"/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics: %d", code)
+	}
+	for _, want := range []string{
+		`sipsentry_ami_events_total{type="InvalidAccountID"} 2`,
+		`sipsentry_ami_events_total{type="ChallengeSent"} 1`,
+		`sipsentry_decisions_total{kind="ban"} 1`,
+		"sipsentry_bans_active 3",
+		"sipsentry_learned_allows 1",
+		"sipsentry_ami_connected 0",
+		"sipsentry_firewall_up 1",
+		"sipsentry_event_to_kernel_seconds_count 2",
+		`sipsentry_event_to_kernel_seconds_bucket{le="0.0008"} 1`,
+		"process_resident_memory_bytes",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if strings.Contains(body, "sipsentry_ari_connected") {
+		t.Error("sipsentry_ari_connected exported although ARI is not configured")
+	}
+
+	code, body = get(t, base+"/healthz")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "AMI not connected") {
+		t.Errorf("/healthz with AMI down = %d %q", code, body)
+	}
+	st.Store(State{AMIConnected: true, FirewallUp: false})
+	code, body = get(t, base+"/healthz")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "firewall not up") || strings.Contains(body, "AMI") {
+		t.Errorf("/healthz with firewall down = %d %q", code, body)
+	}
+	st.Store(State{AMIConnected: true, FirewallUp: true, ARIEnabled: true, ARIConnected: true})
+	code, body = get(t, base+"/healthz")
+	if code != 200 || strings.TrimSpace(body) != "ok" {
+		t.Errorf("/healthz healthy = %d %q", code, body)
+	}
+	_, body = get(t, base+"/metrics")
+	if !strings.Contains(body, "sipsentry_ari_connected 1") {
+		t.Error("sipsentry_ari_connected missing with ARI configured")
+	}
+	code, body = get(t, base+"/status")
+	if code != 200 || !strings.Contains(body, `"bans": 3`) {
+		t.Errorf("/status = %d %q", code, body)
+	}
+}
+
+func TestHealthBeforeStateIsStarting(t *testing.T) {
+	m := New(nil)
+	if err := m.Health(); err == nil || err.Error() != "starting" {
+		t.Errorf("Health before SetState = %v", err)
+	}
+	m.SetState(func() State { return State{AMIConnected: true, FirewallUp: true} })
+	if err := m.Health(); err != nil {
+		t.Errorf("Health = %v", err)
+	}
+}
+
+func TestListenRefusesNonLoopback(t *testing.T) {
+	for _, a := range []string{"0.0.0.0:9468", "[::]:9468", ":9468", "198.51.100.1:9468", "example.com:9468", "nonsense"} {
+		ln, err := Listen(a)
+		if err == nil {
+			ln.Close()
+			t.Errorf("Listen(%q) accepted a non-loopback address", a)
+		}
+	}
+	if _, err := Listen("0.0.0.0:1"); !errors.Is(err, ErrNotLoopback) {
+		t.Errorf("want ErrNotLoopback, got %v", err)
+	}
+}
+
+func TestDuplicateRegisterIsAnError(t *testing.T) {
+	m := New(nil)
+	if err := m.Register(m.amiEvents); err == nil {
+		t.Error("registering a collector twice was accepted")
+	}
+}
