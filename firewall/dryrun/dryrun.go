@@ -109,22 +109,6 @@ func (b *Backend) Ops() []Op {
 	return slices.Clone(b.ops)
 }
 
-func validate(set firewall.Set, e firewall.Entry) error {
-	if !e.Prefix.IsValid() {
-		return fmt.Errorf("%w: %v", firewall.ErrInvalid, e.Prefix)
-	}
-	if _, ok := map[firewall.Set]bool{firewall.SetAllow: true, firewall.SetBan: true, firewall.SetAllowCountry: true}[set]; !ok {
-		return fmt.Errorf("%w: unknown set %q", firewall.ErrInvalid, set)
-	}
-	if set == firewall.SetBan && e.Prefix.Bits() != e.Prefix.Addr().BitLen() {
-		return fmt.Errorf("%w: ban set takes single addresses, not %s", firewall.ErrInvalid, e.Prefix)
-	}
-	if set == firewall.SetAllowCountry && e.Timeout != 0 {
-		return fmt.Errorf("%w: %s entries have no timeout", firewall.ErrInvalid, set)
-	}
-	return nil
-}
-
 func (b *Backend) Up(context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -154,10 +138,9 @@ func (b *Backend) put(set firewall.Set, m map[netip.Prefix]member, e firewall.En
 }
 
 func (b *Backend) Replace(_ context.Context, set firewall.Set, entries []firewall.Entry) error {
-	for _, e := range entries {
-		if err := validate(set, e); err != nil {
-			return err
-		}
+	entries, err := firewall.ValidateAll(set, entries)
+	if err != nil {
+		return err
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -171,10 +154,9 @@ func (b *Backend) Replace(_ context.Context, set firewall.Set, entries []firewal
 }
 
 func (b *Backend) Add(_ context.Context, set firewall.Set, entries ...firewall.Entry) error {
-	for _, e := range entries {
-		if err := validate(set, e); err != nil {
-			return err
-		}
+	entries, err := firewall.ValidateAll(set, entries)
+	if err != nil {
+		return err
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -191,12 +173,18 @@ func (b *Backend) Add(_ context.Context, set firewall.Set, entries ...firewall.E
 }
 
 func (b *Backend) Delete(_ context.Context, set firewall.Set, prefixes ...netip.Prefix) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	es := make([]firewall.Entry, 0, len(prefixes))
 	for _, p := range prefixes {
-		delete(b.sets[set], p.Masked())
-		es = append(es, firewall.Entry{Prefix: p})
+		e, err := firewall.Validate(set, firewall.Entry{Prefix: p})
+		if err != nil {
+			return err
+		}
+		es = append(es, e)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, e := range es {
+		delete(b.sets[set], e.Prefix)
 	}
 	b.record(Op{Verb: "delete", Set: set, Entries: es})
 	return nil
@@ -212,6 +200,9 @@ func (b *Backend) expire(m map[netip.Prefix]member) {
 }
 
 func (b *Backend) Contains(_ context.Context, set firewall.Set, addr netip.Addr) (bool, error) {
+	if !firewall.KnownSet(set) || !addr.IsValid() {
+		return false, fmt.Errorf("%w: contains %q in set %q", firewall.ErrInvalid, addr, set)
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	m := b.sets[set]
@@ -226,6 +217,9 @@ func (b *Backend) Contains(_ context.Context, set firewall.Set, addr netip.Addr)
 }
 
 func (b *Backend) List(_ context.Context, set firewall.Set) ([]firewall.Entry, error) {
+	if !firewall.KnownSet(set) {
+		return nil, fmt.Errorf("%w: unknown set %q", firewall.ErrInvalid, set)
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	m := b.sets[set]
@@ -244,6 +238,10 @@ func (b *Backend) List(_ context.Context, set firewall.Set) ([]firewall.Entry, e
 }
 
 func (b *Backend) DropFlows(_ context.Context, addr netip.Addr) error {
+	if !addr.IsValid() {
+		return fmt.Errorf("%w: dropflows of an invalid address", firewall.ErrInvalid)
+	}
+	addr = addr.Unmap()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.record(Op{Verb: "dropflows", Entries: []firewall.Entry{{Prefix: netip.PrefixFrom(addr, addr.BitLen())}}})

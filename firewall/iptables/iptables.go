@@ -1,0 +1,1074 @@
+// Package iptables is the firewall backend built on ipset and iptables /
+// ip6tables: per-family ipsets hold the addresses, one chain consults them,
+// and jump rules in INPUT send only the protected SIP and RTP ports there.
+//
+// It must never touch a chain, rule or set it did not create: ownership of
+// the chain is shown by a marker rule ("-m comment --comment
+// sipsentry-owned") at its top, ownership of a set by its exact type and
+// options, and every INPUT rule it adds carries "--comment sipsentry".
+// Everything from the caller is validated before the kernel sees it.
+//
+// Bulk changes go through one `ipset restore` stream fed from Go (no
+// shell); single adds at event rate go through a shared netlink handle,
+// which measured ~100 times faster than an exec (see the benchmarks).
+package iptables
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+
+	goipt "github.com/coreos/go-iptables/iptables"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/sipsentry/sipsentry/firewall"
+	"github.com/sipsentry/sipsentry/internal/config"
+)
+
+// Options configure a Backend beyond the config table.
+type Options struct {
+	Config config.Firewall
+	Log    *slog.Logger
+	// Netns, when set, runs every kernel operation (ipset, iptables,
+	// netlink) inside that named network namespace (/run/netns/NAME):
+	// commands are started from one OS thread locked into it, the netlink
+	// socket is opened there. Tests use it; production leaves it empty.
+	Netns string
+	// IpsetPath is the ipset program; default "ipset" looked up in PATH.
+	IpsetPath string
+	// SetPrefix prefixes the kernel set names; default "sipsentry-".
+	SetPrefix string
+}
+
+// Backend implements firewall.Backend with ipset + iptables.
+type Backend struct {
+	cfg    config.Firewall
+	log    *slog.Logger
+	prefix string
+	ipset  string
+	run    *runner
+	ipt    map[string]*goipt.IPTables // by family: inet, inet6
+
+	nlMu sync.Mutex // the netlink handle is one socket: one request at a time
+	nl   *netlink.Handle
+
+	mu sync.Mutex // serializes changes, so an Add never lands in a set being swapped out
+}
+
+var _ firewall.Backend = (*Backend)(nil)
+
+const (
+	ownerComment = "sipsentry-owned" // marker rule at the top of the chain
+	jumpComment  = "sipsentry"       // on every INPUT rule sipsentry adds
+	logPrefix    = "sipsentry-monitor: "
+	table        = "filter"
+	staticNote   = "static (config)" // comment of entries from firewall.allow
+)
+
+var families = []string{"inet", "inet6"}
+
+// New builds a backend from the [firewall] table. It probes for the ipset
+// and iptables programs, CAP_NET_ADMIN and the kernel's ipset support, and
+// returns one error wrapping firewall.ErrUnavailable if any is missing.
+func New(cfg config.Firewall, log *slog.Logger) (*Backend, error) {
+	return NewWithOptions(Options{Config: cfg, Log: log})
+}
+
+// NewWithOptions is New with test and deployment options.
+func NewWithOptions(o Options) (*Backend, error) {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.SetPrefix == "" {
+		o.SetPrefix = "sipsentry-"
+	}
+	if o.IpsetPath == "" {
+		o.IpsetPath = "ipset"
+	}
+	if o.Config.Chain == "" {
+		o.Config.Chain = "SIPSENTRY"
+	}
+	if o.Config.InputPosition < 1 {
+		o.Config.InputPosition = 1
+	}
+	if o.Config.BanMaxElem < 1 {
+		o.Config.BanMaxElem = 1 << 20
+	}
+	if o.Config.Mode == "" {
+		o.Config.Mode = "monitor"
+	}
+	if len(o.SetPrefix)+len("allow-cc-v6-tmp") > 31 {
+		return nil, fmt.Errorf("iptables: set prefix %q too long: ipset names are at most 31 bytes", o.SetPrefix)
+	}
+	path, err := exec.LookPath(o.IpsetPath)
+	if err != nil {
+		return nil, fmt.Errorf("%w: the ipset program is missing (%v): install it (apt install ipset)", firewall.ErrUnavailable, err)
+	}
+	b := &Backend{cfg: o.Config, log: o.Log, prefix: o.SetPrefix, ipset: path, ipt: map[string]*goipt.IPTables{}}
+	if o.Netns != "" {
+		r, err := startRunner(o.Netns)
+		if err != nil {
+			return nil, err
+		}
+		b.run = r
+	}
+	var probeErr error
+	b.run.do(func() {
+		for _, fam := range families {
+			proto := goipt.ProtocolIPv4
+			if fam == "inet6" {
+				proto = goipt.ProtocolIPv6
+			}
+			ipt, err := goipt.New(goipt.IPFamily(proto), goipt.Timeout(10))
+			if err != nil {
+				probeErr = fmt.Errorf("%w: %s is missing or broken (%v): install iptables (apt install iptables)",
+					firewall.ErrUnavailable, map[string]string{"inet": "iptables", "inet6": "ip6tables"}[fam], err)
+				return
+			}
+			b.ipt[fam] = ipt
+		}
+		// The socket opens in the namespace of this thread (the runner's).
+		h, err := netlink.NewHandle(unix.NETLINK_NETFILTER)
+		if err != nil {
+			probeErr = fmt.Errorf("%w: netlink netfilter socket: %v", firewall.ErrUnavailable, err)
+			return
+		}
+		b.nl = h
+	})
+	if probeErr == nil {
+		probeErr = b.probeKernel()
+	}
+	if probeErr != nil {
+		b.Close()
+		return nil, probeErr
+	}
+	return b, nil
+}
+
+// probeKernel asks the kernel's ipset for its protocol version: it fails
+// exactly when CAP_NET_ADMIN or the ip_set module is missing.
+func (b *Backend) probeKernel() error {
+	b.nlMu.Lock()
+	_, _, err := b.nl.IpsetProtocol()
+	b.nlMu.Unlock()
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, syscall.EPERM), errors.Is(err, syscall.EACCES):
+		return fmt.Errorf("%w: the kernel refused ipset access (%v): run as root or grant CAP_NET_ADMIN (systemd: AmbientCapabilities=CAP_NET_ADMIN)", firewall.ErrUnavailable, err)
+	default:
+		return fmt.Errorf("%w: the kernel has no usable ipset support (%v): load the modules (modprobe ip_set ip_set_hash_ip ip_set_hash_net xt_set nf_conntrack_netlink)", firewall.ErrUnavailable, err)
+	}
+}
+
+func (b *Backend) Close() error {
+	if b.nl != nil {
+		b.nl.Close()
+		b.nl = nil
+	}
+	if b.run != nil {
+		b.run.stop()
+		b.run = nil
+	}
+	return nil
+}
+
+// runner runs functions on one OS thread locked into a network namespace.
+// A nil runner runs them in place.
+type runner struct {
+	ch chan func()
+}
+
+func startRunner(name string) (*runner, error) {
+	r := &runner{ch: make(chan func())}
+	ready := make(chan error)
+	go func() {
+		// Never unlocked: the thread leaves with this goroutine, so no other
+		// goroutine ever runs in the namespace by accident.
+		runtime.LockOSThread()
+		h, err := netns.GetFromName(name)
+		if err != nil {
+			ready <- fmt.Errorf("iptables: network namespace %q: %w", name, err)
+			return
+		}
+		err = netns.Set(h)
+		h.Close()
+		if err != nil {
+			ready <- fmt.Errorf("iptables: enter network namespace %q: %w", name, err)
+			return
+		}
+		ready <- nil
+		for f := range r.ch {
+			f()
+		}
+	}()
+	if err := <-ready; err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *runner) do(f func()) {
+	if r == nil {
+		f()
+		return
+	}
+	done := make(chan struct{})
+	r.ch <- func() { f(); close(done) }
+	<-done
+}
+
+func (r *runner) stop() { close(r.ch) }
+
+// ---- names and specs
+
+func suffix(fam string) string {
+	if fam == "inet" {
+		return "-v4"
+	}
+	return "-v6"
+}
+
+func famOf(p netip.Prefix) string { return firewall.Family(p.Addr()) }
+
+func (b *Backend) spec(set firewall.Set, fam string) setSpec {
+	s := setSpec{set: set, name: b.prefix + string(set) + suffix(fam), family: fam, comment: true, maxElem: 65536}
+	switch set {
+	case firewall.SetAllowCountry:
+		s.typ = "hash:net"
+	case firewall.SetAllow:
+		s.typ, s.timeout = "hash:net", true
+	case firewall.SetBan:
+		s.typ, s.timeout, s.maxElem = "hash:ip", true, b.cfg.BanMaxElem
+	}
+	return s
+}
+
+func (b *Backend) specs() []setSpec {
+	var out []setSpec
+	for _, fam := range families {
+		for _, s := range firewall.Sets {
+			out = append(out, b.spec(s, fam))
+		}
+	}
+	return out
+}
+
+func tmpName(name string) string { return name + "-tmp" }
+
+// ---- ipset exec
+
+// ipsetCmd runs ipset with args (and stdin) and returns stdout. Errors keep
+// the command and ipset's own message.
+func (b *Backend) ipsetCmd(ctx context.Context, stdin []byte, args ...string) (string, error) {
+	var out, errb bytes.Buffer
+	var err error
+	b.run.do(func() {
+		cmd := exec.CommandContext(ctx, b.ipset, args...)
+		if stdin != nil {
+			cmd.Stdin = bytes.NewReader(stdin)
+		}
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err = cmd.Run()
+	})
+	if err != nil {
+		msg := strings.TrimSpace(errb.String())
+		// ipset's CLI says a set is full only in words; there is no code.
+		if strings.Contains(msg, "Hash is full") {
+			return "", fmt.Errorf("%w: ipset %s: %s", firewall.ErrSetFull, args[0], msg)
+		}
+		return "", fmt.Errorf("iptables: ipset %s: %w: %s", strings.Join(args, " "), err, msg)
+	}
+	return out.String(), nil
+}
+
+func (b *Backend) restore(ctx context.Context, script string) error {
+	if script == "" {
+		return nil
+	}
+	_, err := b.ipsetCmd(ctx, []byte(script), "-exist", "restore")
+	return err
+}
+
+func (b *Backend) listSets(ctx context.Context) (map[string]setHeader, error) {
+	out, err := b.ipsetCmd(ctx, nil, "list", "-t")
+	if err != nil {
+		return nil, err
+	}
+	return parseListTerse(out)
+}
+
+// ---- ownership
+
+type inventory struct {
+	sets   map[string]setHeader
+	chains map[string]chainState // by family
+}
+
+type chainState struct {
+	exists bool
+	ours   bool
+	rules  []string // "-A CHAIN ..." lines
+}
+
+func (b *Backend) chainState(fam string) (chainState, error) {
+	var st chainState
+	var err error
+	b.run.do(func() {
+		ipt := b.ipt[fam]
+		var ok bool
+		ok, err = ipt.ChainExists(table, b.cfg.Chain)
+		if err != nil || !ok {
+			return
+		}
+		st.exists = true
+		var lines []string
+		lines, err = ipt.List(table, b.cfg.Chain)
+		if err != nil {
+			return
+		}
+		for _, l := range lines {
+			if strings.HasPrefix(l, "-A ") {
+				st.rules = append(st.rules, l)
+			}
+		}
+		st.ours = len(st.rules) > 0 && st.rules[0] == b.markerLine()
+	})
+	if err != nil {
+		return st, fmt.Errorf("iptables: inspect chain %s (%s): %w", b.cfg.Chain, fam, err)
+	}
+	return st, nil
+}
+
+func (b *Backend) inventory(ctx context.Context) (inventory, error) {
+	inv := inventory{chains: map[string]chainState{}}
+	var err error
+	if inv.sets, err = b.listSets(ctx); err != nil {
+		return inv, err
+	}
+	for _, fam := range families {
+		if inv.chains[fam], err = b.chainState(fam); err != nil {
+			return inv, err
+		}
+	}
+	return inv, nil
+}
+
+// foreign lists every object of sipsentry's names that is not sipsentry's.
+func (b *Backend) foreign(inv inventory) error {
+	var errs []error
+	for _, s := range b.specs() {
+		if h, ok := inv.sets[s.name]; ok {
+			if err := h.matches(s); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	for _, fam := range families {
+		c := inv.chains[fam]
+		if c.exists && !c.ours {
+			errs = append(errs, fmt.Errorf("%w: %s chain %s exists without sipsentry's marker rule (-m comment --comment %s) at its top; rename or delete it (%s -X %s) or set firewall.chain",
+				firewall.ErrNotOurs, iptName(fam), b.cfg.Chain, ownerComment, iptName(fam), b.cfg.Chain))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func iptName(fam string) string {
+	if fam == "inet6" {
+		return "ip6tables"
+	}
+	return "iptables"
+}
+
+// ---- rules
+
+// rule is an iptables rule spec and the line `iptables -S` prints for it.
+type rule struct {
+	args []string
+	line string
+}
+
+func mkRule(chain string, args ...string) rule {
+	var b strings.Builder
+	b.WriteString("-A ")
+	b.WriteString(chain)
+	for i, a := range args {
+		b.WriteByte(' ')
+		// iptables -S quotes the log prefix (and any word with a space).
+		if (i > 0 && args[i-1] == "--log-prefix") || strings.ContainsAny(a, " \t") {
+			b.WriteString(`"` + a + `"`)
+		} else {
+			b.WriteString(a)
+		}
+	}
+	return rule{args: args, line: b.String()}
+}
+
+func (b *Backend) markerLine() string {
+	return mkRule(b.cfg.Chain, "-m", "comment", "--comment", ownerComment).line
+}
+
+func (b *Backend) chainRules(fam string) []rule {
+	c := b.cfg.Chain
+	name := func(s firewall.Set) string { return b.spec(s, fam).name }
+	rs := []rule{
+		mkRule(c, "-m", "comment", "--comment", ownerComment),
+		mkRule(c, "-m", "set", "--match-set", name(firewall.SetAllow), "src", "-j", "ACCEPT"),
+		mkRule(c, "-m", "set", "--match-set", name(firewall.SetBan), "src", "-j", "DROP"),
+		mkRule(c, "-m", "set", "--match-set", name(firewall.SetAllowCountry), "src", "-j", "ACCEPT"),
+	}
+	if b.cfg.Mode == "enforce" {
+		return append(rs, mkRule(c, "-j", "DROP"))
+	}
+	// monitor: what enforce would drop is logged (rate limited, so a scan
+	// cannot flood the journal) and counted by the ACCEPT rule's counters.
+	return append(rs,
+		mkRule(c, "-m", "limit", "--limit", "6/min", "-j", "LOG", "--log-prefix", logPrefix),
+		mkRule(c, "-j", "ACCEPT"))
+}
+
+// portLists splits ranges into multiport lists of at most 15 port slots
+// (a range takes two), the multiport module's limit.
+func portLists(ranges ...[]config.PortRange) []string {
+	var out []string
+	var cur []string
+	slots := 0
+	for _, rs := range ranges {
+		for _, r := range rs {
+			s, n := fmt.Sprint(r.From), 1
+			if r.To != r.From {
+				s, n = fmt.Sprintf("%d:%d", r.From, r.To), 2
+			}
+			if slots+n > 15 {
+				out = append(out, strings.Join(cur, ","))
+				cur, slots = nil, 0
+			}
+			cur = append(cur, s)
+			slots += n
+		}
+	}
+	if len(cur) > 0 {
+		out = append(out, strings.Join(cur, ","))
+	}
+	return out
+}
+
+func (b *Backend) jumpRules() []rule {
+	var rs []rule
+	for _, pl := range portLists(b.cfg.UDPPorts, b.cfg.RTPPorts) {
+		rs = append(rs, mkRule("INPUT", "-p", "udp", "-m", "multiport", "--dports", pl,
+			"-m", "comment", "--comment", jumpComment, "-j", b.cfg.Chain))
+	}
+	for _, pl := range portLists(b.cfg.TCPPorts) {
+		rs = append(rs, mkRule("INPUT", "-p", "tcp", "-m", "multiport", "--dports", pl,
+			"-m", "comment", "--comment", jumpComment, "-j", b.cfg.Chain))
+	}
+	return rs
+}
+
+// isOurJump tells whether an INPUT line is a jump sipsentry made: to its
+// chain and carrying its comment. Such lines contain no quoted words.
+func (b *Backend) isOurJump(line string) bool {
+	return strings.HasPrefix(line, "-A INPUT ") && strings.HasSuffix(line, " -j "+b.cfg.Chain) &&
+		strings.Contains(line, " -m comment --comment "+jumpComment+" ")
+}
+
+func (b *Backend) inputRules(fam string) ([]string, error) {
+	var lines []string
+	var err error
+	b.run.do(func() { lines, err = b.ipt[fam].List(table, "INPUT") })
+	if err != nil {
+		return nil, fmt.Errorf("iptables: list INPUT (%s): %w", fam, err)
+	}
+	var out []string
+	for _, l := range lines {
+		if strings.HasPrefix(l, "-A ") {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
+// ---- Up / Down
+
+// Up creates what is missing and corrects what differs; it refuses, before
+// any change, when an object of its names is not sipsentry's.
+func (b *Backend) Up(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.jumpRules()) == 0 {
+		return fmt.Errorf("iptables: no protected port configured (firewall.udp_ports, tcp_ports, rtp_ports)")
+	}
+	inv, err := b.inventory(ctx)
+	if err != nil {
+		return err
+	}
+	if err := b.foreign(inv); err != nil {
+		return err
+	}
+	// Sets first: rules refer to them.
+	var script strings.Builder
+	for _, s := range b.specs() {
+		if h, ok := inv.sets[s.name]; ok {
+			if s.set == firewall.SetBan && h.MaxElem != s.maxElem {
+				b.log.Warn("iptables: ban set capacity differs from firewall.ban_maxelem; it changes at the next full reload (firewall down, up)",
+					"set", s.name, "maxelem", h.MaxElem, "ban_maxelem", s.maxElem)
+			}
+			continue
+		}
+		script.WriteString(s.createLine(s.name, 0, s.maxElem))
+	}
+	if err := b.restore(ctx, script.String()); err != nil {
+		return fmt.Errorf("iptables: create sets: %w", err)
+	}
+	if err := b.syncStatic(ctx); err != nil {
+		return err
+	}
+	for _, fam := range families {
+		if err := b.upChain(fam, inv.chains[fam]); err != nil {
+			return err
+		}
+		if err := b.upJumps(fam); err != nil {
+			return err
+		}
+	}
+	b.log.Info("iptables: firewall up", "chain", b.cfg.Chain, "mode", b.cfg.Mode)
+	return nil
+}
+
+// syncStatic makes the static entries of the allow set equal firewall.allow:
+// they are added before any rule can drop, so a correct config never locks
+// its own admins out.
+func (b *Backend) syncStatic(ctx context.Context) error {
+	want := map[netip.Prefix]bool{}
+	var add []firewall.Entry
+	for _, p := range b.cfg.Allow {
+		e, err := firewall.Validate(firewall.SetAllow, firewall.Entry{Prefix: p.Prefix, Comment: staticNote})
+		if err != nil {
+			return fmt.Errorf("iptables: firewall.allow: %w", err)
+		}
+		want[e.Prefix] = true
+		add = append(add, e)
+	}
+	cur, err := b.list(ctx, firewall.SetAllow)
+	if err != nil {
+		return err
+	}
+	var del []netip.Prefix
+	for _, e := range cur {
+		if e.Comment == staticNote && e.Timeout == 0 && !want[e.Prefix] {
+			del = append(del, e.Prefix)
+		}
+	}
+	var script strings.Builder
+	for _, e := range add {
+		s := b.spec(firewall.SetAllow, famOf(e.Prefix))
+		addLine(&script, "add", s.name, s, e)
+	}
+	for _, p := range del {
+		s := b.spec(firewall.SetAllow, famOf(p))
+		addLine(&script, "del", s.name, s, firewall.Entry{Prefix: p})
+	}
+	if err := b.restore(ctx, script.String()); err != nil {
+		return fmt.Errorf("iptables: static allow entries: %w", err)
+	}
+	return nil
+}
+
+func (b *Backend) upChain(fam string, st chainState) error {
+	want := b.chainRules(fam)
+	var err error
+	b.run.do(func() {
+		ipt := b.ipt[fam]
+		if !st.exists {
+			if err = ipt.NewChain(table, b.cfg.Chain); err != nil {
+				return
+			}
+		}
+		// Rule by rule in place, so the chain never lacks its DROP while the
+		// jump exists (a mode change replaces only the last rules).
+		for i, r := range want {
+			switch {
+			case i >= len(st.rules):
+				err = ipt.Append(table, b.cfg.Chain, r.args...)
+			case st.rules[i] != r.line:
+				err = ipt.Replace(table, b.cfg.Chain, i+1, r.args...)
+			}
+			if err != nil {
+				return
+			}
+		}
+		for n := len(st.rules); n > len(want); n-- {
+			if err = ipt.DeleteById(table, b.cfg.Chain, n); err != nil {
+				return
+			}
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("iptables: set up chain %s (%s): %w", b.cfg.Chain, fam, err)
+	}
+	return nil
+}
+
+func (b *Backend) upJumps(fam string) error {
+	cur, err := b.inputRules(fam)
+	if err != nil {
+		return err
+	}
+	want := b.jumpRules()
+	wanted := map[string]bool{}
+	for _, r := range want {
+		wanted[r.line] = true
+	}
+	b.run.do(func() {
+		ipt := b.ipt[fam]
+		present := map[string]bool{}
+		for _, l := range cur {
+			if !b.isOurJump(l) {
+				continue
+			}
+			if wanted[l] {
+				present[l] = true
+				continue
+			}
+			// A jump of an earlier config (other ports): remove it.
+			if err = ipt.Delete(table, "INPUT", strings.Fields(l)[2:]...); err != nil {
+				return
+			}
+		}
+		pos := b.cfg.InputPosition
+		for _, r := range want {
+			if present[r.line] {
+				continue
+			}
+			var lines []string
+			if lines, err = ipt.List(table, "INPUT"); err != nil {
+				return
+			}
+			count := 0
+			for _, l := range lines {
+				if strings.HasPrefix(l, "-A ") {
+					count++
+				}
+			}
+			if pos > count+1 {
+				pos = count + 1
+			}
+			if err = ipt.Insert(table, "INPUT", pos, r.args...); err != nil {
+				return
+			}
+			pos++
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("iptables: jump rules in INPUT (%s): %w", fam, err)
+	}
+	return nil
+}
+
+// Down removes the jump rules, the chain and the sets, each only if it is
+// sipsentry's; foreign objects of the same names are left and reported.
+func (b *Backend) Down(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	inv, err := b.inventory(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, fam := range families {
+		cur, err := b.inputRules(fam)
+		if err != nil {
+			return err
+		}
+		st := inv.chains[fam]
+		b.run.do(func() {
+			ipt := b.ipt[fam]
+			for _, l := range cur {
+				if b.isOurJump(l) {
+					if err = ipt.Delete(table, "INPUT", strings.Fields(l)[2:]...); err != nil {
+						errs = append(errs, fmt.Errorf("iptables: delete %q: %w", l, err))
+					}
+				}
+			}
+			if st.exists && st.ours {
+				if err = ipt.ClearAndDeleteChain(table, b.cfg.Chain); err != nil {
+					errs = append(errs, fmt.Errorf("iptables: delete chain %s (%s): %w", b.cfg.Chain, fam, err))
+				}
+			}
+		})
+	}
+	var script strings.Builder
+	for _, s := range b.specs() {
+		for _, name := range []string{s.name, tmpName(s.name)} {
+			if h, ok := inv.sets[name]; ok {
+				if h.matches(s) == nil {
+					script.WriteString("destroy " + name + "\n")
+				}
+			}
+		}
+	}
+	if err := b.restore(ctx, script.String()); err != nil {
+		errs = append(errs, fmt.Errorf("iptables: destroy sets: %w", err))
+	}
+	if err := b.foreign(inv); err != nil {
+		errs = append(errs, fmt.Errorf("left in place: %w", err))
+	}
+	if len(errs) == 0 {
+		b.log.Info("iptables: firewall down", "chain", b.cfg.Chain)
+	}
+	return errors.Join(errs...)
+}
+
+// ---- set operations
+
+func splitFamilies(entries []firewall.Entry) map[string][]firewall.Entry {
+	m := map[string][]firewall.Entry{"inet": nil, "inet6": nil}
+	for _, e := range entries {
+		f := famOf(e.Prefix)
+		m[f] = append(m[f], e)
+	}
+	return m
+}
+
+// checkLive fails unless set's kernel sets exist and are sipsentry's.
+func (b *Backend) checkLive(ctx context.Context, set firewall.Set) (map[string]setHeader, error) {
+	sets, err := b.listSets(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, fam := range families {
+		s := b.spec(set, fam)
+		h, ok := sets[s.name]
+		if !ok {
+			return nil, fmt.Errorf("iptables: ipset %s does not exist: run `sipsentry firewall up` first", s.name)
+		}
+		if err := h.matches(s); err != nil {
+			return nil, err
+		}
+	}
+	return sets, nil
+}
+
+// Replace builds a temporary set per family, fills it, swaps it with the
+// live one and destroys the old content, all in one `ipset restore` stream:
+// packets see either the old or the new set, never an empty one.
+func (b *Backend) Replace(ctx context.Context, set firewall.Set, entries []firewall.Entry) error {
+	entries, err := firewall.ValidateAll(set, entries)
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	sets, err := b.checkLive(ctx, set)
+	if err != nil {
+		return err
+	}
+	byFam := splitFamilies(entries)
+	var script strings.Builder
+	script.Grow(len(entries) * 40)
+	for _, fam := range families {
+		s := b.spec(set, fam)
+		es := byFam[fam]
+		maxElem := s.maxElem
+		if set != firewall.SetBan {
+			for maxElem < len(es) {
+				maxElem *= 2
+			}
+		} else if len(es) > maxElem {
+			return fmt.Errorf("%w: %d entries for %s, ban_maxelem is %d", firewall.ErrSetFull, len(es), s.name, maxElem)
+		}
+		tmp := tmpName(s.name)
+		if h, ok := sets[tmp]; ok {
+			// Left by an interrupted Replace; ours only if it looks like ours.
+			if err := h.matches(s); err != nil {
+				return err
+			}
+			script.WriteString("destroy " + tmp + "\n")
+		}
+		script.WriteString(s.createLine(tmp, len(es), maxElem))
+		for _, e := range es {
+			addLine(&script, "add", tmp, s, e)
+		}
+		script.WriteString("swap " + tmp + " " + s.name + "\n")
+		script.WriteString("destroy " + tmp + "\n")
+	}
+	if err := b.restore(ctx, script.String()); err != nil {
+		return fmt.Errorf("iptables: replace %s: %w", set, err)
+	}
+	return nil
+}
+
+// bulkThreshold: above this many entries an Add or Delete is one restore
+// stream (one exec, ~1 ms) rather than netlink requests (~10 µs each).
+const bulkThreshold = 64
+
+func (b *Backend) Add(ctx context.Context, set firewall.Set, entries ...firewall.Entry) error {
+	entries, err := firewall.ValidateAll(set, entries)
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(entries) > bulkThreshold {
+		var script strings.Builder
+		for _, e := range entries {
+			s := b.spec(set, famOf(e.Prefix))
+			addLine(&script, "add", s.name, s, e)
+		}
+		if err := b.restore(ctx, script.String()); err != nil {
+			return fmt.Errorf("iptables: add to %s: %w", set, err)
+		}
+		return nil
+	}
+	for _, e := range entries {
+		if err := b.nlAdd(set, e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *Backend) nlEntry(s setSpec, e firewall.Entry) *netlink.IPSetEntry {
+	ne := &netlink.IPSetEntry{IP: e.Prefix.Addr().AsSlice(), Replace: true}
+	if s.typ == "hash:net" {
+		ne.CIDR = uint8(e.Prefix.Bits())
+	}
+	if s.timeout {
+		t := uint32(0)
+		if e.Timeout > 0 {
+			t = timeoutSeconds(e.Timeout)
+		}
+		ne.Timeout = &t
+	}
+	if s.comment {
+		ne.Comment = e.Comment
+	}
+	return ne
+}
+
+func (b *Backend) nlAdd(set firewall.Set, e firewall.Entry) error {
+	s := b.spec(set, famOf(e.Prefix))
+	b.nlMu.Lock()
+	err := b.nl.IpsetAdd(s.name, b.nlEntry(s, e))
+	b.nlMu.Unlock()
+	return b.nlError("add", s.name, e.Prefix, err)
+}
+
+func (b *Backend) nlError(verb, name string, p netip.Prefix, err error) error {
+	if err == nil {
+		return nil
+	}
+	var ie nl.IPSetError
+	if errors.As(err, &ie) && int(ie) == nl.IPSET_ERR_TYPE_SPECIFIC { // IPSET_ERR_HASH_FULL
+		return fmt.Errorf("%w: %s %s: ipset %s reached its maxelem", firewall.ErrSetFull, verb, p, name)
+	}
+	if errors.Is(err, syscall.ENOENT) || (errors.As(err, &ie) && int(ie) == nl.IPSET_ERR_PROTOCOL) {
+		return fmt.Errorf("iptables: %s %s: ipset %s is missing (%v): run `sipsentry firewall up` first", verb, p, name, err)
+	}
+	return fmt.Errorf("iptables: %s %s in ipset %s: %w", verb, p, name, err)
+}
+
+func (b *Backend) Delete(ctx context.Context, set firewall.Set, prefixes ...netip.Prefix) error {
+	es := make([]firewall.Entry, len(prefixes))
+	for i, p := range prefixes {
+		e, err := firewall.Validate(set, firewall.Entry{Prefix: p})
+		if err != nil {
+			return err
+		}
+		es[i] = e
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(es) > bulkThreshold {
+		var script strings.Builder
+		for _, e := range es {
+			s := b.spec(set, famOf(e.Prefix))
+			addLine(&script, "del", s.name, s, e)
+		}
+		if err := b.restore(ctx, script.String()); err != nil {
+			return fmt.Errorf("iptables: delete from %s: %w", set, err)
+		}
+		return nil
+	}
+	for _, e := range es {
+		s := b.spec(set, famOf(e.Prefix))
+		ne := &netlink.IPSetEntry{IP: e.Prefix.Addr().AsSlice()}
+		if s.typ == "hash:net" {
+			ne.CIDR = uint8(e.Prefix.Bits())
+		}
+		b.nlMu.Lock()
+		err := b.nl.IpsetDel(s.name, ne)
+		b.nlMu.Unlock()
+		var ie nl.IPSetError
+		if errors.As(err, &ie) && int(ie) == nl.IPSET_ERR_EXIST { // not in the set: nothing to do
+			err = nil
+		}
+		if err := b.nlError("delete", s.name, e.Prefix, err); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *Backend) Contains(ctx context.Context, set firewall.Set, addr netip.Addr) (bool, error) {
+	if !firewall.KnownSet(set) || !addr.IsValid() {
+		return false, fmt.Errorf("%w: contains %q in set %q", firewall.ErrInvalid, addr, set)
+	}
+	addr = addr.Unmap()
+	s := b.spec(set, firewall.Family(addr))
+	b.nlMu.Lock()
+	// No CIDR: the kernel tests the address against every prefix length.
+	ok, err := b.nl.IpsetTest(s.name, &netlink.IPSetEntry{IP: addr.AsSlice()})
+	b.nlMu.Unlock()
+	if err != nil {
+		return false, b.nlError("test", s.name, netip.PrefixFrom(addr, addr.BitLen()), err)
+	}
+	return ok, nil
+}
+
+func (b *Backend) List(ctx context.Context, set firewall.Set) ([]firewall.Entry, error) {
+	if !firewall.KnownSet(set) {
+		return nil, fmt.Errorf("%w: unknown set %q", firewall.ErrInvalid, set)
+	}
+	return b.list(ctx, set)
+}
+
+func (b *Backend) list(ctx context.Context, set firewall.Set) ([]firewall.Entry, error) {
+	var all []firewall.Entry
+	for _, fam := range families {
+		name := b.spec(set, fam).name
+		out, err := b.ipsetCmd(ctx, nil, "save", name)
+		if err != nil {
+			return nil, err
+		}
+		es, err := parseSave(out, name)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, es...)
+	}
+	slices.SortFunc(all, func(x, y firewall.Entry) int {
+		if c := x.Prefix.Addr().Compare(y.Prefix.Addr()); c != 0 {
+			return c
+		}
+		return x.Prefix.Bits() - y.Prefix.Bits()
+	})
+	return all, nil
+}
+
+// DropFlows deletes every conntrack entry from or to addr, so that an
+// established UDP flow meets the ban at its next packet.
+func (b *Backend) DropFlows(ctx context.Context, addr netip.Addr) error {
+	if !addr.IsValid() {
+		return fmt.Errorf("%w: dropflows of an invalid address", firewall.ErrInvalid)
+	}
+	addr = addr.Unmap()
+	ip := addr.AsSlice()
+	from, to := &netlink.ConntrackFilter{}, &netlink.ConntrackFilter{}
+	if err := from.AddIP(netlink.ConntrackOrigSrcIP, ip); err != nil {
+		return fmt.Errorf("iptables: conntrack filter: %w", err)
+	}
+	if err := to.AddIP(netlink.ConntrackOrigDstIP, ip); err != nil {
+		return fmt.Errorf("iptables: conntrack filter: %w", err)
+	}
+	fam := netlink.InetFamily(unix.AF_INET)
+	if addr.Is6() {
+		fam = unix.AF_INET6
+	}
+	b.nlMu.Lock()
+	_, err := b.nl.ConntrackDeleteFilters(netlink.ConntrackTable, fam, from, to)
+	b.nlMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("iptables: delete conntrack entries of %s: %w (is nf_conntrack_netlink loaded?)", addr, err)
+	}
+	return nil
+}
+
+// Status reports sipsentry's rules (jumps and chain) with their counters
+// and its sets' sizes.
+func (b *Backend) Status(ctx context.Context) (firewall.Status, error) {
+	st := firewall.Status{Backend: "iptables", Mode: b.cfg.Mode}
+	inv, err := b.inventory(ctx)
+	if err != nil {
+		return st, err
+	}
+	st.Up = true
+	for _, fam := range families {
+		c := inv.chains[fam]
+		if !c.exists || !c.ours {
+			st.Up = false
+			continue
+		}
+		var input, chain []string
+		b.run.do(func() {
+			if input, err = b.ipt[fam].ListWithCounters(table, "INPUT"); err != nil {
+				return
+			}
+			chain, err = b.ipt[fam].ListWithCounters(table, b.cfg.Chain)
+		})
+		if err != nil {
+			return st, fmt.Errorf("iptables: rule counters (%s): %w", fam, err)
+		}
+		for _, l := range input {
+			if r, ok := parseCounted(l); ok && b.isOurJump(r.Spec) {
+				r.Family = fam
+				st.Rules = append(st.Rules, r)
+			}
+		}
+		for _, l := range chain {
+			if r, ok := parseCounted(l); ok {
+				r.Family = fam
+				st.Rules = append(st.Rules, r)
+			}
+		}
+	}
+	for _, fam := range families {
+		for _, set := range firewall.Sets {
+			s := b.spec(set, fam)
+			h, ok := inv.sets[s.name]
+			if !ok {
+				st.Up = false
+				continue
+			}
+			st.Sets = append(st.Sets, firewall.SetInfo{Set: set, Family: fam, Entries: h.Entries, MaxElem: h.MaxElem, Memory: h.Memory})
+		}
+	}
+	return st, nil
+}
+
+// parseCounted turns "-A C ... -c PKTS BYTES ..." (iptables -v -S) into a
+// rule with counters and the spec without them.
+func parseCounted(line string) (firewall.Rule, bool) {
+	if !strings.HasPrefix(line, "-A ") {
+		return firewall.Rule{}, false
+	}
+	f := strings.Split(line, " ")
+	for i := 0; i+2 < len(f); i++ {
+		if f[i] == "-c" {
+			var r firewall.Rule
+			if _, err := fmt.Sscan(f[i+1], &r.Packets); err != nil {
+				return r, false
+			}
+			if _, err := fmt.Sscan(f[i+2], &r.Bytes); err != nil {
+				return r, false
+			}
+			r.Spec = strings.Join(append(slices.Clone(f[:i]), f[i+3:]...), " ")
+			return r, true
+		}
+	}
+	return firewall.Rule{Spec: line}, true
+}
