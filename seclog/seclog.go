@@ -1,0 +1,663 @@
+// Package seclog reads Asterisk's security log (logger.conf
+// `security => security`) into ami.SecurityEvent values, streaming, one
+// record at a time.
+//
+// Asterisk writes each event as
+//
+//	[Nov 25 13:12:05] SECURITY[25970] res_security_log.c: SecurityEvent="InvalidAccountID",EventTV="...",Severity="Error",Service="PJSIP",EventVersion="1",AccountID="100",SessionID="1-26047@127.0.0.11",LocalAddress="IPV4/UDP/127.0.0.1/5060",RemoteAddress="IPV4/UDP/127.0.0.11/5070"
+//
+// with NO escaping: AccountID (the URL-decoded From user), SessionID (the
+// Call-ID), Challenge and Response (the client's digest) are written
+// verbatim, so they can hold `",RemoteAddress="IPV4/UDP/6.6.6.6/5060`, UTF-8
+// and raw CR LF that split one record over several physical lines. The
+// reader therefore never searches for "the" RemoteAddress: it walks the key
+// order Asterisk writes (SecurityEvent, EventTV, Severity, Service,
+// EventVersion, [AccountID], SessionID, LocalAddress, RemoteAddress, then
+// event-specific keys) and takes as the source the last LocalAddress/
+// RemoteAddress pair at which that order holds: everything after it must be
+// event-specific keys, everything before it AccountID and SessionID.
+//
+// It must never attribute an event to an address that appears only inside
+// an attacker-controlled value, and never read a whole file into memory.
+package seclog
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/sipsentry/sipsentry/ami"
+)
+
+// MaxRecordBytes bounds one record (all its physical lines). Asterisk cuts
+// the From user to 36 bytes but not the Call-ID; a SIP message over UDP is
+// at most 64 KiB, so a longer record is not something Asterisk wrote.
+const MaxRecordBytes = 64 << 10
+
+// Stats counts what the reader saw. Garbage is a record or line that claims
+// to be part of the security log but could not be read as an event; it is
+// counted, never fatal.
+type Stats struct {
+	Lines      int // physical lines read
+	Records    int // security-event records (one may span several lines)
+	Events     int // records returned as events
+	Garbage    int // records or lines that could not be read
+	Skipped    int // other log lines (the "Asterisk ... built by" header, other channels)
+	Suspicious int // events with Suspicion set (injection evidence)
+	// FirstGarbageLine is the physical line number (1-based) of the first
+	// garbage record, 0 if none.
+	FirstGarbageLine int
+}
+
+// Reader reads events from one security log stream.
+type Reader struct {
+	br    *bufio.Reader
+	stats Stats
+
+	pending     []byte // the record being assembled (may span lines)
+	pendingLine int    // line number where pending starts
+	over        bool   // pending exceeded MaxRecordBytes
+	eof         bool
+}
+
+// NewReader returns a Reader on r. It buffers; it does not close r.
+func NewReader(r io.Reader) *Reader {
+	return &Reader{br: bufio.NewReaderSize(r, 64<<10)}
+}
+
+// Stats returns the counters so far.
+func (r *Reader) Stats() Stats { return r.stats }
+
+// Next returns the next event, or io.EOF after the last one. Records that
+// cannot be read are counted in Stats().Garbage and skipped; only an I/O
+// error from the underlying reader is returned as an error.
+func (r *Reader) Next() (ami.SecurityEvent, error) {
+	for {
+		if r.eof {
+			if r.pending != nil {
+				ev, ok := r.finish()
+				if ok {
+					return ev, nil
+				}
+			}
+			return ami.SecurityEvent{}, io.EOF
+		}
+		line, err := r.readLine()
+		if err != nil && !errors.Is(err, io.EOF) {
+			return ami.SecurityEvent{}, fmt.Errorf("seclog: read line %d: %w", r.stats.Lines+1, err)
+		}
+		if errors.Is(err, io.EOF) {
+			r.eof = true
+			if line == nil {
+				continue
+			}
+		}
+		r.stats.Lines++
+		if ev, ok := r.take(line); ok {
+			return ev, nil
+		}
+	}
+}
+
+// readLine returns one physical line without its LF (a CR before the LF is
+// kept: it is part of a value when Asterisk wrote an attacker's CR LF).
+// Over-long lines are truncated to MaxRecordBytes+1 bytes so they are
+// recognised as garbage without being held whole.
+func (r *Reader) readLine() ([]byte, error) {
+	b, err := r.br.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) {
+		// Too long for a line Asterisk writes: keep the head, drop the rest.
+		head := append([]byte(nil), b...)
+		for errors.Is(err, bufio.ErrBufferFull) {
+			_, err = r.br.ReadSlice('\n')
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+		if len(head) > MaxRecordBytes {
+			head = head[:MaxRecordBytes+1]
+		}
+		return head, nil
+	}
+	if len(b) == 0 && err != nil {
+		return nil, err
+	}
+	if n := len(b); n > 0 && b[n-1] == '\n' {
+		b = b[:n-1]
+	}
+	return b, err
+}
+
+// take feeds one physical line to the record assembler and returns a
+// finished event when the line closed one.
+func (r *Reader) take(line []byte) (ami.SecurityEvent, bool) {
+	if r.pending == nil {
+		r.start(line)
+		return ami.SecurityEvent{}, false
+	}
+	if isRecordStart(line) {
+		ev, err := r.parsePending()
+		if err == nil {
+			r.emitOK()
+			r.start(line)
+			return ev, true
+		}
+		// An attacker's LF can put a "[..." line inside a record; join it
+		// when the record so far is incomplete and the line is not a
+		// security event of its own.
+		if errors.Is(err, errIncomplete) && !strings.Contains(string(line), `SecurityEvent="`) {
+			r.appendLine(line)
+			return ami.SecurityEvent{}, false
+		}
+		r.garbage()
+		r.start(line)
+		return ami.SecurityEvent{}, false
+	}
+	// A line that does not start a record continues the pending one only
+	// if that one is not complete yet (an attacker's CR LF inside a value);
+	// after a complete record it is garbage.
+	ev, err := r.parsePending()
+	if err == nil {
+		r.emitOK()
+		r.pending = nil
+		if len(strings.TrimSpace(string(line))) > 0 {
+			r.lineGarbage()
+		}
+		return ev, true
+	}
+	if errors.Is(err, errIncomplete) {
+		r.appendLine(line)
+		return ami.SecurityEvent{}, false
+	}
+	r.garbage()
+	r.pending = nil
+	if len(strings.TrimSpace(string(line))) > 0 {
+		r.lineGarbage()
+	}
+	return ami.SecurityEvent{}, false
+}
+
+// finish parses the last pending record at EOF.
+func (r *Reader) finish() (ami.SecurityEvent, bool) {
+	ev, err := r.parsePending()
+	if err == nil {
+		r.emitOK()
+		r.pending = nil
+		return ev, true
+	}
+	r.garbage()
+	r.pending = nil
+	return ami.SecurityEvent{}, false
+}
+
+func (r *Reader) start(line []byte) {
+	if !isRecordStart(line) {
+		if len(strings.TrimSpace(string(line))) > 0 {
+			r.lineGarbage()
+		}
+		return
+	}
+	if !containsSecurityEvent(line) {
+		// Another log message (the file's first line says which Asterisk
+		// wrote it; a shared file may hold other channels).
+		r.stats.Skipped++
+		return
+	}
+	r.stats.Records++
+	r.pending = append(r.pending[:0], line...)
+	r.pendingLine = r.stats.Lines
+	r.over = len(line) > MaxRecordBytes
+}
+
+func (r *Reader) appendLine(line []byte) {
+	if len(r.pending)+1+len(line) > MaxRecordBytes {
+		r.over = true
+		return
+	}
+	r.pending = append(r.pending, '\n')
+	r.pending = append(r.pending, line...)
+}
+
+func (r *Reader) emitOK() { r.stats.Events++ }
+
+func (r *Reader) garbage() {
+	r.stats.Garbage++
+	if r.stats.FirstGarbageLine == 0 {
+		r.stats.FirstGarbageLine = r.pendingLine
+	}
+}
+
+func (r *Reader) lineGarbage() {
+	r.stats.Garbage++
+	if r.stats.FirstGarbageLine == 0 {
+		r.stats.FirstGarbageLine = r.stats.Lines
+	}
+}
+
+func (r *Reader) parsePending() (ami.SecurityEvent, error) {
+	if r.over {
+		return ami.SecurityEvent{}, errTooLong
+	}
+	rec := r.pending
+	// The one CR Asterisk never writes at a line end is the one an attacker
+	// put there; a CRLF file (copied through another system) ends every
+	// line in CR, so strip one trailing CR for parsing.
+	if n := len(rec); n > 0 && rec[n-1] == '\r' {
+		rec = rec[:n-1]
+	}
+	ev, err := ParseRecord(string(rec))
+	if err == nil && ev.Suspicion != "" {
+		r.stats.Suspicious++
+	}
+	return ev, err
+}
+
+// isRecordStart reports whether a physical line starts a log message:
+// "[<date>] ". The date format is configurable in logger.conf, so only the
+// bracket shape is checked.
+func isRecordStart(line []byte) bool {
+	if len(line) < 3 || line[0] != '[' {
+		return false
+	}
+	n := min(len(line), 48)
+	for i := 1; i < n-1; i++ {
+		if line[i] == ']' {
+			return line[i+1] == ' '
+		}
+	}
+	return false
+}
+
+func containsSecurityEvent(line []byte) bool {
+	// Asterisk puts it within the first ~80 bytes: "[date] SECURITY[pid] res_security_log.c: ".
+	n := min(len(line), 160)
+	return strings.Contains(string(line[:n]), `SecurityEvent="`)
+}
+
+var (
+	errIncomplete = errors.New("seclog: record incomplete")
+	errTooLong    = errors.New("seclog: record longer than 64 KiB")
+)
+
+// ParseRecord parses one whole record (its physical lines joined by LF).
+// It is exported for tests and for callers that frame records themselves.
+func ParseRecord(rec string) (ami.SecurityEvent, error) {
+	i := strings.Index(rec, `SecurityEvent="`)
+	if i < 0 || i > 160 {
+		return ami.SecurityEvent{}, errors.New("seclog: no SecurityEvent key")
+	}
+	return parseBody(rec[i:])
+}
+
+// header keys in the order Asterisk writes them; their values are written
+// by Asterisk itself and never contain a quote.
+var headKeys = [...]string{"SecurityEvent", "EventTV", "Severity", "Service", "EventVersion"}
+
+func parseBody(body string) (ami.SecurityEvent, error) {
+	var ev ami.SecurityEvent
+	p := body
+	var vals [len(headKeys)]string
+	for k, key := range headKeys {
+		if !strings.HasPrefix(p, key) || !strings.HasPrefix(p[len(key):], `="`) {
+			if k >= 2 {
+				return ev, fmt.Errorf("seclog: %s missing", key)
+			}
+			return ev, errIncomplete
+		}
+		p = p[len(key)+2:]
+		end := strings.IndexByte(p, '"')
+		if end < 0 {
+			return ev, errIncomplete
+		}
+		vals[k] = p[:end]
+		p = p[end+1:]
+		if !strings.HasPrefix(p, ",") {
+			return ev, errIncomplete
+		}
+		p = p[1:]
+	}
+	ev.Type = internType(vals[0])
+	if ev.Type == "" {
+		return ev, fmt.Errorf("seclog: bad event name %q", vals[0])
+	}
+	ev.Time = parseTV(vals[1])
+	ev.Severity = internSeverity(vals[2])
+	ev.Service = internService(vals[3])
+	ev.EventVersion = vals[4]
+
+	// p now holds "[AccountID=..,]SessionID=..,LocalAddress=..,RemoteAddress=..[,tail]".
+	// Walk the LocalAddress/RemoteAddress pairs from the right: the genuine
+	// one is the last at which both sides parse as Asterisk writes them.
+	const la = `",LocalAddress="`
+	found := false
+	pairs := 0
+	search := len(p)
+	for search > 0 {
+		j := strings.LastIndex(p[:search], la)
+		if j < 0 {
+			break
+		}
+		search = j
+		local, remote, rest, ok := parsePair(p[j+len(la):])
+		if !ok {
+			continue
+		}
+		pairs++
+		if found {
+			continue // only counting forged pairs to the left
+		}
+		acct, sess, hasAcct, ok := parsePrefix(p[:j+1], ev.Service)
+		if !ok {
+			continue
+		}
+		fields, tailAcct, ok := parseTail(rest, !hasAcct)
+		if !ok {
+			continue
+		}
+		ev.Local, ev.Remote = local, remote
+		ev.SessionID = strings.Clone(sess)
+		if hasAcct {
+			ev.AccountID = strings.Clone(acct)
+		} else {
+			ev.AccountID = strings.Clone(tailAcct)
+		}
+		ev.Fields = fields
+		for _, f := range fields {
+			if f.Key == "SessionTV" {
+				ev.SessionTV = parseTV(f.Value)
+			}
+		}
+		found = true
+	}
+	if !found {
+		if strings.Contains(p, `RemoteAddress="`) && (strings.HasSuffix(p, `"`)) {
+			return ev, errors.New("seclog: no well-formed LocalAddress/RemoteAddress in Asterisk's key order")
+		}
+		return ev, errIncomplete
+	}
+	ev.Suspicion = suspicion(&ev, p, pairs)
+	return ev, nil
+}
+
+// suspicion names the injection evidence a record carries, in the same
+// terms the AMI parser uses: a key Asterisk writes once appearing again, or
+// a line break inside a value (which on AMI splits headers and messages).
+func suspicion(ev *ami.SecurityEvent, p string, pairs int) string {
+	switch {
+	case pairs > 1 || strings.Count(p, `RemoteAddress="`) > 1:
+		return "repeated RemoteAddress"
+	case strings.ContainsAny(ev.AccountID, "\r\n"):
+		return "line break in AccountID"
+	case strings.ContainsAny(ev.SessionID, "\r\n"):
+		return "line break in SessionID"
+	}
+	for _, f := range ev.Fields {
+		if strings.ContainsAny(f.Value, "\r\n") {
+			return "line break in " + f.Key
+		}
+	}
+	return ""
+}
+
+// parsePair reads `<local>",RemoteAddress="<remote>"` and returns what
+// follows the closing quote.
+func parsePair(s string) (local, remote ami.Address, rest string, ok bool) {
+	end := strings.IndexByte(s, '"')
+	if end < 0 {
+		return local, remote, "", false
+	}
+	var err error
+	if local, err = ami.ParseAddress(s[:end]); err != nil {
+		return local, remote, "", false
+	}
+	s = s[end:]
+	const ra = `",RemoteAddress="`
+	if !strings.HasPrefix(s, ra) {
+		return local, remote, "", false
+	}
+	s = s[len(ra):]
+	end = strings.IndexByte(s, '"')
+	if end < 0 {
+		return local, remote, "", false
+	}
+	if remote, err = ami.ParseAddress(s[:end]); err != nil {
+		return local, remote, "", false
+	}
+	return local, remote, s[end+1:], true
+}
+
+// parsePrefix splits `AccountID="a",SessionID="s"` (s includes the closing
+// quote) or `SessionID="s"` (RequestBadFormat, where AccountID comes last).
+// Both values are attacker-controlled and may contain anything, so the split
+// is at the first `",SessionID="`; an AMI SessionID is Asterisk's own
+// session pointer and must look like one.
+func parsePrefix(s, service string) (acct, sess string, hasAcct, ok bool) {
+	if !strings.HasSuffix(s, `"`) {
+		return "", "", false, false
+	}
+	s = s[:len(s)-1]
+	switch {
+	case strings.HasPrefix(s, `AccountID="`):
+		s = s[len(`AccountID="`):]
+		k := strings.Index(s, `",SessionID="`)
+		if k < 0 {
+			return "", "", false, false
+		}
+		acct, sess, hasAcct = s[:k], s[k+len(`",SessionID="`):], true
+	case strings.HasPrefix(s, `SessionID="`):
+		sess = s[len(`SessionID="`):]
+	default:
+		return "", "", false, false
+	}
+	if service == "AMI" && !isHexPointer(sess) {
+		return "", "", false, false
+	}
+	return acct, sess, hasAcct, true
+}
+
+func isHexPointer(s string) bool {
+	if len(s) < 3 || len(s) > 18 || s[0] != '0' || s[1] != 'x' {
+		return false
+	}
+	for i := 2; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+// parseTail reads the event-specific keys after RemoteAddress:
+// `,Key="value",Key="value"` to the end. A key boundary is `",Key="` where
+// Key is an identifier; keys Asterisk writes before RemoteAddress may not
+// appear here (AccountID only when acctAllowed, for RequestBadFormat), and
+// no key twice. Tail values from the peer (digest Challenge/Response) are
+// SIP quoted strings, so their quotes arrive as \" and never form `="`.
+func parseTail(s string, acctAllowed bool) ([]ami.Header, string, bool) {
+	if s == "" {
+		return nil, "", true
+	}
+	if s[0] != ',' || !strings.HasSuffix(s, `"`) {
+		return nil, "", false
+	}
+	n := strings.Count(s, `="`)
+	fields := make([]ami.Header, 0, n)
+	var acct string
+	s = s[1:]
+	for s != "" {
+		eq := strings.Index(s, `="`)
+		if eq <= 0 || !isIdent(s[:eq]) {
+			return nil, "", false
+		}
+		key := s[:eq]
+		s = s[eq+2:]
+		// Value ends at the next `",Ident="` or at the final quote.
+		end := -1
+		for off := 0; ; {
+			k := strings.Index(s[off:], `",`)
+			if k < 0 {
+				break
+			}
+			k += off
+			if rest := s[k+2:]; startsKey(rest) {
+				end = k
+				break
+			}
+			off = k + 2
+		}
+		var val string
+		if end < 0 {
+			if s == "" || s[len(s)-1] != '"' {
+				return nil, "", false
+			}
+			val = s[:len(s)-1]
+			s = ""
+		} else {
+			val = s[:end]
+			s = s[end+2:]
+		}
+		switch key {
+		case "SecurityEvent", "EventTV", "Severity", "Service", "EventVersion", "SessionID", "LocalAddress", "RemoteAddress":
+			return nil, "", false
+		case "AccountID":
+			if !acctAllowed || acct != "" {
+				return nil, "", false
+			}
+			acct = val
+			acctAllowed = false
+			continue
+		}
+		for _, f := range fields {
+			if f.Key == key {
+				return nil, "", false
+			}
+		}
+		fields = append(fields, ami.Header{Key: key, Value: val})
+	}
+	return fields, acct, true
+}
+
+// startsKey reports whether s begins with `Ident="`.
+func startsKey(s string) bool {
+	for i := 0; i < len(s) && i < 40; i++ {
+		c := s[i]
+		if c == '=' {
+			return i > 0 && i+1 < len(s) && s[i+1] == '"'
+		}
+		if !isIdentByte(c) {
+			return false
+		}
+	}
+	return false
+}
+
+func isIdent(s string) bool {
+	if s == "" || len(s) > 40 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isIdentByte(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func isIdentByte(c byte) bool {
+	return 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_'
+}
+
+var eventTypes = [...]string{
+	ami.EventFailedACL, ami.EventInvalidAccountID, ami.EventSessionLimit, ami.EventMemoryLimit,
+	ami.EventLoadAverageLimit, ami.EventRequestNotSupported, ami.EventRequestNotAllowed,
+	ami.EventAuthMethodNotAllowed, ami.EventRequestBadFormat, ami.EventSuccessfulAuth,
+	ami.EventUnexpectedAddress, ami.EventChallengeResponseFailed, ami.EventInvalidPassword,
+	ami.EventChallengeSent, ami.EventInvalidTransport,
+}
+
+// internType returns the constant for a known event name (so events do not
+// pin the record's memory), the name itself for an unknown but well-formed
+// one, and "" for a malformed one.
+func internType(s string) string {
+	for _, t := range eventTypes {
+		if s == t {
+			return t
+		}
+	}
+	if !isIdent(s) {
+		return ""
+	}
+	return strings.Clone(s)
+}
+
+func internSeverity(s string) string {
+	switch s {
+	case "Informational":
+		return "Informational"
+	case "Error":
+		return "Error"
+	}
+	return strings.Clone(s)
+}
+
+func internService(s string) string {
+	switch s {
+	case "PJSIP":
+		return "PJSIP"
+	case "AMI":
+		return "AMI"
+	case "SIP":
+		return "SIP"
+	case "IAX2":
+		return "IAX2"
+	}
+	return strings.Clone(s)
+}
+
+// parseTV reads Asterisk's "2026-11-25T13:12:07.974+0000" without the
+// general time.Parse machinery (this is the hot path). Zero on any surprise.
+func parseTV(s string) time.Time {
+	// 0123456789012345678901234567
+	// 2026-11-25T13:12:07.974+0000
+	if len(s) != 28 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' || s[19] != '.' {
+		if t, err := time.Parse("2006-01-02T15:04:05.000-0700", s); err == nil {
+			return t
+		}
+		return time.Time{}
+	}
+	num := func(a, b int) (int, bool) {
+		v := 0
+		for i := a; i < b; i++ {
+			c := s[i]
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+			v = v*10 + int(c-'0')
+		}
+		return v, true
+	}
+	y, ok1 := num(0, 4)
+	mo, ok2 := num(5, 7)
+	d, ok3 := num(8, 10)
+	h, ok4 := num(11, 13)
+	mi, ok5 := num(14, 16)
+	se, ok6 := num(17, 19)
+	ms, ok7 := num(20, 23)
+	oh, ok8 := num(24, 26)
+	om, ok9 := num(26, 28)
+	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6 && ok7 && ok8 && ok9) || (s[23] != '+' && s[23] != '-') {
+		return time.Time{}
+	}
+	t := time.Date(y, time.Month(mo), d, h, mi, se, ms*1e6, time.UTC)
+	off := time.Duration(oh)*time.Hour + time.Duration(om)*time.Minute
+	if s[23] == '+' {
+		t = t.Add(-off)
+	} else {
+		t = t.Add(off)
+	}
+	return t
+}
