@@ -1,0 +1,87 @@
+package geo
+
+import (
+	"bufio"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// testdata returns ../shared/testdata/geo relative to the module root (the
+// directory holding go.mod), where CI places the shared fixtures.
+func testdata(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.mod above the test directory")
+		}
+		dir = parent
+	}
+	d := filepath.Join(dir, "..", "shared", "testdata", "geo")
+	if _, err := os.Stat(filepath.Join(d, "README.md")); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("shared geo test data missing at %s: %v", d, err)
+		}
+		t.Skipf("shared geo test data missing at %s", d)
+	}
+	return d
+}
+
+// shippedCountries are the countries with lists in the shared test data.
+var shippedCountries = []string{"br", "ca", "cn", "de", "jp", "ru", "sg", "us"}
+
+func readShipped(t testing.TB, cc string, v6 bool) []netip.Prefix {
+	t.Helper()
+	fam := "ipv4"
+	if v6 {
+		fam = "ipv6"
+	}
+	f, err := os.Open(filepath.Join(testdata(t), cc+"-"+fam+"-aggregated.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ps, err := ParseList(f, v6)
+	if err != nil {
+		t.Fatalf("%s-%s: %v", cc, fam, err)
+	}
+	return ps
+}
+
+// shippedCount counts the non-comment lines of a shipped list, independently
+// of ParseList.
+func shippedCount(t testing.TB, cc, fam string) int {
+	t.Helper()
+	f, err := os.Open(filepath.Join(testdata(t), cc+"-"+fam+"-aggregated.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	n := 0
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if l := strings.TrimSpace(sc.Text()); l != "" && !strings.HasPrefix(l, "#") {
+			n++
+		}
+	}
+	return n
+}
+
+func mustAddr(t testing.TB, s string) netip.Addr {
+	t.Helper()
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
