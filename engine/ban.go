@@ -1,0 +1,177 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"math"
+	"net/netip"
+	"time"
+
+	"github.com/sipsentry/sipsentry/firewall"
+	"github.com/sipsentry/sipsentry/internal/state"
+)
+
+// neverBan returns why a must not be banned, or "".
+func (e *Engine) neverBan(a netip.Addr) string {
+	switch {
+	case a.IsLoopback():
+		return "loopback"
+	case a.IsUnspecified() || a.IsMulticast():
+		return "not a unicast address"
+	}
+	for _, p := range e.static {
+		if p.Contains(a) {
+			return "static allow " + p.String() + " (firewall.allow)"
+		}
+	}
+	now := e.now().UnixNano()
+	e.amu.RLock()
+	defer e.amu.RUnlock()
+	if why, ok := e.never[a]; ok {
+		return why
+	}
+	if al, ok := e.allows[a]; ok && (al.until == 0 || al.until > now) {
+		return "learned push server (" + al.how + ")"
+	}
+	return ""
+}
+
+// banDuration is ban_time × factor^(offence-1), capped at max_ban_time.
+func (e *Engine) banDuration(offence int) time.Duration {
+	f := e.cfg.Engine.EscalationFactor
+	d := float64(e.banTime) * math.Pow(f, float64(offence-1))
+	if d > float64(e.maxBanTime) || math.IsInf(d, 0) || math.IsNaN(d) {
+		return e.maxBanTime
+	}
+	return time.Duration(d)
+}
+
+// ban bans a (or, in monitor mode, records that it would). start is when
+// Handle began, for the latency figure.
+func (e *Engine) ban(ctx context.Context, a netip.Addr, reason string, now time.Time, start time.Time) {
+	if why := e.neverBan(a); why != "" {
+		e.log.Info("engine: ban refused", "addr", a, "reason", reason, "refused_because", why)
+		e.decide(Decision{Time: now, Kind: DecisionRefused, Addr: a, Reason: reason, Err: "never ban: " + why})
+		return
+	}
+	monitor := e.geoMode == "monitor"
+	nowN := now.UnixNano()
+
+	e.bmu.Lock()
+	prev := e.bans[a]
+	if prev.until > nowN {
+		e.bmu.Unlock()
+		return // already banned (or already recorded as would-ban)
+	}
+	if prev.active { // expired, not yet swept
+		prev.active = false
+		e.activeBans--
+	}
+	if !monitor && e.activeBans >= e.cfg.Firewall.BanMaxElem {
+		e.bmu.Unlock()
+		e.refuseFull(a, reason, now, errors.New("engine: ban set holds firewall.ban_maxelem entries"))
+		return
+	}
+	offence := int(prev.offences) + 1
+	dur := e.banDuration(offence)
+	cur := banInfo{until: now.Add(dur).UnixNano(), offences: int32(offence), monitor: monitor, active: !monitor}
+	e.bans[a] = cur
+	if cur.active {
+		e.activeBans++ // reserve the slot before the slow call
+	}
+	e.bmu.Unlock()
+
+	d := Decision{Time: now, Kind: DecisionBan, Addr: a, Reason: reason, Duration: dur, Offence: offence}
+	if monitor {
+		d.Kind = DecisionWouldBan
+		d.Latency = time.Since(start)
+		e.log.Info("engine: would ban (geo_mode monitor)", "addr", a, "reason", reason, "for", dur, "offence", offence)
+	} else {
+		err := e.fw.Add(ctx, firewall.SetBan, firewall.Entry{Prefix: prefixOf(a), Timeout: dur, Comment: sanitize("sipsentry: "+reason, 200)})
+		d.Latency = time.Since(start)
+		if err != nil {
+			e.bmu.Lock()
+			if e.bans[a] == cur {
+				e.bans[a] = prev
+				e.activeBans--
+			}
+			e.bmu.Unlock()
+			if errors.Is(err, firewall.ErrSetFull) {
+				e.refuseFull(a, reason, now, err)
+				return
+			}
+			e.log.Error("engine: ban failed", "addr", a, "reason", reason, "err", err)
+			e.decide(Decision{Time: now, Kind: DecisionRefused, Addr: a, Reason: reason, Err: err.Error()})
+			return
+		}
+		e.log.Info("engine: banned", "addr", a, "reason", reason, "for", dur, "offence", offence, "latency", d.Latency)
+		e.enqueuePost(a)
+	}
+	e.bmu.Lock()
+	e.pend.Bans = append(e.pend.Bans, state.Ban{Addr: a, Until: now.Add(dur), Offences: offence, Reason: reason, Created: now, Monitor: monitor})
+	e.bmu.Unlock()
+	e.decide(d)
+}
+
+func (e *Engine) refuseFull(a netip.Addr, reason string, now time.Time, err error) {
+	e.log.Warn("engine: ban refused: the ban set is full; raise firewall.ban_maxelem or shorten ban times",
+		"addr", a, "reason", reason, "max", e.cfg.Firewall.BanMaxElem, "err", err)
+	e.decide(Decision{Time: now, Kind: DecisionRefused, Addr: a, Reason: reason, Err: "ban set full: " + err.Error()})
+}
+
+// enqueuePost schedules conntrack flush and call hang-up for a new ban.
+func (e *Engine) enqueuePost(a netip.Addr) {
+	e.wmu.Lock()
+	e.inQueue++
+	e.wmu.Unlock()
+	select {
+	case e.postQ <- a:
+	default:
+		e.done()
+		e.log.Warn("engine: post-ban queue full; established flows of this address are not flushed", "addr", a)
+	}
+}
+
+func (e *Engine) postBan(ctx context.Context, a netip.Addr) {
+	defer e.done()
+	if err := e.fw.DropFlows(ctx, a); err != nil {
+		e.log.Warn("engine: dropping conntrack flows failed", "addr", a, "err", err)
+	}
+	if e.d.Hangup != nil {
+		hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := e.d.Hangup(hctx, a); err != nil {
+			e.log.Warn("engine: hanging up calls of banned address failed", "addr", a, "err", err)
+		}
+	}
+}
+
+// Unban lifts a's ban now (kernel and DB); its offence count stays.
+func (e *Engine) Unban(ctx context.Context, a netip.Addr) error {
+	a = a.Unmap()
+	now := e.now()
+	e.bmu.Lock()
+	b, ok := e.bans[a]
+	if ok {
+		if b.active {
+			b.active = false
+			e.activeBans--
+		}
+		b.until = now.UnixNano()
+		e.bans[a] = b
+	}
+	e.pend.Lifts = append(e.pend.Lifts, a)
+	e.bmu.Unlock()
+	if err := e.fw.Delete(ctx, firewall.SetBan, prefixOf(a)); err != nil {
+		return err
+	}
+	e.decide(Decision{Time: now, Kind: DecisionUnban, Addr: a, Reason: "unban"})
+	return nil
+}
+
+// Ban bans a by hand (e.g. `sipsentry ban` through the daemon), with the
+// same escalation and never-ban rules as automatic bans.
+func (e *Engine) Ban(ctx context.Context, a netip.Addr, reason string) {
+	now := e.now()
+	e.ban(ctx, a.Unmap(), "manual: "+sanitize(reason, 100), now, time.Now())
+}

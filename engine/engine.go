@@ -1,0 +1,374 @@
+// Package engine turns typed AMI security events into decisions: per-source
+// sliding windows (fast, slow scan, user enumeration), injection bans, geo
+// strictness, escalation for repeat offenders, and push-server learning.
+//
+// Handle is the hot path: it touches memory only (one map, one ring of
+// timestamps per source) and calls the firewall only when it bans. Database
+// writes, contact look-ups, DNS, conntrack and ARI hang-ups run in the
+// background goroutines of Run.
+//
+// It must never ban an address taken from an attacker-controlled field (only
+// SecurityEvent.Remote, the true source), never ban what the admin or the
+// host needs (static allows, learned push servers, loopback, own addresses,
+// the AMI peer), and never let a forged or injected event teach it a push
+// server.
+package engine
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sipsentry/sipsentry/activity"
+	"github.com/sipsentry/sipsentry/ami"
+	"github.com/sipsentry/sipsentry/firewall"
+	"github.com/sipsentry/sipsentry/internal/config"
+	"github.com/sipsentry/sipsentry/internal/state"
+)
+
+// GeoChecker says whether an address is in an allowed country (*geo.Geo).
+type GeoChecker interface {
+	Allowed(a netip.Addr) bool
+}
+
+// ContactLister lists PJSIP contacts (*ami.Client).
+type ContactLister interface {
+	PJSIPShowContacts(ctx context.Context) ([]ami.Contact, error)
+}
+
+// Resolver is the DNS the push learner uses (see NewDNSResolver).
+type Resolver interface {
+	// LookupPTR returns the PTR names of a (without trailing dot).
+	LookupPTR(ctx context.Context, a netip.Addr) ([]string, error)
+	// LookupAddrs returns host's A and AAAA addresses.
+	LookupAddrs(ctx context.Context, host string) ([]netip.Addr, error)
+}
+
+// Deps are the engine's collaborators. Firewall is required; the rest may be
+// nil: no Store means nothing is persisted, no Geo means every address counts
+// as allowed (no strict bans, no push learning), no Contacts means push
+// learning relies on DNS evidence only, no Resolver means one is built from
+// push.resolver.
+type Deps struct {
+	Firewall firewall.Backend
+	Geo      GeoChecker
+	Store    *state.Store
+	Contacts ContactLister
+	Resolver Resolver
+	// Hangup ends live calls from a banned address (ARI); optional.
+	Hangup func(ctx context.Context, a netip.Addr) error
+	Logger *slog.Logger
+	// Now is the clock for windows and ban times; default time.Now.
+	Now func() time.Time
+	// HostAddrs are the host's own addresses (never banned); nil means
+	// net.InterfaceAddrs at New.
+	HostAddrs []netip.Addr
+	// AMIPeer is the Asterisk address sipsentry talks to (never banned);
+	// invalid means the host of ami.address when it is an IP literal.
+	AMIPeer netip.Addr
+	// OnDecision, if set, is called after every decision (metrics, replay
+	// output). It must not block.
+	OnDecision func(Decision)
+	// ContactRetry is the wait between PJSIPShowContacts attempts when the
+	// contact is not yet there (Asterisk adds it after the auth); default
+	// 300ms, 1s.
+	ContactRetry []time.Duration
+}
+
+// Decision kinds.
+const (
+	DecisionBan      = "ban"       // added to the kernel ban set
+	DecisionWouldBan = "would_ban" // geo_mode monitor: recorded only
+	DecisionRefused  = "refused"   // a ban that was not made (never-ban list, set full, firewall error)
+	DecisionLearned  = "learned"   // push server learned (allow set)
+	DecisionFlagged  = "flagged"   // foreign login not learned
+	DecisionSeeded   = "seeded"    // push host from DNS put in the allow set
+	DecisionUnban    = "unban"
+)
+
+// Decision is one thing the engine did or declined to do.
+type Decision struct {
+	Time     time.Time     `json:"time"`
+	Kind     string        `json:"kind"`
+	Addr     netip.Addr    `json:"addr"`
+	Reason   string        `json:"reason"`
+	Duration time.Duration `json:"duration,omitempty"` // ban or allow timeout
+	Offence  int           `json:"offence,omitempty"`
+	// Latency is Handle's start to the firewall call's return (bans only).
+	Latency time.Duration `json:"latency,omitempty"`
+	Err     string        `json:"error,omitempty"`
+}
+
+// Status is the engine at a glance (`sipsentry status`, metrics).
+type Status struct {
+	GeoMode       string            `json:"geo_mode"`
+	Sources       int               `json:"sources"`        // aggregates in memory
+	ActiveBans    int               `json:"active_bans"`    // in the kernel set (as far as the engine knows)
+	WouldBans     int               `json:"would_bans"`     // monitor-mode decisions still "active"
+	LearnedAllows int               `json:"learned_allows"` // learned + seeded push entries
+	Events        uint64            `json:"events"`
+	Malformed     uint64            `json:"malformed"` // events without a usable source
+	ByKind        map[string]uint64 `json:"by_kind"`
+	Decisions     map[string]uint64 `json:"decisions"`
+	Evicted       uint64            `json:"evicted"`
+	DroppedWrites uint64            `json:"dropped_writes"` // event-log rows not written (flood)
+	DroppedPush   uint64            `json:"dropped_push"`   // push candidates not examined (queue full)
+	LastEvent     time.Time         `json:"last_event"`
+	Recent        []Decision        `json:"recent"`
+}
+
+const (
+	maxPendingEvents = 1 << 16 // event-log rows waiting for the writer
+	maxPendingSrc    = 1 << 17 // evicted-source rows waiting for the writer
+	recentDecisions  = 32
+	flushInterval    = 100 * time.Millisecond
+	sweepInterval    = 5 * time.Second
+	pruneInterval    = time.Hour
+	maxEventLogRows  = 1_000_000
+	refreshEvery     = time.Minute // at most one allow refresh per learned address per minute
+)
+
+type banInfo struct {
+	until    int64 // UnixNano
+	offences int32
+	monitor  bool
+	active   bool // counted in activeBans (in the kernel set)
+}
+
+type allowInfo struct {
+	until int64 // UnixNano; 0 permanent
+	how   string
+	last  int64 // last refresh (UnixNano)
+}
+
+// Engine is safe for concurrent use.
+type Engine struct {
+	cfg     *config.Config
+	d       Deps
+	log     *slog.Logger
+	now     func() time.Time
+	fw      firewall.Backend
+	geoMode string
+
+	ringSize               int
+	findTime, slowFindTime int64
+	maxSources             int
+	banTime, maxBanTime    time.Duration
+
+	// mu guards the source table and what Handle hands to the writer.
+	mu          sync.Mutex
+	srcs        map[netip.Addr]*srcState
+	lruHead     *srcState
+	lruTail     *srcState
+	dirty       []*srcState
+	evictedUpd  []state.SourceUpdate
+	pendEvents  []state.Event
+	nextSession int64
+	kinds       [8]uint64
+	lastEvent   time.Time
+
+	// bmu guards bans and the ban/allow/flag rows waiting for the writer.
+	bmu        sync.Mutex
+	bans       map[netip.Addr]banInfo
+	activeBans int
+	pend       state.Batch
+
+	// amu guards allows (learned and seeded push servers).
+	amu    sync.RWMutex
+	allows map[netip.Addr]allowInfo
+	static []netip.Prefix
+	never  map[netip.Addr]string
+
+	dmu       sync.Mutex
+	decisions map[string]uint64
+	recent    []Decision
+
+	flushMu sync.Mutex
+	retry   *state.Batch
+
+	events, malformed, droppedWrites, droppedPush, evicted atomic.Uint64
+
+	pushQ   chan pushCand
+	postQ   chan netip.Addr
+	wmu     sync.Mutex
+	wcond   *sync.Cond
+	inQueue int // push candidates and post-ban jobs not yet done
+	running atomic.Bool
+}
+
+// New checks cfg and builds an engine; it touches neither kernel nor DB
+// (Start does).
+func New(cfg *config.Config, d Deps) (*Engine, error) {
+	if cfg == nil {
+		return nil, errors.New("engine: no config")
+	}
+	if d.Firewall == nil {
+		return nil, errors.New("engine: no firewall backend (use firewall/dryrun for a dry run)")
+	}
+	ec := cfg.Engine
+	if ec.MaxFailures < 1 {
+		return nil, errors.New("engine: engine.max_failures must be at least 1")
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.ContactRetry == nil {
+		d.ContactRetry = []time.Duration{300 * time.Millisecond, time.Second}
+	}
+	if d.Resolver == nil {
+		r, err := NewDNSResolver(cfg.Push.Resolver)
+		if err != nil {
+			d.Logger.Warn("engine: no DNS resolver; push learning will use User-Agent evidence only and push hosts are not seeded", "err", err)
+		} else {
+			d.Resolver = r
+		}
+	}
+	e := &Engine{
+		cfg: cfg, d: d, log: d.Logger, now: d.Now, fw: d.Firewall, geoMode: ec.GeoMode,
+		ringSize:     max(ec.MaxFailures, ec.SlowMaxFailures, 1),
+		findTime:     int64(ec.FindTime.D()),
+		slowFindTime: int64(ec.SlowFindTime.D()),
+		maxSources:   ec.MaxSources,
+		banTime:      ec.BanTime.D(),
+		maxBanTime:   ec.MaxBanTime.D(),
+		srcs:         map[netip.Addr]*srcState{},
+		bans:         map[netip.Addr]banInfo{},
+		allows:       map[netip.Addr]allowInfo{},
+		never:        map[netip.Addr]string{},
+		decisions:    map[string]uint64{},
+		pushQ:        make(chan pushCand, 256),
+		postQ:        make(chan netip.Addr, 4096),
+	}
+	if e.maxSources <= 0 {
+		e.maxSources = 200000
+	}
+	if e.maxBanTime < e.banTime {
+		e.maxBanTime = e.banTime
+	}
+	e.wcond = sync.NewCond(&e.wmu)
+	for _, p := range cfg.Firewall.Allow {
+		e.static = append(e.static, p.Prefix.Masked())
+	}
+	hosts := d.HostAddrs
+	if hosts == nil {
+		hosts = interfaceAddrs(e.log)
+	}
+	for _, a := range hosts {
+		e.never[a.Unmap()] = "host's own address"
+	}
+	peer := d.AMIPeer
+	if !peer.IsValid() {
+		if h, _, err := net.SplitHostPort(cfg.AMI.Address); err == nil {
+			if a, err := netip.ParseAddr(h); err == nil {
+				peer = a
+			}
+		}
+	}
+	if peer.IsValid() {
+		e.never[peer.Unmap()] = "AMI peer (Asterisk)"
+	}
+	return e, nil
+}
+
+func interfaceAddrs(log *slog.Logger) []netip.Addr {
+	ifs, err := net.InterfaceAddrs()
+	if err != nil {
+		log.Warn("engine: cannot list the host's addresses; they are not protected from bans", "err", err)
+		return nil
+	}
+	var out []netip.Addr
+	for _, ia := range ifs {
+		if n, ok := ia.(*net.IPNet); ok {
+			if a, ok := netip.AddrFromSlice(n.IP); ok {
+				out = append(out, a.Unmap())
+			}
+		}
+	}
+	return out
+}
+
+// SetAMIPeer adds the address the AMI connection actually reached (e.g. a
+// resolved host name) to the never-ban list.
+func (e *Engine) SetAMIPeer(a netip.Addr) {
+	if !a.IsValid() {
+		return
+	}
+	e.amu.Lock()
+	e.never[a.Unmap()] = "AMI peer (Asterisk)"
+	e.amu.Unlock()
+}
+
+// Snapshot reports counters and recent decisions.
+func (e *Engine) Snapshot() Status {
+	st := Status{GeoMode: e.geoMode, ByKind: map[string]uint64{}, Decisions: map[string]uint64{}}
+	e.mu.Lock()
+	st.Sources = len(e.srcs)
+	for k, n := range e.kinds {
+		if n > 0 {
+			st.ByKind[activity.Kind(k).String()] = n
+		}
+	}
+	st.LastEvent = e.lastEvent
+	e.mu.Unlock()
+	now := e.now().UnixNano()
+	e.bmu.Lock()
+	st.ActiveBans = e.activeBans
+	for _, b := range e.bans {
+		if b.monitor && b.until > now {
+			st.WouldBans++
+		}
+	}
+	e.bmu.Unlock()
+	e.amu.RLock()
+	for _, a := range e.allows {
+		if a.until == 0 || a.until > now {
+			st.LearnedAllows++
+		}
+	}
+	e.amu.RUnlock()
+	e.dmu.Lock()
+	for k, n := range e.decisions {
+		st.Decisions[k] = n
+	}
+	st.Recent = append([]Decision(nil), e.recent...)
+	e.dmu.Unlock()
+	st.Events = e.events.Load()
+	st.Malformed = e.malformed.Load()
+	st.Evicted = e.evicted.Load()
+	st.DroppedWrites = e.droppedWrites.Load()
+	st.DroppedPush = e.droppedPush.Load()
+	return st
+}
+
+func (e *Engine) decide(d Decision) {
+	e.dmu.Lock()
+	e.decisions[d.Kind]++
+	if len(e.recent) >= recentDecisions {
+		copy(e.recent, e.recent[1:])
+		e.recent = e.recent[:len(e.recent)-1]
+	}
+	e.recent = append(e.recent, d)
+	e.dmu.Unlock()
+	if e.d.OnDecision != nil {
+		e.d.OnDecision(d)
+	}
+}
+
+// prefixOf is the host prefix of a.
+func prefixOf(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, a.BitLen()) }
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+

@@ -1,0 +1,244 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/sipsentry/sipsentry/activity"
+	"github.com/sipsentry/sipsentry/ami"
+	"github.com/sipsentry/sipsentry/internal/state"
+)
+
+// srcState is one source in memory: the shared aggregate plus the ring of
+// its recent failure times that the windows read.
+type srcState struct {
+	src activity.Source
+	// fails holds up to ringSize failure times (UnixNano); once full, head
+	// is the oldest. It grows on demand so a one-event source costs 8 bytes.
+	fails      []int64
+	head       int
+	session    int64
+	enumBase   int // DistinctAccounts at the last ban: enumeration counts anew after it
+	prev, next *srcState
+	dirty      bool
+}
+
+func (s *srcState) addFailure(t int64, size int) {
+	if len(s.fails) < size {
+		s.fails = append(s.fails, t)
+		return
+	}
+	s.fails[s.head] = t
+	s.head = (s.head + 1) % size
+}
+
+// nthRecent returns the n-th most recent failure time (1 = newest).
+func (s *srcState) nthRecent(n int) (int64, bool) {
+	l := len(s.fails)
+	if n < 1 || n > l {
+		return 0, false
+	}
+	return s.fails[(s.head+l-n)%l], true
+}
+
+// within reports whether n failures fell inside the window ending at now.
+func (s *srcState) within(n int, window, now int64) bool {
+	t, ok := s.nthRecent(n)
+	return ok && now-t <= window
+}
+
+type trigger struct {
+	reason string
+}
+
+// Handle takes one parsed security event. It is the hot path: memory only,
+// unless the event crosses a threshold and a ban is made.
+func (e *Engine) Handle(ctx context.Context, ev ami.SecurityEvent) {
+	e.events.Add(1)
+	if !ev.Remote.IsValid() {
+		// Nothing to attribute (e.g. s9-11's cut-off InvalidAccountID):
+		// count it, never guess a source from other fields.
+		e.malformed.Add(1)
+		return
+	}
+	start := time.Now()
+	addr := ev.Remote.Addr().Unmap()
+	nowT := e.now()
+	now := nowT.UnixNano()
+
+	e.mu.Lock()
+	s := e.source(addr, nowT)
+	k, counted := s.src.Observe(&ev, nowT)
+	e.kinds[k&7]++
+	e.lastEvent = nowT
+	if !s.dirty {
+		s.dirty = true
+		e.dirty = append(e.dirty, s)
+	}
+	var trig *trigger
+	switch {
+	case k == activity.KindInjection:
+		trig = &trigger{reason: "injection (" + sanitize(ev.Suspicion, 80) + ")"}
+	case counted && k.IsFailure():
+		s.addFailure(now, e.ringSize)
+		trig = e.thresholds(s, addr, now)
+	}
+	if len(e.pendEvents) < maxPendingEvents {
+		row := state.Event{Time: nowT, Addr: addr, Type: ev.Type, Kind: k.String(), Service: ev.Service, Account: sanitize(ev.AccountID, 64)}
+		if trig != nil {
+			row.Decision = trig.reason
+		}
+		e.pendEvents = append(e.pendEvents, row)
+	} else {
+		e.droppedWrites.Add(1)
+	}
+	if trig != nil {
+		s.enumBase = s.src.DistinctAccounts
+	}
+	e.mu.Unlock()
+
+	if trig != nil {
+		e.ban(ctx, addr, trig.reason, nowT, start)
+		return
+	}
+	if k == activity.KindAuthOK {
+		e.authOK(addr, &ev, nowT)
+	}
+}
+
+// thresholds checks the windows after a counted failure; called with mu held.
+func (e *Engine) thresholds(s *srcState, addr netip.Addr, now int64) *trigger {
+	ec := &e.cfg.Engine
+	if e.geoMode == "strict" && e.d.Geo != nil && !e.d.Geo.Allowed(addr) {
+		return &trigger{reason: "geo strict: failure from outside the allowed countries"}
+	}
+	if s.within(ec.MaxFailures, e.findTime, now) {
+		return &trigger{reason: fmt.Sprintf("%d failures in %s", ec.MaxFailures, ec.FindTime.D())}
+	}
+	if ec.SlowMaxFailures > 0 && s.within(ec.SlowMaxFailures, e.slowFindTime, now) {
+		return &trigger{reason: fmt.Sprintf("slow scan: %d failures in %s", ec.SlowMaxFailures, ec.SlowFindTime.D())}
+	}
+	if ec.EnumAccounts > 0 && s.src.DistinctAccounts-s.enumBase >= ec.EnumAccounts {
+		return &trigger{reason: fmt.Sprintf("user enumeration: %d accounts tried", s.src.DistinctAccounts-s.enumBase)}
+	}
+	return nil
+}
+
+// source returns addr's state, creating it (and evicting the least recently
+// seen one beyond max_sources); called with mu held.
+func (e *Engine) source(addr netip.Addr, now time.Time) *srcState {
+	s := e.srcs[addr]
+	if s != nil {
+		e.lruTouch(s)
+		return s
+	}
+	if len(e.srcs) >= e.maxSources {
+		e.evict(e.lruTail)
+	}
+	e.nextSession++
+	s = &srcState{src: activity.Source{Addr: addr}, session: e.nextSession}
+	e.srcs[addr] = s
+	e.lruPush(s)
+	return s
+}
+
+func (e *Engine) lruPush(s *srcState) {
+	s.prev, s.next = nil, e.lruHead
+	if e.lruHead != nil {
+		e.lruHead.prev = s
+	}
+	e.lruHead = s
+	if e.lruTail == nil {
+		e.lruTail = s
+	}
+}
+
+func (e *Engine) lruRemove(s *srcState) {
+	if s.prev != nil {
+		s.prev.next = s.next
+	} else {
+		e.lruHead = s.next
+	}
+	if s.next != nil {
+		s.next.prev = s.prev
+	} else {
+		e.lruTail = s.prev
+	}
+	s.prev, s.next = nil, nil
+}
+
+func (e *Engine) lruTouch(s *srcState) {
+	if e.lruHead == s {
+		return
+	}
+	e.lruRemove(s)
+	e.lruPush(s)
+}
+
+// evict drops s from memory, handing its last state to the writer; called
+// with mu held. Its DB row and any ban stay.
+func (e *Engine) evict(s *srcState) {
+	if s == nil {
+		return
+	}
+	e.lruRemove(s)
+	delete(e.srcs, s.src.Addr)
+	e.evicted.Add(1)
+	if s.dirty {
+		s.dirty = false
+		if len(e.evictedUpd) < maxPendingSrc {
+			e.evictedUpd = append(e.evictedUpd, state.SourceUpdate{Session: s.session, Source: cloneSource(&s.src)})
+		} else {
+			e.droppedWrites.Add(1)
+		}
+		// s stays referenced by e.dirty until the next flush, which skips
+		// it because dirty is now false.
+	}
+}
+
+// evictOld drops sources not seen for longer than every window; called by
+// the sweeper.
+func (e *Engine) evictOld(now time.Time) int {
+	horizon := time.Duration(max(e.findTime, e.slowFindTime))
+	cut := now.Add(-horizon)
+	n := 0
+	e.mu.Lock()
+	for e.lruTail != nil && e.lruTail.src.LastSeen.Before(cut) {
+		e.evict(e.lruTail)
+		n++
+	}
+	e.mu.Unlock()
+	return n
+}
+
+func cloneSource(s *activity.Source) activity.Source {
+	c := *s
+	c.Accounts = append([]activity.AccountCount(nil), s.Accounts...)
+	return c
+}
+
+// sanitize keeps printable ASCII of attacker-shaped text (for logs, DB
+// columns and ipset comments) and cuts it to n bytes.
+func sanitize(s string, n int) string {
+	ok := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			ok = false
+			break
+		}
+	}
+	if ok && len(s) <= n {
+		return s
+	}
+	b := make([]byte, 0, min(len(s), n))
+	for i := 0; i < len(s) && len(b) < n; i++ {
+		c := s[i]
+		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			c = '?'
+		}
+		b = append(b, c)
+	}
+	return string(b)
+}

@@ -1,0 +1,342 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sipsentry/sipsentry/ami"
+	"github.com/sipsentry/sipsentry/firewall"
+	"github.com/sipsentry/sipsentry/internal/state"
+)
+
+// FlagForeignLogin is the flag kind for a successful login from outside the
+// allowed countries that is not a recognised push server.
+const FlagForeignLogin = "foreign_login"
+
+type pushCand struct {
+	addr    netip.Addr
+	account string
+	service string
+	at      time.Time
+	refresh bool // already learned: only extend the allow
+}
+
+// authOK looks at a SuccessfulAuth (never an injected one: those are
+// KindInjection and never get here) from a foreign address.
+func (e *Engine) authOK(a netip.Addr, ev *ami.SecurityEvent, now time.Time) {
+	if ev.IsInjection() || e.d.Geo == nil || e.d.Geo.Allowed(a) {
+		return
+	}
+	e.amu.RLock()
+	al, learned := e.allows[a]
+	e.amu.RUnlock()
+	nowN := now.UnixNano()
+	if learned && al.how != state.HowStatic && (al.until == 0 || al.until > nowN) {
+		if nowN-al.last < int64(refreshEvery) {
+			return
+		}
+		e.enqueuePush(pushCand{addr: a, account: ev.AccountID, service: ev.Service, at: now, refresh: true})
+		return
+	}
+	e.enqueuePush(pushCand{addr: a, account: ev.AccountID, service: ev.Service, at: now})
+}
+
+func (e *Engine) enqueuePush(c pushCand) {
+	e.wmu.Lock()
+	e.inQueue++
+	e.wmu.Unlock()
+	select {
+	case e.pushQ <- c:
+	default:
+		e.done()
+		e.droppedPush.Add(1)
+		e.log.Warn("engine: push-learning queue full; a foreign login was not examined", "addr", c.addr)
+	}
+}
+
+func (e *Engine) done() {
+	e.wmu.Lock()
+	e.inQueue--
+	if e.inQueue <= 0 {
+		e.inQueue = 0
+		e.wcond.Broadcast()
+	}
+	e.wmu.Unlock()
+}
+
+// examine decides about one foreign login: learn it as a push server or
+// flag it.
+func (e *Engine) examine(ctx context.Context, c pushCand) {
+	defer e.done()
+	if c.refresh {
+		e.refreshAllow(ctx, c)
+		return
+	}
+	if c.service != "PJSIP" {
+		e.flag(c, "", fmt.Sprintf("successful %s login as %q from outside the allowed countries", c.service, sanitize(c.account, 40)))
+		return
+	}
+	ev := state.PushEvidence{Account: c.account, FirstSeen: c.at, LastSeen: c.at}
+	if ct, ok := e.findContact(ctx, c.addr, c.account); ok {
+		ev.UserAgent, ev.URI, ev.AOR = ct.UserAgent, ct.URI, aorOf(ct)
+	}
+	ev.PTR = e.confirmedPTR(ctx, c.addr)
+	switch {
+	case ev.UserAgent != "" && e.uaMatches(ev.UserAgent):
+		ev.How = state.HowUserAgent
+	case ev.PTR != "" && e.domainMatches(ev.PTR):
+		ev.How = state.HowPTR
+	default:
+		note := fmt.Sprintf("successful PJSIP login as %q from outside the allowed countries; not a known push server", sanitize(c.account, 40))
+		if ev.UserAgent != "" {
+			note += fmt.Sprintf(" (UA %q)", sanitize(ev.UserAgent, 80))
+		}
+		if ev.PTR != "" {
+			note += fmt.Sprintf(" (PTR %s)", ev.PTR)
+		}
+		e.flag(c, ev.UserAgent, note)
+		return
+	}
+	e.learn(ctx, c.addr, ev, c.at)
+}
+
+func aorOf(c ami.Contact) string {
+	// ObjectName is "<aor>;@<hash>".
+	if i := strings.Index(c.ObjectName, ";@"); i > 0 {
+		return c.ObjectName[:i]
+	}
+	return c.Endpoint
+}
+
+func (e *Engine) flag(c pushCand, ua, note string) {
+	e.log.Warn("engine: foreign login flagged, not learned (a stolen password looks the same)",
+		"addr", c.addr, "account", sanitize(c.account, 40), "service", c.service, "user_agent", sanitize(ua, 80))
+	e.bmu.Lock()
+	e.pend.Flags = append(e.pend.Flags, state.Flag{Addr: c.addr, Kind: FlagForeignLogin, Note: note, Time: c.at})
+	e.bmu.Unlock()
+	e.decide(Decision{Time: c.at, Kind: DecisionFlagged, Addr: c.addr, Reason: note})
+	if ua != "" {
+		e.setUA(c.addr, ua)
+	}
+}
+
+func (e *Engine) setUA(a netip.Addr, ua string) {
+	e.mu.Lock()
+	if s := e.srcs[a]; s != nil {
+		s.src.LastUserAgent = sanitize(ua, 120)
+		if !s.dirty {
+			s.dirty = true
+			e.dirty = append(e.dirty, s)
+		}
+	}
+	e.mu.Unlock()
+}
+
+// learn puts a in the allow set for push.learn_ttl and records the evidence.
+func (e *Engine) learn(ctx context.Context, a netip.Addr, ev state.PushEvidence, now time.Time) {
+	ttl := e.cfg.Push.LearnTTL.D()
+	comment := "sipsentry: push " + ev.How
+	if ev.Account != "" {
+		comment += " " + ev.Account
+	}
+	if err := e.fw.Add(ctx, firewall.SetAllow, firewall.Entry{Prefix: prefixOf(a), Timeout: ttl, Comment: sanitize(comment, 200)}); err != nil {
+		e.log.Error("engine: adding learned push server to the allow set failed", "addr", a, "err", err)
+		e.decide(Decision{Time: now, Kind: DecisionRefused, Addr: a, Reason: "learn push server", Err: err.Error()})
+		return
+	}
+	e.amu.Lock()
+	e.allows[a] = allowInfo{until: now.Add(ttl).UnixNano(), how: ev.How, last: now.UnixNano()}
+	e.amu.Unlock()
+	e.bmu.Lock()
+	e.pend.Allows = append(e.pend.Allows, state.Allow{Prefix: prefixOf(a), Until: now.Add(ttl), PushEvidence: ev})
+	e.bmu.Unlock()
+	if ev.UserAgent != "" {
+		e.setUA(a, ev.UserAgent)
+	}
+	e.log.Info("engine: push server learned", "addr", a, "how", ev.How, "account", sanitize(ev.Account, 40),
+		"user_agent", sanitize(ev.UserAgent, 80), "ptr", ev.PTR, "ttl", ttl)
+	e.decide(Decision{Time: now, Kind: DecisionLearned, Addr: a, Reason: ev.How, Duration: ttl})
+}
+
+func (e *Engine) refreshAllow(ctx context.Context, c pushCand) {
+	ttl := e.cfg.Push.LearnTTL.D()
+	e.amu.RLock()
+	al := e.allows[c.addr]
+	e.amu.RUnlock()
+	if err := e.fw.Add(ctx, firewall.SetAllow, firewall.Entry{Prefix: prefixOf(c.addr), Timeout: ttl, Comment: "sipsentry: push " + al.how}); err != nil {
+		e.log.Warn("engine: refreshing learned push server failed", "addr", c.addr, "err", err)
+		return
+	}
+	e.amu.Lock()
+	al.until, al.last = c.at.Add(ttl).UnixNano(), c.at.UnixNano()
+	e.allows[c.addr] = al
+	e.amu.Unlock()
+	e.bmu.Lock()
+	e.pend.Allows = append(e.pend.Allows, state.Allow{Prefix: prefixOf(c.addr), Until: c.at.Add(ttl),
+		PushEvidence: state.PushEvidence{How: al.how, FirstSeen: c.at, LastSeen: c.at}})
+	e.bmu.Unlock()
+}
+
+// findContact asks Asterisk for the contact this login registered: the one
+// whose Via address is a and whose endpoint is account. Asterisk creates
+// the contact after the auth, so it retries briefly.
+func (e *Engine) findContact(ctx context.Context, a netip.Addr, account string) (ami.Contact, bool) {
+	if e.d.Contacts == nil {
+		return ami.Contact{}, false
+	}
+	for attempt := 0; ; attempt++ {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		list, err := e.d.Contacts.PJSIPShowContacts(cctx)
+		cancel()
+		if err != nil {
+			e.log.Warn("engine: PJSIPShowContacts failed; push learning falls back to DNS evidence", "err", err)
+		}
+		for _, c := range list {
+			if c.Endpoint != account {
+				continue
+			}
+			if v, err := netip.ParseAddr(strings.Trim(c.ViaAddr, "[]")); err == nil && v.Unmap() == a {
+				return c, true
+			}
+		}
+		if attempt >= len(e.d.ContactRetry) {
+			return ami.Contact{}, false
+		}
+		select {
+		case <-ctx.Done():
+			return ami.Contact{}, false
+		case <-time.After(e.d.ContactRetry[attempt]):
+		}
+	}
+}
+
+func (e *Engine) uaMatches(ua string) bool {
+	for _, re := range e.cfg.Push.UserAgents {
+		if re.Regexp != nil && re.MatchString(ua) {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *Engine) domainMatches(name string) bool {
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	for _, d := range e.cfg.Push.Domains {
+		d = strings.ToLower(strings.Trim(d, "."))
+		if d != "" && (name == d || strings.HasSuffix(name, "."+d)) {
+			return true
+		}
+	}
+	return false
+}
+
+// confirmedPTR returns a's first PTR name whose A/AAAA records contain a
+// (forward-confirmed reverse DNS), or "". Anyone controls their own PTR;
+// only the forward look-up in the claimed domain makes it evidence.
+func (e *Engine) confirmedPTR(ctx context.Context, a netip.Addr) string {
+	if e.d.Resolver == nil {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	names, err := e.d.Resolver.LookupPTR(ctx, a)
+	if err != nil {
+		e.log.Debug("engine: PTR look-up failed", "addr", a, "err", err)
+		return ""
+	}
+	for i, n := range names {
+		if i == 4 {
+			break
+		}
+		addrs, err := e.d.Resolver.LookupAddrs(ctx, n)
+		if err != nil {
+			continue
+		}
+		for _, x := range addrs {
+			if x.Unmap() == a {
+				return strings.ToLower(strings.TrimSuffix(n, "."))
+			}
+		}
+	}
+	return ""
+}
+
+// Seed resolves push.hosts (A and AAAA) and puts every address in the allow
+// set, one bulk add; done at Start and every push.reseed.
+func (e *Engine) Seed(ctx context.Context) error {
+	if e.d.Resolver == nil || len(e.cfg.Push.Hosts) == 0 {
+		return nil
+	}
+	type res struct {
+		host  string
+		addrs []netip.Addr
+		err   error
+	}
+	out := make([]res, len(e.cfg.Push.Hosts))
+	var wg sync.WaitGroup
+	for i, h := range e.cfg.Push.Hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			a, err := e.d.Resolver.LookupAddrs(cctx, h)
+			out[i] = res{h, a, err}
+		}()
+	}
+	wg.Wait()
+	now := e.now()
+	ttl := e.cfg.Push.LearnTTL.D()
+	var entries []firewall.Entry
+	var rows []state.Allow
+	seen := map[netip.Addr]bool{}
+	failed := 0
+	for _, r := range out {
+		if r.err != nil {
+			failed++
+			e.log.Warn("engine: resolving push host failed", "host", r.host, "err", r.err)
+			continue
+		}
+		for _, a := range r.addrs {
+			a = a.Unmap()
+			if seen[a] || !a.IsGlobalUnicast() && !a.IsPrivate() {
+				continue
+			}
+			seen[a] = true
+			entries = append(entries, firewall.Entry{Prefix: prefixOf(a), Timeout: ttl, Comment: sanitize("sipsentry: push seed "+r.host, 200)})
+			rows = append(rows, state.Allow{Prefix: prefixOf(a), Until: now.Add(ttl),
+				PushEvidence: state.PushEvidence{How: state.HowSeed, PTR: r.host, FirstSeen: now, LastSeen: now}})
+		}
+	}
+	if len(entries) == 0 {
+		if failed > 0 {
+			return fmt.Errorf("engine: no push host resolved (%d failed); check push.resolver", failed)
+		}
+		return nil
+	}
+	if err := e.fw.Add(ctx, firewall.SetAllow, entries...); err != nil {
+		return fmt.Errorf("engine: seeding push hosts into the allow set: %w", err)
+	}
+	e.amu.Lock()
+	for _, en := range entries {
+		a := en.Prefix.Addr()
+		prev, ok := e.allows[a]
+		if ok && prev.how != state.HowSeed {
+			prev.until = max(prev.until, now.Add(ttl).UnixNano())
+			e.allows[a] = prev // keep the stronger evidence's name
+			continue
+		}
+		e.allows[a] = allowInfo{until: now.Add(ttl).UnixNano(), how: state.HowSeed, last: now.UnixNano()}
+	}
+	e.amu.Unlock()
+	e.bmu.Lock()
+	e.pend.Allows = append(e.pend.Allows, rows...)
+	e.bmu.Unlock()
+	e.log.Info("engine: push hosts seeded", "addresses", len(entries), "hosts", len(e.cfg.Push.Hosts), "failed", failed)
+	e.decide(Decision{Time: now, Kind: DecisionSeeded, Reason: fmt.Sprintf("%d addresses from %d push hosts", len(entries), len(e.cfg.Push.Hosts)), Duration: ttl})
+	return nil
+}

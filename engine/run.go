@@ -1,0 +1,336 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/sipsentry/sipsentry/firewall"
+	"github.com/sipsentry/sipsentry/internal/state"
+)
+
+// forgetAfter is how long after a ban ended its offence count still
+// escalates the next ban in memory: max(max_ban_time, event_retention).
+func (e *Engine) forgetAfter() time.Duration {
+	return max(e.maxBanTime, e.cfg.Engine.EventRetention.D(), e.banTime)
+}
+
+// Start restores unexpired bans and allows (learned and static) into the
+// kernel, one bulk add per set, and seeds the push hosts. Call it once,
+// after the firewall is up and before the first Handle.
+func (e *Engine) Start(ctx context.Context) error {
+	now := e.now()
+	nowN := now.UnixNano()
+	var banEntries, allowEntries []firewall.Entry
+
+	if st := e.d.Store; st != nil {
+		st.Now = e.now
+		ms, err := st.MaxSession(ctx)
+		if err != nil {
+			return err
+		}
+		e.mu.Lock()
+		e.nextSession = max(e.nextSession, ms)
+		e.mu.Unlock()
+
+		bans, err := st.Bans(ctx)
+		if err != nil {
+			return err
+		}
+		forget := now.Add(-e.forgetAfter())
+		e.bmu.Lock()
+		for _, b := range bans {
+			if b.Until.Before(forget) {
+				continue
+			}
+			a := b.Addr.Unmap()
+			bi := banInfo{until: b.Until.UnixNano(), offences: int32(b.Offences), monitor: b.Monitor}
+			if bi.until > nowN && !b.Monitor && e.geoMode != "monitor" {
+				if why := e.neverBanLocked(a); why != "" {
+					e.log.Warn("engine: not restoring a stored ban", "addr", a, "refused_because", why)
+					bi.until = nowN
+				} else {
+					bi.active = true
+					e.activeBans++
+					banEntries = append(banEntries, firewall.Entry{Prefix: prefixOf(a), Timeout: b.Until.Sub(now),
+						Comment: sanitize("sipsentry: "+b.Reason, 200)})
+				}
+			}
+			e.bans[a] = bi
+		}
+		e.bmu.Unlock()
+
+		allows, err := st.LearnedAllows(ctx)
+		if err != nil {
+			return err
+		}
+		e.amu.Lock()
+		for _, al := range allows {
+			if al.How == state.HowStatic || !al.Prefix.IsSingleIP() {
+				continue // static allows come from the config, below
+			}
+			var ttl time.Duration
+			if !al.Until.IsZero() {
+				ttl = al.Until.Sub(now)
+			}
+			a := al.Prefix.Addr().Unmap()
+			e.allows[a] = allowInfo{until: ns(al.Until), how: al.How, last: ns(al.LastSeen)}
+			allowEntries = append(allowEntries, firewall.Entry{Prefix: al.Prefix, Timeout: ttl, Comment: "sipsentry: push " + al.How})
+		}
+		e.amu.Unlock()
+
+		// The config is the truth for static allows: rewrite their rows.
+		var b state.Batch
+		for _, al := range allows {
+			if al.How == state.HowStatic {
+				b.Unallow = append(b.Unallow, al.Prefix)
+			}
+		}
+		for _, p := range e.static {
+			b.Allows = append(b.Allows, state.Allow{Prefix: p, PushEvidence: state.PushEvidence{How: state.HowStatic, FirstSeen: now, LastSeen: now}})
+		}
+		if err := st.Apply(ctx, &b); err != nil {
+			return err
+		}
+	}
+	for _, p := range e.static {
+		allowEntries = append(allowEntries, firewall.Entry{Prefix: p, Comment: "sipsentry: static allow"})
+	}
+
+	var errs []error
+	if len(allowEntries) > 0 {
+		if err := e.fw.Add(ctx, firewall.SetAllow, allowEntries...); err != nil {
+			errs = append(errs, fmt.Errorf("engine: restoring %d allow entries: %w", len(allowEntries), err))
+		}
+	}
+	if len(banEntries) > 0 {
+		if err := e.fw.Add(ctx, firewall.SetBan, banEntries...); err != nil {
+			// A full set must not stop the daemon: what fit protects.
+			e.log.Error("engine: restoring bans failed", "bans", len(banEntries), "err", err)
+			if !errors.Is(err, firewall.ErrSetFull) {
+				errs = append(errs, fmt.Errorf("engine: restoring %d bans: %w", len(banEntries), err))
+			}
+		}
+	}
+	e.log.Info("engine: state restored", "bans", len(banEntries), "allows", len(allowEntries), "geo_mode", e.geoMode)
+	if err := e.Seed(ctx); err != nil {
+		e.log.Warn("engine: push host seeding failed; will retry at push.reseed", "err", err)
+	}
+	return errors.Join(errs...)
+}
+
+func ns(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// neverBanLocked is neverBan for callers holding bmu (it takes amu only).
+func (e *Engine) neverBanLocked(a netip.Addr) string { return e.neverBan(a) }
+
+// Run does the background work until ctx ends: batched DB writes (every
+// 100 ms), push-server examination, conntrack flush and hang-up after bans,
+// expiry and eviction, event-log pruning and push-host reseeding. On return
+// it has flushed what was pending. It leaves the firewall as it is.
+func (e *Engine) Run(ctx context.Context) error {
+	if !e.running.CompareAndSwap(false, true) {
+		return errors.New("engine: Run called twice")
+	}
+	defer e.running.Store(false)
+	var wg sync.WaitGroup
+	workers := func(n int, f func()) {
+		for range n {
+			wg.Add(1)
+			go func() { defer wg.Done(); f() }()
+		}
+	}
+	workers(2, func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case c := <-e.pushQ:
+				e.examine(ctx, c)
+			}
+		}
+	})
+	workers(2, func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case a := <-e.postQ:
+				e.postBan(ctx, a)
+			}
+		}
+	})
+
+	flush := time.NewTicker(flushInterval)
+	sweep := time.NewTicker(sweepInterval)
+	prune := time.NewTicker(pruneInterval)
+	reseedEvery := e.cfg.Push.Reseed.D()
+	if reseedEvery <= 0 {
+		reseedEvery = 24 * time.Hour
+	}
+	reseed := time.NewTicker(reseedEvery)
+	defer flush.Stop()
+	defer sweep.Stop()
+	defer prune.Stop()
+	defer reseed.Stop()
+	e.prune(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			e.drainQueues()
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			err := e.Flush(fctx)
+			cancel()
+			return err
+		case <-flush.C:
+			if err := e.Flush(ctx); err != nil && ctx.Err() == nil {
+				e.log.Error("engine: writing state failed; will retry", "err", err)
+			}
+		case <-sweep.C:
+			e.Sweep()
+		case <-prune.C:
+			e.prune(ctx)
+		case <-reseed.C:
+			if err := e.Seed(ctx); err != nil {
+				e.log.Warn("engine: push host reseeding failed", "err", err)
+			}
+		}
+	}
+}
+
+// drainQueues releases Sync waiters for work that will not run any more.
+func (e *Engine) drainQueues() {
+	for {
+		select {
+		case <-e.pushQ:
+			e.done()
+		case <-e.postQ:
+			e.done()
+		default:
+			return
+		}
+	}
+}
+
+func (e *Engine) prune(ctx context.Context) {
+	if e.d.Store == nil {
+		return
+	}
+	ret := e.cfg.Engine.EventRetention.D()
+	if ret <= 0 {
+		return
+	}
+	if n, err := e.d.Store.Prune(ctx, e.now().Add(-ret), maxEventLogRows); err != nil {
+		e.log.Warn("engine: pruning the event log failed", "err", err)
+	} else if n > 0 {
+		e.log.Debug("engine: event log pruned", "rows", n)
+	}
+}
+
+// Sweep expires bans and allows in memory (the kernel expires its own
+// entries) and evicts sources idle for longer than every window. Run calls
+// it every few seconds; tests call it after moving the clock.
+func (e *Engine) Sweep() {
+	now := e.now()
+	nowN := now.UnixNano()
+	forget := now.Add(-e.forgetAfter()).UnixNano()
+	e.bmu.Lock()
+	for a, b := range e.bans {
+		if b.active && b.until <= nowN {
+			b.active = false
+			e.activeBans--
+			e.bans[a] = b
+		}
+		if b.until < forget {
+			delete(e.bans, a)
+		}
+	}
+	e.bmu.Unlock()
+	e.amu.Lock()
+	for a, al := range e.allows {
+		if al.until != 0 && al.until <= nowN {
+			delete(e.allows, a)
+		}
+	}
+	e.amu.Unlock()
+	e.evictOld(now)
+}
+
+// Flush writes what is pending (sources changed since the last flush, the
+// event log, bans, allows, flags) in one transaction.
+func (e *Engine) Flush(ctx context.Context) error {
+	e.flushMu.Lock()
+	defer e.flushMu.Unlock()
+	b := e.retry
+	e.retry = nil
+	if b == nil {
+		b = &state.Batch{}
+	}
+	e.mu.Lock()
+	for _, s := range e.dirty {
+		if s.dirty {
+			s.dirty = false
+			b.Sources = append(b.Sources, state.SourceUpdate{Session: s.session, Source: cloneSource(&s.src)})
+		}
+	}
+	e.dirty = e.dirty[:0]
+	b.Sources = append(b.Sources, e.evictedUpd...)
+	e.evictedUpd = e.evictedUpd[:0]
+	if len(e.pendEvents) > 0 {
+		b.Events = append(b.Events, e.pendEvents...)
+		e.pendEvents = make([]state.Event, 0, min(len(e.pendEvents), 1024))
+	}
+	e.mu.Unlock()
+	e.bmu.Lock()
+	p := e.pend
+	e.pend = state.Batch{}
+	e.bmu.Unlock()
+	b.Bans = append(b.Bans, p.Bans...)
+	b.Lifts = append(b.Lifts, p.Lifts...)
+	b.Allows = append(b.Allows, p.Allows...)
+	b.Unallow = append(b.Unallow, p.Unallow...)
+	b.Flags = append(b.Flags, p.Flags...)
+	if e.d.Store == nil || b.Empty() {
+		return nil
+	}
+	if err := e.d.Store.Apply(ctx, b); err != nil {
+		// Keep it for the next tick; the event log is the first thing to go.
+		if len(b.Events) > maxPendingEvents {
+			e.droppedWrites.Add(uint64(len(b.Events)))
+			b.Events = nil
+		}
+		e.retry = b
+		return err
+	}
+	return nil
+}
+
+// Sync waits until the push learner and post-ban work queued so far are
+// done, then flushes. It needs Run to be running (or the queues to be
+// empty); replay and tests use it to get a complete DB.
+func (e *Engine) Sync(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() {
+		e.wmu.Lock()
+		e.wcond.Broadcast()
+		e.wmu.Unlock()
+	})
+	defer stop()
+	e.wmu.Lock()
+	for e.inQueue > 0 && ctx.Err() == nil {
+		e.wcond.Wait()
+	}
+	e.wmu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return e.Flush(ctx)
+}
