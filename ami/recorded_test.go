@@ -596,7 +596,7 @@ type s9Row struct {
 	start, end int
 }
 
-func readS9Offsets(t *testing.T) []s9Row {
+func readS9Offsets(t testing.TB) []s9Row {
 	t.Helper()
 	var rows []s9Row
 	lines := strings.Split(strings.TrimSpace(string(readCodecData(t, "s9-offsets.tsv"))), "\n")

@@ -1,0 +1,138 @@
+package ami_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sipsentry/sipsentry/ami"
+)
+
+// FuzzReader feeds arbitrary bytes to the codec and the event parsers.
+// Seeds: every recorded stream and transcript side (whole, and each s9
+// request row), plus the committed corpus in testdata/fuzz/FuzzReader.
+// Invariants: no panic; the reader ends; every key is non-empty without
+// whitespace, CR or LF; no value holds LF; a message re-written with
+// WriteMessage reads back identically; a parsed source is always the LAST
+// RemoteAddress header, never an earlier one.
+func FuzzReader(f *testing.F) {
+	dir := filepath.Dir(codecData(f, "ami-security-session.raw"))
+	files, _ := filepath.Glob(filepath.Join(dir, "*.raw"))
+	for _, p := range files {
+		raw := readCodecData(f, filepath.Base(p))
+		if bytes.HasPrefix(raw, []byte("#### ")) {
+			s2c, c2s := transcriptSides(f, raw)
+			f.Add(s2c)
+			f.Add(c2s)
+			continue
+		}
+		f.Add(raw)
+	}
+	s9 := readCodecData(f, "ami-s9-injection.raw")
+	for _, row := range readS9Offsets(f) {
+		if row.end > row.start {
+			f.Add(s9[row.start:row.end])
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, o := range []ami.ReaderOptions{{}, {MaxLineBytes: 40, MaxMessageBytes: 200}} {
+			checkStream(t, data, o)
+		}
+	})
+}
+
+func checkStream(t *testing.T, data []byte, o ami.ReaderOptions) {
+	r := ami.NewReader(bytes.NewReader(data), o)
+	if bytes.HasPrefix(data, []byte("Asterisk")) {
+		if v, err := r.ReadBanner(); err == nil && !strings.HasPrefix(v, "Asterisk Call Manager/") {
+			t.Fatalf("banner %q accepted", v)
+		}
+	}
+	n := uint64(0)
+	for calls := 0; ; calls++ {
+		if calls > len(data)+1 {
+			t.Fatalf("reader does not end: %d calls on %d bytes", calls, len(data))
+		}
+		m, err := r.ReadMessage()
+		if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("unexpected error: %v", err)
+		}
+		n++
+		if len(m.Headers) == 0 {
+			t.Fatal("empty message returned")
+		}
+		for _, h := range m.Headers {
+			if h.Key == "" || strings.ContainsAny(h.Key, " \t\r\n") {
+				t.Fatalf("bad key %q", h.Key)
+			}
+			if strings.Contains(h.Value, "\n") {
+				t.Fatalf("value with LF: %q", h.Value)
+			}
+		}
+		checkRoundTrip(t, m)
+		checkEvents(t, &m)
+	}
+	if st := r.Stats(); st.Messages != n {
+		t.Fatalf("Stats.Messages %d, returned %d", st.Messages, n)
+	}
+}
+
+func checkRoundTrip(t *testing.T, m ami.Message) {
+	var buf bytes.Buffer
+	if err := ami.WriteMessage(&buf, m); err != nil {
+		// Only keys with ':' or values with CR are refused, and the reader
+		// can return those ("K:x: v", "K: a\rb").
+		for _, h := range m.Headers {
+			if strings.Contains(h.Key, ":") || strings.Contains(h.Value, "\r") {
+				return
+			}
+		}
+		t.Fatalf("WriteMessage refused a read message %q: %v", m.Headers, err)
+	}
+	back := ami.NewReader(&buf, ami.ReaderOptions{MaxLineBytes: 1 << 20, MaxMessageBytes: 1 << 22})
+	m2, err := back.ReadMessage()
+	if err != nil || len(m2.Headers) != len(m.Headers) {
+		t.Fatalf("round trip of %q: %q %v", m.Headers, m2.Headers, err)
+	}
+	for i := range m.Headers {
+		if m.Headers[i] != m2.Headers[i] {
+			t.Fatalf("round trip header %d: %q -> %q", i, m.Headers[i], m2.Headers[i])
+		}
+	}
+}
+
+func checkEvents(t *testing.T, m *ami.Message) {
+	ev, err := ami.ParseSecurityEvent(m)
+	switch {
+	case errors.Is(err, ami.ErrNotSecurityEvent):
+		if ami.IsSecurityEvent(m) {
+			t.Fatal("IsSecurityEvent true but ParseSecurityEvent says not one")
+		}
+	case err == nil || errors.Is(err, ami.ErrNoSource):
+		if !ami.IsSecurityEvent(m) {
+			t.Fatal("parsed a security event IsSecurityEvent rejects")
+		}
+		last, perr := ami.ParseAddress(m.Last("RemoteAddress"))
+		if err == nil && (perr != nil || last != ev.Remote) {
+			t.Fatalf("Remote %v is not the last RemoteAddress %q", ev.Remote, m.Last("RemoteAddress"))
+		}
+		if err != nil && ev.Remote.IsValid() {
+			t.Fatal("ErrNoSource with a valid Remote")
+		}
+		if len(m.Values("RemoteAddress")) > 1 && ev.Suspicion == "" {
+			t.Fatal("repeated RemoteAddress without Suspicion")
+		}
+	default:
+		t.Fatalf("ParseSecurityEvent: %v", err)
+	}
+	if c, err := ami.ParseContact(m); err == nil {
+		c.Via()
+	}
+	_, _ = ami.ParseContactStatus(m)
+}
