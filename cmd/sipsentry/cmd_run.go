@@ -1,11 +1,595 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sipsentry/sipsentry/ami"
+	"github.com/sipsentry/sipsentry/engine"
+	"github.com/sipsentry/sipsentry/firewall"
+	"github.com/sipsentry/sipsentry/firewall/dryrun"
+	"github.com/sipsentry/sipsentry/firewall/iptables"
+	"github.com/sipsentry/sipsentry/geo"
+	"github.com/sipsentry/sipsentry/internal/ariwatch"
+	"github.com/sipsentry/sipsentry/internal/config"
+	"github.com/sipsentry/sipsentry/internal/metrics"
+	"github.com/sipsentry/sipsentry/internal/state"
+)
+
+type runOptions struct {
+	replay     string
+	downOnExit bool
+}
 
 func newRunCommand(g *globalOptions) *cobra.Command {
-	return &cobra.Command{
+	var o runOptions
+	cmd := &cobra.Command{
 		Use:   "run",
-		Short: "(run: not built yet)",
-		RunE:  func(cmd *cobra.Command, args []string) error { return notBuilt("run") },
+		Short: "Run the daemon: read AMI security events, ban in the kernel, learn push servers",
+		Long: `Run connects to Asterisk's AMI, puts sipsentry's sets and rules into the
+kernel, restores unexpired bans and learned push servers, and then turns
+security events into decisions until it receives SIGTERM or SIGINT.
+
+SIGHUP re-reads the configuration file and the country lists. On exit the
+firewall stays up, so bans keep protecting the PBX; --down-on-exit removes
+sipsentry's rules and sets instead.
+
+With --replay FILE the events come from a raw AMI capture (the server->client
+byte stream, e.g. tcpdump/tshark output of port 5038) instead of a live
+Asterisk; the daemon exits at its end. With firewall.backend = "dry-run" the
+kernel is not touched and every operation it would make is printed.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runRun(cmd.Context(), cmd, o, g)
+		},
 	}
+	f := cmd.Flags()
+	f.StringVar(&o.replay, "replay", "", "take events from a raw AMI capture `FILE` instead of a live Asterisk")
+	f.BoolVar(&o.downOnExit, "down-on-exit", false, "remove sipsentry's firewall rules and sets on exit")
+	return cmd
+}
+
+// daemon holds what `run` wires together.
+type daemon struct {
+	cfg     *config.Config
+	cfgPath string
+	log     *slog.Logger
+	g       *globalOptions
+	started time.Time
+
+	store  *state.Store
+	geo    *geo.Geo
+	fw     *upBackend
+	eng    *engine.Engine
+	met    *metrics.Metrics
+	amiC   *ami.Client // nil with --replay
+	ari    *ariwatch.Watcher
+	replay string
+	recent *recentEvents
+	out    io.Writer // replay output (decisions, dry-run operations)
+
+	ccMu    sync.Mutex
+	ccFP    string // fingerprint of the lists last put into allow-cc
+	handled atomic.Uint64
+	skipped atomic.Uint64
+}
+
+func runRun(ctx context.Context, cmd *cobra.Command, o runOptions, g *globalOptions) error {
+	cfg, err := g.loadConfig(cmd, false)
+	if err != nil {
+		return err
+	}
+	log := g.logger(cfg)
+	d := &daemon{cfg: cfg, cfgPath: g.configPath, log: log, g: g, started: time.Now(), replay: o.replay, recent: newRecentEvents(20), out: cmd.OutOrStdout()}
+	if o.replay != "" {
+		if _, err := os.Stat(o.replay); err != nil {
+			return usagef("run: --replay: %v", err)
+		}
+	}
+	// Secrets are read before anything touches the kernel, so a bad secret
+	// file stops the start cleanly.
+	var amiSecret, ariPassword string
+	if o.replay == "" {
+		if amiSecret, err = cfg.AMISecret(); err != nil {
+			return usageError{err}
+		}
+	}
+	if cfg.ARI.URL != "" && o.replay == "" {
+		if ariPassword, err = cfg.ARIPassword(); err != nil {
+			return usageError{err}
+		}
+	}
+
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("run: creating state_dir: %w", err)
+	}
+	d.store, err = state.Open(state.Path(cfg.StateDir))
+	if err != nil {
+		return err
+	}
+	defer d.store.Close()
+
+	d.geo, err = geo.Open(cfg.Geo, cfg.StateDir, log)
+	if err != nil {
+		return err
+	}
+
+	be, err := newBackend(cfg, log, o.replay != "", d.out)
+	if err != nil {
+		return err
+	}
+	defer be.Close()
+	d.met = metrics.New(nil)
+	d.fw = &upBackend{Backend: be}
+	if err := d.met.Register(d.geo); err != nil {
+		log.Warn("run: geo metrics not exported", "err", err)
+	}
+
+	deps := engine.Deps{Firewall: d.fw, Geo: d.geo, Store: d.store, Logger: log, OnDecision: d.onDecision}
+	if o.replay == "" {
+		cc := ami.ClientConfig{
+			Address: cfg.AMI.Address, Username: cfg.AMI.Username, Secret: amiSecret,
+			MD5: cfg.AMI.Auth == "md5", Events: "security,system",
+			PingInterval: cfg.AMI.PingInterval.D(), Timeout: cfg.AMI.Timeout.D(), ReconnectMax: cfg.AMI.ReconnectMax.D(),
+			Logger: log, OnConnect: d.onAMIConnect,
+			OnMessage: func(m ami.Message) { d.handleMessage(ctx, m) },
+		}
+		if cfg.AMI.TLS {
+			if cc.TLS, err = ami.TLSConfig(cfg.AMI.TLSCA, cfg.AMI.TLSServerName); err != nil {
+				return usageError{err}
+			}
+		}
+		d.amiC = ami.NewClient(cc)
+		deps.Contacts = d.amiC
+	}
+	if cfg.ARI.URL != "" && o.replay == "" {
+		acfg := ariwatch.FromConfig(cfg.ARI, ariPassword, log)
+		acfg.OnEvent = d.met.ARIEvent
+		d.ari, err = ariwatch.New(acfg)
+		if err != nil {
+			return usageError{err}
+		}
+		if cfg.ARI.HangupOnBan {
+			deps.Hangup = d.ari.Hangup
+		}
+	}
+	d.eng, err = engine.New(cfg, deps)
+	if err != nil {
+		return usageError{err}
+	}
+
+	// The firewall goes up before the engine restores bans into it.
+	if err := d.fw.Up(ctx); err != nil {
+		return fmt.Errorf("run: firewall up: %w", err)
+	}
+	if o.downOnExit {
+		defer func() {
+			dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := d.fw.Down(dctx); err != nil {
+				log.Error("run: --down-on-exit: removing the firewall failed", "err", err)
+			} else {
+				log.Info("run: firewall removed (--down-on-exit)")
+			}
+		}()
+	} else {
+		defer log.Info("run: firewall left up: bans keep protecting the PBX (sipsentry firewall down removes it)")
+	}
+	if err := d.syncAllowCountries(ctx); err != nil {
+		return err
+	}
+	if err := d.eng.Start(ctx); err != nil {
+		return fmt.Errorf("run: starting the engine: %w", err)
+	}
+	d.met.SetState(d.metricsState)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 8)
+	goRun := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil && ctx.Err() == nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	// The engine's background loop (batched writes, expiry) stops last: it
+	// gets its own context so pending writes are flushed after the inputs end.
+	engCtx, engCancel := context.WithCancel(context.Background())
+	engDone := make(chan error, 1)
+	go func() { engDone <- d.eng.Run(engCtx) }()
+	stopEngine := func() {
+		engCancel()
+		if err := <-engDone; err != nil {
+			log.Error("run: engine stopped with an error", "err", err)
+		}
+	}
+
+	if cfg.Metrics.Listen != "" {
+		ln, err := metrics.Listen(cfg.Metrics.Listen)
+		if err != nil {
+			stopEngine()
+			return usageError{err}
+		}
+		goRun("metrics", func(ctx context.Context) error {
+			return metrics.Serve(ctx, ln, d.met.Handler(d.status), log)
+		})
+	}
+	if o.replay == "" {
+		goRun("geo", func(ctx context.Context) error {
+			if err := d.geo.Run(ctx); ctx.Err() == nil {
+				return err
+			}
+			return nil
+		})
+		goRun("allow-cc", d.followLists)
+	}
+	if d.ari != nil {
+		goRun("ari", d.ari.Run)
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				d.reload(ctx)
+			}
+		}
+	}()
+
+	log.Info("run: started", "version", versionString(), "firewall_mode", cfg.Firewall.Mode,
+		"backend", cfg.Firewall.Backend, "geo_mode", cfg.Engine.GeoMode, "allow_countries", cfg.Geo.AllowCountries,
+		"state_db", d.store.Path())
+
+	var runErr error
+	if o.replay != "" {
+		runErr = d.runReplay(ctx, o.replay)
+		if runErr == nil {
+			// Let the push learner and the DB writer finish before the summary.
+			sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
+			if err := d.eng.Sync(sctx); err != nil {
+				log.Warn("run: replay: waiting for pending work", "err", err)
+			}
+			scancel()
+		}
+	} else {
+		amiErr := make(chan error, 1)
+		wg.Add(1)
+		go func() { defer wg.Done(); amiErr <- d.amiC.Run(ctx) }()
+		select {
+		case <-ctx.Done():
+		case err := <-amiErr:
+			if err != nil {
+				runErr = fmt.Errorf("run: %w (fix [ami] username/secret and manager.conf, then restart)", err)
+			}
+		case err := <-errc:
+			runErr = err
+		}
+	}
+	cancel()
+	wg.Wait()
+	stopEngine()
+	if o.replay != "" && runErr == nil {
+		d.printReplaySummary(d.out)
+	}
+	log.Info("run: stopped", "events", d.handled.Load())
+	return runErr
+}
+
+// newBackend builds the firewall backend the config names. A replay into a
+// dry-run backend prints every operation on stdout.
+func newBackend(cfg *config.Config, log *slog.Logger, replay bool, out io.Writer) (firewall.Backend, error) {
+	switch cfg.Firewall.Backend {
+	case "dry-run":
+		o := dryrun.Options{Mode: cfg.Firewall.Mode, MaxElem: cfg.Firewall.BanMaxElem}
+		if replay {
+			o.Log = out
+		}
+		return dryrun.New(o), nil
+	default:
+		b, err := iptables.New(cfg.Firewall, log)
+		if err != nil {
+			return nil, fmt.Errorf("run: %w (or set firewall.backend = \"dry-run\" to try without the kernel)", err)
+		}
+		return b, nil
+	}
+}
+
+// handleMessage is the hot path: one AMI message from the client (or the
+// replay) to a decision.
+func (d *daemon) handleMessage(ctx context.Context, m ami.Message) {
+	t0 := time.Now()
+	typ := m.Get("Event")
+	if typ == "" {
+		return
+	}
+	d.met.AMIEvent(typ)
+	if !ami.IsSecurityEvent(&m) {
+		return
+	}
+	ev, err := ami.ParseSecurityEvent(&m)
+	if err != nil {
+		d.skipped.Add(1)
+		d.log.Debug("run: security event without a usable source", "event", typ, "err", err)
+		return
+	}
+	d.eng.Handle(ctx, ev)
+	d.handled.Add(1)
+	d.recent.add(ev, t0)
+}
+
+// onAMIConnect runs after every (re)login: resynchronise what may have
+// changed while the connection was down.
+func (d *daemon) onAMIConnect(ctx context.Context, c *ami.Client) error {
+	cs, err := c.PJSIPShowContacts(ctx)
+	if err != nil {
+		return fmt.Errorf("resync: PJSIPShowContacts: %w (the AMI user needs read/write=system or reporting)", err)
+	}
+	d.log.Info("run: AMI resync", "contacts", len(cs))
+	if r, ok := any(d.eng).(interface {
+		Resync(context.Context, []ami.Contact)
+	}); ok {
+		r.Resync(ctx, cs)
+	}
+	return nil
+}
+
+// runReplay feeds a raw capture through the same path as live events.
+func (d *daemon) runReplay(ctx context.Context, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return usagef("run: --replay: %v", err)
+	}
+	defer f.Close()
+	br := bufio.NewReader(f)
+	rd := ami.NewReader(br, ami.ReaderOptions{})
+	if head, _ := br.Peek(len("Asterisk Call Manager/")); string(head) == "Asterisk Call Manager/" {
+		if _, err := rd.ReadBanner(); err != nil {
+			return usagef("run: --replay %s: %v", path, err)
+		}
+	}
+	for ctx.Err() == nil {
+		m, err := rd.ReadMessage()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return usagef("run: --replay %s: %v", path, err)
+		}
+		d.handleMessage(ctx, m)
+	}
+	st := rd.Stats()
+	d.log.Info("run: replay finished", "file", path, "messages", st.Messages, "malformed", st.Malformed,
+		"oversized", st.Oversized, "security_events", d.handled.Load(), "without_source", d.skipped.Load())
+	return nil
+}
+
+func (d *daemon) printReplaySummary(w io.Writer) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	bans, err := d.store.ActiveBans(ctx)
+	if err != nil {
+		fmt.Fprintf(w, "replay: reading bans: %v\n", err)
+		return
+	}
+	fmt.Fprintf(w, "replay: %d security events, %d without a usable source; %d active bans:\n",
+		d.handled.Load(), d.skipped.Load(), len(bans))
+	for _, b := range bans {
+		tag := ""
+		if b.Monitor {
+			tag = " (monitor: not in the kernel)"
+		}
+		fmt.Fprintf(w, "  ban %s until %s offences %d: %s%s\n", b.Addr, b.Until.UTC().Format(time.RFC3339), b.Offences, b.Reason, tag)
+	}
+	if allows, err := d.store.LearnedAllows(ctx); err == nil {
+		for _, a := range allows {
+			fmt.Fprintf(w, "  allow %s (%s) account %q UA %q\n", a.Prefix, a.How, a.Account, a.UserAgent)
+		}
+	}
+	if flags, err := d.store.Flags(ctx); err == nil {
+		for _, f := range flags {
+			fmt.Fprintf(w, "  flag %s %s: %s\n", f.Addr, f.Kind, f.Note)
+		}
+	}
+}
+
+// reload re-reads the config file and the lists (SIGHUP). Settings that need
+// a restart (AMI address, firewall backend, state_dir) are reported, not applied.
+func (d *daemon) reload(ctx context.Context) {
+	d.log.Info("run: SIGHUP: reloading configuration and lists", "config", d.cfgPath)
+	nc, err := config.Load(d.cfgPath)
+	if err != nil {
+		d.met.Reload(false)
+		d.log.Error("run: reload failed; keeping the running configuration", "err", err)
+		return
+	}
+	if nc.StateDir != d.cfg.StateDir || nc.AMI != d.cfg.AMI || nc.Firewall.Backend != d.cfg.Firewall.Backend || nc.Metrics != d.cfg.Metrics {
+		d.log.Warn("run: state_dir, [ami], firewall.backend and [metrics] changes take effect at the next restart")
+	}
+	d.geo.Reload()
+	go func() {
+		// Re-read (lists_dir) or re-fetch the lists; followLists applies them.
+		if _, err := d.geo.Update(ctx, false); err != nil && ctx.Err() == nil {
+			d.log.Warn("run: reload: list update incomplete; the last good lists stay in use", "err", err)
+		}
+		if err := d.syncAllowCountries(ctx); err != nil {
+			d.log.Error("run: reload: allow-cc set not updated", "err", err)
+		}
+	}()
+	if r, ok := any(d.eng).(interface {
+		Reload(context.Context, *config.Config) error
+	}); ok {
+		if err := r.Reload(ctx, nc); err != nil {
+			d.met.Reload(false)
+			d.log.Error("run: engine refused the new configuration; keeping the running one", "err", err)
+			return
+		}
+	}
+	d.met.Reload(true)
+	d.log.Info("run: reloaded")
+}
+
+func (d *daemon) metricsState() metrics.State {
+	s := metrics.State{FirewallUp: d.fw.up.Load(), ARIEnabled: d.ari != nil}
+	if d.amiC != nil {
+		s.AMIConnected = d.amiC.Connected()
+	} else {
+		s.AMIConnected = true // a replay has no AMI connection to lose
+	}
+	if d.ari != nil {
+		s.ARIConnected = d.ari.Connected()
+	}
+	snap := d.eng.Snapshot()
+	s.BansActive, s.LearnedAllows = snap.ActiveBans, snap.LearnedAllows
+	return s
+}
+
+// syncAllowCountries puts the allowed countries' prefixes into the kernel's
+// allow-cc set in one atomic swap, when they changed since the last call.
+func (d *daemon) syncAllowCountries(ctx context.Context) error {
+	d.ccMu.Lock()
+	defer d.ccMu.Unlock()
+	fp := listsFingerprint(d.geo.Lists())
+	if fp == d.ccFP {
+		return nil
+	}
+	ps := d.geo.AllowedPrefixes()
+	entries := make([]firewall.Entry, len(ps))
+	for i, p := range ps {
+		entries[i] = firewall.Entry{Prefix: p}
+	}
+	if err := d.fw.Replace(ctx, firewall.SetAllowCountry, entries); err != nil {
+		return fmt.Errorf("run: loading %d allowed-country prefixes into the kernel: %w", len(entries), err)
+	}
+	d.ccFP = fp
+	d.log.Info("run: allowed-country set loaded", "prefixes", len(entries), "countries", d.geo.AllowCountries())
+	return nil
+}
+
+func listsFingerprint(ls []geo.ListInfo) string {
+	var b strings.Builder
+	for _, l := range ls {
+		if l.Allowed {
+			fmt.Fprintf(&b, "%s/%d/%d;", l.Name, l.Entries, l.Verified.UnixNano())
+		}
+	}
+	return b.String()
+}
+
+// followLists applies list refreshes made by geo.Run to the kernel.
+func (d *daemon) followLists(ctx context.Context) error {
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := d.syncAllowCountries(ctx); err != nil && ctx.Err() == nil {
+				d.log.Error("run: allow-cc set not updated; the previous one stays", "err", err)
+			}
+		}
+	}
+}
+
+// upBackend wraps the firewall to know whether it is up (for /healthz).
+type upBackend struct {
+	firewall.Backend
+	up atomic.Bool
+}
+
+func (t *upBackend) Up(ctx context.Context) error {
+	err := t.Backend.Up(ctx)
+	t.up.Store(err == nil)
+	return err
+}
+
+func (t *upBackend) Down(ctx context.Context) error {
+	t.up.Store(false)
+	return t.Backend.Down(ctx)
+}
+
+// onDecision feeds metrics and, in a replay, prints the decision. It runs on
+// the engine's hot path and must not block.
+func (d *daemon) onDecision(dec engine.Decision) {
+	d.met.Decision(dec.Kind)
+	if dec.Kind == engine.DecisionBan && dec.Latency > 0 {
+		// Latency runs from Handle's start to the kernel set add's return.
+		d.met.EventToKernel(dec.Latency)
+	}
+	if d.replay != "" {
+		line := fmt.Sprintf("decision: %s %s", dec.Kind, dec.Addr)
+		if dec.Duration > 0 {
+			line += " for " + dec.Duration.String()
+		}
+		if dec.Offence > 0 {
+			line += fmt.Sprintf(" (offence %d)", dec.Offence)
+		}
+		line += ": " + dec.Reason
+		if dec.Err != "" {
+			line += " [" + dec.Err + "]"
+		}
+		fmt.Fprintln(d.out, line)
+	}
+}
+
+// recentEvents keeps the last few security events for `sipsentry status`.
+type recentEvents struct {
+	mu  sync.Mutex
+	buf []RecentEvent
+	n   int
+}
+
+// RecentEvent is one line of the status page's "last events".
+type RecentEvent struct {
+	Time    time.Time `json:"time"`
+	Type    string    `json:"type"`
+	Service string    `json:"service"`
+	Source  string    `json:"source"`
+	Account string    `json:"account,omitempty"`
+	Suspect bool      `json:"injection_suspected,omitempty"`
+}
+
+func newRecentEvents(n int) *recentEvents { return &recentEvents{buf: make([]RecentEvent, 0, n), n: n} }
+
+func (r *recentEvents) add(ev ami.SecurityEvent, at time.Time) {
+	e := RecentEvent{Time: at.UTC(), Type: ev.Type, Service: ev.Service, Source: ev.Remote.Addr().String(),
+		Account: ev.AccountID, Suspect: ev.IsInjection()}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.buf) == r.n {
+		copy(r.buf, r.buf[1:])
+		r.buf = r.buf[:r.n-1]
+	}
+	r.buf = append(r.buf, e)
+}
+
+func (r *recentEvents) list() []RecentEvent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]RecentEvent, len(r.buf))
+	for i := range r.buf {
+		out[i] = r.buf[len(r.buf)-1-i] // newest first
+	}
+	return out
 }

@@ -1,11 +1,285 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sipsentry/sipsentry/engine"
+	"github.com/sipsentry/sipsentry/firewall"
+	"github.com/sipsentry/sipsentry/internal/ariwatch"
+	"github.com/sipsentry/sipsentry/internal/state"
+)
+
+type statusOptions struct {
+	json    bool
+	timeout time.Duration
+}
 
 func newStatusCommand(g *globalOptions) *cobra.Command {
-	return &cobra.Command{
+	var o statusOptions
+	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "(status: not built yet)",
-		RunE:  func(cmd *cobra.Command, args []string) error { return notBuilt("status") },
+		Short: "Show the running daemon: AMI connection, mode, set sizes, list ages, last events",
+		Long: `Status asks the running daemon (the /status page on [metrics] listen) and
+prints what it is doing. When no daemon answers, it says so, prints what the
+state database holds, and exits with status 1.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runStatus(cmd.Context(), cmd, o, g)
+		},
+	}
+	cmd.Flags().BoolVar(&o.json, "json", false, "print JSON")
+	cmd.Flags().DurationVar(&o.timeout, "timeout", 5*time.Second, "how long to wait for the daemon")
+	return cmd
+}
+
+// statusReport is the daemon's /status document and what `status --json` prints.
+type statusReport struct {
+	Running        bool           `json:"running"`
+	Version        string         `json:"version,omitempty"`
+	PID            int            `json:"pid,omitempty"`
+	Started        time.Time      `json:"started,omitzero"`
+	Replay         string         `json:"replay,omitempty"`
+	Config         string         `json:"config,omitempty"`
+	GeoMode        string         `json:"geo_mode,omitempty"`
+	AllowCountries []string       `json:"allow_countries,omitempty"`
+	AMI            *amiStatus     `json:"ami,omitempty"`
+	ARI            *ariStatus     `json:"ari,omitempty"`
+	Firewall       *fwStatus      `json:"firewall,omitempty"`
+	Lists          []listStatus   `json:"lists,omitempty"`
+	Engine         *engine.Status `json:"engine,omitempty"`
+	LastEvents     []RecentEvent  `json:"last_events,omitempty"`
+	DB             *state.Summary `json:"db,omitempty"`
+	Bans           []state.Ban    `json:"bans,omitempty"` // only when the daemon is not running
+	Error          string         `json:"error,omitempty"`
+}
+
+type amiStatus struct {
+	Address       string `json:"address"`
+	Connected     bool   `json:"connected"`
+	Logins        uint64 `json:"logins"`
+	Events        uint64 `json:"events"`
+	EventsDropped uint64 `json:"events_dropped"`
+}
+
+type ariStatus struct {
+	Connected bool                    `json:"connected"`
+	Events    uint64                  `json:"events"`
+	Contacts  []ariwatch.ContactState `json:"contacts"`
+	Peers     []ariwatch.PeerState    `json:"peers"`
+}
+
+type fwStatus struct {
+	Backend string             `json:"backend"`
+	Mode    string             `json:"mode"`
+	Up      bool               `json:"up"`
+	Sets    []firewall.SetInfo `json:"sets,omitempty"`
+	Error   string             `json:"error,omitempty"`
+}
+
+type listStatus struct {
+	Name       string    `json:"name"`
+	Allowed    bool      `json:"allowed"`
+	Entries    int       `json:"entries"`
+	Source     string    `json:"source"`
+	Verified   time.Time `json:"verified,omitzero"`
+	AgeSeconds float64   `json:"age_seconds"`
+}
+
+// status builds the daemon's /status document.
+func (d *daemon) status(ctx context.Context) (any, error) {
+	r := statusReport{Running: true, Version: versionString(), PID: os.Getpid(), Started: d.started.UTC(),
+		Replay: d.replay, Config: d.cfgPath, GeoMode: d.cfg.Engine.GeoMode, AllowCountries: d.cfg.Geo.AllowCountries}
+	if d.amiC != nil {
+		st := d.amiC.Stats()
+		r.AMI = &amiStatus{Address: d.cfg.AMI.Address, Connected: d.amiC.Connected(), Logins: st.Logins,
+			Events: st.Events, EventsDropped: st.EventsDropped}
+	}
+	if d.ari != nil {
+		r.ARI = &ariStatus{Connected: d.ari.Connected(), Events: d.ari.Events(), Contacts: d.ari.Contacts(), Peers: d.ari.Peers()}
+	}
+	fs := &fwStatus{Backend: d.cfg.Firewall.Backend, Mode: d.cfg.Firewall.Mode, Up: d.fw.up.Load()}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if st, err := d.fw.Status(sctx); err != nil {
+		fs.Error = err.Error()
+	} else {
+		fs.Sets = st.Sets
+	}
+	cancel()
+	r.Firewall = fs
+	now := time.Now()
+	for _, l := range d.geo.Lists() {
+		ls := listStatus{Name: l.Name, Allowed: l.Allowed, Entries: l.Entries, Source: l.Source, Verified: l.Verified.UTC()}
+		if !l.Verified.IsZero() {
+			ls.AgeSeconds = now.Sub(l.Verified).Seconds()
+		}
+		r.Lists = append(r.Lists, ls)
+	}
+	es := d.eng.Snapshot()
+	r.Engine = &es
+	r.LastEvents = d.recent.list()
+	if sm, err := d.store.Summary(ctx); err == nil {
+		r.DB = &sm
+	}
+	return r, nil
+}
+
+func runStatus(ctx context.Context, cmd *cobra.Command, o statusOptions, g *globalOptions) error {
+	cfg, err := g.loadConfig(cmd, true)
+	if err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	var r statusReport
+	fetchErr := errors.New("[metrics] listen is empty: the daemon serves no status page")
+	if cfg.Metrics.Listen != "" {
+		fetchErr = fetchStatus(ctx, "http://"+cfg.Metrics.Listen+"/status", o.timeout, &r)
+	}
+	if fetchErr != nil {
+		r = statusReport{Running: false, Error: fetchErr.Error()}
+		// The daemon is not answering: show what the state DB remembers.
+		if st, err := state.OpenReadOnly(state.Path(cfg.StateDir)); err == nil {
+			if sm, err := st.Summary(ctx); err == nil {
+				r.DB = &sm
+			}
+			if bans, err := st.ActiveBans(ctx); err == nil {
+				r.Bans = bans
+			}
+			st.Close()
+		}
+	}
+	if o.json {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	} else {
+		printStatus(out, &r)
+	}
+	if !r.Running {
+		return fmt.Errorf("status: no daemon answered on %s (%v): start it with `sipsentry run` or `systemctl start sipsentry`", cfg.Metrics.Listen, fetchErr)
+	}
+	return nil
+}
+
+func fetchStatus(ctx context.Context, url string, timeout time.Duration, r *statusReport) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(r); err != nil {
+		return fmt.Errorf("bad status document: %w", err)
+	}
+	return nil
+}
+
+func yesNo(b bool, yes, no string) string {
+	if b {
+		return yes
+	}
+	return no
+}
+
+func printStatus(w io.Writer, r *statusReport) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	defer tw.Flush()
+	if !r.Running {
+		fmt.Fprintf(tw, "daemon\tnot running (%s)\n", r.Error)
+		if r.DB != nil {
+			fmt.Fprintf(tw, "state DB\t%d sources, %d events, %d active bans, %d learned allows, %d flags\n",
+				r.DB.Sources, r.DB.Events, r.DB.ActiveBans, r.DB.LearnedAllows, r.DB.Flags)
+		}
+		for _, b := range r.Bans {
+			fmt.Fprintf(tw, "  ban\t%s until %s (%s)\n", b.Addr, b.Until.Local().Format(time.DateTime), b.Reason)
+		}
+		return
+	}
+	fmt.Fprintf(tw, "daemon\trunning since %s (pid %d, %s)\n", r.Started.Local().Format(time.DateTime), r.PID, r.Version)
+	if r.Replay != "" {
+		fmt.Fprintf(tw, "source\treplay of %s\n", r.Replay)
+	}
+	if r.AMI != nil {
+		fmt.Fprintf(tw, "AMI\t%s %s (logins %d, events %d, dropped %d)\n", r.AMI.Address,
+			yesNo(r.AMI.Connected, "connected", "NOT CONNECTED"), r.AMI.Logins, r.AMI.Events, r.AMI.EventsDropped)
+	}
+	if r.ARI != nil {
+		fmt.Fprintf(tw, "ARI\t%s (%d events, %d live contacts)\n", yesNo(r.ARI.Connected, "connected", "NOT CONNECTED"),
+			r.ARI.Events, len(r.ARI.Contacts))
+	} else {
+		fmt.Fprintf(tw, "ARI\tnot configured\n")
+	}
+	cc := strings.Join(r.AllowCountries, ",")
+	if cc == "" {
+		cc = "none"
+	}
+	fmt.Fprintf(tw, "mode\tgeo_mode %s, allowed countries %s\n", r.GeoMode, cc)
+	if f := r.Firewall; f != nil {
+		fmt.Fprintf(tw, "firewall\t%s, mode %s, %s\n", f.Backend, f.Mode, yesNo(f.Up, "up", "DOWN"))
+		sets := append([]firewall.SetInfo(nil), f.Sets...)
+		sort.Slice(sets, func(i, j int) bool {
+			if sets[i].Set != sets[j].Set {
+				return sets[i].Set < sets[j].Set
+			}
+			return sets[i].Family < sets[j].Family
+		})
+		for _, s := range sets {
+			fmt.Fprintf(tw, "  set %s %s\t%d entries (max %d)\n", s.Set, s.Family, s.Entries, s.MaxElem)
+		}
+		if f.Error != "" {
+			fmt.Fprintf(tw, "  error\t%s\n", f.Error)
+		}
+	}
+	for _, l := range r.Lists {
+		age := "unknown"
+		if !l.Verified.IsZero() {
+			age = (time.Duration(l.AgeSeconds) * time.Second).String()
+		}
+		fmt.Fprintf(tw, "list %s\t%d prefixes, age %s%s\n", l.Name, l.Entries, age, yesNo(l.Allowed, "", " (not allowed)"))
+	}
+	if e := r.Engine; e != nil {
+		fmt.Fprintf(tw, "engine\t%d events, %d sources, %d active bans, %d would-bans, %d learned allows\n",
+			e.Events, e.Sources, e.ActiveBans, e.WouldBans, e.LearnedAllows)
+		kinds := make([]string, 0, len(e.Decisions))
+		for k, n := range e.Decisions {
+			kinds = append(kinds, fmt.Sprintf("%s %d", k, n))
+		}
+		sort.Strings(kinds)
+		if len(kinds) > 0 {
+			fmt.Fprintf(tw, "decisions\t%s\n", strings.Join(kinds, ", "))
+		}
+	}
+	if len(r.LastEvents) > 0 {
+		fmt.Fprintf(tw, "last events\t\n")
+		for _, e := range r.LastEvents {
+			acct := ""
+			if e.Account != "" {
+				acct = fmt.Sprintf(" account %q", e.Account)
+			}
+			fmt.Fprintf(tw, "  %s\t%s %s %s%s%s\n", e.Time.Local().Format(time.TimeOnly), e.Type, e.Service, e.Source, acct,
+				yesNo(e.Suspect, " (injection suspected)", ""))
+		}
 	}
 }
