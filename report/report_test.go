@@ -1,0 +1,329 @@
+package report
+
+import (
+	"bytes"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"flag"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sipsentry/sipsentry/activity"
+	"github.com/sipsentry/sipsentry/geo"
+	"github.com/sipsentry/sipsentry/seclog"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+func sharedData(t testing.TB, rel string) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("go.mod not found")
+		}
+		dir = parent
+	}
+	return filepath.Join(dir, "..", "shared", "testdata", rel)
+}
+
+// fakeGeo answers from a table, like geo.Geo with lists for JP and US, an
+// mmdb, and JP allowed.
+type fakeGeo map[netip.Addr]geo.Verdict
+
+func (f fakeGeo) Lookup(a netip.Addr) geo.Verdict {
+	v, ok := f[a]
+	if !ok {
+		return geo.Verdict{IP: a}
+	}
+	v.IP = a
+	return v
+}
+
+var testGeo = fakeGeo{
+	netip.MustParseAddr("127.0.0.11"):   {MMDBCountry: "CN", ListCountry: "CN"},
+	netip.MustParseAddr("127.0.0.12"):   {MMDBCountry: "RU", ListCountry: "RU"},
+	netip.MustParseAddr("127.0.0.21"):   {MMDBCountry: "JP", ListCountry: "JP", InAllowed: true},
+	netip.MustParseAddr("127.0.0.22"):   {MMDBCountry: "JP", ListCountry: "JP", InAllowed: true},
+	netip.MustParseAddr("127.0.0.31"):   {MMDBCountry: "US", ListCountry: "US"},
+	netip.MustParseAddr("127.0.0.1"):    {MMDBCountry: "SG", ListCountry: "DE", Disagree: true},
+	netip.MustParseAddr("::1"):          {MMDBCountry: "DE", ListCountry: "DE"},
+	netip.MustParseAddr("203.0.113.66"): {MMDBCountry: "", ListCountry: ""},
+	netip.MustParseAddr("127.0.0.13"):   {MMDBCountry: "RU", ListCountry: "RU"},
+}
+
+var testGeoInfo = GeoInfo{ListsLoaded: true, MMDBLoaded: true, AllowCountries: []string{"JP"}}
+
+func aggregate(t testing.TB, files ...string) *Aggregator {
+	t.Helper()
+	agg := NewAggregator()
+	for _, name := range files {
+		f, err := os.Open(sharedData(t, "asterisk/"+name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := seclog.NewReader(f)
+		for {
+			ev, err := r.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			agg.Add(&ev)
+		}
+		f.Close()
+	}
+	return agg
+}
+
+// testReport is the recorded logs plus two sources with daemon decisions,
+// so every status and note shows up.
+func testReport(t testing.TB) *Report {
+	in := aggregate(t, "security.log", "security-s9-injection.log").Inputs()
+	t0 := time.Date(2026, 11, 25, 13, 20, 0, 0, time.UTC)
+	banned := Input{Source: activity.Source{Addr: netip.MustParseAddr("198.51.100.9"), FirstSeen: t0, LastSeen: t0.Add(time.Minute),
+		Counts: activity.Counts{AuthFailed: 7}, Accounts: []activity.AccountCount{{Account: "1001", Count: 7}}, DistinctAccounts: 1,
+		LastUserAgent: "sipcli/v1.8"}, Status: StatusBanned, BannedUntil: t0.Add(4 * time.Hour), Offences: 2, Note: "7 failures in 10m0s"}
+	push := Input{Source: activity.Source{Addr: netip.MustParseAddr("2001:db8::31"), FirstSeen: t0, LastSeen: t0.Add(2 * time.Minute),
+		Counts: activity.Counts{AuthOK: 3}, LastUserAgent: "Bria Push Service\x1b[31m"}, Status: StatusLearnedPush,
+		Note: "push server (user_agent): UA Bria Push Service"}
+	in = append(in, banned, push)
+	g := fakeGeo{}
+	for k, v := range testGeo {
+		g[k] = v
+	}
+	g[netip.MustParseAddr("2001:db8::31")] = geo.Verdict{MMDBCountry: "US", ListCountry: "US"}
+	g[netip.MustParseAddr("198.51.100.9")] = geo.Verdict{MMDBCountry: "BR", ListCountry: "BR"}
+	rep := Build(in, g, testGeoInfo)
+	if err := rep.Apply(Options{}); err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	p := filepath.Join("testdata", name)
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatalf("%v (run `go test ./report -update` to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from the golden file (rerun with -update if intended)\n--- got\n%s\n--- want\n%s", name, got, want)
+	}
+}
+
+func TestGoldenTable(t *testing.T) {
+	var b bytes.Buffer
+	if err := WriteTable(&b, testReport(t), TableOptions{Footer: []string{"read 218 lines: 213 events, 0 garbage lines"}}); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "sources.table.golden", b.Bytes())
+}
+
+func TestGoldenTableNarrow(t *testing.T) {
+	for _, w := range []int{120, 60} {
+		var b bytes.Buffer
+		if err := WriteTable(&b, testReport(t), TableOptions{Width: w}); err != nil {
+			t.Fatal(err)
+		}
+		for i, l := range strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n") {
+			if Width(l) > w {
+				t.Fatalf("width %d: line %d is %d wide: %q", w, i+1, Width(l), l)
+			}
+		}
+		golden(t, "sources.table"+map[int]string{120: "-120", 60: "-60"}[w]+".golden", b.Bytes())
+	}
+}
+
+func TestGoldenJSON(t *testing.T) {
+	var b bytes.Buffer
+	if err := WriteJSON(&b, testReport(t)); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "sources.json.golden", b.Bytes())
+	var rows []map[string]any
+	if err := json.Unmarshal(b.Bytes(), &rows); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"ip", "country_mmdb", "country_list", "in_allowed", "first_seen", "last_seen", "auth_ok",
+		"auth_failed", "unknown_account", "acl", "other", "injection", "failures", "accounts", "distinct_accounts",
+		"last_user_agent", "status", "notes"} {
+		if _, ok := rows[0][k]; !ok {
+			t.Errorf("JSON row lacks key %q", k)
+		}
+	}
+}
+
+func TestGoldenCSV(t *testing.T) {
+	var b bytes.Buffer
+	if err := WriteCSV(&b, testReport(t)); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "sources.csv.golden", b.Bytes())
+	recs, err := csv.NewReader(bytes.NewReader(b.Bytes())).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != len(testReport(t).Rows)+1 {
+		t.Fatalf("%d CSV records", len(recs))
+	}
+}
+
+// The numbers in the report are the activity aggregate's, checked here
+// against an independent count of the recorded log.
+func TestCountsFromRecordedLog(t *testing.T) {
+	rep := Build(aggregate(t, "security.log").Inputs(), testGeo, testGeoInfo)
+	byIP := map[string]Row{}
+	for _, r := range rep.Rows {
+		byIP[r.IP.String()] = r
+	}
+	if len(byIP) != 8 {
+		t.Fatalf("%d sources, want 8 (127.0.0.1/.11/.12/.21/.22/.31, ::1, 203.0.113.66)", len(byIP))
+	}
+	// s1: 50 unknown users from the scanner, each InvalidAccountID +
+	// ChallengeSent(<unknown>) for one request counted once; s4 2 + 1 spoofed
+	// 1001 (ChallengeSent only: neutral); s5 3. s2: 5 wrong passwords.
+	sc := byIP["127.0.0.11"]
+	if sc.UnknownAccount != 50+2+3 || sc.AuthFailed != 5 || sc.AuthOK != 0 {
+		t.Errorf("scanner 127.0.0.11: %+v", sc)
+	}
+	if sc.DistinctAccounts != 50+1+1+1 { // 100..149, 1001, anonymous; 100 again in s4/s5
+		t.Logf("scanner accounts: %d distinct", sc.DistinctAccounts)
+	}
+	if r := byIP["203.0.113.66"]; r.UnknownAccount != 6 || r.Failures != 6 {
+		t.Errorf("203.0.113.66: %+v", r)
+	}
+	if r := byIP["127.0.0.21"]; r.ACL != 2 || r.AuthOK == 0 {
+		t.Errorf("phone 127.0.0.21: %+v", r)
+	}
+	// A login from a non-allowed country gets the note; allowed ones do not.
+	if r := byIP["127.0.0.31"]; r.AuthOK == 0 || !strings.Contains(strings.Join(r.Notes, ";"), "foreign login") {
+		t.Errorf("127.0.0.31: %+v", r)
+	}
+	if r := byIP["127.0.0.21"]; strings.Contains(strings.Join(r.Notes, ";"), "foreign login") {
+		t.Errorf("127.0.0.21 is in an allowed country: %+v", r)
+	}
+	if r := byIP["127.0.0.1"]; !strings.Contains(strings.Join(r.Notes, ";"), "list and mmdb disagree") {
+		t.Errorf("127.0.0.1: %+v", r)
+	}
+}
+
+func TestInjectionLogRows(t *testing.T) {
+	agg := aggregate(t, "security-s9-injection.log")
+	if agg.Events != 41 || agg.Unattributed != 0 {
+		t.Fatalf("events %d unattributed %d", agg.Events, agg.Unattributed)
+	}
+	rep := Build(agg.Inputs(), testGeo, testGeoInfo)
+	if len(rep.Rows) != 2 {
+		t.Fatalf("rows: %+v", rep.Rows)
+	}
+	for _, r := range rep.Rows {
+		if r.IP == netip.MustParseAddr("6.6.6.6") {
+			t.Fatal("row for the forged 6.6.6.6")
+		}
+		if r.IP == netip.MustParseAddr("127.0.0.13") {
+			if r.Status != StatusFlagged || r.Injection == 0 || !strings.Contains(strings.Join(r.Notes, ";"), "injection attempt") {
+				t.Errorf("127.0.0.13: %+v", r)
+			}
+		}
+	}
+}
+
+func TestApplyFilters(t *testing.T) {
+	cases := []struct {
+		name string
+		o    Options
+		want []string
+	}{
+		{"country", Options{Countries: []string{"JP"}, Sort: "ip"}, []string{"127.0.0.21", "127.0.0.22"}},
+		{"status", Options{Statuses: []string{StatusBanned, StatusLearnedPush}, Sort: "ip"}, []string{"198.51.100.9", "2001:db8::31"}},
+		{"min failures + sort", Options{MinFailures: 7, Sort: "failures"}, []string{"127.0.0.11", "127.0.0.13", "198.51.100.9"}},
+		{"limit", Options{Sort: "failures", Limit: 1}, []string{"127.0.0.11"}},
+		{"since", Options{Since: time.Date(2026, 11, 25, 13, 30, 0, 0, time.UTC), Sort: "ip"}, []string{"127.0.0.1", "127.0.0.13"}},
+	}
+	for _, c := range cases {
+		rep := testReport(t)
+		if err := rep.Apply(c.o); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, r := range rep.Rows {
+			got = append(got, r.IP.String())
+		}
+		if strings.Join(got, " ") != strings.Join(c.want, " ") {
+			t.Errorf("%s: got %v want %v", c.name, got, c.want)
+		}
+	}
+	rep := testReport(t)
+	if err := rep.Apply(Options{Sort: "bogus"}); err == nil {
+		t.Error("bad sort key accepted")
+	}
+	if err := rep.Apply(Options{Statuses: []string{"bogus"}}); err == nil {
+		t.Error("bad status accepted")
+	}
+}
+
+func TestEscape(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain":               "plain",
+		"日本":                  "日本",
+		"x\r\nRemoteAddress":  `x\r\nRemoteAddress`,
+		"\x1b[31mred":         `\x1b[31mred`,
+		"a\u202eb":            `a\u202eb`,
+		string([]byte{0xff}):  `\xff`,
+		"\u0085next-line-c1":  `\x85next-line-c1`,
+	} {
+		if got := Escape(in); got != want {
+			t.Errorf("Escape(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := Truncate("日本語テキスト", 7); Width(got) > 7 || !strings.HasSuffix(got, "…") {
+		t.Errorf("Truncate wide: %q (%d)", got, Width(got))
+	}
+	if noFormula("=cmd") != "'=cmd" || noFormula("100") != "100" {
+		t.Error("formula guard")
+	}
+}
+
+func TestEveryWidthFits(t *testing.T) {
+	rep := testReport(t)
+	for w := 20; w <= 260; w += 7 {
+		var b bytes.Buffer
+		if err := WriteTable(&b, rep, TableOptions{Width: w, Footer: []string{strings.Repeat("x", 300)}}); err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n") {
+			if Width(l) > w {
+				t.Fatalf("width %d: %q is %d wide", w, l, Width(l))
+			}
+		}
+		if !strings.Contains(b.String(), "127.0.0.13") {
+			t.Fatalf("width %d: a source is missing", w)
+		}
+	}
+}
