@@ -290,13 +290,13 @@ func TestApplyFilters(t *testing.T) {
 
 func TestEscape(t *testing.T) {
 	for in, want := range map[string]string{
-		"plain":               "plain",
-		"日本":                  "日本",
-		"x\r\nRemoteAddress":  `x\r\nRemoteAddress`,
-		"\x1b[31mred":         `\x1b[31mred`,
-		"a\u202eb":            `a\u202eb`,
-		string([]byte{0xff}):  `\xff`,
-		"\u0085next-line-c1":  `\x85next-line-c1`,
+		"plain":              "plain",
+		"日本":                 "日本",
+		"x\r\nRemoteAddress": `x\r\nRemoteAddress`,
+		"\x1b[31mred":        `\x1b[31mred`,
+		"a\u202eb":           `a\u202eb`,
+		string([]byte{0xff}): `\xff`,
+		"\u0085next-line-c1": `\x85next-line-c1`,
 	} {
 		if got := Escape(in); got != want {
 			t.Errorf("Escape(%q) = %q, want %q", in, got, want)
