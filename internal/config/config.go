@@ -91,6 +91,10 @@ type Firewall struct {
 	RTPPorts      []PortRange `toml:"rtp_ports"`
 	BanMaxElem    int         `toml:"ban_maxelem"`
 	Allow         []Prefix    `toml:"allow"`
+	// GeoDrop is not a key: Parse sets it from engine.geo_mode == "drop".
+	// The firewall's last rule drops what no set accepted only when it is
+	// true (and mode is enforce); strict and monitor let those packets in.
+	GeoDrop bool `toml:"-"`
 }
 
 type Engine struct {
@@ -241,6 +245,7 @@ func Parse(path string, data []byte) (*Config, error) {
 	if err := c.validate(data); err != nil {
 		return nil, err
 	}
+	c.Firewall.GeoDrop = c.Engine.GeoMode == "drop"
 	return c, nil
 }
 

@@ -103,3 +103,15 @@ func TestSecretFileMustBePrivate(t *testing.T) {
 		t.Fatalf("secret = %q, %v", s, err)
 	}
 }
+
+func TestFirewallGeoDropFollowsGeoMode(t *testing.T) {
+	for mode, want := range map[string]bool{"drop": true, "strict": false, "monitor": false} {
+		c, err := Parse("x.toml", []byte("[firewall]\nallow = [\"198.51.100.0/24\"]\n[engine]\ngeo_mode = \""+mode+"\"\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Firewall.GeoDrop != want {
+			t.Errorf("geo_mode %s: Firewall.GeoDrop = %v, want %v", mode, c.Firewall.GeoDrop, want)
+		}
+	}
+}
