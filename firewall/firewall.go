@@ -112,3 +112,35 @@ func Family(a netip.Addr) string {
 	}
 	return "inet6"
 }
+
+// Preparer is implemented by backends that can create their sets without
+// the rules that consult them, so that the allow sets can be filled before
+// any DROP rule exists (no lock-out window on a first up).
+type Preparer interface {
+	// Prepare creates sipsentry's sets (and nothing else) if missing.
+	Prepare(ctx context.Context) error
+}
+
+// UpWith brings b up with the allowed-country set filled from the first
+// packet on: Prepare, Replace, Up when b is a Preparer; otherwise Up then
+// Replace. A nil allowCC leaves the set's content as it is.
+func UpWith(ctx context.Context, b Backend, allowCC []Entry) error {
+	p, ok := b.(Preparer)
+	if ok {
+		if err := p.Prepare(ctx); err != nil {
+			return err
+		}
+		if allowCC != nil {
+			if err := b.Replace(ctx, SetAllowCountry, allowCC); err != nil {
+				return err
+			}
+		}
+	}
+	if err := b.Up(ctx); err != nil {
+		return err
+	}
+	if !ok && allowCC != nil {
+		return b.Replace(ctx, SetAllowCountry, allowCC)
+	}
+	return nil
+}

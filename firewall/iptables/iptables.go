@@ -67,14 +67,18 @@ type Backend struct {
 	mu sync.Mutex // serializes changes, so an Add never lands in a set being swapped out
 }
 
-var _ firewall.Backend = (*Backend)(nil)
+var (
+	_ firewall.Backend  = (*Backend)(nil)
+	_ firewall.Preparer = (*Backend)(nil)
+)
 
 const (
-	ownerComment = "sipsentry-owned" // marker rule at the top of the chain
-	jumpComment  = "sipsentry"       // on every INPUT rule sipsentry adds
-	logPrefix    = "sipsentry-monitor: "
-	table        = "filter"
-	staticNote   = "static (config)" // comment of entries from firewall.allow
+	ownerComment  = "sipsentry-owned" // marker rule at the top of the chain
+	jumpComment   = "sipsentry"       // on every INPUT rule sipsentry adds
+	logDropPrefix = "sipsentry-would-drop: "
+	logBanPrefix  = "sipsentry-would-ban: "
+	table         = "filter"
+	staticNote    = "static (config)" // comment of entries from firewall.allow
 )
 
 var families = []string{"inet", "inet6"}
@@ -424,20 +428,34 @@ func (b *Backend) markerLine() string {
 func (b *Backend) chainRules(fam string) []rule {
 	c := b.cfg.Chain
 	name := func(s firewall.Set) string { return b.spec(s, fam).name }
+	enforce := b.cfg.Mode == "enforce"
 	rs := []rule{
 		mkRule(c, "-m", "comment", "--comment", ownerComment),
 		mkRule(c, "-m", "set", "--match-set", name(firewall.SetAllow), "src", "-j", "ACCEPT"),
-		mkRule(c, "-m", "set", "--match-set", name(firewall.SetBan), "src", "-j", "DROP"),
-		mkRule(c, "-m", "set", "--match-set", name(firewall.SetAllowCountry), "src", "-j", "ACCEPT"),
 	}
-	if b.cfg.Mode == "enforce" {
+	if enforce {
+		rs = append(rs, mkRule(c, "-m", "set", "--match-set", name(firewall.SetBan), "src", "-j", "DROP"))
+	} else {
+		// monitor drops nothing: a banned source is logged (rate limited, so
+		// a scan cannot flood the journal) and counted by the ACCEPT.
+		rs = append(rs,
+			mkRule(c, "-m", "set", "--match-set", name(firewall.SetBan), "src", "-m", "limit", "--limit", "6/min",
+				"-j", "LOG", "--log-prefix", logBanPrefix),
+			mkRule(c, "-m", "set", "--match-set", name(firewall.SetBan), "src", "-j", "ACCEPT"))
+	}
+	rs = append(rs, mkRule(c, "-m", "set", "--match-set", name(firewall.SetAllowCountry), "src", "-j", "ACCEPT"))
+	switch {
+	case !b.cfg.GeoDrop:
+		// geo_mode strict or monitor: other countries reach Asterisk; the
+		// rule only counts them.
+		return append(rs, mkRule(c, "-j", "ACCEPT"))
+	case enforce:
 		return append(rs, mkRule(c, "-j", "DROP"))
+	default:
+		return append(rs,
+			mkRule(c, "-m", "limit", "--limit", "6/min", "-j", "LOG", "--log-prefix", logDropPrefix),
+			mkRule(c, "-j", "ACCEPT"))
 	}
-	// monitor: what enforce would drop is logged (rate limited, so a scan
-	// cannot flood the journal) and counted by the ACCEPT rule's counters.
-	return append(rs,
-		mkRule(c, "-m", "limit", "--limit", "6/min", "-j", "LOG", "--log-prefix", logPrefix),
-		mkRule(c, "-j", "ACCEPT"))
 }
 
 // portLists splits ranges into multiport lists of at most 15 port slots
@@ -520,6 +538,38 @@ func (b *Backend) Up(ctx context.Context) error {
 		return err
 	}
 	// Sets first: rules refer to them.
+	if err := b.prepare(ctx, inv); err != nil {
+		return err
+	}
+	for _, fam := range families {
+		if err := b.upChain(fam, inv.chains[fam]); err != nil {
+			return err
+		}
+		if err := b.upJumps(fam); err != nil {
+			return err
+		}
+	}
+	b.log.Info("iptables: firewall up", "chain", b.cfg.Chain, "mode", b.cfg.Mode)
+	return nil
+}
+
+// Prepare creates the sets (and the static allow entries) but no rule, so
+// the caller can fill allow-cc before Up installs the DROP
+// (firewall.UpWith). It refuses like Up when a set is not sipsentry's.
+func (b *Backend) Prepare(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	inv, err := b.inventory(ctx)
+	if err != nil {
+		return err
+	}
+	if err := b.foreign(inv); err != nil {
+		return err
+	}
+	return b.prepare(ctx, inv)
+}
+
+func (b *Backend) prepare(ctx context.Context, inv inventory) error {
 	var script strings.Builder
 	for _, s := range b.specs() {
 		if h, ok := inv.sets[s.name]; ok {
@@ -534,19 +584,7 @@ func (b *Backend) Up(ctx context.Context) error {
 	if err := b.restore(ctx, script.String()); err != nil {
 		return fmt.Errorf("iptables: create sets: %w", err)
 	}
-	if err := b.syncStatic(ctx); err != nil {
-		return err
-	}
-	for _, fam := range families {
-		if err := b.upChain(fam, inv.chains[fam]); err != nil {
-			return err
-		}
-		if err := b.upJumps(fam); err != nil {
-			return err
-		}
-	}
-	b.log.Info("iptables: firewall up", "chain", b.cfg.Chain, "mode", b.cfg.Mode)
-	return nil
+	return b.syncStatic(ctx)
 }
 
 // syncStatic makes the static entries of the allow set equal firewall.allow:

@@ -21,6 +21,7 @@ func requireKernel(t testing.TB) {
 func testConfig(mode string) config.Firewall {
 	c := config.Default().Firewall
 	c.Mode = mode
+	c.GeoDrop = true // engine.geo_mode = "drop"
 	return c
 }
 

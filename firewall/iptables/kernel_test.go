@@ -262,8 +262,20 @@ func TestUpIdempotentAndModeChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := snapshot(t, ns)
-	if strings.Contains(m, finalDrop) || !strings.Contains(m, `-j LOG --log-prefix "sipsentry-monitor: "`) || !strings.Contains(m, "-A SIPSENTRY -j ACCEPT") {
-		t.Fatalf("monitor ruleset wrong:\n%s", m)
+	if strings.Contains(m, "-j DROP") || !strings.Contains(m, `-j LOG --log-prefix "sipsentry-would-drop: "`) ||
+		!strings.Contains(m, `-m set --match-set sipsentry-ban-v4 src -m limit --limit 6/min -j LOG --log-prefix "sipsentry-would-ban: "`) ||
+		!strings.Contains(m, "-A SIPSENTRY -j ACCEPT") {
+		t.Fatalf("monitor ruleset wrong (must drop nothing, log what it would):\n%s", m)
+	}
+	// enforce with geo_mode strict/monitor: bans drop, other countries pass.
+	strict := testConfig("enforce")
+	strict.GeoDrop = false
+	if err := newInNS(t, ns, strict).Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s := snapshot(t, ns)
+	if strings.Contains(s, finalDrop) || !strings.Contains(s, "-A SIPSENTRY -m set --match-set sipsentry-ban-v6 src -j DROP") || !strings.Contains(s, "-A SIPSENTRY -j ACCEPT") {
+		t.Fatalf("enforce without geo drop: want ban DROP and a final ACCEPT:\n%s", s)
 	}
 	if strings.Contains(m, "203.0.113.0/28") {
 		t.Fatalf("static allow entry removed from the config is still in the set:\n%s", m)
@@ -381,3 +393,23 @@ func TestInvalidNeverReachesKernel(t *testing.T) {
 }
 
 var ctx = context.Background()
+
+func TestUpWithFillsAllowCountryBeforeRules(t *testing.T) {
+	requireKernel(t)
+	ns := netnstest.NewNS(t, "upw")
+	b := newInNS(t, ns, testConfig("enforce"))
+	if err := b.Prepare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s := snapshot(t, ns)
+	if strings.Contains(s, "SIPSENTRY") || !strings.Contains(s, "create sipsentry-allow-cc-v4 hash:net family inet") {
+		t.Fatalf("Prepare must create the sets and no rule:\n%s", s)
+	}
+	if err := firewall.UpWith(ctx, b, countryEntries(allowedCountry)); err != nil {
+		t.Fatal(err)
+	}
+	s = snapshot(t, ns)
+	if !strings.Contains(s, finalDrop) || !strings.Contains(s, `add sipsentry-allow-cc-v4 198.51.100.0/24 comment "ZZ"`) {
+		t.Fatalf("after UpWith:\n%s", s)
+	}
+}
