@@ -90,8 +90,8 @@ func Open(cfg config.Geo, stateDir string, log *slog.Logger) (*Geo, error) {
 	}
 	for _, cc := range cfg.AllowCountries {
 		cc = strings.ToUpper(strings.TrimSpace(cc))
-		if len(cc) != 2 || cc[0] < 'A' || cc[0] > 'Z' || cc[1] < 'A' || cc[1] > 'Z' {
-			return nil, fmt.Errorf("geo: geo.allow_countries: %q is not a two-letter country code such as \"JP\"", cc)
+		if !config.IsCountryCode(cc) {
+			return nil, fmt.Errorf("geo: geo.allow_countries: unknown country code %q: want an ISO 3166-1 alpha-2 code such as \"JP\"", cc)
 		}
 		if !slices.Contains(g.allow, cc) {
 			g.allow = append(g.allow, cc)

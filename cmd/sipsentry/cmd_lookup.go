@@ -1,11 +1,140 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sipsentry/sipsentry/geo"
+	"github.com/sipsentry/sipsentry/internal/config"
+)
+
+type lookupOptions struct {
+	json      bool
+	mmdb      string
+	asnMMDB   string
+	listsDir  string
+	countries []string
+}
 
 func newLookupCommand(g *globalOptions) *cobra.Command {
-	return &cobra.Command{
-		Use:   "lookup",
-		Short: "(lookup: not built yet)",
-		RunE:  func(cmd *cobra.Command, args []string) error { return notBuilt("lookup") },
+	var o lookupOptions
+	cmd := &cobra.Command{
+		Use:   "lookup IP...",
+		Short: "Cross-check addresses: country by MaxMind DB and by the country lists, ASN, allowed or not",
+		Long: `Lookup shows, for each address, the country the MaxMind DB gives, the
+country whose list holds it, whether that is an allowed country, the ASN and
+organisation (with geo.asn_mmdb), and whether the two sources disagree.
+
+"?" in the mmdb column means no country database is loaded; "-" means the
+database has no country for the address. It works without a config file
+(built-in defaults) and the flags override the [geo] settings, e.g.:
+
+  sipsentry lookup --mmdb dbip-country.mmdb --lists-dir ./lists 133.242.0.1`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runLookup(cmd.Context(), cmd, o, g, args)
+		},
 	}
+	f := cmd.Flags()
+	f.BoolVar(&o.json, "json", false, "print a JSON array")
+	f.StringVar(&o.mmdb, "mmdb", "", "country MaxMind DB `FILE` (overrides geo.mmdb)")
+	f.StringVar(&o.asnMMDB, "asn-mmdb", "", "ASN MaxMind DB `FILE` (overrides geo.asn_mmdb)")
+	f.StringVar(&o.listsDir, "lists-dir", "", "`DIR` of <cc>-ipv4.txt/<cc>-ipv6.txt lists (overrides geo.lists_dir)")
+	f.StringSliceVar(&o.countries, "allow", nil, "allowed country `CODES`, comma-separated (overrides geo.allow_countries)")
+	return cmd
+}
+
+func runLookup(_ context.Context, cmd *cobra.Command, o lookupOptions, g *globalOptions, args []string) error {
+	addrs := make([]netip.Addr, 0, len(args))
+	for _, a := range args {
+		ip, err := netip.ParseAddr(strings.TrimSpace(a))
+		if err != nil || ip.Zone() != "" {
+			return usagef("lookup: %q is not an IPv4 or IPv6 address", a)
+		}
+		addrs = append(addrs, ip.Unmap())
+	}
+	cfg, err := g.loadConfig(cmd, true)
+	if err != nil {
+		return err
+	}
+	if err := applyGeoFlags(cmd, &cfg.Geo, o.mmdb, o.asnMMDB, o.listsDir, o.countries); err != nil {
+		return err
+	}
+	gdb, err := geo.Open(cfg.Geo, cfg.StateDir, g.logger(cfg))
+	if err != nil {
+		return usageError{err}
+	}
+	vs := make([]geo.Verdict, len(addrs))
+	for i, a := range addrs {
+		vs[i] = gdb.Lookup(a)
+	}
+	out := cmd.OutOrStdout()
+	if o.json {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(vs)
+	}
+	return printVerdicts(out, vs)
+}
+
+// applyGeoFlags lets ad-hoc flags override the [geo] table.
+func applyGeoFlags(cmd *cobra.Command, c *config.Geo, mmdb, asn, listsDir string, countries []string) error {
+	fl := cmd.Flags()
+	if fl.Changed("mmdb") {
+		c.MMDB = mmdb
+	}
+	if fl.Changed("asn-mmdb") {
+		c.ASNMMDB = asn
+	}
+	if fl.Changed("lists-dir") {
+		c.ListsDir = listsDir
+	}
+	if fl.Changed("allow") {
+		c.AllowCountries = nil
+		for _, cc := range countries {
+			cc = strings.ToUpper(strings.TrimSpace(cc))
+			if cc == "" {
+				continue
+			}
+			if !config.IsCountryCode(cc) {
+				return usagef("--allow: unknown country code %q: want ISO 3166-1 alpha-2 codes such as JP,DE", cc)
+			}
+			c.AllowCountries = append(c.AllowCountries, cc)
+		}
+	}
+	return nil
+}
+
+func printVerdicts(w io.Writer, vs []geo.Verdict) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "IP\tMMDB\tLIST\tALLOWED\tASN\tORG\tDISAGREE")
+	dash := func(s string) string {
+		if s == "" {
+			return "-"
+		}
+		return s
+	}
+	for _, v := range vs {
+		asn := "-"
+		if v.ASN != 0 {
+			asn = "AS" + strconv.FormatUint(uint64(v.ASN), 10)
+		}
+		yes := func(b bool) string {
+			if b {
+				return "yes"
+			}
+			return "no"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.IP, dash(v.MMDBCountry), dash(v.ListCountry),
+			yes(v.InAllowed), asn, dash(v.Org), yes(v.Disagree))
+	}
+	return tw.Flush()
 }

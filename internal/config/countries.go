@@ -37,3 +37,7 @@ var iso3166 = map[string]bool{
 }
 
 func isKnownCountry(cc string) bool { return iso3166[cc] }
+
+// IsCountryCode reports whether cc (upper case) is an ISO 3166-1 alpha-2
+// code; commands use it to check country flags the way the config is checked.
+func IsCountryCode(cc string) bool { return isKnownCountry(cc) }
