@@ -34,19 +34,19 @@ import (
 type checkStatus int
 
 const (
-	statusPass checkStatus = iota
-	statusWarn
-	statusFail
-	statusSkip // not applicable to this configuration
+	verdictPass checkStatus = iota
+	verdictWarn
+	verdictFail
+	verdictSkip // not applicable to this configuration
 )
 
 func (s checkStatus) String() string {
 	switch s {
-	case statusPass:
+	case verdictPass:
 		return "pass"
-	case statusWarn:
+	case verdictWarn:
 		return "warn"
-	case statusFail:
+	case verdictFail:
 		return "fail"
 	default:
 		return "skip"
@@ -64,20 +64,20 @@ type checkResult struct {
 	Fix    string      `json:"fix,omitempty"`
 }
 
-func pass(name, detail string, args ...any) checkResult {
-	return checkResult{Name: name, Status: statusPass, Detail: fmt.Sprintf(detail, args...)}
+func checkPass(name, detail string, args ...any) checkResult {
+	return checkResult{Name: name, Status: verdictPass, Detail: fmt.Sprintf(detail, args...)}
 }
 
-func skip(name, detail string, args ...any) checkResult {
-	return checkResult{Name: name, Status: statusSkip, Detail: fmt.Sprintf(detail, args...)}
+func checkSkip(name, detail string, args ...any) checkResult {
+	return checkResult{Name: name, Status: verdictSkip, Detail: fmt.Sprintf(detail, args...)}
 }
 
-func warn(name, fix, detail string, args ...any) checkResult {
-	return checkResult{Name: name, Status: statusWarn, Detail: fmt.Sprintf(detail, args...), Fix: fix}
+func checkWarn(name, fix, detail string, args ...any) checkResult {
+	return checkResult{Name: name, Status: verdictWarn, Detail: fmt.Sprintf(detail, args...), Fix: fix}
 }
 
-func fail(name, fix, detail string, args ...any) checkResult {
-	return checkResult{Name: name, Status: statusFail, Detail: fmt.Sprintf(detail, args...), Fix: fix}
+func checkFail(name, fix, detail string, args ...any) checkResult {
+	return checkResult{Name: name, Status: verdictFail, Detail: fmt.Sprintf(detail, args...), Fix: fix}
 }
 
 // doctorEnv is everything outside the process the checks look at, so tests
@@ -108,7 +108,7 @@ func systemDoctorEnv(configPath string, given bool) doctorEnv {
 		procModules:   "/proc/modules",
 		sysModule:     "/sys/module",
 		procStatus:    "/proc/self/status",
-		kernelConfigs: []string{"/proc/config.gz", "/boot/config-" + kernelRelease()},
+		kernelConfigs: []string{"/proc/config.gz", "/boot/config-" + doctorKernelRelease()},
 		run: func(ctx context.Context, name string, args ...string) (string, error) {
 			out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
 			return string(out), err
@@ -120,7 +120,7 @@ func systemDoctorEnv(configPath string, given bool) doctorEnv {
 	}
 }
 
-func kernelRelease() string {
+func doctorKernelRelease() string {
 	b, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	return strings.TrimSpace(string(b))
 }
@@ -172,7 +172,7 @@ func runDoctor(ctx context.Context, opts *doctorOptions, env doctorEnv, out io.W
 		return err
 	}
 	for _, r := range results {
-		if r.Status == statusFail {
+		if r.Status == verdictFail {
 			return errChecksFailed
 		}
 	}
@@ -183,7 +183,7 @@ func printDoctorTable(out io.Writer, results []checkResult) error {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	for _, r := range results {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", strings.ToUpper(r.Status.String()), r.Name, r.Detail)
-		if r.Fix != "" && (r.Status == statusWarn || r.Status == statusFail) {
+		if r.Fix != "" && (r.Status == verdictWarn || r.Status == verdictFail) {
 			fmt.Fprintf(tw, "\t\t  fix: %s\n", r.Fix)
 		}
 	}
@@ -194,14 +194,14 @@ func printDoctorTable(out io.Writer, results []checkResult) error {
 	for _, r := range results {
 		n[r.Status]++
 	}
-	_, err := fmt.Fprintf(out, "\n%d pass, %d warn, %d fail, %d skip\n", n[statusPass], n[statusWarn], n[statusFail], n[statusSkip])
+	_, err := fmt.Fprintf(out, "\n%d pass, %d warn, %d fail, %d skip\n", n[verdictPass], n[verdictWarn], n[verdictFail], n[verdictSkip])
 	return err
 }
 
 func printDoctorJSON(out io.Writer, results []checkResult) error {
 	ok := true
 	for _, r := range results {
-		if r.Status == statusFail {
+		if r.Status == verdictFail {
 			ok = false
 		}
 	}
@@ -253,7 +253,7 @@ func (d *doctor) checks(ctx context.Context) []checkResult {
 	rs = append(rs, d.checkARI(ctx))
 	rs = append(rs, d.checkCapNetAdmin())
 	rs = append(rs, d.checkIptables(ctx, "iptables"), d.checkIptables(ctx, "ip6tables"), d.checkIpset(ctx))
-	for _, m := range kernelModules {
+	for _, m := range doctorModules {
 		rs = append(rs, d.checkModule(ctx, m.name, m.config))
 	}
 	rs = append(rs, d.checkStateDir())
@@ -264,7 +264,7 @@ func (d *doctor) checks(ctx context.Context) []checkResult {
 
 // ---- configuration ----
 
-const fixCreateConfig = "install -m 600 contrib/sipsentry.toml /etc/sipsentry/sipsentry.toml, then edit it (or pass --config FILE)"
+const doctorFixCreateConfig = "install -m 600 contrib/sipsentry.toml /etc/sipsentry/sipsentry.toml, then edit it (or pass --config FILE)"
 
 func (d *doctor) checkConfigFile() checkResult {
 	const name = "config file"
@@ -272,26 +272,26 @@ func (d *doctor) checkConfigFile() checkResult {
 	if d.cfgErr != nil {
 		if errors.Is(d.cfgErr, fs.ErrNotExist) {
 			if d.env.configGiven {
-				return fail(name, fixCreateConfig, "%s does not exist", path)
+				return checkFail(name, doctorFixCreateConfig, "%s does not exist", path)
 			}
-			return warn(name, fixCreateConfig, "%s does not exist: the checks below use the built-in defaults", path)
+			return checkWarn(name, doctorFixCreateConfig, "%s does not exist: the checks below use the built-in defaults", path)
 		}
 		var ce *config.Error
 		if errors.As(d.cfgErr, &ce) {
-			return fail(name, "correct the line named above (every key is documented in contrib/sipsentry.toml); `sipsentry config check` re-checks",
+			return checkFail(name, "correct the line named above (every key is documented in contrib/sipsentry.toml); `sipsentry config check` re-checks",
 				"%v (the checks below use the built-in defaults)", d.cfgErr)
 		}
-		return fail(name, "make the file readable by the user running sipsentry (root)", "%v", d.cfgErr)
+		return checkFail(name, "make the file readable by the user running sipsentry (root)", "%v", d.cfgErr)
 	}
 	inline := d.cfg.AMI.Secret != "" || d.cfg.ARI.Password != ""
 	if inline && d.cfgMode&0o077 != 0 {
-		return fail(name, "chmod 600 "+path+" (or move the secret into secret_file)",
+		return checkFail(name, "chmod 600 "+path+" (or move the secret into secret_file)",
 			"%s is mode %04o and holds a secret in the file: group or others can read it", path, d.cfgMode)
 	}
 	if inline {
-		return pass(name, "%s parsed; mode %04o, holds a secret, readable by its owner only", path, d.cfgMode)
+		return checkPass(name, "%s parsed; mode %04o, holds a secret, readable by its owner only", path, d.cfgMode)
 	}
-	return pass(name, "%s parsed; mode %04o, no secret inside", path, d.cfgMode)
+	return checkPass(name, "%s parsed; mode %04o, no secret inside", path, d.cfgMode)
 }
 
 func (d *doctor) checkAMISecret() checkResult {
@@ -301,28 +301,28 @@ func (d *doctor) checkAMISecret() checkResult {
 	case a.SecretFile != "":
 		return d.checkSecretFile("ami.secret_file", a.SecretFile)
 	case a.Secret != "":
-		return pass(name, "inline [ami] secret (the config file's mode is checked above)")
+		return checkPass(name, "inline [ami] secret (the config file's mode is checked above)")
 	default:
-		return fail(name, "write the AMI user's secret into /etc/sipsentry/ami.secret (chmod 600) and set [ami] secret_file to it",
+		return checkFail(name, "write the AMI user's secret into /etc/sipsentry/ami.secret (chmod 600) and set [ami] secret_file to it",
 			"[ami] has neither secret nor secret_file")
 	}
 }
 
 func (d *doctor) checkSecretFile(key, path string) checkResult {
 	if path == "" {
-		return skip(key, "not set")
+		return checkSkip(key, "not set")
 	}
 	st, err := os.Stat(path)
 	if err != nil {
-		return fail(key, "create "+path+" holding the secret on one line, then chmod 600 "+path, "%v", err)
+		return checkFail(key, "create "+path+" holding the secret on one line, then chmod 600 "+path, "%v", err)
 	}
 	if st.Mode().Perm()&0o077 != 0 {
-		return fail(key, "chmod 600 "+path, "%s is mode %04o: group or others can read the secret", path, st.Mode().Perm())
+		return checkFail(key, "chmod 600 "+path, "%s is mode %04o: group or others can read the secret", path, st.Mode().Perm())
 	}
 	if _, err := config.ReadSecretFile(path); err != nil {
-		return fail(key, "write the secret into "+path+" on one line", "%v", err)
+		return checkFail(key, "write the secret into "+path+" on one line", "%v", err)
 	}
-	return pass(key, "%s is mode %04o and not empty", path, st.Mode().Perm())
+	return checkPass(key, "%s is mode %04o and not empty", path, st.Mode().Perm())
 }
 
 // ---- AMI ----
@@ -344,7 +344,7 @@ type amiProbe struct {
 	wait        time.Duration
 }
 
-const amiSession = "doctor"
+const doctorAMISession = "doctor"
 
 func (d *doctor) checkAMI(ctx context.Context) []checkResult {
 	p := d.probeAMI(ctx)
@@ -383,7 +383,7 @@ func (d *doctor) probeAMI(ctx context.Context) amiProbe {
 	}
 	defer conn.Close()
 	if c.TLS {
-		tc, err := amiTLS(c)
+		tc, err := doctorAMITLS(c)
 		if err != nil {
 			p.dialErr = err
 			return p
@@ -426,14 +426,14 @@ func (d *doctor) probeAMI(ctx context.Context) amiProbe {
 			note(&m)
 		}
 	}
-	login := ami.Message{Headers: []ami.Header{{Key: "Action", Value: "Login"}, {Key: "ActionID", Value: amiSession + "-login"}, {Key: "Username", Value: c.Username}}}
+	login := ami.Message{Headers: []ami.Header{{Key: "Action", Value: "Login"}, {Key: "ActionID", Value: doctorAMISession + "-login"}, {Key: "Username", Value: c.Username}}}
 	if c.Auth == "md5" {
-		ch := ami.Message{Headers: []ami.Header{{Key: "Action", Value: "Challenge"}, {Key: "ActionID", Value: amiSession + "-challenge"}, {Key: "AuthType", Value: "MD5"}}}
+		ch := ami.Message{Headers: []ami.Header{{Key: "Action", Value: "Challenge"}, {Key: "ActionID", Value: doctorAMISession + "-challenge"}, {Key: "AuthType", Value: "MD5"}}}
 		if err := ami.WriteMessage(conn, ch); err != nil {
 			p.loginErr = err
 			return p
 		}
-		resp, err := response(amiSession + "-challenge")
+		resp, err := response(doctorAMISession + "-challenge")
 		if err != nil {
 			p.loginErr = err
 			return p
@@ -452,7 +452,7 @@ func (d *doctor) probeAMI(ctx context.Context) amiProbe {
 		p.loginErr = err
 		return p
 	}
-	resp, err := response(amiSession + "-login")
+	resp, err := response(doctorAMISession + "-login")
 	if err != nil {
 		p.loginErr = err
 		return p
@@ -464,9 +464,9 @@ func (d *doctor) probeAMI(ctx context.Context) amiProbe {
 	}
 	loggedIn := time.Now()
 
-	sc := ami.Message{Headers: []ami.Header{{Key: "Action", Value: "PJSIPShowContacts"}, {Key: "ActionID", Value: amiSession + "-contacts"}}}
+	sc := ami.Message{Headers: []ami.Header{{Key: "Action", Value: "PJSIPShowContacts"}, {Key: "ActionID", Value: doctorAMISession + "-contacts"}}}
 	if err := ami.WriteMessage(conn, sc); err == nil {
-		if resp, err := response(amiSession + "-contacts"); err == nil {
+		if resp, err := response(doctorAMISession + "-contacts"); err == nil {
 			if strings.EqualFold(resp.Get("Response"), "Success") {
 				p.contacts = "Success"
 				// Drain the list so its events are not mistaken for others.
@@ -475,7 +475,7 @@ func (d *doctor) probeAMI(ctx context.Context) amiProbe {
 					if err != nil {
 						break
 					}
-					if m.Get("ActionID") == amiSession+"-contacts" {
+					if m.Get("ActionID") == doctorAMISession+"-contacts" {
 						if strings.EqualFold(m.Get("Event"), "ContactList") {
 							p.contactsN++
 						}
@@ -504,11 +504,11 @@ func (d *doctor) probeAMI(ctx context.Context) amiProbe {
 		note(&m)
 	}
 	_ = conn.SetDeadline(time.Now().Add(time.Second))
-	_ = ami.WriteMessage(conn, ami.Message{Headers: []ami.Header{{Key: "Action", Value: "Logoff"}, {Key: "ActionID", Value: amiSession + "-logoff"}}})
+	_ = ami.WriteMessage(conn, ami.Message{Headers: []ami.Header{{Key: "Action", Value: "Logoff"}, {Key: "ActionID", Value: doctorAMISession + "-logoff"}}})
 	return p
 }
 
-func amiTLS(c config.AMI) (*tls.Config, error) {
+func doctorAMITLS(c config.AMI) (*tls.Config, error) {
 	tc := &tls.Config{ServerName: c.TLSServerName, MinVersion: tls.VersionTLS12}
 	if tc.ServerName == "" {
 		host, _, _ := net.SplitHostPort(c.Address)
@@ -528,55 +528,55 @@ func amiTLS(c config.AMI) (*tls.Config, error) {
 	return tc, nil
 }
 
-const fixAMIUser = "add the [sipsentry] user from contrib/asterisk/manager.conf (read = security,system; write = system; permit = 127.0.0.1), then: asterisk -rx 'manager reload'"
+const doctorFixAMIUser = "add the [sipsentry] user from contrib/asterisk/manager.conf (read = security,system; write = system; permit = 127.0.0.1), then: asterisk -rx 'manager reload'"
 
 func judgeAMIConnect(p amiProbe) checkResult {
 	const name = "ami reachable"
 	switch {
 	case p.secretErr != nil:
-		return skip(name, "no secret to log in with (see ami secret)")
+		return checkSkip(name, "no secret to log in with (see ami secret)")
 	case p.dialErr != nil:
-		return fail(name, "enable AMI in /etc/asterisk/manager.conf ([general] enabled = yes, port = 5038, bindaddr = 127.0.0.1) and make [ami] address match",
+		return checkFail(name, "enable AMI in /etc/asterisk/manager.conf ([general] enabled = yes, port = 5038, bindaddr = 127.0.0.1) and make [ami] address match",
 			"%s: %v", p.address, p.dialErr)
 	}
-	return pass(name, "%s answers: %s", p.address, p.banner)
+	return checkPass(name, "%s answers: %s", p.address, p.banner)
 }
 
 func judgeAMILogin(p amiProbe) checkResult {
 	const name = "ami login"
 	switch {
 	case p.secretErr != nil || p.dialErr != nil:
-		return skip(name, "AMI not reached")
+		return checkSkip(name, "AMI not reached")
 	case p.loginErr != nil && p.loginMsg != "":
-		return fail(name, fixAMIUser+"; the secret must equal [ami] secret_file",
+		return checkFail(name, doctorFixAMIUser+"; the secret must equal [ami] secret_file",
 			"Asterisk refused %s at %s: %q (it answers the same for a wrong secret, an unknown user and an ACL deny)", p.username, p.address, p.loginMsg)
 	case p.loginErr != nil:
-		return fail(name, "check that Asterisk's AMI is healthy: asterisk -rx 'manager show settings'", "login as %s: %v", p.username, p.loginErr)
+		return checkFail(name, "check that Asterisk's AMI is healthy: asterisk -rx 'manager show settings'", "login as %s: %v", p.username, p.loginErr)
 	}
-	return pass(name, "logged in as %s: %s", p.username, p.loginMsg)
+	return checkPass(name, "logged in as %s: %s", p.username, p.loginMsg)
 }
 
 func judgeAMIReadSecurity(p amiProbe) checkResult {
 	const name = "ami read=security"
 	if p.secretErr != nil || p.dialErr != nil || p.loginErr != nil {
-		return skip(name, "not logged in")
+		return checkSkip(name, "not logged in")
 	}
 	if p.gotSecurity {
-		return pass(name, "a security event arrived (Asterisk reports every AMI login as SuccessfulAuth)")
+		return checkPass(name, "a security event arrived (Asterisk reports every AMI login as SuccessfulAuth)")
 	}
-	return fail(name, "set read = security,system for the user in /etc/asterisk/manager.conf; check with: asterisk -rx 'manager show user "+p.username+"'",
+	return checkFail(name, "set read = security,system for the user in /etc/asterisk/manager.conf; check with: asterisk -rx 'manager show user "+p.username+"'",
 		"no security event within %s of the login: without read=security sipsentry sees no attack", p.wait)
 }
 
 func judgeAMIReadSystem(p amiProbe) checkResult {
 	const name = "ami read=system"
 	if p.secretErr != nil || p.dialErr != nil || p.loginErr != nil {
-		return skip(name, "not logged in")
+		return checkSkip(name, "not logged in")
 	}
 	if p.gotBooted {
-		return pass(name, "FullyBooted arrived (Asterisk sends it at login only to sessions with read=system)")
+		return checkPass(name, "FullyBooted arrived (Asterisk sends it at login only to sessions with read=system)")
 	}
-	return warn(name, "set read = security,system for the user in /etc/asterisk/manager.conf (if Asterisk was still starting, run doctor again)",
+	return checkWarn(name, "set read = security,system for the user in /etc/asterisk/manager.conf (if Asterisk was still starting, run doctor again)",
 		"no FullyBooted within %s of the login: contact and peer status events will not arrive", p.wait)
 }
 
@@ -584,16 +584,16 @@ func judgeAMIWriteSystem(p amiProbe) checkResult {
 	const name = "ami write=system"
 	switch {
 	case p.secretErr != nil || p.dialErr != nil || p.loginErr != nil:
-		return skip(name, "not logged in")
+		return checkSkip(name, "not logged in")
 	case p.contacts == "Success":
-		return pass(name, "PJSIPShowContacts allowed (%d contacts registered)", p.contactsN)
+		return checkPass(name, "PJSIPShowContacts allowed (%d contacts registered)", p.contactsN)
 	case strings.Contains(strings.ToLower(p.contacts), "permission denied"):
-		return warn(name, "set write = system for the user in /etc/asterisk/manager.conf (nothing more: sipsentry only reads contacts)",
+		return checkWarn(name, "set write = system for the user in /etc/asterisk/manager.conf (nothing more: sipsentry only reads contacts)",
 			"PJSIPShowContacts: permission denied: push servers cannot be recognised from their contact")
 	case p.contacts == "":
-		return warn(name, "check that Asterisk answers actions: asterisk -rx 'manager show connected'", "no answer to PJSIPShowContacts")
+		return checkWarn(name, "check that Asterisk answers actions: asterisk -rx 'manager show connected'", "no answer to PJSIPShowContacts")
 	}
-	return warn(name, "load res_pjsip (module load res_pjsip.so): sipsentry reads contacts through PJSIPShowContacts",
+	return checkWarn(name, "load res_pjsip (module load res_pjsip.so): sipsentry reads contacts through PJSIPShowContacts",
 		"PJSIPShowContacts failed: %s", p.contacts)
 }
 
@@ -603,31 +603,31 @@ func (d *doctor) checkARI(ctx context.Context) checkResult {
 	const name = "ari"
 	a := d.cfg.ARI
 	if a.URL == "" {
-		return skip(name, "[ari] url not set: AMI alone is a complete setup")
+		return checkSkip(name, "[ari] url not set: AMI alone is a complete setup")
 	}
 	pw, err := d.cfg.ARIPassword()
 	if err != nil {
-		return fail(name, "fix [ari] password_file (see above)", "%v", err)
+		return checkFail(name, "fix [ari] password_file (see above)", "%v", err)
 	}
-	u := ariInfoURL(a.URL)
+	u := doctorARIInfoURL(a.URL)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return fail(name, "set [ari] url to e.g. http://127.0.0.1:8088/ari", "bad url %q: %v", a.URL, err)
+		return checkFail(name, "set [ari] url to e.g. http://127.0.0.1:8088/ari", "bad url %q: %v", a.URL, err)
 	}
 	req.SetBasicAuth(a.Username, pw)
 	resp, err := d.env.http.Do(req)
 	if err != nil {
-		return fail(name, "enable Asterisk's HTTP server (http.conf: enabled = yes, bindaddr = 127.0.0.1) and ARI (ari.conf: enabled = yes)",
+		return checkFail(name, "enable Asterisk's HTTP server (http.conf: enabled = yes, bindaddr = 127.0.0.1) and ARI (ari.conf: enabled = yes)",
 			"GET %s: %v", u, err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	switch {
 	case resp.StatusCode == http.StatusUnauthorized:
-		return fail(name, "add the ARI user to /etc/asterisk/ari.conf with the password in [ari] password_file",
+		return checkFail(name, "add the ARI user to /etc/asterisk/ari.conf with the password in [ari] password_file",
 			"GET %s: 401: Asterisk refused user %q", u, a.Username)
 	case resp.StatusCode != http.StatusOK:
-		return fail(name, "check ari.conf and http.conf; res_ari must be loaded", "GET %s: HTTP %d", u, resp.StatusCode)
+		return checkFail(name, "check ari.conf and http.conf; res_ari must be loaded", "GET %s: HTTP %d", u, resp.StatusCode)
 	}
 	var info struct {
 		System struct {
@@ -635,13 +635,13 @@ func (d *doctor) checkARI(ctx context.Context) checkResult {
 		} `json:"system"`
 	}
 	if err := json.Unmarshal(body, &info); err != nil || info.System.Version == "" {
-		return fail(name, "point [ari] url at Asterisk's ARI (e.g. http://127.0.0.1:8088/ari)", "GET %s: 200 but not ARI's asterisk info", u)
+		return checkFail(name, "point [ari] url at Asterisk's ARI (e.g. http://127.0.0.1:8088/ari)", "GET %s: 200 but not ARI's asterisk info", u)
 	}
-	return pass(name, "GET %s: Asterisk %s (the event websocket is not tested)", u, info.System.Version)
+	return checkPass(name, "GET %s: Asterisk %s (the event websocket is not tested)", u, info.System.Version)
 }
 
-// ariInfoURL accepts the base URL with or without the /ari suffix.
-func ariInfoURL(base string) string {
+// doctorARIInfoURL accepts the base URL with or without the /ari suffix.
+func doctorARIInfoURL(base string) string {
 	base = strings.TrimRight(base, "/")
 	if !strings.HasSuffix(base, "/ari") {
 		base += "/ari"
@@ -651,30 +651,30 @@ func ariInfoURL(base string) string {
 
 // ---- privileges, tools and kernel ----
 
-const capNetAdmin = 12
+const doctorCapNetAdmin = 12
 
 func (d *doctor) checkCapNetAdmin() checkResult {
 	const name = "CAP_NET_ADMIN"
 	if d.cfg.Firewall.Backend == "dry-run" {
-		return skip(name, "firewall.backend = dry-run")
+		return checkSkip(name, "firewall.backend = dry-run")
 	}
 	data, err := os.ReadFile(d.env.procStatus)
 	if err != nil {
-		return warn(name, "run doctor as root", "cannot read %s: %v", d.env.procStatus, err)
+		return checkWarn(name, "run doctor as root", "cannot read %s: %v", d.env.procStatus, err)
 	}
-	caps, ok := parseCapEff(string(data))
+	caps, ok := doctorParseCapEff(string(data))
 	if !ok {
-		return warn(name, "run doctor as root", "no CapEff line in %s", d.env.procStatus)
+		return checkWarn(name, "run doctor as root", "no CapEff line in %s", d.env.procStatus)
 	}
-	if caps&(1<<capNetAdmin) != 0 {
-		return pass(name, "held by this process (CapEff %016x)", caps)
+	if caps&(1<<doctorCapNetAdmin) != 0 {
+		return checkPass(name, "held by this process (CapEff %016x)", caps)
 	}
-	return warn(name, "run doctor as root (sudo sipsentry doctor); the daemon gets the capability from contrib/sipsentry.service (AmbientCapabilities=CAP_NET_ADMIN)",
+	return checkWarn(name, "run doctor as root (sudo sipsentry doctor); the daemon gets the capability from contrib/sipsentry.service (AmbientCapabilities=CAP_NET_ADMIN)",
 		"this process lacks it: the firewall commands will fail and some checks below see less")
 }
 
-// parseCapEff reads the effective capability mask from /proc/<pid>/status.
-func parseCapEff(status string) (uint64, bool) {
+// doctorParseCapEff reads the effective capability mask from /proc/<pid>/status.
+func doctorParseCapEff(status string) (uint64, bool) {
 	for _, line := range strings.Split(status, "\n") {
 		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
 			n, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
@@ -684,50 +684,50 @@ func parseCapEff(status string) (uint64, bool) {
 	return 0, false
 }
 
-const fixInstallFirewallTools = "apt-get install iptables ipset (or dnf install iptables-nft ipset)"
+const doctorFixFirewallTools = "apt-get install iptables ipset (or dnf install iptables-nft ipset)"
 
 func (d *doctor) checkIptables(ctx context.Context, bin string) checkResult {
 	if d.cfg.Firewall.Backend == "dry-run" {
-		return skip(bin, "firewall.backend = dry-run")
+		return checkSkip(bin, "firewall.backend = dry-run")
 	}
 	if _, err := d.env.lookPath(bin); err != nil {
-		return fail(bin, fixInstallFirewallTools, "%s not found in PATH", bin)
+		return checkFail(bin, doctorFixFirewallTools, "%s not found in PATH", bin)
 	}
 	out, err := d.env.run(ctx, bin, "-V")
 	if err != nil {
-		return fail(bin, "reinstall iptables", "%s -V: %v: %s", bin, err, strings.TrimSpace(out))
+		return checkFail(bin, "reinstall iptables", "%s -V: %v: %s", bin, err, strings.TrimSpace(out))
 	}
 	v := strings.TrimSpace(out)
 	switch {
 	case strings.Contains(v, "(nf_tables)"):
-		return pass(bin, "%s: nf_tables backend", v)
+		return checkPass(bin, "%s: nf_tables backend", v)
 	case strings.Contains(v, "(legacy)"):
-		return pass(bin, "%s: legacy backend (works; rules made by other tools with the nf_tables backend live in a different table set)", v)
+		return checkPass(bin, "%s: legacy backend (works; rules made by other tools with the nf_tables backend live in a different table set)", v)
 	}
-	return warn(bin, "install iptables 1.8 or later", "%s: backend not named", v)
+	return checkWarn(bin, "install iptables 1.8 or later", "%s: backend not named", v)
 }
 
 func (d *doctor) checkIpset(ctx context.Context) checkResult {
 	const name = "ipset"
 	if d.cfg.Firewall.Backend == "dry-run" {
-		return skip(name, "firewall.backend = dry-run")
+		return checkSkip(name, "firewall.backend = dry-run")
 	}
 	if _, err := d.env.lookPath("ipset"); err != nil {
-		return fail(name, fixInstallFirewallTools, "ipset not found in PATH (sipsentry uses it for bulk loads)")
+		return checkFail(name, doctorFixFirewallTools, "ipset not found in PATH (sipsentry uses it for bulk loads)")
 	}
 	out, err := d.env.run(ctx, "ipset", "version")
 	if err != nil {
-		return fail(name, "load the ip_set module (modprobe ip_set) or run doctor as root", "ipset version: %v: %s", err, strings.TrimSpace(out))
+		return checkFail(name, "load the ip_set module (modprobe ip_set) or run doctor as root", "ipset version: %v: %s", err, strings.TrimSpace(out))
 	}
-	return pass(name, "%s", strings.TrimSpace(out))
+	return checkPass(name, "%s", strings.TrimSpace(out))
 }
 
-// kernelModules are what the ipset+iptables backend needs: sets, the
+// doctorModules are what the ipset+iptables backend needs: sets, the
 // iptables set match, and conntrack with its netlink interface (a ban deletes
 // the source's conntrack entries). Each with its kernel config symbol, since
 // a built-in module without parameters shows up neither in /proc/modules nor
 // in /sys/module.
-var kernelModules = []struct{ name, config string }{
+var doctorModules = []struct{ name, config string }{
 	{"ip_set", "CONFIG_IP_SET"},
 	{"ip_set_hash_ip", "CONFIG_IP_SET_HASH_IP"},
 	{"ip_set_hash_net", "CONFIG_IP_SET_HASH_NET"},
@@ -736,33 +736,33 @@ var kernelModules = []struct{ name, config string }{
 	{"nf_conntrack_netlink", "CONFIG_NF_CT_NETLINK"},
 }
 
-const fixModules = "install the kernel's extra modules (Debian/Ubuntu: apt-get install linux-modules-extra-$(uname -r)) or use a kernel built with "
+const doctorFixModules = "install the kernel's extra modules (Debian/Ubuntu: apt-get install linux-modules-extra-$(uname -r)) or use a kernel built with "
 
 func (d *doctor) checkModule(ctx context.Context, mod, symbol string) checkResult {
 	name := "module " + mod
 	if d.cfg.Firewall.Backend == "dry-run" {
-		return skip(name, "firewall.backend = dry-run")
+		return checkSkip(name, "firewall.backend = dry-run")
 	}
 	if data, err := os.ReadFile(d.env.procModules); err == nil {
 		for _, line := range strings.Split(string(data), "\n") {
 			if f := strings.Fields(line); len(f) > 0 && f[0] == mod {
-				return pass(name, "loaded")
+				return checkPass(name, "loaded")
 			}
 		}
 	}
 	if st, err := os.Stat(filepath.Join(d.env.sysModule, mod)); err == nil && st.IsDir() {
-		return pass(name, "present in %s (built in or loaded)", d.env.sysModule)
+		return checkPass(name, "present in %s (built in or loaded)", d.env.sysModule)
 	}
 	value, src := d.kernelConfig(symbol)
 	switch value {
 	case "y":
-		return pass(name, "built into the kernel (%s=y in %s)", symbol, src)
+		return checkPass(name, "built into the kernel (%s=y in %s)", symbol, src)
 	case "n":
-		return fail(name, fixModules+symbol, "the kernel was built without it (%s is not set in %s)", symbol, src)
+		return checkFail(name, doctorFixModules+symbol, "the kernel was built without it (%s is not set in %s)", symbol, src)
 	}
 	// A module (=m) or no kernel config to read: ask modprobe.
 	if _, err := d.env.lookPath("modprobe"); err != nil {
-		return warn(name, "modprobe "+mod+" on the host (a container needs the host to load it)",
+		return checkWarn(name, "modprobe "+mod+" on the host (a container needs the host to load it)",
 			"not loaded, and no modprobe here to tell whether it can be")
 	}
 	out, err := d.env.run(ctx, "modprobe", "-n", "-q", mod)
@@ -771,16 +771,16 @@ func (d *doctor) checkModule(ctx context.Context, mod, symbol string) checkResul
 		if msg == "" {
 			msg = "modprobe -n: " + err.Error()
 		}
-		return fail(name, fixModules+symbol, "not loaded and not loadable: %s", msg)
+		return checkFail(name, doctorFixModules+symbol, "not loaded and not loadable: %s", msg)
 	}
-	return pass(name, "not loaded yet, loadable (the kernel loads it on first use)")
+	return checkPass(name, "not loaded yet, loadable (the kernel loads it on first use)")
 }
 
 // kernelConfig returns "y", "m", "n" (explicitly not set) or "" (unknown)
 // for a CONFIG_ symbol, from the first readable kernel config.
 func (d *doctor) kernelConfig(symbol string) (value, source string) {
 	for _, path := range d.env.kernelConfigs {
-		text, err := readMaybeGzip(path)
+		text, err := doctorReadMaybeGzip(path)
 		if err != nil {
 			continue
 		}
@@ -797,7 +797,7 @@ func (d *doctor) kernelConfig(symbol string) (value, source string) {
 	return "", ""
 }
 
-func readMaybeGzip(path string) (string, error) {
+func doctorReadMaybeGzip(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", err
@@ -823,22 +823,22 @@ func (d *doctor) checkStateDir() checkResult {
 	dir := d.cfg.StateDir
 	st, err := os.Stat(dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return warn(name, "systemd creates it from StateDirectory=sipsentry; without systemd: install -d -m 0750 "+dir,
+		return checkWarn(name, "systemd creates it from StateDirectory=sipsentry; without systemd: install -d -m 0750 "+dir,
 			"%s does not exist yet", dir)
 	}
 	if err != nil {
-		return fail(name, "check the path and its parents' permissions", "%v", err)
+		return checkFail(name, "check the path and its parents' permissions", "%v", err)
 	}
 	if !st.IsDir() {
-		return fail(name, "set state_dir to a directory", "%s is not a directory", dir)
+		return checkFail(name, "set state_dir to a directory", "%s is not a directory", dir)
 	}
 	f, err := os.CreateTemp(dir, ".doctor-*")
 	if err != nil {
-		return fail(name, "chown the directory to the user running sipsentry, or run as root", "%s is not writable: %v", dir, err)
+		return checkFail(name, "chown the directory to the user running sipsentry, or run as root", "%s is not writable: %v", dir, err)
 	}
 	f.Close()
 	os.Remove(f.Name())
-	return pass(name, "%s exists and is writable", dir)
+	return checkPass(name, "%s exists and is writable", dir)
 }
 
 // checkLists judges the age of the country lists: the daemon's download
@@ -856,7 +856,7 @@ func (d *doctor) checkLists() []checkResult {
 		return rs
 	}
 	if len(g.AllowCountries) == 0 {
-		return []checkResult{skip("country lists", "geo.allow_countries is empty: no list to keep")}
+		return []checkResult{checkSkip("country lists", "geo.allow_countries is empty: no list to keep")}
 	}
 	return []checkResult{d.judgeListDir("country lists", filepath.Join(d.cfg.StateDir, "lists"), 2*refresh, false,
 		"sipsentry lists update (the daemon refreshes every geo.refresh; check its log for rejected downloads)")}
@@ -866,9 +866,9 @@ func (d *doctor) judgeListDir(name, dir string, maxAge time.Duration, configured
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) && !configured {
-			return warn(name, "sipsentry lists update", "%s does not exist: no list downloaded yet", dir)
+			return checkWarn(name, "sipsentry lists update", "%s does not exist: no list downloaded yet", dir)
 		}
-		return fail(name, "create "+dir+" with <cc>-ipv4.txt and <cc>-ipv6.txt files, or unset geo.lists_dir", "%v", err)
+		return checkFail(name, "create "+dir+" with <cc>-ipv4.txt and <cc>-ipv6.txt files, or unset geo.lists_dir", "%v", err)
 	}
 	type aged struct {
 		name string
@@ -886,40 +886,40 @@ func (d *doctor) judgeListDir(name, dir string, maxAge time.Duration, configured
 		files = append(files, aged{e.Name(), d.env.now().Sub(info.ModTime())})
 	}
 	if len(files) == 0 {
-		return warn(name, fix, "%s holds no list", dir)
+		return checkWarn(name, fix, "%s holds no list", dir)
 	}
 	sort.Slice(files, func(i, j int) bool { return files[i].age > files[j].age })
 	var stale []string
 	for _, f := range files {
 		if f.age > maxAge {
-			stale = append(stale, fmt.Sprintf("%s (%s)", f.name, roundAge(f.age)))
+			stale = append(stale, fmt.Sprintf("%s (%s)", f.name, doctorAge(f.age)))
 		}
 	}
 	if len(stale) > 0 {
-		return warn(name, fix, "%d of %d lists in %s older than %s (2 × geo.refresh): %s",
-			len(stale), len(files), dir, roundAge(maxAge), strings.Join(stale, ", "))
+		return checkWarn(name, fix, "%d of %d lists in %s older than %s (2 × geo.refresh): %s",
+			len(stale), len(files), dir, doctorAge(maxAge), strings.Join(stale, ", "))
 	}
-	return pass(name, "%d lists in %s, oldest %s (limit %s)", len(files), dir, roundAge(files[0].age), roundAge(maxAge))
+	return checkPass(name, "%d lists in %s, oldest %s (limit %s)", len(files), dir, doctorAge(files[0].age), doctorAge(maxAge))
 }
 
-// mmdbMaxAge: country databases drift by a few percent a month.
-const mmdbMaxAge = 60 * 24 * time.Hour
+// doctorMMDBMaxAge: country databases drift by a few percent a month.
+const doctorMMDBMaxAge = 60 * 24 * time.Hour
 
 func (d *doctor) checkMMDB(key, path string) checkResult {
 	const fixDownload = "download a current country mmdb (DB-IP lite, CC BY 4.0: https://db-ip.com/db/lite.php, or MaxMind GeoLite2 with geoipupdate)"
 	if path == "" {
 		if key == "geo.asn_mmdb" {
-			return skip(key, "not set: the report's ASN/org columns stay empty")
+			return checkSkip(key, "not set: the report's ASN/org columns stay empty")
 		}
-		return warn(key, fixDownload+" and set geo.mmdb", "not set: the report's mmdb country column shows \"?\"")
+		return checkWarn(key, fixDownload+" and set geo.mmdb", "not set: the report's mmdb country column shows \"?\"")
 	}
 	st, err := os.Stat(path)
 	if err != nil {
-		return warn(key, fixDownload, "%v: the report's mmdb column shows \"?\"", err)
+		return checkWarn(key, fixDownload, "%v: the report's mmdb column shows \"?\"", err)
 	}
 	db, err := maxminddb.Open(path)
 	if err != nil {
-		return fail(key, "replace "+path+" with a real MaxMind DB file", "%s is not a MaxMind DB: %v", path, err)
+		return checkFail(key, "replace "+path+" with a real MaxMind DB file", "%s is not a MaxMind DB: %v", path, err)
 	}
 	built := time.Unix(int64(db.Metadata.BuildEpoch), 0)
 	dbType := db.Metadata.DatabaseType
@@ -928,14 +928,14 @@ func (d *doctor) checkMMDB(key, path string) checkResult {
 		built = st.ModTime()
 	}
 	age := d.env.now().Sub(built)
-	if age > mmdbMaxAge {
-		return warn(key, fixDownload, "%s (%s) was built %s, %s ago (limit %s)", path, dbType, built.UTC().Format("2006-01-02"), roundAge(age), roundAge(mmdbMaxAge))
+	if age > doctorMMDBMaxAge {
+		return checkWarn(key, fixDownload, "%s (%s) was built %s, %s ago (limit %s)", path, dbType, built.UTC().Format("2006-01-02"), doctorAge(age), doctorAge(doctorMMDBMaxAge))
 	}
-	return pass(key, "%s (%s) built %s, %s ago", path, dbType, built.UTC().Format("2006-01-02"), roundAge(age))
+	return checkPass(key, "%s (%s) built %s, %s ago", path, dbType, built.UTC().Format("2006-01-02"), doctorAge(age))
 }
 
-// roundAge prints an age in days when it is long, else as a duration.
-func roundAge(d time.Duration) string {
+// doctorAge prints an age in days when it is long, else as a duration.
+func doctorAge(d time.Duration) string {
 	if d >= 48*time.Hour {
 		return fmt.Sprintf("%dd", int(d/(24*time.Hour)))
 	}
