@@ -111,7 +111,7 @@ func (e *Engine) Handle(ctx context.Context, ev ami.SecurityEvent) {
 // thresholds checks the windows after a counted failure; called with mu held.
 func (e *Engine) thresholds(s *srcState, addr netip.Addr, now int64) *trigger {
 	ec := &e.cfg.Engine
-	if e.geoMode == "strict" && e.d.Geo != nil && !e.d.Geo.Allowed(addr) {
+	if e.geoMode == "strict" && e.foreign(addr) {
 		return &trigger{reason: "geo strict: failure from outside the allowed countries"}
 	}
 	if s.within(ec.MaxFailures, e.findTime, now) {
@@ -241,4 +241,23 @@ func sanitize(s string, n int) string {
 		b = append(b, c)
 	}
 	return string(b)
+}
+
+// foreign reports whether a is outside the allowed countries. Addresses no
+// country list holds but that are plainly local (loopback, private,
+// link-local, the host's own, the AMI peer, static allows) count as home, so
+// a LAN phone is never "foreign".
+func (e *Engine) foreign(a netip.Addr) bool {
+	if e.d.Geo == nil || !a.IsGlobalUnicast() || a.IsPrivate() {
+		return false
+	}
+	for _, p := range e.static {
+		if p.Contains(a) {
+			return false
+		}
+	}
+	e.amu.RLock()
+	_, local := e.never[a]
+	e.amu.RUnlock()
+	return !local && !e.d.Geo.Allowed(a)
 }

@@ -28,7 +28,7 @@ type pushCand struct {
 // authOK looks at a SuccessfulAuth (never an injected one: those are
 // KindInjection and never get here) from a foreign address.
 func (e *Engine) authOK(a netip.Addr, ev *ami.SecurityEvent, now time.Time) {
-	if ev.IsInjection() || e.d.Geo == nil || e.d.Geo.Allowed(a) {
+	if ev.IsInjection() || !e.foreign(a) {
 		return
 	}
 	e.amu.RLock()
