@@ -40,28 +40,29 @@ type Entry struct {
 
 // Status is what `sipsentry firewall show` prints.
 type Status struct {
-	Backend string
-	Mode    string // enforce | monitor
-	Up      bool
-	Rules   []Rule
-	Sets    []SetInfo
+	Backend string    `json:"backend"`
+	Mode    string    `json:"mode"` // enforce | monitor
+	Up      bool      `json:"up"`
+	Rules   []Rule    `json:"rules"`
+	Sets    []SetInfo `json:"sets"`
 }
 
-// Rule is one rule of sipsentry's chain with its counters.
+// Rule is one rule of sipsentry's (a jump from INPUT or a rule of its
+// chain) with its counters.
 type Rule struct {
-	Family  string // inet | inet6
-	Spec    string
-	Packets uint64
-	Bytes   uint64
+	Family  string `json:"family"` // inet | inet6
+	Spec    string `json:"spec"`
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
 }
 
 // SetInfo is a set's size per family.
 type SetInfo struct {
-	Set     Set
-	Family  string
-	Entries int
-	MaxElem int
-	Memory  int // bytes, as the kernel reports; 0 if unknown
+	Set     Set    `json:"set"`
+	Family  string `json:"family"`
+	Entries int    `json:"entries"`
+	MaxElem int    `json:"maxelem"`
+	Memory  int    `json:"memory_bytes"` // as the kernel reports; 0 if unknown
 }
 
 // Backend is the firewall as the engine and the CLI see it. Every method is
