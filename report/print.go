@@ -255,7 +255,11 @@ func writeSummary(b *strings.Builder, rep *Report, width int) {
 	for _, c := range s.ByCountry {
 		bc = append(bc, fmt.Sprintf("%s %d", c.Country, c.Sources))
 	}
-	line := fmt.Sprintf("sources: %d   events: %d   bans: %d   by country: %s", s.Sources, s.Events, s.Bans, orDash(strings.Join(bc, ", ")))
+	shown := ""
+	if len(rep.Rows) < s.Sources {
+		shown = fmt.Sprintf(" (showing %d)", len(rep.Rows))
+	}
+	line := fmt.Sprintf("sources: %d%s   events: %d   bans: %d   by country: %s", s.Sources, shown, s.Events, s.Bans, orDash(strings.Join(bc, ", ")))
 	b.WriteString(clip(line, width))
 	b.WriteByte('\n')
 	allowed := "-"

@@ -165,7 +165,10 @@ func buildRow(in *Input, g Geo, gi GeoInfo) Row {
 			r.Notes = append(r.Notes, "list and mmdb disagree")
 		}
 	}
-	if r.AuthOK > 0 && r.InAllowed != nil && !*r.InAllowed && r.Status != StatusLearnedPush && r.Status != StatusAllowed {
+	// A login from outside the allowed countries; loopback and private
+	// addresses (the PBX's own AMI clients, the LAN) have no country.
+	if r.AuthOK > 0 && r.InAllowed != nil && !*r.InAllowed && r.Status != StatusLearnedPush && r.Status != StatusAllowed &&
+		in.Addr.IsGlobalUnicast() && !in.Addr.IsPrivate() {
 		r.Notes = append(r.Notes, "foreign login")
 	}
 	if r.Injection > 0 {
