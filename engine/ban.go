@@ -47,12 +47,14 @@ func (e *Engine) banDuration(offence int) time.Duration {
 }
 
 // ban bans a (or, in monitor mode, records that it would). start is when
-// Handle began, for the latency figure.
-func (e *Engine) ban(ctx context.Context, a netip.Addr, reason string, now time.Time, start time.Time) {
+// Handle began, for the latency figure. It reports false when a is on the
+// never-ban list or the ban set is full (the caller then leaves the source
+// alone for a while instead of retrying at every event).
+func (e *Engine) ban(ctx context.Context, a netip.Addr, reason string, now time.Time, start time.Time) bool {
 	if why := e.neverBan(a); why != "" {
 		e.log.Info("engine: ban refused", "addr", a, "reason", reason, "refused_because", why)
 		e.decide(Decision{Time: now, Kind: DecisionRefused, Addr: a, Reason: reason, Err: "never ban: " + why})
-		return
+		return false
 	}
 	monitor := e.geoMode == "monitor"
 	nowN := now.UnixNano()
@@ -61,7 +63,7 @@ func (e *Engine) ban(ctx context.Context, a netip.Addr, reason string, now time.
 	prev := e.bans[a]
 	if prev.until > nowN {
 		e.bmu.Unlock()
-		return // already banned (or already recorded as would-ban)
+		return true // already banned (or already recorded as would-ban)
 	}
 	if prev.active { // expired, not yet swept
 		prev.active = false
@@ -70,7 +72,7 @@ func (e *Engine) ban(ctx context.Context, a netip.Addr, reason string, now time.
 	if !monitor && e.activeBans >= e.cfg.Firewall.BanMaxElem {
 		e.bmu.Unlock()
 		e.refuseFull(a, reason, now, errors.New("engine: ban set holds firewall.ban_maxelem entries"))
-		return
+		return false
 	}
 	offence := int(prev.offences) + 1
 	dur := e.banDuration(offence)
@@ -98,11 +100,11 @@ func (e *Engine) ban(ctx context.Context, a netip.Addr, reason string, now time.
 			e.bmu.Unlock()
 			if errors.Is(err, firewall.ErrSetFull) {
 				e.refuseFull(a, reason, now, err)
-				return
+				return false
 			}
 			e.log.Error("engine: ban failed", "addr", a, "reason", reason, "err", err)
 			e.decide(Decision{Time: now, Kind: DecisionRefused, Addr: a, Reason: reason, Err: err.Error()})
-			return
+			return true
 		}
 		e.log.Info("engine: banned", "addr", a, "reason", reason, "for", dur, "offence", offence, "latency", d.Latency)
 		e.enqueuePost(a)
@@ -111,11 +113,22 @@ func (e *Engine) ban(ctx context.Context, a netip.Addr, reason string, now time.
 	e.pend.Bans = append(e.pend.Bans, state.Ban{Addr: a, Until: now.Add(dur), Offences: offence, Reason: reason, Created: now, Monitor: monitor})
 	e.bmu.Unlock()
 	e.decide(d)
+	return true
 }
 
+// refuseFull logs a ban the full set could not take: the first one at once,
+// then at most one line per 10 s with the number left unlogged, so that a
+// flood of distinct sources does not become a flood of log lines.
 func (e *Engine) refuseFull(a netip.Addr, reason string, now time.Time, err error) {
-	e.log.Warn("engine: ban refused: the ban set is full; raise firewall.ban_maxelem or shorten ban times",
-		"addr", a, "reason", reason, "max", e.cfg.Firewall.BanMaxElem, "err", err)
+	e.fullRefusals.Add(1)
+	last := e.fullLogged.Load()
+	if n := now.UnixNano(); (last == 0 || n-last >= int64(10*time.Second)) && e.fullLogged.CompareAndSwap(last, n) {
+		e.log.Warn("engine: ban refused: the ban set is full; raise firewall.ban_maxelem or shorten ban times",
+			"addr", a, "reason", reason, "max", e.cfg.Firewall.BanMaxElem, "err", err,
+			"refused_unlogged", e.fullUnlogged.Swap(0))
+	} else {
+		e.fullUnlogged.Add(1)
+	}
 	e.decide(Decision{Time: now, Kind: DecisionRefused, Addr: a, Reason: reason, Err: "ban set full: " + err.Error()})
 }
 
@@ -173,5 +186,5 @@ func (e *Engine) Unban(ctx context.Context, a netip.Addr) error {
 // same escalation and never-ban rules as automatic bans.
 func (e *Engine) Ban(ctx context.Context, a netip.Addr, reason string) {
 	now := e.now()
-	e.ban(ctx, a.Unmap(), "manual: "+sanitize(reason, 100), now, time.Now())
+	_ = e.ban(ctx, a.Unmap(), "manual: "+sanitize(reason, 100), now, time.Now())
 }

@@ -118,13 +118,14 @@ type Status struct {
 	Evicted       uint64            `json:"evicted"`
 	DroppedWrites uint64            `json:"dropped_writes"` // event-log rows not written (flood)
 	DroppedPush   uint64            `json:"dropped_push"`   // push candidates not examined (queue full)
+	FullRefusals  uint64            `json:"full_refusals"`  // bans refused because the ban set was full
 	LastEvent     time.Time         `json:"last_event"`
 	Recent        []Decision        `json:"recent"`
 }
 
 const (
-	maxPendingEvents = 1 << 16 // event-log rows waiting for the writer
-	maxPendingSrc    = 1 << 17 // evicted-source rows waiting for the writer
+	maxPendingEvents = 1 << 15 // event-log rows waiting for the writer (~4 MiB)
+	maxPendingSrc    = 1 << 14 // evicted-source rows waiting for the writer (~4 MiB)
 	recentDecisions  = 32
 	flushInterval    = 100 * time.Millisecond
 	sweepInterval    = 5 * time.Second
@@ -192,13 +193,16 @@ type Engine struct {
 	retry   *state.Batch
 
 	events, malformed, droppedWrites, droppedPush, evicted atomic.Uint64
+	fullRefusals, fullUnlogged                             atomic.Uint64
+	fullLogged                                             atomic.Int64 // UnixNano of the last set-full log line
 
-	pushQ   chan pushCand
-	postQ   chan netip.Addr
-	wmu     sync.Mutex
-	wcond   *sync.Cond
-	inQueue int // push candidates and post-ban jobs not yet done
-	running atomic.Bool
+	pushQ     chan pushCand
+	postQ     chan netip.Addr
+	wmu       sync.Mutex
+	wcond     *sync.Cond
+	inQueue   int                 // push candidates and post-ban jobs not yet done
+	examining map[netip.Addr]bool // push candidates queued or being examined
+	running   atomic.Bool
 }
 
 // New checks cfg and builds an engine; it touches neither kernel nor DB
@@ -245,6 +249,7 @@ func New(cfg *config.Config, d Deps) (*Engine, error) {
 		never:        map[netip.Addr]string{},
 		decisions:    map[string]uint64{},
 		pushQ:        make(chan pushCand, 256),
+		examining:    map[netip.Addr]bool{},
 		postQ:        make(chan netip.Addr, 4096),
 	}
 	if e.maxSources <= 0 {
@@ -345,6 +350,7 @@ func (e *Engine) Snapshot() Status {
 	st.Evicted = e.evicted.Load()
 	st.DroppedWrites = e.droppedWrites.Load()
 	st.DroppedPush = e.droppedPush.Load()
+	st.FullRefusals = e.fullRefusals.Load()
 	return st
 }
 
@@ -371,4 +377,3 @@ func errString(err error) string {
 	}
 	return err.Error()
 }
-

@@ -66,7 +66,7 @@ func TestRecordedSession(t *testing.T) {
 		t.Errorf("ban entry %+v", e)
 	}
 	st := r.eng.Snapshot()
-	if st.ActiveBans != 4 || st.Events != uint64(len(evs)) || st.LearnedAllows != 1 {
+	if st.ActiveBans != 4 || st.Events != uint64(len(evs)) || st.LearnedAllows != 1 || st.Decisions[DecisionLearned] != 1 {
 		t.Errorf("snapshot %+v", st)
 	}
 	// Only what an attacker did is banned: 4 bans, nothing else in the set.

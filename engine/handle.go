@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/sipsentry/sipsentry/activity"
@@ -20,7 +21,8 @@ type srcState struct {
 	fails      []int64
 	head       int
 	session    int64
-	enumBase   int // DistinctAccounts at the last ban: enumeration counts anew after it
+	enumBase   int   // DistinctAccounts at the last ban: enumeration counts anew after it
+	quietUntil int64 // a refused (never-ban) source is not re-decided before this
 	prev, next *srcState
 	dirty      bool
 }
@@ -68,15 +70,14 @@ func (e *Engine) Handle(ctx context.Context, ev ami.SecurityEvent) {
 	nowT := e.now()
 	now := nowT.UnixNano()
 
+	detach(&ev)
+
 	e.mu.Lock()
 	s := e.source(addr, nowT)
 	k, counted := s.src.Observe(&ev, nowT)
 	e.kinds[k&7]++
 	e.lastEvent = nowT
-	if !s.dirty {
-		s.dirty = true
-		e.dirty = append(e.dirty, s)
-	}
+	e.markDirty(s)
 	var trig *trigger
 	switch {
 	case k == activity.KindInjection:
@@ -94,18 +95,46 @@ func (e *Engine) Handle(ctx context.Context, ev ami.SecurityEvent) {
 	} else {
 		e.droppedWrites.Add(1)
 	}
+	if trig != nil && s.quietUntil > now {
+		trig = nil // refused lately: one log line per find_time, not one per event
+	}
 	if trig != nil {
 		s.enumBase = s.src.DistinctAccounts
 	}
 	e.mu.Unlock()
 
 	if trig != nil {
-		e.ban(ctx, addr, trig.reason, nowT, start)
+		if !e.ban(ctx, addr, trig.reason, nowT, start) {
+			e.mu.Lock()
+			s.quietUntil = now + max(e.findTime, int64(time.Minute))
+			e.mu.Unlock()
+		}
 		return
 	}
 	if k == activity.KindAuthOK {
 		e.authOK(addr, &ev, nowT)
 	}
+}
+
+// markDirty queues s for the next flush; called with mu held. Evicted
+// sources leave stale entries behind, so the list is compacted when it
+// outgrows the table: without a writer it stays bounded.
+func (e *Engine) markDirty(s *srcState) {
+	if s.dirty {
+		return
+	}
+	s.dirty = true
+	if len(e.dirty) >= 2*len(e.srcs)+1024 {
+		live := e.dirty[:0]
+		for _, d := range e.dirty {
+			if d.dirty {
+				live = append(live, d)
+			}
+		}
+		clear(e.dirty[len(live):])
+		e.dirty = live
+	}
+	e.dirty = append(e.dirty, s)
 }
 
 // thresholds checks the windows after a counted failure; called with mu held.
@@ -217,6 +246,44 @@ func cloneSource(s *activity.Source) activity.Source {
 	c := *s
 	c.Accounts = append([]activity.AccountCount(nil), s.Accounts...)
 	return c
+}
+
+// Every value of an ami.Message is a substring of one string holding the
+// whole message (~0.5-1 KiB). What the aggregate or the event log keeps must
+// not pin it: known names become constants, the rest is copied.
+var interned = func() map[string]string {
+	m := map[string]string{}
+	for _, s := range []string{
+		ami.EventFailedACL, ami.EventInvalidAccountID, ami.EventSessionLimit, ami.EventMemoryLimit,
+		ami.EventLoadAverageLimit, ami.EventRequestNotSupported, ami.EventRequestNotAllowed,
+		ami.EventAuthMethodNotAllowed, ami.EventRequestBadFormat, ami.EventSuccessfulAuth,
+		ami.EventUnexpectedAddress, ami.EventChallengeResponseFailed, ami.EventInvalidPassword,
+		ami.EventChallengeSent, ami.EventInvalidTransport, ami.UnknownAccount,
+		"PJSIP", "AMI", "SIP", "IAX2", "HTTP", "ARI", "",
+	} {
+		m[s] = s
+	}
+	return m
+}()
+
+func intern(s string) string {
+	if c, ok := interned[s]; ok {
+		return c
+	}
+	return strings.Clone(s)
+}
+
+// detach copies the fields a Source may keep (activity.Source.Observe keeps
+// Service, the last unknown-account SessionID and new account names).
+func detach(ev *ami.SecurityEvent) {
+	ev.Type = intern(ev.Type)
+	ev.Service = intern(ev.Service)
+	if ev.AccountID != "" {
+		ev.AccountID = intern(ev.AccountID)
+	}
+	if ev.SessionID != "" && (ev.Type == ami.EventInvalidAccountID || ev.AccountID == ami.UnknownAccount) {
+		ev.SessionID = strings.Clone(ev.SessionID)
+	}
 }
 
 // sanitize keeps printable ASCII of attacker-shaped text (for logs, DB

@@ -47,15 +47,28 @@ func (e *Engine) authOK(a netip.Addr, ev *ami.SecurityEvent, now time.Time) {
 
 func (e *Engine) enqueuePush(c pushCand) {
 	e.wmu.Lock()
+	if e.examining[c.addr] {
+		e.wmu.Unlock()
+		return // one examination per address at a time (REGISTER + re-REGISTER)
+	}
+	e.examining[c.addr] = true
 	e.inQueue++
 	e.wmu.Unlock()
 	select {
 	case e.pushQ <- c:
 	default:
-		e.done()
+		e.finish(c.addr)
 		e.droppedPush.Add(1)
 		e.log.Warn("engine: push-learning queue full; a foreign login was not examined", "addr", c.addr)
 	}
+}
+
+// finish marks c's examination done.
+func (e *Engine) finish(a netip.Addr) {
+	e.wmu.Lock()
+	delete(e.examining, a)
+	e.wmu.Unlock()
+	e.done()
 }
 
 func (e *Engine) done() {
@@ -71,7 +84,7 @@ func (e *Engine) done() {
 // examine decides about one foreign login: learn it as a push server or
 // flag it.
 func (e *Engine) examine(ctx context.Context, c pushCand) {
-	defer e.done()
+	defer e.finish(c.addr)
 	if c.refresh {
 		e.refreshAllow(ctx, c)
 		return
@@ -127,11 +140,8 @@ func (e *Engine) flag(c pushCand, ua, note string) {
 func (e *Engine) setUA(a netip.Addr, ua string) {
 	e.mu.Lock()
 	if s := e.srcs[a]; s != nil {
-		s.src.LastUserAgent = sanitize(ua, 120)
-		if !s.dirty {
-			s.dirty = true
-			e.dirty = append(e.dirty, s)
-		}
+		s.src.LastUserAgent = strings.Clone(sanitize(ua, 120))
+		e.markDirty(s)
 	}
 	e.mu.Unlock()
 }

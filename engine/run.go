@@ -211,8 +211,8 @@ func (e *Engine) Run(ctx context.Context) error {
 func (e *Engine) drainQueues() {
 	for {
 		select {
-		case <-e.pushQ:
-			e.done()
+		case c := <-e.pushQ:
+			e.finish(c.addr)
 		case <-e.postQ:
 			e.done()
 		default:

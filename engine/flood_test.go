@@ -1,0 +1,157 @@
+package engine
+
+import (
+	"context"
+	"math/rand/v2"
+	"net/netip"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sipsentry/sipsentry/ami"
+	"github.com/sipsentry/sipsentry/internal/config"
+)
+
+func heapAlloc() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// randomSource returns a random global unicast IPv4 address outside TEST-NET
+// and the test's home prefix (so every source is "foreign" and distinct).
+func randomSource(rng *rand.Rand) netip.Addr {
+	for {
+		v := rng.Uint32()
+		a := netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+		if a.IsGlobalUnicast() && !a.IsPrivate() && !testGeo.Allowed(a) {
+			return a
+		}
+	}
+}
+
+// 2 × 100k events from distinct random sources: the source table stays at
+// max_sources and the heap does not grow with the second 100k.
+func TestFloodMemoryBounded(t *testing.T) {
+	const maxSources = 10000
+	r := newRig(t, rigOpt{noRun: true, cfg: func(c *config.Config) { c.Engine.MaxSources = maxSources }})
+	rng := rand.New(rand.NewPCG(1, 2))
+	flood := func() {
+		for i := range 100000 {
+			e := ev(ami.EventInvalidAccountID, "user"+strconv.Itoa(i%50), randomSource(rng).String(), "")
+			r.eng.Handle(context.Background(), e)
+		}
+	}
+	base := heapAlloc()
+	flood()
+	first := heapAlloc()
+	flood()
+	second := heapAlloc()
+	st := r.eng.Snapshot()
+	if st.Sources != maxSources {
+		t.Errorf("%d sources in memory, want the cap %d", st.Sources, maxSources)
+	}
+	// A few random addresses repeat; every other one evicted an older one.
+	if st.Evicted < 200000-maxSources-100 {
+		t.Errorf("%d evicted, want about %d", st.Evicted, 200000-maxSources)
+	}
+	if st.DroppedWrites == 0 {
+		t.Error("no writer ran, yet no event-log row was dropped: the pending log is unbounded")
+	}
+	t.Logf("heap: base %d KiB, after 100k %d KiB, after 200k %d KiB", base>>10, first>>10, second>>10)
+	// One source costs well under 1 KiB; pending writes are capped too.
+	if grow := int64(first) - int64(base); grow > 48<<20 {
+		t.Errorf("heap grew by %d MiB for a 10k-source cap", grow>>20)
+	}
+	if grow := int64(second) - int64(first); grow > 4<<20 {
+		t.Errorf("heap grew by %d MiB over the second 100k sources: not bounded", grow>>20)
+	}
+	if len(r.eng.srcs) != maxSources || r.eng.lruLen() != maxSources {
+		t.Errorf("map %d, LRU %d", len(r.eng.srcs), r.eng.lruLen())
+	}
+}
+
+func (e *Engine) lruLen() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for s := e.lruHead; s != nil; s = s.next {
+		n++
+	}
+	return n
+}
+
+// Idle sources are evicted by age; their DB rows stay.
+func TestEvictByAge(t *testing.T) {
+	r := newRig(t, rigOpt{})
+	for i := range 3 {
+		r.eng.Handle(context.Background(), ev(ami.EventInvalidAccountID, "100", "203.0.113."+strconv.Itoa(100+i), ""))
+	}
+	r.clock.Advance(time.Hour)
+	r.eng.Handle(context.Background(), ev(ami.EventInvalidAccountID, "100", "203.0.113.200", ""))
+	r.clock.Advance(r.cfg.Engine.SlowFindTime.D() - 30*time.Minute)
+	r.eng.Sweep()
+	if n := r.eng.Snapshot().Sources; n != 1 {
+		t.Errorf("%d sources after the sweep, want only the one seen within slow_find_time", n)
+	}
+	r.sync()
+	if rec := r.record("203.0.113.100"); rec.Counts.UnknownAccount != 1 {
+		t.Errorf("evicted source's record %+v", rec)
+	}
+	// It comes back: a new session row; Sources merges both.
+	r.eng.Handle(context.Background(), ev(ami.EventInvalidAccountID, "101", "203.0.113.100", ""))
+	r.sync()
+	if rec := r.record("203.0.113.100"); rec.Counts.UnknownAccount != 2 || rec.DistinctAccounts != 2 {
+		t.Errorf("merged record %+v", rec)
+	}
+}
+
+// A full ban set refuses with a logged warning and never crashes: first the
+// engine's own cap (firewall.ban_maxelem), then the backend's ErrSetFull.
+func TestBanSetFull(t *testing.T) {
+	ban := func(r *rig, a string) {
+		for i := range 5 {
+			r.eng.Handle(context.Background(), ev(ami.EventChallengeResponseFailed, "1001", a, strconv.Itoa(i)))
+		}
+	}
+	r := newRig(t, rigOpt{cfg: func(c *config.Config) { c.Firewall.BanMaxElem = 3 }})
+	for i := range 5 {
+		ban(r, "203.0.113."+strconv.Itoa(10+i))
+	}
+	st := r.eng.Snapshot()
+	if st.ActiveBans != 3 || st.FullRefusals != 2 {
+		t.Errorf("active %d, full refusals %d; want 3 and 2", st.ActiveBans, st.FullRefusals)
+	}
+	if !strings.Contains(r.logs.String(), "ban set is full") {
+		t.Error("refusal not logged")
+	}
+	// Expiry frees room.
+	r.clock.Advance(2 * time.Hour)
+	r.eng.Sweep()
+	r.clock.Advance(time.Hour) // past the quiet period of the refused ones
+	ban(r, "203.0.113.14")
+	if !r.banned("203.0.113.14") {
+		t.Error("not banned after expiry freed the set")
+	}
+
+	// The backend is smaller than the engine thinks: ErrSetFull from Add.
+	r2 := newRig(t, rigOpt{maxElem: 2})
+	for i := range 4 {
+		ban(r2, "203.0.113."+strconv.Itoa(20+i))
+	}
+	st = r2.eng.Snapshot()
+	if st.ActiveBans != 2 || st.FullRefusals != 2 || st.Decisions[DecisionBan] != 2 {
+		t.Errorf("snapshot %+v", st)
+	}
+	if !strings.Contains(r2.logs.String(), "firewall: set is full") {
+		t.Error("backend refusal not logged")
+	}
+	r2.sync()
+	if rec := r2.record("203.0.113.23"); rec.Status == "banned" {
+		t.Error("refused ban recorded as banned")
+	}
+}
