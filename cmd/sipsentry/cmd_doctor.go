@@ -341,7 +341,10 @@ type amiProbe struct {
 	gotBooted   bool   // FullyBooted arrived (only sent with read=system)
 	contacts    string // response to PJSIPShowContacts: "Success" or the error message
 	contactsN   int
-	wait        time.Duration
+	// actions are the names ListCommands returned: the actions this user's
+	// write classes allow (nil when ListCommands was not answered).
+	actions map[string]bool
+	wait    time.Duration
 }
 
 const doctorAMISession = "doctor"
@@ -354,6 +357,7 @@ func (d *doctor) checkAMI(ctx context.Context) []checkResult {
 		judgeAMIReadSecurity(p),
 		judgeAMIReadSystem(p),
 		judgeAMIWriteSystem(p),
+		judgeAMILeastPrivilege(p),
 	}
 }
 
@@ -494,6 +498,20 @@ func (d *doctor) probeAMI(ctx context.Context) amiProbe {
 			}
 		}
 	}
+	// ListCommands (no class needed) lists the actions the user may run.
+	lc := ami.Message{Headers: []ami.Header{{Key: "Action", Value: "ListCommands"}, {Key: "ActionID", Value: doctorAMISession + "-listcommands"}}}
+	if err := ami.WriteMessage(conn, lc); err == nil {
+		if resp, err := response(doctorAMISession + "-listcommands"); err == nil && strings.EqualFold(resp.Get("Response"), "Success") {
+			p.actions = map[string]bool{}
+			for _, h := range resp.Headers {
+				switch strings.ToLower(h.Key) {
+				case "response", "actionid", "message":
+				default:
+					p.actions[strings.ToLower(h.Key)] = true
+				}
+			}
+		}
+	}
 	// Wait (bounded) for the events that prove the read classes.
 	_ = conn.SetReadDeadline(loggedIn.Add(d.env.amiWait))
 	for !(p.gotBooted && p.gotSecurity) {
@@ -595,6 +613,34 @@ func judgeAMIWriteSystem(p amiProbe) checkResult {
 	}
 	return checkWarn(name, "load res_pjsip (module load res_pjsip.so): sipsentry reads contacts through PJSIPShowContacts",
 		"PJSIPShowContacts failed: %s", p.contacts)
+}
+
+// doctorRiskyActions are actions sipsentry never needs and an attacker who
+// steals its secret would love: placing calls and running CLI commands.
+// (Actions of the system class itself, e.g. Reload, come with write=system:
+// Asterisk has no narrower class that allows PJSIPShowContacts.)
+var doctorRiskyActions = []string{"Originate", "Command", "UpdateConfig"}
+
+func judgeAMILeastPrivilege(p amiProbe) checkResult {
+	const name = "ami least privilege"
+	switch {
+	case p.secretErr != nil || p.dialErr != nil || p.loginErr != nil:
+		return checkSkip(name, "not logged in")
+	case p.actions == nil:
+		return checkWarn(name, "check the user's write classes by hand: asterisk -rx 'manager show user "+p.username+"'",
+			"ListCommands was not answered; the user's write classes are unknown")
+	}
+	var risky []string
+	for _, a := range doctorRiskyActions {
+		if p.actions[strings.ToLower(a)] {
+			risky = append(risky, a)
+		}
+	}
+	if len(risky) > 0 {
+		return checkWarn(name, "set write = system (nothing else) for the user in /etc/asterisk/manager.conf, then: asterisk -rx 'manager reload'",
+			"the sipsentry AMI user may also run %s: whoever steals its secret could use them", strings.Join(risky, ", "))
+	}
+	return checkPass(name, "ListCommands offers %d actions, none of %s", len(p.actions), strings.Join(doctorRiskyActions, ", "))
 }
 
 // ---- ARI ----

@@ -475,6 +475,7 @@ type fakeAsterisk struct {
 	readSecurity bool
 	readSystem   bool
 	writeSystem  bool
+	writeAll     bool // like the recorded `full` user: write=all
 
 	banner                        string
 	loginOK, booted, successAuth  ami.Message
@@ -486,8 +487,12 @@ type fakeAsterisk struct {
 }
 
 func newFakeAsterisk(t *testing.T, secret string, readSecurity, readSystem, writeSystem bool) *fakeAsterisk {
+	return newFakeAsteriskAll(t, secret, readSecurity, readSystem, writeSystem, false)
+}
+
+func newFakeAsteriskAll(t *testing.T, secret string, readSecurity, readSystem, writeSystem, writeAll bool) *fakeAsterisk {
 	t.Helper()
-	f := &fakeAsterisk{t: t, secret: secret, readSecurity: readSecurity, readSystem: readSystem, writeSystem: writeSystem}
+	f := &fakeAsterisk{t: t, secret: secret, readSecurity: readSecurity, readSystem: readSystem, writeSystem: writeSystem, writeAll: writeAll}
 	s0, err := os.ReadFile(adminTestdata(t, "asterisk", "ami-s0-login.raw"))
 	if err != nil {
 		t.Fatal(err)
@@ -590,8 +595,24 @@ func (f *fakeAsterisk) session(c net.Conn) {
 			if f.readSecurity && (events == "on" || strings.Contains(events, "security")) {
 				_ = ami.WriteMessage(c, f.successAuth)
 			}
+		case "listcommands":
+			// Asterisk lists the actions whose class the user may write, one
+			// header per action ("Name: synopsis (Priv: classes)"). The
+			// classes here are how manager.c registers these actions.
+			resp := ami.Message{Headers: []ami.Header{{Key: "Response", Value: "Success"}, {Key: "ActionID", Value: id}}}
+			for _, a := range []struct{ name, priv string }{
+				{"Ping", "<none>"}, {"Logoff", "<none>"}, {"ListCommands", "<none>"},
+				{"PJSIPShowContacts", "system,all"}, {"Reload", "system,config,all"},
+				{"Originate", "originate,all"}, {"Command", "command,all"}, {"UpdateConfig", "config,all"},
+			} {
+				ok := a.priv == "<none>" || f.writeAll || (f.writeSystem && strings.Contains(a.priv, "system"))
+				if ok {
+					resp.Headers = append(resp.Headers, ami.Header{Key: a.name, Value: "synopsis (Priv: " + a.priv + ")"})
+				}
+			}
+			_ = ami.WriteMessage(c, resp)
 		case "pjsipshowcontacts":
-			if !loggedIn || !f.writeSystem {
+			if !loggedIn || !(f.writeSystem || f.writeAll) {
 				_ = ami.WriteMessage(c, withID(f.denied, id))
 				continue
 			}
@@ -628,57 +649,72 @@ func TestDoctorAMI(t *testing.T) {
 		auth                        string
 		serverSecret                string
 		readSec, readSys, writeSys  bool
+		writeAll                    bool
 		noServer                    bool
 		connect, login, sec, sys, w want
+		least                       want
 	}{
 		{
 			name: "all classes, md5", auth: "md5", serverSecret: "sentry-secret", readSec: true, readSys: true, writeSys: true,
 			connect: want{verdictPass, "Asterisk Call Manager/11.0.0"}, login: want{verdictPass, "Authentication accepted"},
 			sec: want{verdictPass, "security event arrived"}, sys: want{verdictPass, "FullyBooted arrived"}, w: want{verdictPass, "3 contacts"},
+			least: want{verdictPass, "ListCommands offers 5 actions, none of Originate, Command, UpdateConfig"},
+		},
+		{
+			name: "write=all (the recorded full user)", auth: "md5", serverSecret: "sentry-secret", readSec: true, readSys: true, writeAll: true,
+			connect: want{verdictPass, "answers"}, login: want{verdictPass, "accepted"},
+			sec: want{verdictPass, "security event"}, sys: want{verdictPass, "FullyBooted"}, w: want{verdictPass, "3 contacts"},
+			least: want{verdictWarn, "may also run Originate, Command, UpdateConfig"},
 		},
 		{
 			name: "all classes, plain", auth: "plain", serverSecret: "sentry-secret", readSec: true, readSys: true, writeSys: true,
 			connect: want{verdictPass, "answers"}, login: want{verdictPass, "logged in as sipsentry"},
 			sec: want{verdictPass, "security event"}, sys: want{verdictPass, "FullyBooted"}, w: want{verdictPass, "PJSIPShowContacts allowed"},
+			least: want{verdictPass, "none of"},
 		},
 		{
 			name: "read=security only, no write (the recorded sentry user without system)", auth: "md5", serverSecret: "sentry-secret", readSec: true,
 			connect: want{verdictPass, "answers"}, login: want{verdictPass, "accepted"},
 			sec: want{verdictPass, "security event"}, sys: want{verdictWarn, "no FullyBooted"}, w: want{verdictWarn, "permission denied"},
+			least: want{verdictPass, "ListCommands offers 3 actions"},
 		},
 		{
 			name: "read=system only", auth: "md5", serverSecret: "sentry-secret", readSys: true, writeSys: true,
 			connect: want{verdictPass, "answers"}, login: want{verdictPass, "accepted"},
 			sec: want{verdictFail, "no security event"}, sys: want{verdictPass, "FullyBooted"}, w: want{verdictPass, "allowed"},
+			least: want{verdictPass, "none of"},
 		},
 		{
 			name: "wrong secret", auth: "md5", serverSecret: "other-secret", readSec: true, readSys: true, writeSys: true,
 			connect: want{verdictPass, "answers"}, login: want{verdictFail, "\"Authentication failed\""},
 			sec: want{verdictSkip, "not logged in"}, sys: want{verdictSkip, "not logged in"}, w: want{verdictSkip, "not logged in"},
+			least: want{verdictSkip, "not logged in"},
 		},
 		{
 			name: "nothing listening", auth: "md5", noServer: true,
 			connect: want{verdictFail, closedAddr}, login: want{verdictSkip, "AMI not reached"},
 			sec: want{verdictSkip, ""}, sys: want{verdictSkip, ""}, w: want{verdictSkip, ""},
+			least: want{verdictSkip, ""},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr := closedAddr
 			var srv *fakeAsterisk
 			if !tc.noServer {
-				srv = newFakeAsterisk(t, tc.serverSecret, tc.readSec, tc.readSys, tc.writeSys)
+				srv = newFakeAsteriskAll(t, tc.serverSecret, tc.readSec, tc.readSys, tc.writeSys, tc.writeAll)
 				addr = srv.addr()
 			}
 			env, _, _ := testDoctorEnv(t, amiConfig(addr, tc.auth, secretFile), 0o600)
 			rs := newDoctor(env).checkAMI(context.Background())
-			if len(rs) != 5 {
-				t.Fatalf("got %d AMI results, want 5", len(rs))
+			if len(rs) != 6 {
+				t.Fatalf("got %d AMI results, want 6", len(rs))
 			}
 			wantResult(t, rs[0], tc.connect.status, tc.connect.detailHas, "manager.conf")
 			wantResult(t, rs[1], tc.login.status, tc.login.detailHas, "contrib/asterisk/manager.conf")
 			wantResult(t, rs[2], tc.sec.status, tc.sec.detailHas, "read = security,system")
 			wantResult(t, rs[3], tc.sys.status, tc.sys.detailHas, "read = security,system")
 			wantResult(t, rs[4], tc.w.status, tc.w.detailHas, "")
+			wantResult(t, rs[5], tc.least.status, tc.least.detailHas, "write = system (nothing else)")
 			if tc.w.status == verdictWarn && !strings.Contains(rs[4].Fix, "write = system") {
 				t.Errorf("write fix %q does not say write = system", rs[4].Fix)
 			}
