@@ -19,6 +19,10 @@ type Index struct {
 	v4first, v4last []uint32
 	v4cc            []uint16
 	v4bucket        []uint32 // len 65537 when v4first is non-empty
+	// v4uniform answers most lookups from one 64 KiB table: per /16, 0 =
+	// mixed (search the ranges), 1 = no list holds any of it, 2+id = the
+	// whole /16 is in country id. Nil when there are over 253 countries.
+	v4uniform []uint8
 
 	v6first, v6last []u128
 	v6cc            []uint16
@@ -101,6 +105,19 @@ func NewIndex(byCountry map[string][]netip.Prefix) *Index {
 			}
 			ix.v4bucket[b] = uint32(j)
 		}
+		if len(ix.names) <= 253 {
+			uni := make([]uint8, 65536)
+			for b := uint32(0); b < 65536; b++ {
+				i0 := ix.search4(b << 16)
+				switch {
+				case i0 >= 0 && i0 == ix.search4(b<<16|0xffff):
+					uni[b] = 2 + uint8(ix.v4cc[i0])
+				case i0 < 0 && ix.v4bucket[b+1] == ix.v4bucket[b]:
+					uni[b] = 1
+				}
+			}
+			ix.v4uniform = uni
+		}
 	}
 	ix.v6first = make([]u128, len(r6))
 	ix.v6last = make([]u128, len(r6))
@@ -168,11 +185,11 @@ func (ix *Index) Country(a netip.Addr) (string, bool) {
 	if ix == nil {
 		return "", false
 	}
-	if a.Is4() || a.Is4In6() {
-		if i := ix.find4(a.Unmap().As4()); i >= 0 {
-			return ix.names[ix.v4cc[i]], true
-		}
-		return "", false
+	if a.Is4() {
+		return ix.country4(a.As4())
+	}
+	if a.Is4In6() {
+		return ix.country4(a.Unmap().As4())
 	}
 	if i := ix.find6(u128Of(a)); i >= 0 {
 		return ix.names[ix.v6cc[i]], true
@@ -186,11 +203,27 @@ func (ix *Index) Contains(a netip.Addr) bool {
 	return ok
 }
 
-func (ix *Index) find4(b [4]byte) int {
+func (ix *Index) country4(b [4]byte) (string, bool) {
+	ip := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	if ix.v4uniform != nil {
+		switch u := ix.v4uniform[ip>>16]; u {
+		case 0:
+		case 1:
+			return "", false
+		default:
+			return ix.names[u-2], true
+		}
+	}
+	if i := ix.search4(ip); i >= 0 {
+		return ix.names[ix.v4cc[i]], true
+	}
+	return "", false
+}
+
+func (ix *Index) search4(ip uint32) int {
 	if len(ix.v4first) == 0 {
 		return -1
 	}
-	ip := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 	hi := ip >> 16
 	lo, n := int(ix.v4bucket[hi]), int(ix.v4bucket[hi+1])
 	// Count ranges in [lo,n) whose first <= ip; the candidate is the last of them

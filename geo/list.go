@@ -1,7 +1,6 @@
 package geo
 
 import (
-	"bufio"
 	"bytes"
 	"cmp"
 	"errors"
@@ -26,17 +25,26 @@ const maxLineBytes = 4096
 // rejects the whole list: a partly parsed list would silently drop countries'
 // networks from the allow set. Host bits are kept; Normalize masks them.
 func ParseList(r io.Reader, v6 bool) ([]netip.Prefix, error) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 512), maxLineBytes)
-	var out []netip.Prefix
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("geo: reading list: %w", err)
+	}
 	fam := "IPv4"
 	if v6 {
 		fam = "IPv6"
 	}
-	n := 0
-	for sc.Scan() {
-		n++
-		line := sc.Bytes()
+	// Sized once from the line count: the lists run to tens of thousands.
+	out := make([]netip.Prefix, 0, bytes.Count(data, []byte{'\n'})+1)
+	for n := 1; len(data) > 0; n++ {
+		line := data
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i], data[i+1:]
+		} else {
+			data = nil
+		}
+		if len(line) > maxLineBytes {
+			return nil, fmt.Errorf("%w: line %d is longer than %d bytes", ErrNotAList, n, maxLineBytes)
+		}
 		if i := bytes.IndexByte(line, '#'); i >= 0 {
 			line = line[:i]
 		}
@@ -47,22 +55,57 @@ func ParseList(r io.Reader, v6 bool) ([]netip.Prefix, error) {
 		if line[0] == '<' || line[0] == '{' || line[0] == '[' {
 			return nil, fmt.Errorf("%w: line %d starts with %q (an HTML or JSON page?)", ErrNotAList, n, clip(line))
 		}
-		p, err := netip.ParsePrefix(string(line))
-		if err != nil {
-			return nil, fmt.Errorf("geo: line %d: %q is not a CIDR: the whole list is rejected", n, clip(line))
+		p, ok := parsePrefix4(line)
+		if !ok {
+			if p, err = netip.ParsePrefix(string(line)); err != nil {
+				return nil, fmt.Errorf("geo: line %d: %q is not a CIDR: the whole list is rejected", n, clip(line))
+			}
 		}
 		if p.Addr().Zone() != "" || p.Addr().Is4() == v6 || p.Addr().Is4In6() {
 			return nil, fmt.Errorf("geo: line %d: %q is not an %s CIDR: the whole list is rejected", n, clip(line), fam)
 		}
 		out = append(out, p)
 	}
-	if err := sc.Err(); err != nil {
-		if errors.Is(err, bufio.ErrTooLong) {
-			return nil, fmt.Errorf("%w: line %d is longer than %d bytes", ErrNotAList, n+1, maxLineBytes)
-		}
-		return nil, fmt.Errorf("geo: reading list: %w", err)
-	}
 	return out, nil
+}
+
+// parsePrefix4 is an allocation-free fast path for the canonical IPv4 form
+// "a.b.c.d/n" (no leading zeros). Anything else reports !ok and goes to
+// netip.ParsePrefix, which has the final word.
+func parsePrefix4(b []byte) (netip.Prefix, bool) {
+	var oct [4]byte
+	i := 0
+	num := func(maxv int) (int, bool) {
+		start, v := i, 0
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' && i-start < 3 {
+			v = v*10 + int(b[i]-'0')
+			i++
+		}
+		if i == start || (b[start] == '0' && i-start > 1) || v > maxv {
+			return 0, false
+		}
+		return v, true
+	}
+	for k := 0; k < 4; k++ {
+		v, ok := num(255)
+		if !ok {
+			return netip.Prefix{}, false
+		}
+		oct[k] = byte(v)
+		sep := byte('.')
+		if k == 3 {
+			sep = '/'
+		}
+		if i >= len(b) || b[i] != sep {
+			return netip.Prefix{}, false
+		}
+		i++
+	}
+	bits, ok := num(32)
+	if !ok || i != len(b) {
+		return netip.Prefix{}, false
+	}
+	return netip.PrefixFrom(netip.AddrFrom4(oct), bits), true
 }
 
 func clip(b []byte) string {
@@ -180,7 +223,11 @@ func mergeSpans(s []span) []span {
 	if len(s) == 0 {
 		return s
 	}
-	slices.SortFunc(s, func(a, b span) int { return a.first.cmp(b.first) })
+	// Published lists are usually sorted already; checking is O(n).
+	byFirst := func(a, b span) int { return a.first.cmp(b.first) }
+	if !slices.IsSortedFunc(s, byFirst) {
+		slices.SortFunc(s, byFirst)
+	}
 	out := s[:1]
 	for _, x := range s[1:] {
 		cur := &out[len(out)-1]
@@ -223,7 +270,8 @@ func appendSpanPrefixes(out []netip.Prefix, s span, is4 bool) []netip.Prefix {
 // IPv6, each sorted. The input is not modified. IPv4-mapped IPv6 prefixes are
 // kept as IPv6.
 func Normalize(ps []netip.Prefix) []netip.Prefix {
-	var v4, v6 []span
+	v4 := make([]span, 0, len(ps))
+	var v6 []span
 	for _, p := range ps {
 		if !p.IsValid() {
 			continue

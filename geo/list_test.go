@@ -188,3 +188,34 @@ func TestDiffCount(t *testing.T) {
 		t.Errorf("diffCount = +%d -%d, want +2 -1", added, removed)
 	}
 }
+
+// TestParsePrefix4FastPath checks the allocation-free IPv4 parser against
+// netip.ParsePrefix: whenever it accepts, netip must agree exactly.
+func TestParsePrefix4FastPath(t *testing.T) {
+	cases := []string{"1.2.3.0/24", "0.0.0.0/0", "255.255.255.255/32", "01.2.3.0/24", "1.2.3.0/33",
+		"1.2.3.0/024", "256.1.1.1/8", "1.2.3/24", "1.2.3.4", "1.2.3.4/", "1.2.3.4/8x", "1..2.3/8", "1.2.3.4/00",
+		"1.2.3.4/0", "1.2.3.4 /8", "1.2.3.4/ 8", "1234.1.1.1/8", "1.2.3.4/-1"}
+	r := rand.New(rand.NewPCG(5, 6))
+	const alphabet = "0123456789./"
+	for i := 0; i < 200000; i++ {
+		b := make([]byte, 7+r.IntN(12))
+		for j := range b {
+			b[j] = alphabet[r.IntN(len(alphabet))]
+		}
+		cases = append(cases, string(b))
+	}
+	accepted := 0
+	for _, c := range cases {
+		got, ok := parsePrefix4([]byte(c))
+		want, err := netip.ParsePrefix(c)
+		if ok {
+			accepted++
+			if err != nil || got != want {
+				t.Fatalf("parsePrefix4(%q) = %v, netip says %v, %v", c, got, want, err)
+			}
+		}
+	}
+	if accepted < 3 {
+		t.Fatalf("fast path accepted only %d inputs", accepted)
+	}
+}

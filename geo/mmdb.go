@@ -53,6 +53,21 @@ type dbHandle struct {
 	r      *maxminddb.Reader
 	schema schema
 	id     fileID
+	// cc caches the decoded country per data record: a country DB has a
+	// few hundred distinct records behind millions of networks, so after
+	// warm-up a lookup is the tree walk only. Slots hold immutable entries
+	// (atomic pointers), so concurrent lookups need no lock.
+	cc [ccCacheSlots]atomic.Pointer[ccEntry]
+}
+
+const (
+	ccCacheBits  = 10
+	ccCacheSlots = 1 << ccCacheBits
+)
+
+type ccEntry struct {
+	off uintptr
+	cc  string
 }
 
 type fileID struct {
@@ -209,25 +224,38 @@ func (d *dbFile) country(a netip.Addr) string {
 		return "?"
 	}
 	res := h.r.Lookup(a)
-	switch h.schema {
-	case schemaFlat:
-		var cc string
-		if err := res.DecodePath(&cc, "country_code"); err != nil {
-			return ""
-		}
-		return cc
-	default:
-		var rec geoip2Country
-		if err := res.Decode(&rec); err != nil {
-			return ""
-		}
-		// Anycast and satellite ranges have no physical country; the
-		// registration country is still a useful second opinion.
-		if rec.Country.ISOCode != "" {
-			return rec.Country.ISOCode
-		}
-		return rec.RegisteredCountry.ISOCode
+	if !res.Found() {
+		return ""
 	}
+	off := res.Offset()
+	slot := &h.cc[(uint64(off)*0x9E3779B97F4A7C15)>>(64-ccCacheBits)]
+	if e := slot.Load(); e != nil && e.off == off {
+		return e.cc
+	}
+	cc, err := decodeCountry(res, h.schema)
+	if err != nil {
+		return ""
+	}
+	slot.Store(&ccEntry{off, cc})
+	return cc
+}
+
+func decodeCountry(res maxminddb.Result, s schema) (string, error) {
+	if s == schemaFlat {
+		var cc string
+		err := res.DecodePath(&cc, "country_code")
+		return cc, err
+	}
+	var rec geoip2Country
+	if err := res.Decode(&rec); err != nil {
+		return "", err
+	}
+	// Anycast and satellite ranges have no physical country; the
+	// registration country is still a useful second opinion.
+	if rec.Country.ISOCode != "" {
+		return rec.Country.ISOCode, nil
+	}
+	return rec.RegisteredCountry.ISOCode, nil
 }
 
 type asnRecord struct {

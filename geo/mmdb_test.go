@@ -2,6 +2,8 @@ package geo
 
 import (
 	"log/slog"
+	"math/rand/v2"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -188,5 +190,32 @@ func TestMMDBReloadOnReplace(t *testing.T) {
 	g.Reload()
 	if got := g.MMDBCountry(a); got != "DE" {
 		t.Fatalf("a broken replacement must keep the old DB: %q, want DE", got)
+	}
+}
+
+// TestMMDBCacheMatchesRawDecode checks that the per-record country cache
+// returns exactly what decoding each record gives, for both schemas.
+func TestMMDBCacheMatchesRawDecode(t *testing.T) {
+	td := testdata(t)
+	for _, db := range []string{"dbip-country.mmdb", "GeoIP2-Country-Test.mmdb"} {
+		g := openWith(t, func(c *config.Geo) { c.MMDB = filepath.Join(td, db) })
+		h := g.country.handle()
+		r := rand.New(rand.NewPCG(9, 10))
+		for i := 0; i < 50000; i++ {
+			var a netip.Addr
+			if i%2 == 0 {
+				a = netip.AddrFrom4([4]byte{byte(r.Uint32()), byte(r.Uint32()), byte(r.Uint32()), byte(r.Uint32())})
+			} else {
+				var b [16]byte
+				b[0], b[1], b[2], b[3] = 0x20, byte(r.IntN(16)), byte(r.Uint32()), byte(r.Uint32())
+				a = netip.AddrFrom16(b)
+			}
+			want, _ := decodeCountry(h.r.Lookup(a), h.schema)
+			for k := 0; k < 2; k++ { // miss, then hit
+				if got := g.MMDBCountry(a); got != want {
+					t.Fatalf("%s: %s → %q (pass %d), decoding gives %q", db, a, got, k, want)
+				}
+			}
+		}
 	}
 }

@@ -1,0 +1,240 @@
+package geo
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/oschwald/maxminddb-golang/v2"
+	"go4.org/netipx"
+
+	"github.com/sipsentry/sipsentry/internal/config"
+)
+
+var benchOnce struct {
+	sync.Once
+	ips []netip.Addr
+	ix  *Index
+	g   *Geo
+	raw *maxminddb.Reader
+}
+
+// allShipped is every shipped country's v4+v6 list, parsed.
+func allShipped(b testing.TB) map[string][]netip.Prefix {
+	by := map[string][]netip.Prefix{}
+	for _, cc := range shippedCountries {
+		for _, v6 := range []bool{false, true} {
+			by[strings.ToUpper(cc)] = append(by[strings.ToUpper(cc)], readShipped(b, cc, v6)...)
+		}
+	}
+	return by
+}
+
+func benchSetup(b *testing.B) {
+	td := testdata(b)
+	benchOnce.Do(func() {
+		r := rand.New(rand.NewPCG(7, 8))
+		benchOnce.ips = make([]netip.Addr, 1<<20)
+		for i := range benchOnce.ips {
+			v := r.Uint32()
+			benchOnce.ips[i] = netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+		}
+		benchOnce.ix = NewIndex(allShipped(b))
+		cfg := config.Default().Geo
+		cfg.MMDB = filepath.Join(td, "dbip-country.mmdb")
+		g, err := Open(cfg, b.TempDir(), quiet())
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchOnce.g = g
+		// Same loading as geo (bytes in memory, not mmap), so the ratio
+		// measures geo's wrapper, not page faults.
+		buf, err := os.ReadFile(filepath.Join(td, "dbip-country.mmdb"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		raw, err := maxminddb.OpenBytes(buf)
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchOnce.raw = raw
+	})
+}
+
+var sinkB bool
+
+// BenchmarkIPv4Lookup times, per iteration, one pass of the same 1M random
+// IPv4 addresses through (1) the raw maxminddb call on dbip-country.mmdb,
+// (2) geo's mmdb path on the same file and (3) the list index holding all
+// shipped countries — interleaved, so the ratios share the machine's noise.
+// Run with -benchtime=6x or so (even): one iteration is 3M lookups.
+func BenchmarkIPv4Lookup(b *testing.B) {
+	benchSetup(b)
+	ips, ix, g, raw := benchOnce.ips, benchOnce.ix, benchOnce.g, benchOnce.raw
+	var tRaw, tMMDB, tIndex time.Duration
+	// Results feed a local sum, not a global, so that no variant pays for
+	// write barriers the others don't.
+	var sum int
+	for _, a := range ips[:1<<16] { // warm up both readers
+		var cc string
+		raw.Lookup(a).DecodePath(&cc, "country_code")
+		sum += len(cc) + len(g.MMDBCountry(a))
+	}
+	b.ResetTimer()
+	// Time is this thread's CPU time, not wall time: the build machine is
+	// shared and mostly oversubscribed, and preemption would otherwise land
+	// on whichever pass happened to run at the time.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	rawPass := func() time.Duration {
+		t0 := threadCPU(b)
+		for _, a := range ips {
+			var cc string
+			if err := raw.Lookup(a).DecodePath(&cc, "country_code"); err != nil {
+				b.Fatal(err)
+			}
+			sum += len(cc)
+		}
+		return threadCPU(b) - t0
+	}
+	mmdbPass := func() time.Duration {
+		t0 := threadCPU(b)
+		for _, a := range ips {
+			sum += len(g.MMDBCountry(a))
+		}
+		return threadCPU(b) - t0
+	}
+	for i := 0; i < b.N; i++ {
+		// Alternate the order so neither mmdb variant always runs second.
+		if i%2 == 0 {
+			tRaw += rawPass()
+			tMMDB += mmdbPass()
+		} else {
+			tMMDB += mmdbPass()
+			tRaw += rawPass()
+		}
+		t0 := threadCPU(b)
+		for _, a := range ips {
+			cc, _ := ix.Country(a)
+			sum += len(cc)
+		}
+		tIndex += threadCPU(b) - t0
+	}
+	sinkB = sum == 42
+	n := float64(b.N * len(ips))
+	b.ReportMetric(n/tRaw.Seconds(), "raw_mmdb_lookups/cpu_s")
+	b.ReportMetric(n/tMMDB.Seconds(), "geo_mmdb_lookups/cpu_s")
+	b.ReportMetric(n/tIndex.Seconds(), "index_lookups/cpu_s")
+	b.ReportMetric(tMMDB.Seconds()/tRaw.Seconds(), "geo_mmdb_time/raw")
+	b.ReportMetric(tRaw.Seconds()/tIndex.Seconds(), "index_speedup_vs_raw")
+}
+
+// threadCPU is the calling OS thread's user+system CPU time.
+func threadCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(1 /* RUSAGE_THREAD */, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkIndexAllowed is the engine's hot call, single core.
+func BenchmarkIndexAllowed(b *testing.B) {
+	benchSetup(b)
+	ips, ix := benchOnce.ips, benchOnce.ix
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		sinkB = ix.Contains(ips[i&(len(ips)-1)])
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lookups/s")
+}
+
+// BenchmarkParseNormalizeUS parses, validates (the entry floor) and
+// normalises the largest shipped list, and times netipx's IPSetBuilder on
+// the same parsed input as the baseline for the normalise step.
+func BenchmarkParseNormalizeUS(b *testing.B) {
+	body, err := os.ReadFile(filepath.Join(testdata(b), "us-ipv4-aggregated.txt"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var tParse, tNorm, tNetipx time.Duration
+	runtime.LockOSThread() // CPU time of this thread; see BenchmarkIPv4Lookup
+	defer runtime.UnlockOSThread()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := threadCPU(b)
+		ps, err := ParseList(bytes.NewReader(body), false)
+		if err != nil {
+			b.Fatal(err)
+		}
+		t1 := threadCPU(b)
+		norm := Normalize(ps)
+		if len(norm) < 50 {
+			b.Fatal("under the floor")
+		}
+		t2 := threadCPU(b)
+		var sb netipx.IPSetBuilder
+		for _, p := range ps {
+			sb.AddPrefix(p)
+		}
+		s, _ := sb.IPSet()
+		ref := s.Prefixes()
+		t3 := threadCPU(b)
+		if len(ref) != len(norm) {
+			b.Fatalf("netipx %d vs ours %d", len(ref), len(norm))
+		}
+		tParse += t1 - t0
+		tNorm += t2 - t1
+		tNetipx += t3 - t2
+	}
+	n := float64(b.N)
+	total := (tParse + tNorm).Seconds() / n
+	b.ReportMetric(total*1e3, "parse+normalise_ms")
+	b.ReportMetric(tParse.Seconds()/n*1e3, "parse_ms")
+	b.ReportMetric(tNorm.Seconds()/n*1e3, "normalise_ms")
+	b.ReportMetric(tNetipx.Seconds()/n*1e3, "netipx_normalise_ms")
+	b.ReportMetric(tNetipx.Seconds()/tNorm.Seconds(), "normalise_speedup_vs_netipx")
+	b.ReportMetric(total/0.050, "share_of_50ms_goal")
+}
+
+// BenchmarkIndexMemory reports the heap held by one index of every shipped
+// country (v4+v6), measured as a runtime.MemStats delta around NewIndex.
+func BenchmarkIndexMemory(b *testing.B) {
+	by := allShipped(b)
+	var fileBytes int64
+	for _, cc := range shippedCountries {
+		for _, fam := range []string{"ipv4", "ipv6"} {
+			fi, err := os.Stat(filepath.Join(testdata(b), cc+"-"+fam+"-aggregated.txt"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			fileBytes += fi.Size()
+		}
+	}
+	var held uint64
+	var ix *Index
+	for i := 0; i < b.N; i++ {
+		var m0, m1 runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&m0)
+		ix = NewIndex(by)
+		runtime.GC()
+		runtime.ReadMemStats(&m1)
+		held = m1.HeapAlloc - m0.HeapAlloc
+		runtime.KeepAlive(ix)
+	}
+	v4, v6 := ix.Ranges()
+	b.ReportMetric(float64(held), "index_bytes")
+	b.ReportMetric(float64(ix.Len()), "prefixes")
+	b.ReportMetric(float64(v4), "v4_ranges")
+	b.ReportMetric(float64(v6), "v6_ranges")
+	b.ReportMetric(float64(held)/float64(fileBytes), "index_bytes/list_file_bytes")
+}
