@@ -12,12 +12,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -27,6 +27,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sipsentry/sipsentry/ami"
+	"github.com/sipsentry/sipsentry/geo"
 	"github.com/sipsentry/sipsentry/internal/config"
 )
 
@@ -138,15 +139,19 @@ func newDoctorCommand(g *globalOptions) *cobra.Command {
 fail, skip) and one line saying how to fix it:
 
   config file and its mode, secret files and their modes;
-  AMI: reachable, login accepted, read=security (the login's own
-  SuccessfulAuth event arrives), read=system (the FullyBooted event that
-  Asterisk sends at login only to sessions with read=system), and
-  write=system (PJSIPShowContacts is allowed);
-  ARI (only when [ari] url is set): GET /ari/asterisk/info;
-  CAP_NET_ADMIN; iptables (and its backend: nf_tables or legacy), ip6tables
-  and ipset; kernel modules ip_set, ip_set_hash_ip, ip_set_hash_net, xt_set,
-  nf_conntrack, nf_conntrack_netlink (loaded, built in, or loadable);
-  state directory writable; country list ages; mmdb ages.
+  AMI: reachable; login accepted; read=security (the login's own
+  SuccessfulAuth event arrives); read=system (the FullyBooted event, which
+  Asterisk sends at login only to sessions with read=system); write=system
+  (PJSIPShowContacts is allowed); least privilege (ListCommands offers no
+  Originate, Command or UpdateConfig);
+  ARI, only when [ari] url is set: GET <url>/asterisk/info with basic auth
+  (the event websocket is not tested);
+  CAP_NET_ADMIN of this process; iptables and ip6tables (and their backend:
+  nf_tables or legacy); ipset; kernel modules ip_set, ip_set_hash_ip,
+  ip_set_hash_net, xt_set, nf_conntrack, nf_conntrack_netlink (loaded, built
+  in per /sys/module or the kernel config, or loadable per modprobe -n);
+  state directory writable; the allowed countries' lists present and
+  confirmed current within 2 x geo.refresh; mmdb build dates within 60 days.
 
 Exit status: 0 when no check failed (warnings allowed), 1 otherwise.`,
 		Args: cobra.NoArgs,
@@ -887,65 +892,85 @@ func (d *doctor) checkStateDir() checkResult {
 	return checkPass(name, "%s exists and is writable", dir)
 }
 
-// checkLists judges the age of the country lists: the daemon's download
-// cache (<state_dir>/lists) and, when set, the admin's lists_dir.
+// checkLists judges the allowed countries' lists as the daemon will load
+// them (geo.Open on the download cache or lists_dir): a list missing or
+// unusable, or not confirmed current (downloaded, 304 Not Modified, or for
+// lists_dir the file's mtime) within 2 × geo.refresh.
 func (d *doctor) checkLists() []checkResult {
+	const name = "country lists"
 	g := d.cfg.Geo
+	if len(g.AllowCountries) == 0 {
+		return []checkResult{checkSkip(name, "geo.allow_countries is empty: no list to keep")}
+	}
 	refresh := g.Refresh.D()
 	if refresh <= 0 {
 		refresh = 24 * time.Hour
 	}
-	var rs []checkResult
+	maxAge := 2 * refresh
+	where, fix := filepath.Join(d.cfg.StateDir, "lists"), "sipsentry lists update (the daemon refreshes every geo.refresh; its log says why a download was rejected)"
 	if g.ListsDir != "" {
-		rs = append(rs, d.judgeListDir("geo.lists_dir", g.ListsDir, 2*refresh, true,
-			"refresh the files in "+g.ListsDir+" (sipsentry does not download into lists_dir)"))
-		return rs
+		where, fix = g.ListsDir, "put fresh <cc>-ipv4.txt and <cc>-ipv6.txt files into "+g.ListsDir+" (sipsentry does not download into lists_dir)"
 	}
-	if len(g.AllowCountries) == 0 {
-		return []checkResult{checkSkip("country lists", "geo.allow_countries is empty: no list to keep")}
-	}
-	return []checkResult{d.judgeListDir("country lists", filepath.Join(d.cfg.StateDir, "lists"), 2*refresh, false,
-		"sipsentry lists update (the daemon refreshes every geo.refresh; check its log for rejected downloads)")}
-}
-
-func (d *doctor) judgeListDir(name, dir string, maxAge time.Duration, configured bool, fix string) checkResult {
-	entries, err := os.ReadDir(dir)
+	// The databases are judged by their own checks; open the lists only.
+	gc := g
+	gc.MMDB, gc.ASNMMDB = "", ""
+	logged := &doctorLog{}
+	gdb, err := geo.Open(gc, d.cfg.StateDir, slog.New(logged))
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) && !configured {
-			return checkWarn(name, "sipsentry lists update", "%s does not exist: no list downloaded yet", dir)
-		}
-		return checkFail(name, "create "+dir+" with <cc>-ipv4.txt and <cc>-ipv6.txt files, or unset geo.lists_dir", "%v", err)
+		return []checkResult{checkFail(name, "correct the setting named in the message", "%v", err)}
 	}
-	type aged struct {
-		name string
-		age  time.Duration
-	}
-	var files []aged
-	for _, e := range entries {
-		if !e.Type().IsRegular() || strings.HasPrefix(e.Name(), ".") {
-			continue
+	ages := gdb.ListAges()
+	var missing, stale []string
+	oldest := time.Duration(0)
+	for _, cc := range g.AllowCountries {
+		for _, fam := range []string{"ipv4", "ipv6"} {
+			list := strings.ToLower(cc) + "-" + fam
+			age, ok := ages[list]
+			switch {
+			case !ok:
+				missing = append(missing, list)
+			case age > maxAge:
+				stale = append(stale, fmt.Sprintf("%s (%s)", list, doctorAge(age)))
+			}
+			if ok && age > oldest {
+				oldest = age
+			}
 		}
-		info, err := e.Info()
-		if err != nil {
-			continue
-		}
-		files = append(files, aged{e.Name(), d.env.now().Sub(info.ModTime())})
 	}
-	if len(files) == 0 {
-		return checkWarn(name, fix, "%s holds no list", dir)
-	}
-	sort.Slice(files, func(i, j int) bool { return files[i].age > files[j].age })
-	var stale []string
-	for _, f := range files {
-		if f.age > maxAge {
-			stale = append(stale, fmt.Sprintf("%s (%s)", f.name, doctorAge(f.age)))
+	if len(missing) > 0 {
+		detail := fmt.Sprintf("no usable list for %s in %s", strings.Join(missing, ", "), where)
+		if len(logged.msgs) > 0 {
+			detail += ": " + strings.Join(logged.msgs, "; ")
 		}
+		// Enforcing a country drop without the list locks those phones out.
+		if d.cfg.Firewall.Mode == "enforce" && d.cfg.Engine.GeoMode == "drop" {
+			return []checkResult{checkFail(name, fix, "%s; with firewall.mode = \"enforce\" and geo_mode = \"drop\" that country's phones are dropped", detail)}
+		}
+		return []checkResult{checkWarn(name, fix, "%s", detail)}
 	}
 	if len(stale) > 0 {
-		return checkWarn(name, fix, "%d of %d lists in %s older than %s (2 × geo.refresh): %s",
-			len(stale), len(files), dir, doctorAge(maxAge), strings.Join(stale, ", "))
+		return []checkResult{checkWarn(name, fix, "%d of %d lists not confirmed current within %s (2 × geo.refresh): %s",
+			len(stale), 2*len(g.AllowCountries), doctorAge(maxAge), strings.Join(stale, ", "))}
 	}
-	return checkPass(name, "%d lists in %s, oldest %s (limit %s)", len(files), dir, doctorAge(files[0].age), doctorAge(maxAge))
+	return []checkResult{checkPass(name, "%d lists in %s, oldest confirmed %s ago (limit %s)", 2*len(g.AllowCountries), where, doctorAge(oldest), doctorAge(maxAge))}
+}
+
+// doctorLog keeps the warnings geo.Open logs (why a list was not loaded).
+type doctorLog struct{ msgs []string }
+
+func (l *doctorLog) Enabled(_ context.Context, lv slog.Level) bool { return lv >= slog.LevelWarn }
+func (l *doctorLog) WithAttrs([]slog.Attr) slog.Handler            { return l }
+func (l *doctorLog) WithGroup(string) slog.Handler                 { return l }
+func (l *doctorLog) Handle(_ context.Context, r slog.Record) error {
+	msg := r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "list" || a.Key == "err" {
+			msg += " " + a.Key + "=" + a.Value.String()
+		}
+		return true
+	})
+	l.msgs = append(l.msgs, msg)
+	return nil
 }
 
 // doctorMMDBMaxAge: country databases drift by a few percent a month.

@@ -352,57 +352,84 @@ func TestDoctorStateDir(t *testing.T) {
 }
 
 func TestDoctorListAges(t *testing.T) {
-	now := time.Date(2026, 11, 25, 15, 0, 0, 0, time.UTC)
-	mk := func(t *testing.T, dir string, ages map[string]time.Duration) {
+	// Real JP lists; ages are set through the files' mtimes, which geo uses
+	// when a cached list has no metadata and for every lists_dir file.
+	now := time.Now()
+	copyList := func(t *testing.T, dir, name, src string, age time.Duration) {
 		t.Helper()
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		for name, age := range ages {
-			p := filepath.Join(dir, name)
-			writeFile(t, p, "203.0.113.0/24\n", 0o644)
-			if err := os.Chtimes(p, now.Add(-age), now.Add(-age)); err != nil {
-				t.Fatal(err)
-			}
+		b, err := os.ReadFile(adminTestdata(t, "geo", src))
+		if err != nil {
+			t.Fatal(err)
 		}
+		p := filepath.Join(dir, name)
+		writeFile(t, p, string(b), 0o644)
+		if err := os.Chtimes(p, now.Add(-age), now.Add(-age)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	jp := func(t *testing.T, dir string, age4, age6 time.Duration) {
+		copyList(t, dir, "jp-ipv4.txt", "jp-ipv4-aggregated.txt", age4)
+		copyList(t, dir, "jp-ipv6.txt", "jp-ipv6-aggregated.txt", age6)
 	}
 	t.Run("no countries", func(t *testing.T) {
 		env, _, _ := testDoctorEnv(t, "", 0)
-		rs := newDoctor(env).checkLists()
-		wantResult(t, rs[0], verdictSkip, "allow_countries is empty", "")
+		wantResult(t, newDoctor(env).checkLists()[0], verdictSkip, "allow_countries is empty", "")
 	})
 	t.Run("cache fresh", func(t *testing.T) {
 		state := t.TempDir()
-		mk(t, filepath.Join(state, "lists"), map[string]time.Duration{"jp-ipv4.txt": 3 * time.Hour, "jp-ipv6.txt": 30 * time.Hour})
+		jp(t, filepath.Join(state, "lists"), 3*time.Hour, 30*time.Hour)
 		env, _, _ := testDoctorEnv(t, fmt.Sprintf("state_dir = %q\n[geo]\nallow_countries = [\"JP\"]\n", state), 0o600)
-		wantResult(t, newDoctor(env).checkLists()[0], verdictPass, "2 lists", "")
+		wantResult(t, newDoctor(env).checkLists()[0], verdictPass, "2 lists in "+filepath.Join(state, "lists")+", oldest confirmed 30h0m0s ago (limit 2d)", "")
 	})
 	t.Run("cache stale beyond 2x refresh", func(t *testing.T) {
 		state := t.TempDir()
-		mk(t, filepath.Join(state, "lists"), map[string]time.Duration{"jp-ipv4.txt": 3 * time.Hour, "jp-ipv6.txt": 49 * time.Hour})
+		jp(t, filepath.Join(state, "lists"), 3*time.Hour, 49*time.Hour)
 		env, _, _ := testDoctorEnv(t, fmt.Sprintf("state_dir = %q\n[geo]\nallow_countries = [\"JP\"]\nrefresh = \"24h\"\n", state), 0o600)
 		got := newDoctor(env).checkLists()[0]
-		wantResult(t, got, verdictWarn, "1 of 2 lists", "sipsentry lists update")
-		if !strings.Contains(got.Detail, "jp-ipv6.txt (2d)") || strings.Contains(got.Detail, "jp-ipv4.txt") {
+		wantResult(t, got, verdictWarn, "1 of 2 lists not confirmed current within 2d", "sipsentry lists update")
+		if !strings.Contains(got.Detail, "jp-ipv6 (2d)") || strings.Contains(got.Detail, "jp-ipv4") {
 			t.Errorf("detail should name exactly the stale list: %q", got.Detail)
 		}
 	})
-	t.Run("nothing downloaded yet", func(t *testing.T) {
+	t.Run("one family never downloaded", func(t *testing.T) {
 		state := t.TempDir()
+		copyList(t, filepath.Join(state, "lists"), "jp-ipv4.txt", "jp-ipv4-aggregated.txt", time.Hour)
 		env, _, _ := testDoctorEnv(t, fmt.Sprintf("state_dir = %q\n[geo]\nallow_countries = [\"JP\"]\n", state), 0o600)
-		wantResult(t, newDoctor(env).checkLists()[0], verdictWarn, "no list downloaded yet", "sipsentry lists update")
+		wantResult(t, newDoctor(env).checkLists()[0], verdictWarn, "no usable list for jp-ipv6 in", "sipsentry lists update")
+	})
+	t.Run("missing list while enforcing a country drop", func(t *testing.T) {
+		state := t.TempDir()
+		env, _, _ := testDoctorEnv(t, fmt.Sprintf("state_dir = %q\n[geo]\nallow_countries = [\"JP\"]\n[firewall]\nmode = \"enforce\"\n[engine]\ngeo_mode = \"drop\"\n", state), 0o600)
+		got := newDoctor(env).checkLists()[0]
+		wantResult(t, got, verdictFail, "no usable list for jp-ipv4, jp-ipv6", "sipsentry lists update")
+		if !strings.Contains(got.Detail, "phones are dropped") {
+			t.Errorf("detail does not say what it means: %q", got.Detail)
+		}
+	})
+	t.Run("lists_dir: an IPv6 list in the IPv4 file is unusable", func(t *testing.T) {
+		dir := t.TempDir()
+		copyList(t, dir, "jp-ipv4.txt", "jp-ipv6-aggregated.txt", time.Hour)
+		copyList(t, dir, "jp-ipv6.txt", "jp-ipv6-aggregated.txt", time.Hour)
+		env, _, _ := testDoctorEnv(t, fmt.Sprintf("[geo]\nallow_countries = [\"JP\"]\nlists_dir = %q\n", dir), 0o600)
+		got := newDoctor(env).checkLists()[0]
+		wantResult(t, got, verdictWarn, "no usable list for jp-ipv4 in "+dir, "sipsentry does not download into lists_dir")
+		if !strings.Contains(got.Detail, "list=jp-ipv4") {
+			t.Errorf("detail does not pass on geo's reason: %q", got.Detail)
+		}
 	})
 	t.Run("lists_dir stale", func(t *testing.T) {
 		dir := t.TempDir()
-		mk(t, dir, map[string]time.Duration{"jp-ipv4.txt": 10 * 24 * time.Hour})
+		jp(t, dir, 10*24*time.Hour, time.Hour)
 		env, _, _ := testDoctorEnv(t, fmt.Sprintf("[geo]\nallow_countries = [\"JP\"]\nlists_dir = %q\nrefresh = \"2d\"\n", dir), 0o600)
-		got := newDoctor(env).checkLists()[0]
-		wantResult(t, got, verdictWarn, "older than 4d", "sipsentry does not download into lists_dir")
+		wantResult(t, newDoctor(env).checkLists()[0], verdictWarn, "jp-ipv4 (10d)", "sipsentry does not download into lists_dir")
 	})
 	t.Run("lists_dir missing", func(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "nope")
-		env, _, _ := testDoctorEnv(t, fmt.Sprintf("[geo]\nlists_dir = %q\n", dir), 0o600)
-		wantResult(t, newDoctor(env).checkLists()[0], verdictFail, "no such file", "<cc>-ipv4.txt")
+		env, _, _ := testDoctorEnv(t, fmt.Sprintf("[geo]\nallow_countries = [\"JP\"]\nlists_dir = %q\n", dir), 0o600)
+		wantResult(t, newDoctor(env).checkLists()[0], verdictFail, "geo.lists_dir", "correct the setting")
 	})
 }
 
