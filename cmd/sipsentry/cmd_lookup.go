@@ -38,7 +38,12 @@ database has no country for the address. It works without a config file
 (built-in defaults) and the flags override the [geo] settings, e.g.:
 
   sipsentry lookup --mmdb dbip-country.mmdb --lists-dir ./lists 133.242.0.1`,
-		Args: cobra.MinimumNArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usagef("lookup: give one or more IP addresses, e.g. sipsentry lookup 203.0.113.7")
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runLookup(cmd.Context(), cmd, o, g, args)
 		},
