@@ -88,7 +88,7 @@ func TestLookupJSON(t *testing.T) {
 	dir := t.TempDir()
 	mmdb, asn, lists := filepath.Join(dir, "c.mmdb"), filepath.Join(dir, "asn.mmdb"), filepath.Join(dir, "lists")
 	geotest.WriteMMDB(t, mmdb, map[string]string{"198.51.100.0/24": "JP", "203.0.113.0/24": "US", "2001:db8::/32": "JP"}, false)
-	geotest.WriteASNMMDB(t, asn, map[string]geotest.ASN{"203.0.113.0/24": {64500, "Example Transit"}})
+	geotest.WriteASNMMDB(t, asn, map[string]geotest.ASN{"203.0.113.0/24": {Number: 64500, Org: "Example Transit"}})
 	geotest.WriteLists(t, lists, map[string][]string{"JP": {"198.51.100.0/24", "203.0.113.0/25", "2001:db8::/32"}})
 	cfg := filepath.Join(dir, "sipsentry.toml")
 	os.WriteFile(cfg, []byte(`state_dir = "`+dir+`"
