@@ -992,6 +992,16 @@ func (d *doctor) checkMMDB(key, path string) checkResult {
 	if err != nil {
 		return checkFail(key, "replace "+path+" with a real MaxMind DB file", "%s is not a MaxMind DB: %v", path, err)
 	}
+	// Let geo judge the schema exactly as the daemon will (a country DB in
+	// the ASN slot, or the reverse, is an error at start).
+	probe := config.Geo{MMDB: path}
+	if key == "geo.asn_mmdb" {
+		probe = config.Geo{ASNMMDB: path}
+	}
+	if _, err := geo.Open(probe, d.cfg.StateDir, slog.New(slog.DiscardHandler)); err != nil {
+		db.Close()
+		return checkFail(key, "point "+key+" at the right kind of database (country: GeoIP2/GeoLite2-Country or DB-IP/iptoasn country; ASN: GeoLite2-ASN)", "%v", err)
+	}
 	built := time.Unix(int64(db.Metadata.BuildEpoch), 0)
 	dbType := db.Metadata.DatabaseType
 	db.Close()

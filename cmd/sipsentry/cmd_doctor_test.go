@@ -435,12 +435,17 @@ func TestDoctorListAges(t *testing.T) {
 
 func TestDoctorMMDB(t *testing.T) {
 	geo := adminTestdata(t, "geo", "GeoLite2-Country-Test.mmdb")
-	db, err := maxminddb.Open(geo)
-	if err != nil {
-		t.Fatalf("opening the shared test mmdb: %v", err)
+	asn := adminTestdata(t, "geo", "GeoLite2-ASN-Test.mmdb")
+	// builtOf reads a DB's build date so ages are set relative to it.
+	builtOf := func(path string) time.Time {
+		db, err := maxminddb.Open(path)
+		if err != nil {
+			return time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)
+		}
+		defer db.Close()
+		return time.Unix(int64(db.Metadata.BuildEpoch), 0)
 	}
-	built := time.Unix(int64(db.Metadata.BuildEpoch), 0)
-	db.Close()
+	built := builtOf(geo)
 	notMMDB := filepath.Join(t.TempDir(), "x.mmdb")
 	writeFile(t, notMMDB, "<html>not found</html>", 0o644)
 
@@ -455,12 +460,16 @@ func TestDoctorMMDB(t *testing.T) {
 		{"asn not set", "geo.asn_mmdb", "", 0, verdictSkip, "ASN/org columns stay empty", ""},
 		{"missing file", "geo.mmdb", filepath.Join(t.TempDir(), "nope.mmdb"), 0, verdictWarn, "no such file", "download a current country mmdb"},
 		{"not an mmdb", "geo.mmdb", notMMDB, 0, verdictFail, "is not a MaxMind DB", "replace"},
+		{"ASN database as the country one", "geo.mmdb", asn, 24 * time.Hour, verdictFail, "wrong kind of database", "point geo.mmdb at the right kind"},
+		{"country database as the ASN one", "geo.asn_mmdb", geo, 24 * time.Hour, verdictFail, "wrong kind of database", "point geo.asn_mmdb"},
+		{"ASN database fresh", "geo.asn_mmdb", asn, 24 * time.Hour, verdictPass, "GeoLite2-ASN", ""},
 		{"fresh", "geo.mmdb", geo, 24 * time.Hour, verdictPass, built.UTC().Format("2006-01-02"), ""},
 		{"61 days old", "geo.mmdb", geo, 61 * 24 * time.Hour, verdictWarn, "61d ago (limit 60d)", "download a current country mmdb"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env, _, _ := testDoctorEnv(t, "", 0)
-			env.now = func() time.Time { return built.Add(tc.age) }
+			at := builtOf(tc.path).Add(tc.age)
+			env.now = func() time.Time { return at }
 			wantResult(t, newDoctor(env).checkMMDB(tc.key, tc.path), tc.verdict, tc.detailHas, tc.fixHas)
 		})
 	}
