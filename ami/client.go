@@ -101,6 +101,8 @@ type ClientStats struct {
 	Events        uint64 // events queued for OnMessage
 	EventsDropped uint64 // events dropped because the queue was full
 	Timeouts      uint64 // actions (incl. Ping) that got no response in time
+	Malformed     uint64 // messages the codec skipped as malformed (ReaderStats)
+	Oversized     uint64 // messages the codec skipped as over-long
 }
 
 // Client is an AMI client. Create it with NewClient, then call Run once.
@@ -113,7 +115,7 @@ type Client struct {
 	mu   sync.Mutex
 	sess *session // logged-in session, nil otherwise
 
-	logins, queued, dropped, timeouts atomic.Uint64
+	logins, queued, dropped, timeouts, malformed, oversized atomic.Uint64
 }
 
 // NewClient returns a client; nothing happens until Run.
@@ -140,7 +142,8 @@ func NewClient(cfg ClientConfig) *Client {
 // Stats returns the client's counters.
 func (c *Client) Stats() ClientStats {
 	return ClientStats{Logins: c.logins.Load(), Events: c.queued.Load(),
-		EventsDropped: c.dropped.Load(), Timeouts: c.timeouts.Load()}
+		EventsDropped: c.dropped.Load(), Timeouts: c.timeouts.Load(),
+		Malformed: c.malformed.Load(), Oversized: c.oversized.Load()}
 }
 
 // Connected reports whether a logged-in session is up.
@@ -199,15 +202,14 @@ func (c *Client) Run(ctx context.Context) error {
 			return nil
 		}
 		if errors.Is(err, ErrAuth) {
-			c.log.Error("ami: login refused; not retrying", "user", c.cfg.Username, "err", err)
-			return err
+			return err // the caller reports it; retrying only fills Asterisk's security log
 		}
 		if loggedIn {
 			failures = 0
 		}
 		failures++
 		wait := c.backoff(failures)
-		c.log.Warn("ami: connection failed; retrying", "attempt", failures, "retry_in", wait.Round(time.Millisecond), "err", err)
+		c.log.Warn("ami: connection failed; retrying", "attempt", failures, "retry_in", wait.Round(time.Millisecond).String(), "err", err)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -266,6 +268,13 @@ func (c *Client) session(ctx context.Context) (loggedIn bool, err error) {
 	s := &session{c: c, nc: nc, pending: map[string]*call{}, done: make(chan struct{})}
 	go s.read(rd)
 	defer s.close(nil)
+	go func() { // sctx ends with the connection, for OnConnect and keepalive
+		select {
+		case <-s.done:
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
 
 	if err := s.login(sctx); err != nil {
 		return false, err
@@ -373,8 +382,14 @@ func (s *session) close(err error) {
 
 // read is the dedicated reader: it never waits on a consumer.
 func (s *session) read(rd *Reader) {
+	var seen ReaderStats
 	for {
 		m, err := rd.ReadMessage()
+		if st := rd.Stats(); st.Malformed != seen.Malformed || st.Oversized != seen.Oversized {
+			s.c.malformed.Add(st.Malformed - seen.Malformed)
+			s.c.oversized.Add(st.Oversized - seen.Oversized)
+			seen = st
+		}
 		if err != nil {
 			s.close(fmt.Errorf("ami: reading from %s: %w", s.c.cfg.Address, err))
 			return

@@ -473,7 +473,8 @@ func TestClientPJSIPShowContacts(t *testing.T) {
 
 func TestClientCancelSendsLogoff(t *testing.T) {
 	srv := amitest.NewServer(t, amitest.Options{})
-	h := startClient(t, srv, nil)
+	base := runtime.NumGoroutine()
+	h := startClient(t, srv, func(c *ami.ClientConfig) { c.PingInterval = 5 * time.Millisecond })
 	h.waitConnect()
 	h.cancel()
 	err := <-h.done
@@ -489,6 +490,22 @@ func TestClientCancelSendsLogoff(t *testing.T) {
 	}
 	if _, err := h.c.Action(context.Background(), ami.Message{Headers: []ami.Header{{"Action", "Ping"}}}); !errors.Is(err, ami.ErrClosed) {
 		t.Errorf("Action after Run = %v, want ErrClosed", err)
+	}
+	// Reader, keepalive, dispatcher and the server's side are all gone.
+	settle(t, base)
+}
+
+func TestClientSkipsMalformedAndGoesOn(t *testing.T) {
+	srv := amitest.NewServer(t, amitest.Options{})
+	h := startClient(t, srv, nil)
+	h.waitConnect()
+	srv.Send([]byte("Event: Broken\r\nthis line has no colon-space\r\n\r\n"))
+	srv.Send(ev("TestEvent", "after"))
+	if m := h.next(); m.Get("Marker") != "after" {
+		t.Fatalf("got %v", m.Headers)
+	}
+	if st := h.c.Stats(); st.Malformed != 1 || st.Logins != 1 {
+		t.Errorf("stats %+v: want 1 malformed message counted on the same connection", st)
 	}
 }
 

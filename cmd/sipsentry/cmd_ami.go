@@ -178,12 +178,10 @@ func printEventJSON(w io.Writer, ev *ami.SecurityEvent) error {
 	if ev.Suspicion != "" {
 		obj["suspicion"] = ev.Suspicion
 	}
-	b, err := json.Marshal(obj)
-	if err != nil {
-		return err
-	}
-	_, err = w.Write(append(b, '\n'))
-	return err
+	// Encode writes one line; no HTML escaping, so "<unknown>" stays readable.
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(obj)
 }
 
 // snakeCase turns Asterisk's header names into JSON keys:
