@@ -104,8 +104,10 @@ func (g *Geo) Update(ctx context.Context, dryRun bool) ([]ListResult, error) {
 		return nil, err
 	}
 	for _, k := range keys {
-		if err := ctx.Err(); err != nil {
-			return results, err
+		if ctx.Err() != nil {
+			// Lists accepted so far are already cached: swap them in too.
+			reasons = append(reasons, ctx.Err())
+			break
 		}
 		prev := old.lists[k]
 		var res ListResult
@@ -133,6 +135,9 @@ func (g *Geo) Update(ctx context.Context, dryRun bool) ([]ListResult, error) {
 	}
 	if changed {
 		g.snap.Store(g.newSnapshot(next))
+	}
+	if err := ctx.Err(); err != nil {
+		return results, fmt.Errorf("geo: list update interrupted: %w", err)
 	}
 	if len(reasons) > 0 {
 		return results, fmt.Errorf("%w: %w", ErrListsKept, errors.Join(reasons...))
@@ -395,12 +400,18 @@ func (g *Geo) readCache(k listKey) (*listState, error) {
 	}
 	ps = Normalize(ps)
 	var meta listMeta
-	if mb, err := os.ReadFile(mp); err == nil {
-		if err := json.Unmarshal(mb, &meta); err != nil {
-			return nil, fmt.Errorf("%s: %w", mp, err)
+	mb, err := os.ReadFile(mp)
+	if err == nil {
+		err = json.Unmarshal(mb, &meta)
+	}
+	if err != nil {
+		// The list itself is good; without its metadata the next download
+		// is unconditional and the age is the file's.
+		g.log.Warn("geo: list cache metadata unreadable; using the list with its file time", "list", k.String(), "err", err)
+		meta = listMeta{}
+		if fi, err := os.Stat(lp); err == nil {
+			meta.Fetched, meta.Verified = fi.ModTime(), fi.ModTime()
 		}
-	} else if fi, err := os.Stat(lp); err == nil {
-		meta.Fetched, meta.Verified = fi.ModTime(), fi.ModTime()
 	}
 	meta.Entries = len(ps)
 	return &listState{prefixes: ps, meta: meta}, nil

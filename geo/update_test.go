@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -471,5 +472,77 @@ func TestConfigBadInputNamesSetting(t *testing.T) {
 	cfg.AllowCountries = []string{"J1"}
 	if _, err := Open(cfg, t.TempDir(), quiet()); err == nil || !strings.Contains(err.Error(), "geo.allow_countries") {
 		t.Errorf("Open with a bad country code: %v", err)
+	}
+}
+
+// TestLookupsDuringUpdates runs lookups while updates swap the index
+// (for the race detector) and checks a corrupt cache metadata file does not
+// lose the cached list.
+func TestLookupsDuringUpdates(t *testing.T) {
+	v4, v6 := jpLists(t)
+	srv := newListServer(t)
+	var n atomic.Int64
+	srv.set(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("ETag", fmt.Sprintf(`"%d"`, n.Add(1))) // always new: always a full swap
+		if strings.HasSuffix(r.URL.Path, "/ipv6.txt") {
+			w.Write(listBody(v6))
+			return
+		}
+		w.Write(listBody(v4))
+	})
+	state := t.TempDir()
+	g := remoteGeo(t, srv, state, nil)
+	if _, err := g.Update(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	a := v4[0].Addr()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var misses atomic.Int64
+	for i := 0; i < 2; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if !g.Allowed(a) || g.Lookup(a).ListCountry != "JP" || len(g.AllowedPrefixes()) == 0 {
+					misses.Add(1)
+				}
+				g.Lists()
+				g.ListAges()
+			}
+		}()
+	}
+	for i := 0; i < 5; i++ {
+		if _, err := g.Update(context.Background(), false); err != nil {
+			t.Error(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if m := misses.Load(); m != 0 {
+		t.Fatalf("%d lookups saw no list during swaps", m)
+	}
+
+	os.WriteFile(filepath.Join(state, "lists", "jp-ipv4.meta.json"), []byte("{broken"), 0o644)
+	g2 := remoteGeo(t, srv, state, nil)
+	if !g2.Allowed(a) {
+		t.Fatal("a corrupt metadata file dropped the cached list")
+	}
+}
+
+func TestUpdateCancelled(t *testing.T) {
+	srv := newListServer(t)
+	srv.set(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", 500) })
+	g := remoteGeo(t, srv, t.TempDir(), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := g.Update(ctx, false)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 }
