@@ -3,6 +3,14 @@
 // allow-country set is built from) and by a MaxMind DB — and keeps the lists
 // fresh without ever letting a broken download shrink them.
 //
+// List sources: geo.list_url_v4 / geo.list_url_v6 are templates whose {cc}
+// becomes the lower-case country code. The default is the ipverse lists
+// (raw.githubusercontent.com/ipverse/rir-ip/master/country/{cc}/ipv4-aggregated.txt);
+// upstream renamed that repository ipverse/country-ip-blocks in 2026 with the
+// same country/{cc}/ipv{4,6}-aggregated.txt files, so either name works in the
+// template. geo.lists_dir replaces downloads with local <cc>-ipv4.txt /
+// <cc>-ipv6.txt files (the ipverse <cc>-ipv4-aggregated.txt names too).
+//
 // geo is a leaf: it knows nothing of firewalls, AMI or the engine. It must
 // never replace a good list with one that failed to download, failed to parse,
 // fell under the entry floor or shrank more than allowed; it must never crash

@@ -546,3 +546,49 @@ func TestUpdateCancelled(t *testing.T) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 }
+
+func TestMetricsExported(t *testing.T) {
+	dir := t.TempDir()
+	geotest.WriteLists(t, dir, map[string][]string{"JP": {"198.51.100.0/24", "2001:db8::/32"}})
+	cfg := config.Default().Geo
+	cfg.AllowCountries = []string{"JP"}
+	cfg.ListsDir = dir
+	cfg.MMDB = filepath.Join(dir, "missing.mmdb")
+	g, err := Open(cfg, t.TempDir(), quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Update(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(g)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range m.GetLabel() {
+				key += "," + l.GetName() + "=" + l.GetValue()
+			}
+			v := m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			got[key] = v
+		}
+	}
+	for key, want := range map[string]float64{
+		"sipsentry_geo_list_entries,list=jp-ipv4":                        1,
+		"sipsentry_geo_list_entries,list=jp-ipv6":                        1,
+		"sipsentry_geo_list_updates_total,list=jp-ipv4,result=unchanged": 1,
+		"sipsentry_geo_mmdb_loaded,setting=geo.mmdb":                     0,
+	} {
+		if v, ok := got[key]; !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v; all: %v", key, v, ok, want, got)
+		}
+	}
+	if age, ok := got["sipsentry_geo_list_age_seconds,list=jp-ipv4"]; !ok || age < 0 {
+		t.Errorf("list age metric = %v, %v", age, ok)
+	}
+}
