@@ -23,6 +23,7 @@ package seclog
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -148,7 +149,7 @@ func (r *Reader) take(line []byte) (ami.SecurityEvent, bool) {
 		// An attacker's LF can put a "[..." line inside a record; join it
 		// when the record so far is incomplete and the line is not a
 		// security event of its own.
-		if errors.Is(err, errIncomplete) && !strings.Contains(string(line), `SecurityEvent="`) {
+		if errors.Is(err, errIncomplete) && !bytes.Contains(line, []byte(`SecurityEvent="`)) {
 			r.appendLine(line)
 			return ami.SecurityEvent{}, false
 		}
@@ -163,7 +164,7 @@ func (r *Reader) take(line []byte) (ami.SecurityEvent, bool) {
 	if err == nil {
 		r.emitOK()
 		r.pending = nil
-		if len(strings.TrimSpace(string(line))) > 0 {
+		if len(bytes.TrimSpace(line)) > 0 {
 			r.lineGarbage()
 		}
 		return ev, true
@@ -174,7 +175,7 @@ func (r *Reader) take(line []byte) (ami.SecurityEvent, bool) {
 	}
 	r.garbage()
 	r.pending = nil
-	if len(strings.TrimSpace(string(line))) > 0 {
+	if len(bytes.TrimSpace(line)) > 0 {
 		r.lineGarbage()
 	}
 	return ami.SecurityEvent{}, false
@@ -195,7 +196,7 @@ func (r *Reader) finish() (ami.SecurityEvent, bool) {
 
 func (r *Reader) start(line []byte) {
 	if !isRecordStart(line) {
-		if len(strings.TrimSpace(string(line))) > 0 {
+		if len(bytes.TrimSpace(line)) > 0 {
 			r.lineGarbage()
 		}
 		return
@@ -274,7 +275,7 @@ func isRecordStart(line []byte) bool {
 func containsSecurityEvent(line []byte) bool {
 	// Asterisk puts it within the first ~80 bytes: "[date] SECURITY[pid] res_security_log.c: ".
 	n := min(len(line), 160)
-	return strings.Contains(string(line[:n]), `SecurityEvent="`)
+	return bytes.Contains(line[:n], []byte(`SecurityEvent="`))
 }
 
 var (
@@ -332,15 +333,22 @@ func parseBody(body string) (ami.SecurityEvent, error) {
 	// Walk the LocalAddress/RemoteAddress pairs from the right: the genuine
 	// one is the last at which both sides parse as Asterisk writes them.
 	const la = `",LocalAddress="`
-	found := false
-	pairs := 0
-	search := len(p)
-	for search > 0 {
-		j := strings.LastIndex(p[:search], la)
+	// Forward search (vectorised) for every candidate; usually one.
+	var candBuf [4]int
+	cands := candBuf[:0]
+	for off := 0; ; {
+		j := strings.Index(p[off:], la)
 		if j < 0 {
 			break
 		}
-		search = j
+		cands = append(cands, off+j)
+		off += j + len(la)
+	}
+	found := false
+	pairs := 0
+	prefixEnd := 0
+	for c := len(cands) - 1; c >= 0; c-- {
+		j := cands[c]
 		local, remote, rest, ok := parsePair(p[j+len(la):])
 		if !ok {
 			continue
@@ -370,6 +378,7 @@ func parseBody(body string) (ami.SecurityEvent, error) {
 				ev.SessionTV = parseTV(f.Value)
 			}
 		}
+		prefixEnd = j
 		found = true
 	}
 	if !found {
@@ -378,28 +387,36 @@ func parseBody(body string) (ami.SecurityEvent, error) {
 		}
 		return ev, errIncomplete
 	}
-	ev.Suspicion = suspicion(&ev, p, pairs)
+	ev.Suspicion = suspicion(&ev, p[:prefixEnd], pairs)
 	return ev, nil
 }
 
 // suspicion names the injection evidence a record carries, in the same
 // terms the AMI parser uses: a key Asterisk writes once appearing again, or
 // a line break inside a value (which on AMI splits headers and messages).
-func suspicion(ev *ami.SecurityEvent, p string, pairs int) string {
+//
+// prefix is the AccountID/SessionID part before the genuine pair: a
+// RemoteAddress key there is a second one (after the genuine pair the tail
+// parser already refuses it).
+func suspicion(ev *ami.SecurityEvent, prefix string, pairs int) string {
 	switch {
-	case pairs > 1 || strings.Count(p, `RemoteAddress="`) > 1:
+	case pairs > 1 || strings.Contains(prefix, `RemoteAddress="`):
 		return "repeated RemoteAddress"
-	case strings.ContainsAny(ev.AccountID, "\r\n"):
+	case hasLineBreak(ev.AccountID):
 		return "line break in AccountID"
-	case strings.ContainsAny(ev.SessionID, "\r\n"):
+	case hasLineBreak(ev.SessionID):
 		return "line break in SessionID"
 	}
 	for _, f := range ev.Fields {
-		if strings.ContainsAny(f.Value, "\r\n") {
+		if hasLineBreak(f.Value) {
 			return "line break in " + f.Key
 		}
 	}
 	return ""
+}
+
+func hasLineBreak(s string) bool {
+	return strings.IndexByte(s, '\n') >= 0 || strings.IndexByte(s, '\r') >= 0
 }
 
 // parsePair reads `<local>",RemoteAddress="<remote>"` and returns what
@@ -484,8 +501,7 @@ func parseTail(s string, acctAllowed bool) ([]ami.Header, string, bool) {
 	if s[0] != ',' || !strings.HasSuffix(s, `"`) {
 		return nil, "", false
 	}
-	n := strings.Count(s, `="`)
-	fields := make([]ami.Header, 0, n)
+	fields := make([]ami.Header, 0, 3)
 	var acct string
 	s = s[1:]
 	for s != "" {
