@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -139,7 +140,7 @@ func newDoctorCommand(g *globalOptions) *cobra.Command {
 fail, skip) and one line saying how to fix it:
 
   config file and its mode, secret files and their modes;
-  AMI: reachable; login accepted; read=security (the login's own
+  AMI: loopback or TLS; reachable; login accepted; read=security (the login's own
   SuccessfulAuth event arrives); read=system (the FullyBooted event, which
   Asterisk sends at login only to sessions with read=system); write=system
   (PJSIPShowContacts is allowed); least privilege (ListCommands offers no
@@ -254,6 +255,7 @@ func (d *doctor) checks(ctx context.Context) []checkResult {
 	rs = append(rs, d.checkConfigFile())
 	rs = append(rs, d.checkAMISecret())
 	rs = append(rs, d.checkSecretFile("ari.password_file", d.cfg.ARI.PasswordFile))
+	rs = append(rs, d.checkAMITransport())
 	rs = append(rs, d.checkAMI(ctx)...)
 	rs = append(rs, d.checkARI(ctx))
 	rs = append(rs, d.checkCapNetAdmin())
@@ -646,6 +648,32 @@ func judgeAMILeastPrivilege(p amiProbe) checkResult {
 			"the sipsentry AMI user may also run %s: whoever steals its secret could use them", strings.Join(risky, ", "))
 	}
 	return checkPass(name, "ListCommands offers %d actions, none of %s", len(p.actions), strings.Join(doctorRiskyActions, ", "))
+}
+
+// checkAMITransport warns when AMI crosses a network in clear text: the
+// events and (with auth = plain) the secret could be read on the way.
+func (d *doctor) checkAMITransport() checkResult {
+	const name = "ami transport"
+	a := d.cfg.AMI
+	host, _, err := net.SplitHostPort(a.Address)
+	if err != nil {
+		return checkFail(name, "set ami.address to host:port, e.g. 127.0.0.1:5038", "%q is not host:port", a.Address)
+	}
+	loopback := host == "localhost"
+	if ip, err := netip.ParseAddr(host); err == nil && ip.Unmap().IsLoopback() {
+		loopback = true
+	}
+	switch {
+	case a.TLS:
+		return checkPass(name, "TLS to %s", a.Address)
+	case loopback:
+		return checkPass(name, "%s is loopback", a.Address)
+	case a.Auth == "plain":
+		return checkWarn(name, "set ami.tls = true (manager.conf tlsenable) or run sipsentry on the Asterisk host; at least use auth = \"md5\"",
+			"%s is not loopback and the secret crosses it in clear text (auth = plain, no TLS)", a.Address)
+	}
+	return checkWarn(name, "set ami.tls = true (manager.conf tlsenable) or run sipsentry on the Asterisk host",
+		"%s is not loopback and AMI is not encrypted: the security events cross the network in clear text", a.Address)
 }
 
 // ---- ARI ----

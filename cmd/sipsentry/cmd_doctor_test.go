@@ -202,6 +202,30 @@ func TestDoctorSecretFiles(t *testing.T) {
 	})
 }
 
+func TestDoctorAMITransport(t *testing.T) {
+	for _, tc := range []struct {
+		name, cfg string
+		verdict   checkStatus
+		detailHas string
+		fixHas    string
+	}{
+		{"default loopback", "", verdictPass, "127.0.0.1:5038 is loopback", ""},
+		{"ipv6 loopback", "[ami]\naddress = \"[::1]:5038\"\n", verdictPass, "is loopback", ""},
+		{"localhost", "[ami]\naddress = \"localhost:5038\"\n", verdictPass, "is loopback", ""},
+		{"remote with TLS", "[ami]\naddress = \"198.51.100.7:5039\"\ntls = true\n", verdictPass, "TLS to 198.51.100.7:5039", ""},
+		{"remote md5 clear", "[ami]\naddress = \"198.51.100.7:5038\"\n", verdictWarn, "security events cross the network in clear text", "ami.tls = true"},
+		{"remote plain clear", "[ami]\naddress = \"198.51.100.7:5038\"\nauth = \"plain\"\n", verdictWarn, "the secret crosses it in clear text", "auth = \"md5\""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env, _, _ := testDoctorEnv(t, tc.cfg, 0o600)
+			if tc.cfg == "" {
+				env.configPath = filepath.Join(t.TempDir(), "absent.toml")
+			}
+			wantResult(t, newDoctor(env).checkAMITransport(), tc.verdict, tc.detailHas, tc.fixHas)
+		})
+	}
+}
+
 func TestDoctorCapNetAdmin(t *testing.T) {
 	for _, tc := range []struct {
 		name, status, config string
