@@ -466,22 +466,33 @@ func (s *session) do(ctx context.Context, m Message, list bool) (*call, error) {
 		s.close(fmt.Errorf("ami: writing to %s: %w", s.c.cfg.Address, err))
 		return nil, fmt.Errorf("ami: sending %s: %w", action, err)
 	}
-	t := time.NewTimer(s.c.cfg.Timeout)
-	defer t.Stop()
-	select {
-	case <-cl.done:
+	result := func() (*call, error) {
 		if cl.err != nil {
 			return nil, cl.err
 		}
 		return cl, nil
-	case <-ctx.Done():
-		s.forget(id)
-		return nil, fmt.Errorf("ami: %s: %w", action, ctx.Err())
-	case <-t.C:
-		s.forget(id)
-		s.c.timeouts.Add(1)
-		return nil, fmt.Errorf("ami: %s to %s: no response within %s: %w", action, s.c.cfg.Address, s.c.cfg.Timeout, ErrTimeout)
 	}
+	t := time.NewTimer(s.c.cfg.Timeout)
+	defer t.Stop()
+	select {
+	case <-cl.done:
+		return result()
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	// A response that arrived together with the cancellation wins: the
+	// connection closing right after a refused Login ends ctx too.
+	select {
+	case <-cl.done:
+		return result()
+	default:
+	}
+	s.forget(id)
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("ami: %s: %w", action, ctx.Err())
+	}
+	s.c.timeouts.Add(1)
+	return nil, fmt.Errorf("ami: %s to %s: no response within %s: %w", action, s.c.cfg.Address, s.c.cfg.Timeout, ErrTimeout)
 }
 
 // withActionID copies m with ActionID id right after the Action header

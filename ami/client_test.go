@@ -170,7 +170,7 @@ func TestClientWrongSecret(t *testing.T) {
 		t.Errorf("error %q lacks %q and the hint", err, want)
 	}
 	if n := srv.FailedLogins(); n != 1 {
-		t.Errorf("%d login attempts, want exactly 1 (no retry loop on bad credentials)", n)
+		t.Errorf("%d login attempts, want exactly 1 (no retry loop on bad credentials); log:\n%s", n, h.logs)
 	}
 	if h.c.Connected() {
 		t.Error("Connected after a refused login")
@@ -206,7 +206,7 @@ func TestClientMD5WrongSecret(t *testing.T) {
 	err := <-h.done
 	h.done <- err
 	if !errors.Is(err, ami.ErrAuth) || srv.FailedLogins() != 1 {
-		t.Fatalf("Run = %v after %d attempts, want ErrAuth after 1", err, srv.FailedLogins())
+		t.Fatalf("Run = %v after %d attempts, want ErrAuth after 1; log:\n%s", err, srv.FailedLogins(), h.logs)
 	}
 }
 
