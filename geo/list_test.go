@@ -1,6 +1,7 @@
 package geo
 
 import (
+	"bytes"
 	"errors"
 	"math/rand/v2"
 	"net/netip"
@@ -218,4 +219,31 @@ func TestParsePrefix4FastPath(t *testing.T) {
 	if accepted < 3 {
 		t.Fatalf("fast path accepted only %d inputs", accepted)
 	}
+}
+
+// FuzzParseList: never panics; whatever is accepted normalises to the same
+// address set as netipx computes, and survives a print/parse round trip.
+func FuzzParseList(f *testing.F) {
+	f.Add([]byte("# c\n198.51.100.0/24\n198.51.101.0/24 # x\n"), false)
+	f.Add([]byte("2001:db8::/32\n2001:db8:8000::/33\n"), true)
+	f.Add([]byte("<html>\n"), false)
+	f.Add([]byte("1.2.3.4/33\n"), false)
+	f.Fuzz(func(t *testing.T, data []byte, v6 bool) {
+		ps, err := ParseList(bytes.NewReader(data), v6)
+		if err != nil {
+			return
+		}
+		norm := Normalize(ps)
+		if !slices.Equal(norm, netipxNormalize(t, ps)) {
+			t.Fatalf("Normalize(%v) = %v, netipx disagrees", ps, norm)
+		}
+		var b strings.Builder
+		for _, p := range norm {
+			b.WriteString(p.String() + "\n")
+		}
+		again, err := ParseList(strings.NewReader(b.String()), v6)
+		if err != nil || !slices.Equal(again, norm) {
+			t.Fatalf("round trip of %v: %v, %v", norm, again, err)
+		}
+	})
 }
