@@ -28,6 +28,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sipsentry/sipsentry/ami"
+	"github.com/sipsentry/sipsentry/firewall"
+	"github.com/sipsentry/sipsentry/firewall/iptables"
 	"github.com/sipsentry/sipsentry/geo"
 	"github.com/sipsentry/sipsentry/internal/config"
 )
@@ -101,6 +103,9 @@ type doctorEnv struct {
 	// amiWait bounds how long the AMI probe waits for the events that prove
 	// the read classes after the login was accepted.
 	amiWait time.Duration
+	// firewallStatus reads sipsentry's rules and sets from the kernel
+	// (read-only).
+	firewallStatus func(ctx context.Context, cfg config.Firewall) (firewall.Status, error)
 }
 
 func systemDoctorEnv(configPath string, given bool) doctorEnv {
@@ -119,6 +124,14 @@ func systemDoctorEnv(configPath string, given bool) doctorEnv {
 		now:      time.Now,
 		http:     &http.Client{Timeout: 10 * time.Second},
 		amiWait:  3 * time.Second,
+		firewallStatus: func(ctx context.Context, cfg config.Firewall) (firewall.Status, error) {
+			b, err := iptables.New(cfg, slog.New(slog.DiscardHandler))
+			if err != nil {
+				return firewall.Status{}, err
+			}
+			defer b.Close()
+			return b.Status(ctx)
+		},
 	}
 }
 
@@ -151,7 +164,8 @@ fail, skip) and one line saying how to fix it:
   nf_tables or legacy); ipset; kernel modules ip_set, ip_set_hash_ip,
   ip_set_hash_net, xt_set, nf_conntrack, nf_conntrack_netlink (loaded, built
   in per /sys/module or the kernel config, or loadable per modprobe -n);
-  state directory writable; the allowed countries' lists present and
+  sipsentry's chain and sets in the kernel (up, ban set not nearly full, no
+  enforced country drop with an empty country set); state directory writable; the allowed countries' lists present and
   confirmed current within 2 x geo.refresh; mmdb build dates within 60 days.
 
 Exit status: 0 when no check failed (warnings allowed), 1 otherwise.`,
@@ -263,6 +277,7 @@ func (d *doctor) checks(ctx context.Context) []checkResult {
 	for _, m := range doctorModules {
 		rs = append(rs, d.checkModule(ctx, m.name, m.config))
 	}
+	rs = append(rs, d.checkFirewall(ctx))
 	rs = append(rs, d.checkStateDir())
 	rs = append(rs, d.checkLists()...)
 	rs = append(rs, d.checkMMDB("geo.mmdb", d.cfg.Geo.MMDB), d.checkMMDB("geo.asn_mmdb", d.cfg.Geo.ASNMMDB))
@@ -893,6 +908,45 @@ func doctorReadMaybeGzip(path string) (string, error) {
 	}
 	b, err := io.ReadAll(io.LimitReader(r, 16<<20))
 	return string(b), err
+}
+
+// checkFirewall reads what sipsentry has in the kernel now: whether its
+// chain and sets are up, whether the ban set is nearly full, and whether a
+// country drop is enforced with an empty allowed-country set (a lock-out).
+func (d *doctor) checkFirewall(ctx context.Context) checkResult {
+	const name = "firewall"
+	fw := d.cfg.Firewall
+	if fw.Backend == "dry-run" {
+		return checkSkip(name, "firewall.backend = dry-run")
+	}
+	st, err := d.env.firewallStatus(ctx, fw)
+	if err != nil {
+		return checkWarn(name, "see the CAP_NET_ADMIN, iptables, ipset and module checks", "cannot read the kernel's state: %v", err)
+	}
+	if !st.Up {
+		return checkWarn(name, "systemctl start sipsentry (the daemon puts the chain and sets up and restores the bans), or: sipsentry firewall up",
+			"chain %s and its sets are not (all) in the kernel: nothing is protected by sipsentry now", fw.Chain)
+	}
+	var sizes []string
+	var full []string
+	ccEntries := 0
+	for _, si := range st.Sets {
+		sizes = append(sizes, fmt.Sprintf("%s/%s %d", si.Set, si.Family, si.Entries))
+		if si.Set == firewall.SetAllowCountry {
+			ccEntries += si.Entries
+		}
+		if si.Set == firewall.SetBan && si.MaxElem > 0 && si.Entries*10 >= si.MaxElem*9 {
+			full = append(full, fmt.Sprintf("%s/%s holds %d of %d", si.Set, si.Family, si.Entries, si.MaxElem))
+		}
+	}
+	if fw.Mode == "enforce" && d.cfg.Engine.GeoMode == "drop" && len(d.cfg.Geo.AllowCountries) > 0 && ccEntries == 0 {
+		return checkFail(name, "sipsentry lists update, then systemctl reload sipsentry; until then set firewall.mode = \"monitor\"",
+			"enforcing a country drop, but the allowed-country set is empty: only firewall.allow and learned push servers get in")
+	}
+	if len(full) > 0 {
+		return checkWarn(name, "raise firewall.ban_maxelem (new bans are refused when the set is full)", "ban set nearly full: %s", strings.Join(full, ", "))
+	}
+	return checkPass(name, "up in %s mode, %d rules; %s", fw.Mode, len(st.Rules), strings.Join(sizes, ", "))
 }
 
 // ---- files ----

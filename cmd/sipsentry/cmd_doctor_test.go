@@ -24,6 +24,8 @@ import (
 	"github.com/oschwald/maxminddb-golang/v2"
 
 	"github.com/sipsentry/sipsentry/ami"
+	"github.com/sipsentry/sipsentry/firewall"
+	"github.com/sipsentry/sipsentry/internal/config"
 )
 
 // adminRepoRoot walks up from the package directory to the one holding go.mod.
@@ -105,7 +107,10 @@ func testDoctorEnv(t *testing.T, configText string, mode os.FileMode) (doctorEnv
 			}
 			return "", exec.ErrNotFound
 		},
-		now:     func() time.Time { return time.Date(2026, 11, 25, 15, 0, 0, 0, time.UTC) },
+		now: func() time.Time { return time.Date(2026, 11, 25, 15, 0, 0, 0, time.UTC) },
+		firewallStatus: func(context.Context, config.Firewall) (firewall.Status, error) {
+			return firewall.Status{}, errors.New("firewallStatus not faked in this test")
+		},
 		http:    &http.Client{Timeout: 5 * time.Second},
 		amiWait: 300 * time.Millisecond,
 	}
@@ -348,6 +353,50 @@ func TestDoctorKernelModules(t *testing.T) {
 		env, _, _ := testDoctorEnv(t, "[firewall]\nbackend = \"dry-run\"\n", 0o600)
 		wantResult(t, newDoctor(env).checkModule(context.Background(), "xt_set", "CONFIG_NETFILTER_XT_SET"), verdictSkip, "dry-run", "")
 	})
+}
+
+func TestDoctorFirewall(t *testing.T) {
+	sets := func(ccV4, banV4, banMax int) []firewall.SetInfo {
+		return []firewall.SetInfo{
+			{Set: firewall.SetAllow, Family: "inet", Entries: 2, MaxElem: 65536},
+			{Set: firewall.SetBan, Family: "inet", Entries: banV4, MaxElem: banMax},
+			{Set: firewall.SetAllowCountry, Family: "inet", Entries: ccV4, MaxElem: 65536},
+			{Set: firewall.SetBan, Family: "inet6", Entries: 0, MaxElem: banMax},
+		}
+	}
+	const enforceJP = "[geo]\nallow_countries = [\"JP\"]\n[firewall]\nmode = \"enforce\"\n[engine]\ngeo_mode = \"drop\"\n"
+	for _, tc := range []struct {
+		name, cfg string
+		st        firewall.Status
+		err       error
+		verdict   checkStatus
+		detailHas string
+		fixHas    string
+	}{
+		{"dry-run", "[firewall]\nbackend = \"dry-run\"\n", firewall.Status{}, nil, verdictSkip, "dry-run", ""},
+		{"kernel unreadable", "", firewall.Status{}, fmt.Errorf("%w: the kernel refused ipset access", firewall.ErrUnavailable), verdictWarn, "the kernel refused ipset access", "CAP_NET_ADMIN"},
+		{"not up", "", firewall.Status{Up: false}, nil, verdictWarn, "chain SIPSENTRY and its sets are not (all) in the kernel", "sipsentry firewall up"},
+		{"up", "", firewall.Status{Up: true, Rules: make([]firewall.Rule, 7), Sets: sets(0, 12, 1<<20)}, nil, verdictPass, "up in monitor mode, 7 rules; allow/inet 2, ban/inet 12", ""},
+		{"ban set nearly full", "", firewall.Status{Up: true, Sets: sets(0, 950, 1000)}, nil, verdictWarn, "ban/inet holds 950 of 1000", "firewall.ban_maxelem"},
+		{"enforced drop, empty country set", enforceJP, firewall.Status{Up: true, Sets: sets(0, 1, 1<<20)}, nil, verdictFail, "allowed-country set is empty", "sipsentry lists update"},
+		{"enforced drop, country set filled", enforceJP, firewall.Status{Up: true, Sets: sets(3162, 1, 1<<20)}, nil, verdictPass, "up in enforce mode", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env, _, _ := testDoctorEnv(t, tc.cfg, 0o600)
+			if tc.cfg == "" {
+				env.configPath = filepath.Join(t.TempDir(), "absent.toml")
+			}
+			var asked *config.Firewall
+			env.firewallStatus = func(_ context.Context, c config.Firewall) (firewall.Status, error) {
+				asked = &c
+				return tc.st, tc.err
+			}
+			wantResult(t, newDoctor(env).checkFirewall(context.Background()), tc.verdict, tc.detailHas, tc.fixHas)
+			if tc.verdict != verdictSkip && (asked == nil || asked.Chain != "SIPSENTRY") {
+				t.Errorf("the kernel state was not read with the configured firewall table: %+v", asked)
+			}
+		})
+	}
 }
 
 func TestDoctorStateDir(t *testing.T) {
