@@ -97,7 +97,7 @@ func (g *Geo) Update(ctx context.Context, dryRun bool) ([]ListResult, error) {
 	next := maps.Clone(old.lists)
 	var results []ListResult
 	var reasons []error
-	changed := false
+	changed, contentChanged := false, false
 
 	keys, paths, err := g.updateTargets()
 	if err != nil {
@@ -119,7 +119,17 @@ func (g *Geo) Update(ctx context.Context, dryRun bool) ([]ListResult, error) {
 		}
 		res.DryRun = dryRun
 		results = append(results, res)
-		g.met.updates.WithLabelValues(k.String(), string(res.Decision)).Inc()
+		if nl != nil && !dryRun {
+			next[k] = nl
+			changed = true
+			contentChanged = contentChanged || res.Decision == DecisionUpdated
+		}
+		if ctx.Err() != nil {
+			continue // shutting down: not the source's fault, don't count or log it
+		}
+		if !dryRun {
+			g.met.updates.WithLabelValues(k.String(), string(res.Decision)).Inc()
+		}
 		if res.Kept() {
 			reasons = append(reasons, fmt.Errorf("%s %s: %s", k, res.Decision, res.Reason))
 			g.log.Error("geo: list not updated; the last good list stays in use", "list", k.String(),
@@ -128,13 +138,15 @@ func (g *Geo) Update(ctx context.Context, dryRun bool) ([]ListResult, error) {
 			g.log.Info("geo: list checked", "list", k.String(), "decision", string(res.Decision),
 				"before", res.Before, "after", res.After, "added", res.Added, "removed", res.Removed, "dry_run", dryRun)
 		}
-		if nl != nil && !dryRun {
-			next[k] = nl
-			changed = true
-		}
 	}
-	if changed {
+	switch {
+	case contentChanged:
 		g.snap.Store(g.newSnapshot(next))
+	case changed:
+		// Only metadata (check times, ETags) moved: keep the built indexes.
+		s := *old
+		s.lists = next
+		g.snap.Store(&s)
 	}
 	if err := ctx.Err(); err != nil {
 		return results, fmt.Errorf("geo: list update interrupted: %w", err)
