@@ -137,9 +137,13 @@ func commonSlot(k string) int {
 func ParseSecurityEvent(m *Message) (SecurityEvent, error) {
 	var first, last [nCommon]int
 	var count [nCommon]uint8
+	var slots [32]int8 // commonSlot of the first headers, to not look twice
 	nFields := 0
 	for i := range m.Headers {
 		s := commonSlot(m.Headers[i].Key)
+		if i < len(slots) {
+			slots[i] = int8(s)
+		}
 		if s < 0 {
 			nFields++
 			continue
@@ -184,7 +188,13 @@ func ParseSecurityEvent(m *Message) (SecurityEvent, error) {
 	if nFields > 0 {
 		ev.Fields = make([]Header, 0, nFields)
 		for i := range m.Headers {
-			if commonSlot(m.Headers[i].Key) < 0 {
+			s := -1
+			if i < len(slots) {
+				s = int(slots[i])
+			} else {
+				s = commonSlot(m.Headers[i].Key)
+			}
+			if s < 0 {
 				ev.Fields = append(ev.Fields, m.Headers[i])
 			}
 		}
@@ -223,8 +233,21 @@ func ParseSecurityEvent(m *Message) (SecurityEvent, error) {
 }
 
 // repeatedField returns the first key that occurs twice in fs, or "".
-// Event-specific fields are few, so a quadratic scan beats a map.
+// Real events have a handful of fields, where a quadratic scan beats a map;
+// a message may hold thousands of headers (up to MaxMessageBytes), so
+// longer ones use a map to stay linear.
 func repeatedField(fs []Header) string {
+	if len(fs) > 32 {
+		seen := make(map[string]struct{}, len(fs))
+		for _, h := range fs {
+			k := strings.ToLower(strings.ToUpper(h.Key)) // close to EqualFold's folding
+			if _, ok := seen[k]; ok {
+				return h.Key
+			}
+			seen[k] = struct{}{}
+		}
+		return ""
+	}
 	for i := 1; i < len(fs); i++ {
 		for j := 0; j < i; j++ {
 			if len(fs[i].Key) == len(fs[j].Key) && equalFold(fs[i].Key, fs[j].Key) {

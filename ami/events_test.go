@@ -2,6 +2,7 @@ package ami_test
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -166,5 +167,28 @@ func TestParseContactRefusesRepeatedKeys(t *testing.T) {
 	m = msgOf(t, "Event: ContactList|ObjectName: 1001;@x|ExpirationTime: soon")
 	if _, err := ami.ParseContact(&m); err == nil {
 		t.Fatal("ParseContact accepted a non-numeric ExpirationTime")
+	}
+}
+
+// A message of thousands of headers (the cap allows ~16k) takes the map
+// path of the repeated-key check (the quadratic scan made the fuzzer stall);
+// it must find repeats there too, case-insensitively.
+func TestParseManyHeaders(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("Event: ContactList\r\n")
+	for i := 0; b.Len() < 60000; i++ {
+		fmt.Fprintf(&b, "K%d:\r\n", i)
+	}
+	b.WriteString("\r\n")
+	msgs, _ := readAll(t, []byte(b.String()), false)
+	if len(msgs) != 1 || len(msgs[0].Headers) < 5000 {
+		t.Fatalf("%d messages", len(msgs))
+	}
+	if _, err := ami.ParseContact(&msgs[0]); err != nil {
+		t.Fatal(err)
+	}
+	msgs[0].Headers = append(msgs[0].Headers, ami.Header{Key: "k7", Value: "dup"})
+	if _, err := ami.ParseContact(&msgs[0]); err == nil || !strings.Contains(err.Error(), "k7") {
+		t.Fatalf("repeated key (different case) not found among many: %v", err)
 	}
 }

@@ -68,9 +68,9 @@ type Reader struct {
 }
 
 type span struct {
-	key        string // interned key, or "" when the key is in buf
-	kOff, kEnd int
-	vOff, vEnd int
+	key        uint8 // index in internedKeys, or 0 when the key is in buf
+	kOff, kEnd int32
+	vOff, vEnd int32
 }
 
 // NewReader returns a Reader on r with the caps in o.
@@ -81,6 +81,9 @@ func NewReader(r io.Reader, o ReaderOptions) *Reader {
 	if o.MaxMessageBytes <= 0 {
 		o.MaxMessageBytes = DefaultMaxMessageBytes
 	}
+	// Offsets into the scratch buffer are int32; nothing near 1 GiB is sane.
+	o.MaxLineBytes = min(o.MaxLineBytes, 1<<30)
+	o.MaxMessageBytes = min(o.MaxMessageBytes, 1<<30)
 	if o.MaxMessageBytes < o.MaxLineBytes {
 		o.MaxMessageBytes = o.MaxLineBytes
 	}
@@ -226,31 +229,41 @@ func (r *Reader) readLine() (line []byte, over bool, err error) {
 // addHeader splits line at the first ": " (or a trailing ':') and records
 // it. It reports false for a line that is not a header.
 func (r *Reader) addHeader(line []byte) bool {
+	// Find the first ": "; a key normally ends at the first ':', so try
+	// that before searching on.
 	var key, val []byte
-	if i := bytes.Index(line, colonSpace); i >= 0 {
-		key, val = line[:i], line[i+2:]
-	} else if n := len(line); line[n-1] == ':' {
-		key = line[:n-1]
-	} else {
+	i := bytes.IndexByte(line, ':')
+	for i >= 0 && i+1 < len(line) && line[i+1] != ' ' {
+		j := bytes.IndexByte(line[i+1:], ':')
+		if j < 0 {
+			i = -1
+			break
+		}
+		i += 1 + j
+	}
+	switch {
+	case i < 0:
 		return false
+	case i+1 == len(line): // "Key:" with nothing after the colon
+		key = line[:i]
+	default:
+		key, val = line[:i], line[i+2:]
 	}
 	if !validKey(key) {
 		return false
 	}
 	s := span{key: internKey(key)}
-	if s.key == "" {
-		s.kOff = len(r.buf)
+	if s.key == 0 {
+		s.kOff = int32(len(r.buf))
 		r.buf = append(r.buf, key...)
-		s.kEnd = len(r.buf)
+		s.kEnd = int32(len(r.buf))
 	}
-	s.vOff = len(r.buf)
+	s.vOff = int32(len(r.buf))
 	r.buf = append(r.buf, val...)
-	s.vEnd = len(r.buf)
+	s.vEnd = int32(len(r.buf))
 	r.spans = append(r.spans, s)
 	return true
 }
-
-var colonSpace = []byte(": ")
 
 // validKey rejects empty keys and keys holding whitespace or control bytes:
 // no AMI key has them, and a key like " RemoteAddress" (a folded line)
@@ -271,8 +284,8 @@ func (r *Reader) build() Message {
 	all := string(r.buf) // the one allocation for every value of the message
 	hs := make([]Header, len(r.spans))
 	for i, s := range r.spans {
-		k := s.key
-		if k == "" {
+		k := internedKeys[s.key]
+		if s.key == 0 {
 			k = all[s.kOff:s.kEnd]
 		}
 		hs[i] = Header{Key: k, Value: all[s.vOff:s.vEnd]}
@@ -280,116 +293,119 @@ func (r *Reader) build() Message {
 	return Message{Headers: hs}
 }
 
-// internKey returns a constant string for the keys Asterisk sends most, so
-// that they cost no allocation; "" for any other key. The switch on
-// string(b) does not allocate.
-func internKey(b []byte) string {
+// internKey returns the index in internedKeys of the keys Asterisk sends
+// most, so that they cost no allocation, or 0 for any other key. The switch
+// on string(b) does not allocate; an index instead of a string keeps the
+// scratch spans pointer-free (no GC write barriers on the hot path).
+func internKey(b []byte) uint8 {
 	switch string(b) {
 	case "Event":
-		return "Event"
+		return 1
 	case "Privilege":
-		return "Privilege"
+		return 2
 	case "SystemName":
-		return "SystemName"
+		return 3
 	case "EventTV":
-		return "EventTV"
+		return 4
 	case "Severity":
-		return "Severity"
+		return 5
 	case "Service":
-		return "Service"
+		return 6
 	case "EventVersion":
-		return "EventVersion"
+		return 7
 	case "AccountID":
-		return "AccountID"
+		return 8
 	case "SessionID":
-		return "SessionID"
+		return 9
 	case "SessionTV":
-		return "SessionTV"
+		return 10
 	case "LocalAddress":
-		return "LocalAddress"
+		return 11
 	case "RemoteAddress":
-		return "RemoteAddress"
+		return 12
 	case "Challenge":
-		return "Challenge"
+		return 13
 	case "Response":
-		return "Response"
+		return 14
 	case "ExpectedResponse":
-		return "ExpectedResponse"
+		return 15
 	case "ReceivedChallenge":
-		return "ReceivedChallenge"
+		return 16
 	case "ReceivedHash":
-		return "ReceivedHash"
+		return 17
 	case "UsingPassword":
-		return "UsingPassword"
+		return 18
 	case "ACLName":
-		return "ACLName"
+		return 19
 	case "Module":
-		return "Module"
+		return 20
 	case "RequestType":
-		return "RequestType"
+		return 21
 	case "RequestParams":
-		return "RequestParams"
+		return 22
 	case "ActionID":
-		return "ActionID"
+		return 23
 	case "Message":
-		return "Message"
+		return 24
 	case "EventList":
-		return "EventList"
+		return 25
 	case "ListItems":
-		return "ListItems"
+		return 26
 	case "Timestamp":
-		return "Timestamp"
+		return 27
 	case "Ping":
-		return "Ping"
+		return 28
 	case "Uptime":
-		return "Uptime"
+		return 29
 	case "LastReload":
-		return "LastReload"
+		return 30
 	case "Status":
-		return "Status"
+		return 31
 	case "URI":
-		return "URI"
+		return 32
 	case "ContactStatus":
-		return "ContactStatus"
+		return 33
 	case "AOR":
-		return "AOR"
+		return 34
 	case "EndpointName":
-		return "EndpointName"
+		return 35
 	case "RoundtripUsec":
-		return "RoundtripUsec"
+		return 36
 	case "ChannelType":
-		return "ChannelType"
+		return 37
 	case "Peer":
-		return "Peer"
+		return 38
 	case "PeerStatus":
-		return "PeerStatus"
+		return 39
 	case "Device":
-		return "Device"
+		return 40
 	case "State":
-		return "State"
+		return 41
 	case "ObjectType":
-		return "ObjectType"
+		return 42
 	case "ObjectName":
-		return "ObjectName"
+		return 43
 	case "ViaAddr":
-		return "ViaAddr"
+		return 44
 	case "ViaPort":
-		return "ViaPort"
+		return 45
 	case "CallId":
-		return "CallId"
+		return 46
 	case "RegServer":
-		return "RegServer"
+		return 47
 	case "Endpoint":
-		return "Endpoint"
+		return 48
 	case "Uri":
-		return "Uri"
+		return 49
 	case "UserAgent":
-		return "UserAgent"
+		return 50
 	case "ExpirationTime":
-		return "ExpirationTime"
+		return 51
 	}
-	return ""
+	return 0
 }
+
+var internedKeys = [...]string{"", "Event", "Privilege", "SystemName", "EventTV", "Severity", "Service", "EventVersion", "AccountID", "SessionID", "SessionTV", "LocalAddress", "RemoteAddress", "Challenge", "Response", "ExpectedResponse", "ReceivedChallenge", "ReceivedHash", "UsingPassword", "ACLName", "Module", "RequestType", "RequestParams", "ActionID", "Message", "EventList", "ListItems", "Timestamp", "Ping", "Uptime", "LastReload", "Status", "URI", "ContactStatus", "AOR", "EndpointName", "RoundtripUsec", "ChannelType", "Peer", "PeerStatus", "Device", "State", "ObjectType", "ObjectName", "ViaAddr", "ViaPort", "CallId", "RegServer", "Endpoint", "Uri", "UserAgent", "ExpirationTime"}
 
 // WriteMessage writes m as one AMI message (CRLF line ends, closing blank
 // line) in a single Write. It refuses, writing nothing, a key that is empty
