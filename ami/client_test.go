@@ -606,3 +606,37 @@ func TestClientTLS(t *testing.T) {
 		t.Error("TLSConfig accepted a missing CA file")
 	}
 }
+
+// OnConnect's ctx ends with its connection, so a resync stuck on a dead
+// connection does not hold the client; a failing hook is logged and the
+// session stays up.
+func TestClientOnConnectContextAndError(t *testing.T) {
+	srv := amitest.NewServer(t, amitest.Options{})
+	ended := make(chan struct{}, 4)
+	first := true
+	h := startClient(t, srv, func(c *ami.ClientConfig) {
+		c.OnConnect = func(ctx context.Context, _ *ami.Client) error {
+			if first {
+				first = false
+				<-ctx.Done() // blocks until the connection goes
+				ended <- struct{}{}
+				return ctx.Err()
+			}
+			return errors.New("resync refused")
+		}
+	})
+	srv.WaitLogins(1)
+	srv.Restart()
+	<-ended
+	srv.WaitLogins(2)
+	for !strings.Contains(h.logs.String(), "resync refused") {
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Still connected and usable after the failed hook.
+	if r, err := h.c.Action(context.Background(), ami.Message{Headers: []ami.Header{{"Action", "Ping"}}}); err != nil || r.Get("Ping") != "Pong" {
+		t.Fatalf("after a failing OnConnect: %v %v", r.Headers, err)
+	}
+	if srv.Logins() != 2 {
+		t.Errorf("%d logins, want 2 (a failing hook must not cause reconnects)", srv.Logins())
+	}
+}

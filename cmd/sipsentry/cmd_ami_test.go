@@ -294,3 +294,43 @@ func TestSnakeCase(t *testing.T) {
 		}
 	}
 }
+
+// The recorded injection attempts (README "s9 injection"): no line may name
+// the forged 6.6.6.6 as the source, and the forged or split events are
+// flagged.
+func TestAMITailInjectionCapture(t *testing.T) {
+	srv := amitest.NewServer(t, amitest.Options{})
+	cfg := amiTailConfig(t, srv.Addr(), "sentry-secret", 0o600)
+	raw, err := os.ReadFile(amiRecording(t, "ami-s9-injection.raw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw = raw[557:] // after banner, login response, FullyBooted and sentry's SuccessfulAuth
+	r := startTail(t, "--config", cfg, "ami", "tail", "--json")
+	srv.WaitLogins(1)
+	srv.Send(raw)
+	// 40 PJSIP events + the forged SuccessfulAuth block; a marker event
+	// after them shows that nothing more was printed.
+	srv.Send([]byte("Event: SuccessfulAuth\r\nPrivilege: security,all\r\nEventTV: 2026-11-25T13:45:00.000+0000\r\nSeverity: Informational\r\nService: AMI\r\nEventVersion: 1\r\nAccountID: marker\r\nSessionID: 0x1\r\nLocalAddress: IPV4/TCP/127.0.0.1/5038\r\nRemoteAddress: IPV4/TCP/127.0.0.13/40000\r\nUsingPassword: 0\r\nSessionTV: 2026-11-25T13:45:00.000+0000\r\n\r\n"))
+	lines := r.waitLines(t, 42)
+	if len(lines) != 42 || !strings.Contains(lines[41], `"account":"marker"`) {
+		t.Fatalf("want 41 events then the marker, got %d lines, last %s", len(lines), lines[len(lines)-1])
+	}
+	lines = lines[:41]
+	suspicious := 0
+	for _, l := range lines {
+		var g struct{ IP, Suspicion string }
+		if err := json.Unmarshal([]byte(l), &g); err != nil {
+			t.Fatal(err)
+		}
+		if g.IP == "6.6.6.6" || (g.IP != "" && g.IP != "127.0.0.13") {
+			t.Errorf("wrong source in %s", l)
+		}
+		if g.Suspicion != "" {
+			suspicious++
+		}
+	}
+	if suspicious < 2 { // s9-10 (repeated RemoteAddress), s9-11 (split + forged block)
+		t.Errorf("%d events flagged, want at least the s9-10 and s9-11 ones", suspicious)
+	}
+}
