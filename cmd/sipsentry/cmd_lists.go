@@ -45,8 +45,8 @@ and the decision. A list that fails to download, fails to parse, has fewer
 than geo.min_entries entries or shrank by more than geo.max_shrink is not
 used: the last good one is kept, and the exit status is 1.
 
-A running daemon refreshes on its own (geo.refresh); it picks up lists
-written here at its next refresh, or on SIGHUP.`,
+A running daemon fetches on its own every geo.refresh and on SIGHUP; the
+cache written here is what the daemon loads when it starts.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runListsUpdate(cmd.Context(), cmd, o, g)
