@@ -201,11 +201,13 @@ func (g *Geo) Lists() []ListInfo {
 
 // ListInfo describes one loaded list.
 type ListInfo struct {
-	Name, Country, Family string
-	Allowed               bool
-	Entries               int
-	Source                string
-	Verified              time.Time
+	Name     string    `json:"name"` // "jp-ipv4"
+	Country  string    `json:"country"`
+	Family   string    `json:"family"` // "ipv4" | "ipv6"
+	Allowed  bool      `json:"allowed"`
+	Entries  int       `json:"entries"`
+	Source   string    `json:"source"`
+	Verified time.Time `json:"verified"`
 }
 
 // Databases describes the configured country and ASN databases.
