@@ -25,7 +25,7 @@ func benchLog(b *testing.B) []byte {
 		b.Fatal(err)
 	}
 	var buf bytes.Buffer
-	if err := loggen.Write(&buf, loggen.Lines(rec), benchLines); err != nil {
+	if err := loggen.Write(&buf, loggen.Lines(rec), benchLines, 1000); err != nil {
 		b.Fatal(err)
 	}
 	return buf.Bytes()

@@ -34,19 +34,19 @@ func Lines(recorded []byte) [][]byte {
 	return out
 }
 
-// Sources is how many distinct addresses Write spreads the lines over.
-const Sources = 20000
-
 // Write writes n lines cycled from lines; line i's recorded source becomes
-// an address of 100.64.0.0/10 picked by i/50 (so runs of 50 lines share a
-// source, like a scanner's burst).
-func Write(w io.Writer, lines [][]byte, n int) error {
+// one of `sources` addresses of 100.64.0.0/10, picked by i/50 (so runs of 50
+// lines share a source, like a scanner's burst).
+func Write(w io.Writer, lines [][]byte, n, sources int) error {
 	if len(lines) == 0 {
 		return fmt.Errorf("loggen: no recorded lines")
 	}
+	if sources < 1 || sources > 1<<22 {
+		return fmt.Errorf("loggen: sources %d: want 1..4194304", sources)
+	}
 	bw := bufio.NewWriterSize(w, 1<<20)
 	base := netip.MustParseAddr("100.64.0.0").As4()
-	var addrs [Sources][]byte
+	addrs := make([][]byte, sources)
 	for k := range addrs {
 		a := base
 		a[2] = byte(k >> 8)
@@ -56,7 +56,7 @@ func Write(w io.Writer, lines [][]byte, n int) error {
 	}
 	for i := 0; i < n; i++ {
 		l := lines[i%len(lines)]
-		src := addrs[(i/50)%Sources]
+		src := addrs[(i/50)%sources]
 		if _, err := bw.Write(recordedSources.ReplaceAllLiteral(l, src)); err != nil {
 			return err
 		}
