@@ -2,15 +2,22 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/sipsentry/sipsentry/activity"
+	"github.com/sipsentry/sipsentry/internal/state"
 )
 
 var (
@@ -365,5 +372,89 @@ func TestSourcesBadFlags(t *testing.T) {
 		if !errors.As(err, &ue) {
 			t.Errorf("%v: err %v, want a usage error", args, err)
 		}
+	}
+}
+
+// Live mode reads the daemon's DB read-only, also while the daemon holds
+// it open with a write transaction in progress (WAL).
+func TestSourcesLiveDBWhileLocked(t *testing.T) {
+	dir := t.TempDir()
+	path := state.Path(dir)
+	st, err := state.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	now := time.Now().UTC().Truncate(time.Second)
+	scanner := activity.Source{Addr: netip.MustParseAddr("198.51.100.7"), FirstSeen: now.Add(-time.Hour), LastSeen: now.Add(-time.Minute),
+		Counts: activity.Counts{UnknownAccount: 40, AuthFailed: 3}, Accounts: []activity.AccountCount{{Account: "100", Count: 5}, {Account: "101", Count: 2}},
+		DistinctAccounts: 2, LastUserAgent: "friendly-scanner"}
+	push := activity.Source{Addr: netip.MustParseAddr("203.0.113.31"), FirstSeen: now.Add(-2 * time.Hour), LastSeen: now.Add(-2 * time.Minute),
+		Counts: activity.Counts{AuthOK: 4}, LastUserAgent: "Bria Push Service"}
+	err = st.Apply(context.Background(), &state.Batch{
+		Sources: []state.SourceUpdate{{Session: 1, Source: scanner}, {Session: 1, Source: push}},
+		Bans:    []state.Ban{{Addr: scanner.Addr, Until: now.Add(4 * time.Hour), Offences: 2, Reason: "43 failures in 10m", Created: now}},
+		Allows: []state.Allow{{Prefix: netip.PrefixFrom(push.Addr, 32), PushEvidence: state.PushEvidence{How: state.HowUserAgent,
+			Account: "1001", UserAgent: "Bria Push Service", FirstSeen: now.Add(-time.Hour), LastSeen: now}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second writer connection holds the write lock, like the daemon mid-batch.
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(100)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec(`CREATE TABLE lock_probe(x)`); err != nil {
+		t.Fatal(err)
+	}
+
+	out, errOut, err := runSourcesCmd(t, "--db", path, "--json")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	var rows []struct {
+		IP          string     `json:"ip"`
+		Status      string     `json:"status"`
+		Offences    int        `json:"offences"`
+		BannedUntil *time.Time `json:"banned_until"`
+		Unknown     int        `json:"unknown_account"`
+		UA          string     `json:"last_user_agent"`
+		Notes       []string   `json:"notes"`
+	}
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if len(rows) != 2 {
+		t.Fatalf("rows: %s", out)
+	}
+	for _, r := range rows {
+		switch r.IP {
+		case "198.51.100.7":
+			if r.Status != "banned" || r.Offences != 2 || r.BannedUntil == nil || !r.BannedUntil.Equal(now.Add(4*time.Hour)) ||
+				r.Unknown != 40 || r.UA != "friendly-scanner" {
+				t.Errorf("banned row: %+v", r)
+			}
+		case "203.0.113.31":
+			if r.Status != "learned_push" || len(r.Notes) == 0 || !strings.Contains(r.Notes[0], "Bria Push Service") {
+				t.Errorf("push row: %+v", r)
+			}
+		default:
+			t.Errorf("unexpected row %+v", r)
+		}
+	}
+	table, _, err := runSourcesCmd(t, "--db", path, "--width", "250")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(table, "banned until "+now.Add(4*time.Hour).Format("2006-01-02 15:04:05")+" (offence 2)") ||
+		!strings.Contains(table, "bans: 1") || !strings.Contains(table, "learned push") {
+		t.Errorf("table:\n%s", table)
 	}
 }
