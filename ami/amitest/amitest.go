@@ -386,7 +386,7 @@ func (c *Conn) serve() {
 			c.reply(id, "Goodbye", "Message", "Thanks for all the fish.")
 			return
 		case !loggedIn:
-			c.reply(id, "Error", "Message", "Authentication Required")
+			c.reply(id, "Error", "Message", "Permission denied") // what Asterisk answers before login
 			continue
 		}
 		if s.o.Handler != nil && s.o.Handler(c, req) {
