@@ -127,9 +127,9 @@ func commonSlot(k string) int {
 //
 // Remote and Local come from the LAST RemoteAddress / LocalAddress header.
 // Event, Privilege, EventTV, Severity, Service, EventVersion and AccountID
-// come from their FIRST header (Asterisk writes them before anything an
-// attacker controls could add a header); SessionID and SessionTV from the
-// last. Suspicion is set (reasons joined by "; ") when any key repeats, or
+// come from their FIRST header: Asterisk writes them first, and a header
+// injected through AccountID can only follow it. SessionID and SessionTV
+// come from the last. Time/SessionTV are zero when absent or unparsable. Suspicion is set (reasons joined by "; ") when any key repeats, or
 // the block lacks Privilege "security", EventTV, Severity, Service,
 // EventVersion, SessionID, LocalAddress, RemoteAddress, or AccountID
 // (optional for RequestBadFormat only). Every other header goes to Fields in
