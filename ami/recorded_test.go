@@ -623,3 +623,23 @@ func readS9Offsets(t testing.TB) []s9Row {
 	}
 	return rows
 }
+
+// The stream in Example is cut from the recordings, byte for byte.
+func TestExampleStreamIsCaptured(t *testing.T) {
+	rec := append(readCodecData(t, "ami-s8-ipv6-tcp-netns.raw"), readCodecData(t, "ami-s9-injection.raw")...)
+	body := strings.TrimPrefix(captured, "Asterisk Call Manager/11.0.0\r\n")
+	blocks := strings.SplitAfter(body, "\r\n\r\n")
+	n := 0
+	for _, b := range blocks {
+		if b == "" {
+			continue
+		}
+		n++
+		if !bytes.Contains(rec, []byte(b)) {
+			t.Errorf("example block not in the recordings: %q", b)
+		}
+	}
+	if n != 4 {
+		t.Fatalf("%d blocks", n)
+	}
+}
