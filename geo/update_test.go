@@ -80,7 +80,9 @@ func remoteGeo(t *testing.T, srv *listServer, stateDir string, mod func(*config.
 	cfg.AllowCountries = []string{"JP"}
 	cfg.ListURLv4 = srv.URL + "/{cc}/ipv4.txt"
 	cfg.ListURLv6 = srv.URL + "/{cc}/ipv6.txt"
-	cfg.DownloadTimeout = config.Duration(5 * time.Second)
+	// Generous: the build machine is shared and slow under -race; only the
+	// timeout case shortens it.
+	cfg.DownloadTimeout = config.Duration(60 * time.Second)
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -150,7 +152,7 @@ func TestUpdateKeepsLastGoodList(t *testing.T) {
 	}
 	srv.set(serveGood(`"v1"`, v4))
 	state := t.TempDir()
-	g := remoteGeo(t, srv, state, func(c *config.Geo) { c.DownloadTimeout = config.Duration(500 * time.Millisecond) })
+	g := remoteGeo(t, srv, state, nil)
 	if g.Allowed(jpAddr) {
 		t.Fatal("allowed before any list was loaded")
 	}
@@ -254,6 +256,11 @@ func TestUpdateKeepsLastGoodList(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv.set(tc.handler)
+			if tc.name == "timeout" {
+				saved := g.cfg.DownloadTimeout
+				g.cfg.DownloadTimeout = config.Duration(300 * time.Millisecond)
+				defer func() { g.cfg.DownloadTimeout = saved }()
+			}
 			before := counter(t, g, "jp-ipv4", string(tc.decision))
 			rs, err := g.Update(context.Background(), false)
 			if !errors.Is(err, ErrListsKept) {
