@@ -281,6 +281,10 @@ type Aggregator struct {
 	sources map[netip.Addr]*activity.Source
 	// Events is every event added; Unattributed those without a source.
 	Events, Unattributed int
+	// last is the newest event time seen: an event without EventTV (a
+	// forged AMI block has none) is placed at the stream's clock instead
+	// of at the zero time, which would corrupt first/last seen.
+	last time.Time
 }
 
 // NewAggregator returns an empty Aggregator.
@@ -296,13 +300,19 @@ func (a *Aggregator) Add(ev *ami.SecurityEvent) {
 		a.Unattributed++
 		return
 	}
+	at := ev.Time
+	if at.IsZero() {
+		at = a.last
+	} else if at.After(a.last) {
+		a.last = at
+	}
 	addr := ev.Remote.Addr().Unmap()
 	s := a.sources[addr]
 	if s == nil {
 		s = &activity.Source{Addr: addr}
 		a.sources[addr] = s
 	}
-	s.Observe(ev, ev.Time)
+	s.Observe(ev, at)
 }
 
 // Inputs returns the aggregates as report inputs, in address order. Offline

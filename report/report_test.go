@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"net/netip"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sipsentry/sipsentry/activity"
+	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/geo"
 	"github.com/sipsentry/sipsentry/seclog"
 )
@@ -331,5 +333,22 @@ func TestEveryWidthFits(t *testing.T) {
 		if !strings.Contains(b.String(), "127.0.0.13") {
 			t.Fatalf("width %d: a source is missing", w)
 		}
+	}
+}
+
+// An event without EventTV (the forged AMI block of s9-11 has none) must
+// not move first seen to the zero time or past the events around it.
+func TestAggregatorEventWithoutTime(t *testing.T) {
+	agg := NewAggregator()
+	t0 := time.Date(2026, 11, 25, 13, 43, 53, 0, time.UTC)
+	src := netip.MustParseAddrPort("198.51.100.13:5090")
+	for i, at := range []time.Time{t0, {}, t0.Add(20 * time.Second)} {
+		ev := ami.SecurityEvent{Type: ami.EventInvalidAccountID, Time: at, AccountID: fmt.Sprint(9000 + i),
+			SessionID: fmt.Sprint(i), Remote: ami.Address{Transport: "UDP", AddrPort: src}}
+		agg.Add(&ev)
+	}
+	in := agg.Inputs()
+	if len(in) != 1 || !in[0].FirstSeen.Equal(t0) || !in[0].LastSeen.Equal(t0.Add(20*time.Second)) || in[0].Counts.UnknownAccount != 3 {
+		t.Fatalf("%+v", in)
 	}
 }
