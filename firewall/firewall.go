@@ -114,6 +114,18 @@ func Family(a netip.Addr) string {
 	return "inet6"
 }
 
+// FlowDropper is implemented by backends that can delete one known flow by
+// its addresses with a single lookup. DropFlows must find a source's flows
+// by walking the kernel's whole conntrack table (tens of milliseconds on a
+// large host); DropFlow cuts the flow the engine saw at once, and DropFlows
+// can follow for the rest (RTP, other ports).
+type FlowDropper interface {
+	// DropFlow deletes the conntrack entry of the proto ("udp" or "tcp")
+	// flow between remote and local, whichever side opened it. An absent
+	// flow is no error.
+	DropFlow(ctx context.Context, proto string, remote, local netip.AddrPort) error
+}
+
 // Preparer is implemented by backends that can create their sets without
 // the rules that consult them, so that the allow sets can be filled before
 // any DROP rule exists (no lock-out window on a first up).

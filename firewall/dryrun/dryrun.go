@@ -19,7 +19,7 @@ import (
 // Op is one recorded operation.
 type Op struct {
 	Time    time.Time
-	Verb    string // up, down, replace, add, delete, dropflows
+	Verb    string // up, down, replace, add, delete, dropflows, dropflow
 	Set     firewall.Set
 	Entries []firewall.Entry
 }
@@ -91,7 +91,10 @@ func New(o Options) *Backend {
 	return b
 }
 
-var _ firewall.Backend = (*Backend)(nil)
+var (
+	_ firewall.Backend     = (*Backend)(nil)
+	_ firewall.FlowDropper = (*Backend)(nil)
+)
 
 func (b *Backend) record(op Op) {
 	op.Time = b.now()
@@ -245,6 +248,19 @@ func (b *Backend) DropFlows(_ context.Context, addr netip.Addr) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.record(Op{Verb: "dropflows", Entries: []firewall.Entry{{Prefix: netip.PrefixFrom(addr, addr.BitLen())}}})
+	return nil
+}
+
+// DropFlow records the flow it would cut.
+func (b *Backend) DropFlow(_ context.Context, proto string, remote, local netip.AddrPort) error {
+	if (proto != "udp" && proto != "tcp") || !remote.IsValid() || !local.IsValid() {
+		return fmt.Errorf("%w: dropflow %s %s %s", firewall.ErrInvalid, proto, remote, local)
+	}
+	a := remote.Addr().Unmap()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.record(Op{Verb: "dropflow", Entries: []firewall.Entry{{Prefix: netip.PrefixFrom(a, a.BitLen()),
+		Comment: fmt.Sprintf("%s %s -> %s", proto, remote, local)}}})
 	return nil
 }
 

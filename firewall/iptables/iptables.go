@@ -61,15 +61,17 @@ type Backend struct {
 	run    *runner
 	ipt    map[string]*goipt.IPTables // by family: inet, inet6
 
-	nlMu sync.Mutex // the netlink handle is one socket: one request at a time
-	nl   *netlink.Handle
+	nlMu   sync.Mutex // the netlink handle is one socket: one request at a time
+	nl     *netlink.Handle
+	ctSock *nl.SocketHandle // for single-flow conntrack deletes (netlink has no API for it)
 
 	mu sync.Mutex // serializes changes, so an Add never lands in a set being swapped out
 }
 
 var (
-	_ firewall.Backend  = (*Backend)(nil)
-	_ firewall.Preparer = (*Backend)(nil)
+	_ firewall.Backend     = (*Backend)(nil)
+	_ firewall.Preparer    = (*Backend)(nil)
+	_ firewall.FlowDropper = (*Backend)(nil)
 )
 
 const (
@@ -150,6 +152,12 @@ func NewWithOptions(o Options) (*Backend, error) {
 			return
 		}
 		b.nl = h
+		s, err := nl.GetNetlinkSocketAt(netns.None(), netns.None(), unix.NETLINK_NETFILTER)
+		if err != nil {
+			probeErr = fmt.Errorf("%w: netlink netfilter socket: %v", firewall.ErrUnavailable, err)
+			return
+		}
+		b.ctSock = &nl.SocketHandle{Socket: s}
 	})
 	if probeErr == nil {
 		probeErr = b.probeKernel()
@@ -181,6 +189,10 @@ func (b *Backend) Close() error {
 	if b.nl != nil {
 		b.nl.Close()
 		b.nl = nil
+	}
+	if b.ctSock != nil {
+		b.ctSock.Close()
+		b.ctSock = nil
 	}
 	if b.run != nil {
 		b.run.stop()
@@ -1034,6 +1046,65 @@ func (b *Backend) DropFlows(ctx context.Context, addr netip.Addr) error {
 		return fmt.Errorf("iptables: delete conntrack entries of %s: %w (is nf_conntrack_netlink loaded?)", addr, err)
 	}
 	return nil
+}
+
+// DropFlow deletes one conntrack entry by its original tuple: a hash
+// lookup in the kernel, not a walk of the table like DropFlows. The flow
+// may have been opened by either side, so both orientations are tried.
+func (b *Backend) DropFlow(ctx context.Context, proto string, remote, local netip.AddrPort) error {
+	var pnum uint8
+	switch proto {
+	case "udp":
+		pnum = unix.IPPROTO_UDP
+	case "tcp":
+		pnum = unix.IPPROTO_TCP
+	}
+	ra, la := remote.Addr().Unmap(), local.Addr().Unmap()
+	if pnum == 0 || !ra.IsValid() || !la.IsValid() || ra.Is4() != la.Is4() {
+		return fmt.Errorf("%w: dropflow %q %s %s", firewall.ErrInvalid, proto, remote, local)
+	}
+	remote, local = netip.AddrPortFrom(ra, remote.Port()), netip.AddrPortFrom(la, local.Port())
+	for _, dir := range [][2]netip.AddrPort{{remote, local}, {local, remote}} {
+		err := b.ctDelete(pnum, dir[0], dir[1])
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, syscall.ENOENT) {
+			return fmt.Errorf("iptables: delete conntrack entry %s %s -> %s: %w", proto, dir[0], dir[1], err)
+		}
+	}
+	return nil
+}
+
+func (b *Backend) ctDelete(proto uint8, src, dst netip.AddrPort) error {
+	fam, srcT, dstT := uint8(unix.AF_INET), nl.CTA_IP_V4_SRC, nl.CTA_IP_V4_DST
+	if src.Addr().Is6() {
+		fam, srcT, dstT = unix.AF_INET6, nl.CTA_IP_V6_SRC, nl.CTA_IP_V6_DST
+	}
+	req := &nl.NetlinkRequest{
+		NlMsghdr: unix.NlMsghdr{
+			Len:   uint32(unix.SizeofNlMsghdr),
+			Type:  uint16(unix.NFNL_SUBSYS_CTNETLINK<<8 | nl.IPCTNL_MSG_CT_DELETE),
+			Flags: unix.NLM_F_REQUEST | unix.NLM_F_ACK,
+		},
+		Sockets: map[int]*nl.SocketHandle{unix.NETLINK_NETFILTER: b.ctSock},
+	}
+	req.AddData(&nl.Nfgenmsg{NfgenFamily: fam, Version: nl.NFNETLINK_V0})
+	ip := nl.NewRtAttr(unix.NLA_F_NESTED|nl.CTA_TUPLE_IP, nil)
+	ip.AddChild(nl.NewRtAttr(srcT, src.Addr().AsSlice()))
+	ip.AddChild(nl.NewRtAttr(dstT, dst.Addr().AsSlice()))
+	pr := nl.NewRtAttr(unix.NLA_F_NESTED|nl.CTA_TUPLE_PROTO, nil)
+	pr.AddChild(nl.NewRtAttr(nl.CTA_PROTO_NUM, []byte{proto}))
+	pr.AddChild(nl.NewRtAttr(nl.CTA_PROTO_SRC_PORT, nl.BEUint16Attr(src.Port())))
+	pr.AddChild(nl.NewRtAttr(nl.CTA_PROTO_DST_PORT, nl.BEUint16Attr(dst.Port())))
+	tuple := nl.NewRtAttr(unix.NLA_F_NESTED|nl.CTA_TUPLE_ORIG, nil)
+	tuple.AddChild(ip)
+	tuple.AddChild(pr)
+	req.AddData(tuple)
+	b.nlMu.Lock()
+	defer b.nlMu.Unlock()
+	_, err := req.Execute(unix.NETLINK_NETFILTER, 0)
+	return err
 }
 
 // Status reports sipsentry's rules (jumps and chain) with their counters

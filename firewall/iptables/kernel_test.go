@@ -136,6 +136,37 @@ func TestKernelPBX(t *testing.T) {
 			}
 			mustReach(t, alC, "unbanned sender")
 
+			// The same with DropFlow: the one flow the engine saw, cut by its
+			// tuple (a lookup, not a table walk).
+			if err := b.Add(ctx, firewall.SetBan, ban); err != nil {
+				t.Fatal(err)
+			}
+			mustReach(t, alC, "established flow before DropFlow (control)")
+			remote := netip.MustParseAddrPort(alC.LocalAddr().String())
+			if err := b.DropFlow(ctx, "udp", remote, netip.AddrPortFrom(w.pbxA, 5060)); err != nil {
+				t.Fatal(err)
+			}
+			got, b0 = sip.count(w.allowed), counter(t, b, w.fam, w.banRule)
+			if _, err := alC.Write(optionsMsg(alC)); err != nil {
+				t.Fatal(err)
+			}
+			if n := waitCounter(t, b, w.fam, w.banRule, b0); n != b0+1 {
+				t.Fatalf("ban rule counted %d packets after DropFlow, want 1", n-b0)
+			}
+			if n := sip.count(w.allowed); n != got {
+				t.Fatalf("banned sender's first packet after DropFlow reached the listener")
+			}
+			if err := b.DropFlow(ctx, "udp", remote, netip.AddrPortFrom(w.pbxA, 5060)); err != nil {
+				t.Fatalf("DropFlow of an absent flow: %v", err)
+			}
+			if err := b.DropFlow(ctx, "sctp", remote, netip.AddrPortFrom(w.pbxA, 5060)); !errors.Is(err, firewall.ErrInvalid) {
+				t.Fatalf("DropFlow(sctp) = %v, want ErrInvalid", err)
+			}
+			if err := b.Delete(ctx, firewall.SetBan, ban.Prefix); err != nil {
+				t.Fatal(err)
+			}
+			mustReach(t, alC, "unbanned sender")
+
 			// An allow entry lets the foreign sender in; removing it (and
 			// its flows) shuts it out again.
 			allow := netip.PrefixFrom(w.foreign, w.foreign.BitLen())
