@@ -1,0 +1,632 @@
+// Command harness measures sipsentry's speed and memory against baselines
+// taken in the same run, on the real kernel, inside a network namespace it
+// creates and deletes. It is a development tool: not shipped, not run in CI.
+// It needs root, ip, ipset and iptables.
+//
+//	go run ./bench/harness -latency        # event received → entry in the kernel set
+//	go run ./bench/harness -rss            # RSS of `sipsentry run` with lists, mmdb and 100k bans
+//
+// Addresses are TEST-NET (198.51.100.0/24, 203.0.113.0/24) and 2001:db8::/32;
+// no packet leaves the namespace, the addresses only go into its sets.
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/sipsentry/sipsentry/ami"
+	"github.com/sipsentry/sipsentry/ami/amitest"
+	"github.com/sipsentry/sipsentry/engine"
+	"github.com/sipsentry/sipsentry/firewall/iptables"
+	"github.com/sipsentry/sipsentry/internal/config"
+	"github.com/sipsentry/sipsentry/internal/state"
+)
+
+func main() {
+	lat := flag.Bool("latency", false, "measure event → kernel set latency")
+	rss := flag.Bool("rss", false, "measure the daemon's RSS with lists, mmdb and many bans")
+	n := flag.Int("n", 10000, "bans for -latency")
+	flag.BoolVar(&runEngine, "engine-run", true, "run the engine's background loop (DB writer, post-ban conntrack flush) during -latency, as the daemon does")
+	nrss := flag.Int("bans", 100000, "bans for -rss")
+	bin := flag.String("bin", "", "sipsentry binary for -rss (default: go build)")
+	flag.Parse()
+	if !*lat && !*rss {
+		*lat, *rss = true, true
+	}
+	if os.Geteuid() != 0 {
+		fatal("harness: needs root (network namespace, ipset, iptables)")
+	}
+	if *lat {
+		if err := latency(*n); err != nil {
+			fatal("harness: latency: %v", err)
+		}
+	}
+	if *rss {
+		if err := rssRun(*bin, *nrss); err != nil {
+			fatal("harness: rss: %v", err)
+		}
+	}
+}
+
+func fatal(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, format+"\n", args...)
+	os.Exit(1)
+}
+
+// ---- namespace helpers
+
+type nsHandle struct{ name string }
+
+func newNS() (*nsHandle, error) {
+	var b [4]byte
+	rand.Read(b[:])
+	name := "sstbench-" + hex.EncodeToString(b[:])
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("ip netns add: %v: %s", err, out)
+	}
+	ns := &nsHandle{name}
+	if _, err := ns.exec("ip", "link", "set", "lo", "up"); err != nil {
+		ns.delete()
+		return nil, err
+	}
+	return ns, nil
+}
+
+func (ns *nsHandle) delete() { exec.Command("ip", "netns", "delete", ns.name).Run() }
+
+func (ns *nsHandle) exec(prog string, args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", ns.name, prog}, args...)...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %v: %v: %s", prog, args, err, out)
+	}
+	return string(out), nil
+}
+
+// do runs f on a thread inside the namespace; sockets and processes f
+// creates stay there.
+func (ns *nsHandle) do(f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		target, err := netns.GetFromName(ns.name)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer target.Close()
+		if err := netns.Set(target); err != nil {
+			errc <- err
+			return
+		}
+		ferr := f()
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// ---- latency
+
+// runEngine: with false, only the hot path runs (diagnosis: it shows what the
+// background work costs the hot path).
+var runEngine bool
+
+// invalidAccount is a PJSIP InvalidAccountID as Asterisk 22 sends it.
+func invalidAccount(src netip.AddrPort, i int) []byte {
+	fam := "IPV4"
+	if src.Addr().Is6() {
+		fam = "IPV6"
+	}
+	return fmt.Appendf(nil, "Event: InvalidAccountID\r\nPrivilege: security,all\r\nSystemName: sentrylab\r\n"+
+		"EventTV: 2026-11-25T13:12:07.974+0000\r\nSeverity: Error\r\nService: PJSIP\r\nEventVersion: 1\r\n"+
+		"AccountID: %d\r\nSessionID: 1-%d@bench\r\nLocalAddress: %s/UDP/127.0.0.1/5060\r\n"+
+		"RemoteAddress: %s/UDP/%s/%d\r\n\r\n", 100+i%50, i, fam, fam, src.Addr(), src.Port())
+}
+
+type foreign struct{}
+
+func (foreign) Allowed(netip.Addr) bool { return false }
+
+func v6addr(i int) netip.Addr {
+	var b [16]byte
+	copy(b[:], netip.MustParseAddr("2001:db8:b000::").AsSlice())
+	b[12], b[13], b[14], b[15] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
+	return netip.AddrFrom16(b)
+}
+
+func v4addrs() []netip.Addr {
+	var out []netip.Addr
+	for _, p := range []string{"198.51.100.0", "203.0.113.0"} {
+		a := netip.MustParseAddr(p)
+		for range 254 {
+			a = a.Next()
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+type quantiles struct{ p50, p99, max time.Duration }
+
+func quant(ds []time.Duration) quantiles {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	at := func(q float64) time.Duration { return s[min(len(s)-1, int(q*float64(len(s))))] }
+	return quantiles{at(0.50), at(0.99), s[len(s)-1]}
+}
+
+func latency(n int) error {
+	ns, err := newNS()
+	if err != nil {
+		return err
+	}
+	defer ns.delete()
+	ctx := context.Background()
+
+	cfg := config.Default()
+	cfg.Firewall.Mode = "enforce"
+	cfg.Engine.GeoMode = "strict"
+	cfg.Geo.AllowCountries = []string{"JP"}
+	cfg.Push.Hosts = nil
+	cfg.Push.Resolver = "127.0.0.1:1"
+	cfg.AMI.Address = "127.0.0.1:5038"
+	be, err := iptables.NewWithOptions(iptables.Options{Config: cfg.Firewall, Netns: ns.name})
+	if err != nil {
+		return err
+	}
+	defer be.Close()
+	if err := be.Up(ctx); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "sstbench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	st, err := state.Open(filepath.Join(dir, "sipsentry.db"))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	// The daemon logs every ban as JSON; keep that cost in the measurement.
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	var bans int
+	store := st
+	eng, err := engine.New(cfg, engine.Deps{Firewall: be, Geo: foreign{}, Store: store, Logger: log, HostAddrs: []netip.Addr{},
+		OnDecision: func(d engine.Decision) {
+			if d.Kind == engine.DecisionBan {
+				bans++
+			}
+		}})
+	if err != nil {
+		return err
+	}
+	if err := eng.Start(ctx); err != nil {
+		return err
+	}
+	rctx, stop := context.WithCancel(ctx)
+	runDone := make(chan error, 1)
+	if runEngine {
+		go func() { runDone <- eng.Run(rctx) }()
+	} else {
+		close(runDone)
+	}
+	defer func() { stop(); <-runDone }()
+
+	measure := func(addrs []netip.Addr) ([]time.Duration, error) {
+		msgs := make([][]byte, len(addrs))
+		for i, a := range addrs {
+			msgs[i] = invalidAccount(netip.AddrPortFrom(a, 5060), i)
+		}
+		out := make([]time.Duration, 0, len(addrs))
+		before := bans
+		for _, raw := range msgs {
+			rd := ami.NewReader(bytes.NewReader(raw), ami.ReaderOptions{})
+			t0 := time.Now()
+			m, err := rd.ReadMessage()
+			if err != nil {
+				return nil, err
+			}
+			ev, err := ami.ParseSecurityEvent(&m)
+			if err != nil {
+				return nil, err
+			}
+			eng.Handle(ctx, ev)
+			out = append(out, time.Since(t0))
+		}
+		if bans-before != len(addrs) {
+			return nil, fmt.Errorf("%d events gave %d bans", len(addrs), bans-before)
+		}
+		return out, nil
+	}
+
+	// Baseline 1: one bare netlink ipset add per address (the kernel's own
+	// cost, what any daemon pays at least), same set type, same namespace.
+	var nl *netlink.Handle
+	if err := ns.do(func() error {
+		var err error
+		nl, err = netlink.NewHandle(0x0c /* NETLINK_NETFILTER */)
+		return err
+	}); err != nil {
+		return err
+	}
+	defer nl.Close()
+	mk := func(name, fam string) error {
+		_, err := ns.exec("ipset", "create", name, "hash:ip", "family", fam, "timeout", "3600", "comment", "maxelem", "1048576")
+		return err
+	}
+	if err := mk("bench-base-v6", "inet6"); err != nil {
+		return err
+	}
+	if err := mk("bench-base-v4", "inet"); err != nil {
+		return err
+	}
+	bare := func(set string, addrs []netip.Addr) ([]time.Duration, error) {
+		out := make([]time.Duration, 0, len(addrs))
+		for _, a := range addrs {
+			t0 := time.Now()
+			err := nl.IpsetAdd(set, &netlink.IPSetEntry{IP: a.AsSlice(), Timeout: ptr(uint32(3600)), Comment: "sipsentry: bench", Replace: true})
+			out = append(out, time.Since(t0))
+			if err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
+	}
+	// Baseline 2: `ipset add` as a process per ban (how fail2ban's
+	// iptables-ipset actions do it), over fewer addresses (it is slow).
+	execAdd := func(set string, addrs []netip.Addr) ([]time.Duration, error) {
+		out := make([]time.Duration, 0, len(addrs))
+		for _, a := range addrs {
+			t0 := time.Now()
+			_, err := ns.exec("ipset", "-exist", "add", set, a.String(), "timeout", "3600")
+			out = append(out, time.Since(t0))
+			if err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
+	}
+
+	// The engine's post-ban work (conntrack flush) shares the backend's
+	// netlink socket with the ban adds: time it alone.
+	var dfs []time.Duration
+	for i := range 200 {
+		t0 := time.Now()
+		if err := be.DropFlows(ctx, v6addr(1<<25+i)); err != nil {
+			return err
+		}
+		dfs = append(dfs, time.Since(t0))
+	}
+	df := quant(dfs)
+
+	v6 := make([]netip.Addr, n)
+	base6 := make([]netip.Addr, n)
+	for i := range n {
+		v6[i] = v6addr(i)
+		base6[i] = v6addr(i + 1<<24)
+	}
+	// Interleave halves so that noise on this shared machine hits both sides.
+	half := n / 2
+	var sip, base []time.Duration
+	for _, step := range []func() error{
+		func() error { d, err := bare("bench-base-v6", base6[:half]); base = append(base, d...); return err },
+		func() error { d, err := measure(v6[:half]); sip = append(sip, d...); return err },
+		func() error { d, err := bare("bench-base-v6", base6[half:]); base = append(base, d...); return err },
+		func() error { d, err := measure(v6[half:]); sip = append(sip, d...); return err },
+	} {
+		if err := step(); err != nil {
+			return err
+		}
+	}
+	// Every one of them is in the kernel's ban set.
+	cnt, err := setCount(ns, "sipsentry-ban-v6")
+	if err != nil {
+		return err
+	}
+	if cnt < n {
+		return fmt.Errorf("kernel ban set holds %d entries after %d bans", cnt, n)
+	}
+	v4 := v4addrs()
+	sip4, err := measure(v4)
+	if err != nil {
+		return err
+	}
+	base4, err := bare("bench-base-v4", v4)
+	if err != nil {
+		return err
+	}
+	execD, err := execAdd("bench-base-v4", v4[:min(len(v4), 300)])
+	if err != nil {
+		return err
+	}
+	s, b, s4, b4, ex := quant(sip), quant(base), quant(sip4), quant(base4), quant(execD)
+	fmt.Printf("event received → entry in the kernel ban set (AMI bytes → parse → engine → netlink ipset add, returns after the kernel has it); engine background loop running: %v\n", runEngine)
+	fmt.Printf("  IPv6, %d bans:  sipsentry p50 %v  p99 %v  max %v\n", len(sip), s.p50, s.p99, s.max)
+	fmt.Printf("                  bare netlink add p50 %v  p99 %v  max %v\n", b.p50, b.p99, b.max)
+	fmt.Printf("                  ratio sipsentry/bare: p50 %.2f  p99 %.2f   (goal p99 <= 2ms: %v)\n",
+		ratio(s.p50, b.p50), ratio(s.p99, b.p99), s.p99 <= 2*time.Millisecond)
+	fmt.Printf("  IPv4, %d bans (TEST-NET): sipsentry p50 %v  p99 %v; bare netlink p50 %v  p99 %v; ratio p50 %.2f p99 %.2f\n",
+		len(sip4), s4.p50, s4.p99, b4.p50, b4.p99, ratio(s4.p50, b4.p50), ratio(s4.p99, b4.p99))
+	fmt.Printf("  post-ban conntrack flush (DropFlows, background, same netlink socket): p50 %v  p99 %v\n", df.p50, df.p99)
+	fmt.Printf("  `ipset add` process per ban (fail2ban-style), %d adds: p50 %v  p99 %v  → sipsentry p50 is %.0fx faster\n",
+		len(execD), ex.p50, ex.p99, ratio(ex.p50, s.p50))
+	return nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func ratio(a, b time.Duration) float64 { return float64(a) / float64(b) }
+
+func setCount(ns *nsHandle, set string) (int, error) {
+	out, err := ns.exec("ipset", "list", "-t", set)
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(l, "Number of entries: "); ok {
+			return strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	return 0, fmt.Errorf("ipset list -t %s: no entry count", set)
+}
+
+// ---- RSS
+
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("go.mod not found above %s", dir)
+		}
+		dir = parent
+	}
+}
+
+func procStatus(pid int) (rss, hwm int, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 2 {
+			switch f[0] {
+			case "VmRSS:":
+				rss, _ = strconv.Atoi(f[1])
+			case "VmHWM:":
+				hwm, _ = strconv.Atoi(f[1])
+			}
+		}
+	}
+	return rss, hwm, nil
+}
+
+type daemon struct {
+	cmd *exec.Cmd
+	srv *amitest.Server
+	ns  *nsHandle
+}
+
+func (d *daemon) stop() {
+	d.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { d.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		d.cmd.Process.Kill()
+		<-done
+	}
+	d.srv.Close()
+}
+
+// startDaemon starts an AMI server and `sipsentry run` inside ns, with the
+// given extra config, and waits for the login.
+func startDaemon(ns *nsHandle, bin, dir, extra string) (*daemon, error) {
+	var srv *amitest.Server
+	if err := ns.do(func() error {
+		var err error
+		srv, err = amitest.Start(amitest.Options{Listen: "127.0.0.1:0"})
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	cfg := filepath.Join(dir, "sipsentry.toml")
+	text := fmt.Sprintf(`state_dir = %q
+[log]
+level = "warn"
+format = "json"
+[ami]
+address = %q
+username = "sentry"
+secret = "sentry-secret"
+[firewall]
+mode = "enforce"
+backend = "iptables"
+[push]
+hosts = []
+resolver = "127.0.0.1:1"
+[metrics]
+listen = "127.0.0.1:9468"
+%s`, filepath.Join(dir, "state"), srv.Addr(), extra)
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(filepath.Join(dir, "daemon.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd := exec.Command(bin, "run", "--config", cfg)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := ns.do(cmd.Start); err != nil {
+		srv.Close()
+		return nil, err
+	}
+	d := &daemon{cmd: cmd, srv: srv, ns: ns}
+	loggedIn := make(chan bool, 1)
+	go func() { loggedIn <- srv.WaitLogins(1) }()
+	select {
+	case ok := <-loggedIn:
+		if !ok {
+			d.stop()
+			return nil, fmt.Errorf("daemon did not log in; see %s", logf.Name())
+		}
+	case <-time.After(60 * time.Second):
+		d.stop()
+		return nil, fmt.Errorf("daemon did not log in within 60s; see %s", logf.Name())
+	}
+	return d, nil
+}
+
+// settle waits for the daemon to go idle, then reads its RSS.
+func settle(pid int) (rss, hwm int, err error) {
+	time.Sleep(3 * time.Second)
+	return procStatus(pid)
+}
+
+func rssRun(bin string, nbans int) error {
+	root, err := repoRoot()
+	if err != nil {
+		return err
+	}
+	if bin == "" {
+		bin = filepath.Join(os.TempDir(), "sipsentry-bench-bin")
+		cmd := exec.Command("go", "build", "-o", bin, "./cmd/sipsentry")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build: %v: %s", err, out)
+		}
+	}
+	geoDir := filepath.Join(root, "..", "shared", "testdata", "geo")
+	var ccs []string
+	ents, err := os.ReadDir(geoDir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if cc, ok := strings.CutSuffix(e.Name(), "-ipv4-aggregated.txt"); ok {
+			ccs = append(ccs, `"`+strings.ToUpper(cc)+`"`)
+		}
+	}
+
+	// Baseline: the same daemon with no lists, no mmdb and no bans.
+	ns0, err := newNS()
+	if err != nil {
+		return err
+	}
+	defer ns0.delete()
+	dir0, _ := os.MkdirTemp("", "sstbench-rss0-")
+	defer os.RemoveAll(dir0)
+	d0, err := startDaemon(ns0, bin, dir0, "[engine]\ngeo_mode = \"monitor\"\n")
+	if err != nil {
+		return err
+	}
+	rss0, hwm0, err := settle(d0.cmd.Process.Pid)
+	d0.stop()
+	if err != nil {
+		return err
+	}
+
+	ns, err := newNS()
+	if err != nil {
+		return err
+	}
+	defer ns.delete()
+	dir, _ := os.MkdirTemp("", "sstbench-rss-")
+	defer os.RemoveAll(dir)
+	extra := fmt.Sprintf(`[geo]
+allow_countries = [%s]
+lists_dir = %q
+mmdb = %q
+min_entries = 0
+[engine]
+geo_mode = "strict"
+`, strings.Join(ccs, ", "), geoDir, filepath.Join(geoDir, "dbip-country.mmdb"))
+	d, err := startDaemon(ns, bin, dir, extra)
+	if err != nil {
+		return err
+	}
+	defer d.stop()
+	pid := d.cmd.Process.Pid
+	rssLists, hwmLists, err := settle(pid)
+	if err != nil {
+		return err
+	}
+	// Feed nbans InvalidAccountIDs from distinct foreign (2001:db8::/32)
+	// sources: geo_mode strict bans each at its first failure. Chunks wait
+	// for the kernel set to catch up, so the AMI queue never overflows.
+	const chunk = 2000
+	start := time.Now()
+	for i := 0; i < nbans; i += chunk {
+		var b bytes.Buffer
+		for j := i; j < min(i+chunk, nbans); j++ {
+			b.Write(invalidAccount(netip.AddrPortFrom(v6addr(j), 5060), j))
+		}
+		d.srv.Send(b.Bytes())
+		want := min(i+chunk, nbans)
+		for {
+			c, err := setCount(ns, "sipsentry-ban-v6")
+			if err != nil {
+				return err
+			}
+			if c >= want {
+				break
+			}
+			if time.Since(start) > 15*time.Minute {
+				return fmt.Errorf("only %d of %d bans after 15 min", c, want)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	feed := time.Since(start)
+	rssBans, hwmBans, err := settle(pid)
+	if err != nil {
+		return err
+	}
+	cnt, _ := setCount(ns, "sipsentry-ban-v6")
+	cc, _ := setCount(ns, "sipsentry-allow-cc-v4")
+	cc6, _ := setCount(ns, "sipsentry-allow-cc-v6")
+	mb := func(kb int) string { return fmt.Sprintf("%.1f MB", float64(kb)/1024) }
+	fmt.Printf("RSS of `sipsentry run` (VmRSS, after 3 s idle; VmHWM = peak)\n")
+	fmt.Printf("  baseline (no lists, no mmdb, no bans):         RSS %s  peak %s\n", mb(rss0), mb(hwm0))
+	fmt.Printf("  %d countries' lists (%d v4 + %d v6 prefixes in allow-cc) + dbip-country.mmdb: RSS %s  peak %s  (%.2fx baseline)\n",
+		len(ccs), cc, cc6, mb(rssLists), mb(hwmLists), float64(rssLists)/float64(rss0))
+	fmt.Printf("  + %d bans (%d in the kernel set, fed in %v): RSS %s  peak %s  (%.2fx baseline; goal <= 30 MB: %v)\n",
+		nbans, cnt, feed.Round(time.Second), mb(rssBans), mb(hwmBans), float64(rssBans)/float64(rss0), rssBans <= 30*1024)
+	return nil
+}
