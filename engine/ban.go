@@ -47,14 +47,15 @@ func (e *Engine) banDuration(offence int) time.Duration {
 }
 
 // ban bans a (or, in monitor mode, records that it would). start is when
-// Handle began, for the latency figure. It reports false when a is on the
-// never-ban list or the ban set is full (the caller then leaves the source
-// alone for a while instead of retrying at every event).
-func (e *Engine) ban(ctx context.Context, a netip.Addr, reason string, now time.Time, start time.Time) bool {
+// Handle began, for the latency figure. It returns the ban's end (UnixNano;
+// 0 after a firewall error), and false when a is on the never-ban list or
+// the ban set is full (the caller then leaves the source alone for a while
+// instead of retrying at every event).
+func (e *Engine) ban(ctx context.Context, a netip.Addr, reason string, now time.Time, start time.Time) (until int64, ok bool) {
 	if why := e.neverBan(a); why != "" {
 		e.log.Info("engine: ban refused", "addr", a, "reason", reason, "refused_because", why)
 		e.decide(Decision{Time: now, Kind: DecisionRefused, Addr: a, Reason: reason, Err: "never ban: " + why})
-		return false
+		return 0, false
 	}
 	monitor := e.geoMode == "monitor"
 	nowN := now.UnixNano()
@@ -63,7 +64,7 @@ func (e *Engine) ban(ctx context.Context, a netip.Addr, reason string, now time.
 	prev := e.bans[a]
 	if prev.until > nowN {
 		e.bmu.Unlock()
-		return true // already banned (or already recorded as would-ban)
+		return prev.until, true // already banned (or already recorded as would-ban)
 	}
 	if prev.active { // expired, not yet swept
 		prev.active = false
@@ -72,7 +73,7 @@ func (e *Engine) ban(ctx context.Context, a netip.Addr, reason string, now time.
 	if !monitor && e.activeBans >= e.cfg.Firewall.BanMaxElem {
 		e.bmu.Unlock()
 		e.refuseFull(a, reason, now, errors.New("engine: ban set holds firewall.ban_maxelem entries"))
-		return false
+		return 0, false
 	}
 	offence := int(prev.offences) + 1
 	dur := e.banDuration(offence)
@@ -100,11 +101,11 @@ func (e *Engine) ban(ctx context.Context, a netip.Addr, reason string, now time.
 			e.bmu.Unlock()
 			if errors.Is(err, firewall.ErrSetFull) {
 				e.refuseFull(a, reason, now, err)
-				return false
+				return 0, false
 			}
 			e.log.Error("engine: ban failed", "addr", a, "reason", reason, "err", err)
 			e.decide(Decision{Time: now, Kind: DecisionRefused, Addr: a, Reason: reason, Err: err.Error()})
-			return true
+			return 0, true // a firewall error: try again at the next failure
 		}
 		e.log.Info("engine: banned", "addr", a, "reason", reason, "for", dur, "offence", offence, "latency", d.Latency)
 		e.enqueuePost(a)
@@ -113,7 +114,7 @@ func (e *Engine) ban(ctx context.Context, a netip.Addr, reason string, now time.
 	e.pend.Bans = append(e.pend.Bans, state.Ban{Addr: a, Until: now.Add(dur), Offences: offence, Reason: reason, Created: now, Monitor: monitor})
 	e.bmu.Unlock()
 	e.decide(d)
-	return true
+	return cur.until, true
 }
 
 // refuseFull logs a ban the full set could not take: the first one at once,
@@ -175,6 +176,11 @@ func (e *Engine) Unban(ctx context.Context, a netip.Addr) error {
 	}
 	e.pend.Lifts = append(e.pend.Lifts, a)
 	e.bmu.Unlock()
+	e.mu.Lock()
+	if s := e.srcs[a]; s != nil {
+		s.holdUntil = 0
+	}
+	e.mu.Unlock()
 	if err := e.fw.Delete(ctx, firewall.SetBan, prefixOf(a)); err != nil {
 		return err
 	}
@@ -186,5 +192,5 @@ func (e *Engine) Unban(ctx context.Context, a netip.Addr) error {
 // same escalation and never-ban rules as automatic bans.
 func (e *Engine) Ban(ctx context.Context, a netip.Addr, reason string) {
 	now := e.now()
-	_ = e.ban(ctx, a.Unmap(), "manual: "+sanitize(reason, 100), now, time.Now())
+	e.ban(ctx, a.Unmap(), "manual: "+sanitize(reason, 100), now, time.Now())
 }

@@ -18,12 +18,16 @@ type srcState struct {
 	src activity.Source
 	// fails holds up to ringSize failure times (UnixNano); once full, head
 	// is the oldest. It grows on demand so a one-event source costs 8 bytes.
-	fails      []int64
-	head       int
-	session    int64
-	enumBase   int   // DistinctAccounts at the last ban: enumeration counts anew after it
-	quietUntil int64 // a refused (never-ban) source is not re-decided before this
+	fails   []int64
+	session int64
+	// holdUntil: no new decision before this (UnixNano): set to the ban's
+	// end after a ban, and for a while after a refused one, so that events
+	// still arriving from a banned or never-ban source cost no decision.
+	holdUntil  int64
+	touched    int64 // last move to the LRU front (UnixNano)
 	prev, next *srcState
+	head       int32
+	enumBase   int32 // DistinctAccounts at the last ban: enumeration counts anew after it
 	dirty      bool
 }
 
@@ -33,7 +37,7 @@ func (s *srcState) addFailure(t int64, size int) {
 		return
 	}
 	s.fails[s.head] = t
-	s.head = (s.head + 1) % size
+	s.head = int32((int(s.head) + 1) % size)
 }
 
 // nthRecent returns the n-th most recent failure time (1 = newest).
@@ -42,7 +46,7 @@ func (s *srcState) nthRecent(n int) (int64, bool) {
 	if n < 1 || n > l {
 		return 0, false
 	}
-	return s.fails[(s.head+l-n)%l], true
+	return s.fails[(int(s.head)+l-n)%l], true
 }
 
 // within reports whether n failures fell inside the window ending at now.
@@ -84,7 +88,9 @@ func (e *Engine) Handle(ctx context.Context, ev ami.SecurityEvent) {
 		trig = &trigger{reason: "injection (" + sanitize(ev.Suspicion, 80) + ")"}
 	case counted && k.IsFailure():
 		s.addFailure(now, e.ringSize)
-		trig = e.thresholds(s, addr, now)
+		if s.holdUntil <= now {
+			trig = e.thresholds(s, addr, now)
+		}
 	}
 	if len(e.pendEvents) < maxPendingEvents {
 		row := state.Event{Time: nowT, Addr: addr, Type: ev.Type, Kind: k.String(), Service: ev.Service, Account: sanitize(ev.AccountID, 64)}
@@ -95,20 +101,24 @@ func (e *Engine) Handle(ctx context.Context, ev ami.SecurityEvent) {
 	} else {
 		e.droppedWrites.Add(1)
 	}
-	if trig != nil && s.quietUntil > now {
-		trig = nil // refused lately: one log line per find_time, not one per event
-	}
 	if trig != nil {
-		s.enumBase = s.src.DistinctAccounts
+		s.enumBase = int32(s.src.DistinctAccounts)
+		// Hold further decisions until ban() tells how long; a concurrent
+		// event of the same source meanwhile finds the ban in e.bans.
+		s.holdUntil = now + int64(time.Second)
 	}
 	e.mu.Unlock()
 
 	if trig != nil {
-		if !e.ban(ctx, addr, trig.reason, nowT, start) {
-			e.mu.Lock()
-			s.quietUntil = now + max(e.findTime, int64(time.Minute))
-			e.mu.Unlock()
+		until, ok := e.ban(ctx, addr, trig.reason, nowT, start)
+		if !ok {
+			// Refused (never-ban or set full): one decision and one log
+			// line per find_time, not one per event.
+			until = now + max(e.findTime, int64(time.Minute))
 		}
+		e.mu.Lock()
+		s.holdUntil = until
+		e.mu.Unlock()
 		return
 	}
 	if k == activity.KindAuthOK {
@@ -149,8 +159,8 @@ func (e *Engine) thresholds(s *srcState, addr netip.Addr, now int64) *trigger {
 	if ec.SlowMaxFailures > 0 && s.within(ec.SlowMaxFailures, e.slowFindTime, now) {
 		return &trigger{reason: fmt.Sprintf("slow scan: %d failures in %s", ec.SlowMaxFailures, ec.SlowFindTime.D())}
 	}
-	if ec.EnumAccounts > 0 && s.src.DistinctAccounts-s.enumBase >= ec.EnumAccounts {
-		return &trigger{reason: fmt.Sprintf("user enumeration: %d accounts tried", s.src.DistinctAccounts-s.enumBase)}
+	if n := s.src.DistinctAccounts - int(s.enumBase); ec.EnumAccounts > 0 && n >= ec.EnumAccounts {
+		return &trigger{reason: fmt.Sprintf("user enumeration: %d accounts tried", n)}
 	}
 	return nil
 }
@@ -159,15 +169,22 @@ func (e *Engine) thresholds(s *srcState, addr netip.Addr, now int64) *trigger {
 // seen one beyond max_sources); called with mu held.
 func (e *Engine) source(addr netip.Addr, now time.Time) *srcState {
 	s := e.srcs[addr]
+	n := now.UnixNano()
 	if s != nil {
-		e.lruTouch(s)
+		// Moving to the front at most once a second keeps the order good
+		// enough for eviction (windows are minutes to hours) and spares a
+		// burst from the same source the pointer chasing.
+		if n-s.touched > int64(time.Second) || n < s.touched {
+			s.touched = n
+			e.lruTouch(s)
+		}
 		return s
 	}
 	if len(e.srcs) >= e.maxSources {
 		e.evict(e.lruTail)
 	}
 	e.nextSession++
-	s = &srcState{src: activity.Source{Addr: addr}, session: e.nextSession}
+	s = &srcState{src: activity.Source{Addr: addr}, session: e.nextSession, touched: n}
 	e.srcs[addr] = s
 	e.lruPush(s)
 	return s
@@ -251,38 +268,74 @@ func cloneSource(s *activity.Source) activity.Source {
 // Every value of an ami.Message is a substring of one string holding the
 // whole message (~0.5-1 KiB). What the aggregate or the event log keeps must
 // not pin it: known names become constants, the rest is copied.
-var interned = func() map[string]string {
-	m := map[string]string{}
-	for _, s := range []string{
-		ami.EventFailedACL, ami.EventInvalidAccountID, ami.EventSessionLimit, ami.EventMemoryLimit,
-		ami.EventLoadAverageLimit, ami.EventRequestNotSupported, ami.EventRequestNotAllowed,
-		ami.EventAuthMethodNotAllowed, ami.EventRequestBadFormat, ami.EventSuccessfulAuth,
-		ami.EventUnexpectedAddress, ami.EventChallengeResponseFailed, ami.EventInvalidPassword,
-		ami.EventChallengeSent, ami.EventInvalidTransport, ami.UnknownAccount,
-		"PJSIP", "AMI", "SIP", "IAX2", "HTTP", "ARI", "",
-	} {
-		m[s] = s
-	}
-	return m
-}()
-
-func intern(s string) string {
-	if c, ok := interned[s]; ok {
-		return c
+func internType(s string) string {
+	switch s {
+	case ami.EventChallengeSent:
+		return ami.EventChallengeSent
+	case ami.EventInvalidAccountID:
+		return ami.EventInvalidAccountID
+	case ami.EventChallengeResponseFailed:
+		return ami.EventChallengeResponseFailed
+	case ami.EventSuccessfulAuth:
+		return ami.EventSuccessfulAuth
+	case ami.EventInvalidPassword:
+		return ami.EventInvalidPassword
+	case ami.EventFailedACL:
+		return ami.EventFailedACL
+	case ami.EventRequestBadFormat:
+		return ami.EventRequestBadFormat
+	case ami.EventRequestNotAllowed:
+		return ami.EventRequestNotAllowed
+	case ami.EventUnexpectedAddress:
+		return ami.EventUnexpectedAddress
+	case ami.EventInvalidTransport:
+		return ami.EventInvalidTransport
+	case ami.EventAuthMethodNotAllowed:
+		return ami.EventAuthMethodNotAllowed
+	case ami.EventRequestNotSupported:
+		return ami.EventRequestNotSupported
+	case ami.EventSessionLimit:
+		return ami.EventSessionLimit
+	case ami.EventMemoryLimit:
+		return ami.EventMemoryLimit
+	case ami.EventLoadAverageLimit:
+		return ami.EventLoadAverageLimit
 	}
 	return strings.Clone(s)
 }
 
-// detach copies the fields a Source may keep (activity.Source.Observe keeps
-// Service, the last unknown-account SessionID and new account names).
-func detach(ev *ami.SecurityEvent) {
-	ev.Type = intern(ev.Type)
-	ev.Service = intern(ev.Service)
-	if ev.AccountID != "" {
-		ev.AccountID = intern(ev.AccountID)
+func internService(s string) string {
+	switch s {
+	case "PJSIP":
+		return "PJSIP"
+	case "AMI":
+		return "AMI"
+	case "SIP":
+		return "SIP"
+	case "IAX2":
+		return "IAX2"
+	case "":
+		return ""
 	}
-	if ev.SessionID != "" && (ev.Type == ami.EventInvalidAccountID || ev.AccountID == ami.UnknownAccount) {
+	return strings.Clone(s)
+}
+
+// detach copies the fields a Source or an event-log row may keep
+// (activity.Source.Observe keeps Service, the last unknown-account SessionID
+// and new account names); known names become constants.
+func detach(ev *ami.SecurityEvent) {
+	ev.Type = internType(ev.Type)
+	ev.Service = internService(ev.Service)
+	switch ev.AccountID {
+	case "":
+	case ami.UnknownAccount:
+		ev.AccountID = ami.UnknownAccount
 		ev.SessionID = strings.Clone(ev.SessionID)
+	default:
+		ev.AccountID = strings.Clone(ev.AccountID)
+		if ev.Type == ami.EventInvalidAccountID {
+			ev.SessionID = strings.Clone(ev.SessionID)
+		}
 	}
 }
 
