@@ -213,25 +213,33 @@ type column struct {
 }
 
 // WriteTable prints the header summary and the rows as a table that fits
-// opts.Width: wide text columns shrink with an ellipsis first, then the
-// times get shorter; when even that does not fit, each source is printed as
-// a block of "key: value" lines instead.
+// opts.Width: wide text columns shrink with an ellipsis first, then columns
+// without any data are left out, then the times get shorter; when even that
+// does not fit, each source is printed as a short block of lines instead.
 func WriteTable(w io.Writer, rep *Report, opts TableOptions) error {
 	var b strings.Builder
 	writeSummary(&b, rep, opts.Width)
 	if len(rep.Rows) == 0 {
 		b.WriteString("no sources match\n")
 	} else {
-		cols := tableColumns(rep, timeLong)
-		if opts.Width > 0 && !fit(cols, opts.Width) {
-			cols = tableColumns(rep, timeShort)
-			if !fit(cols, opts.Width) {
-				writeBlocks(&b, rep, opts.Width)
-				cols = nil
+		try := func(layout string, hideEmpty bool) []*column {
+			cols := tableColumns(rep, layout)
+			var hidden []string
+			if hideEmpty {
+				hidden = hideEmptyColumns(cols)
 			}
-		}
-		if cols != nil {
+			if opts.Width > 0 && !fit(cols, opts.Width) {
+				return nil
+			}
 			writeCols(&b, cols)
+			if len(hidden) > 0 {
+				b.WriteString(clip("(no data, not shown: "+strings.Join(hidden, ", ")+")", opts.Width))
+				b.WriteByte('\n')
+			}
+			return cols
+		}
+		if try(timeLong, false) == nil && try(timeLong, true) == nil && try(timeShort, true) == nil {
+			writeBlocks(&b, rep, opts.Width)
 		}
 	}
 	for _, f := range opts.Footer {
@@ -240,6 +248,29 @@ func WriteTable(w io.Writer, rep *Report, opts TableOptions) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// hideEmptyColumns hides the columns whose every cell says "no data" and
+// returns their names.
+func hideEmptyColumns(cols []*column) []string {
+	var names []string
+	for _, c := range cols {
+		if c.hidden || c.head == "IP" {
+			continue
+		}
+		empty := true
+		for _, s := range c.cells {
+			if s != "-" && s != "?" {
+				empty = false
+				break
+			}
+		}
+		if empty {
+			c.hidden = true
+			names = append(names, c.head)
+		}
+	}
+	return names
 }
 
 func clip(s string, width int) string {
@@ -476,29 +507,30 @@ func writeCols(b *strings.Builder, cols []*column) {
 	}
 }
 
-// writeBlocks is the layout for terminals too narrow for any table.
+// writeBlocks is the layout for terminals too narrow for any table: a
+// few lines per source, each cut to the width.
 func writeBlocks(b *strings.Builder, rep *Report, width int) {
 	for i := range rep.Rows {
 		r := &rep.Rows[i]
-		kv := [][2]string{
-			{"country", fmt.Sprintf("mmdb %s, list %s, allowed %s", countryCell(r.CountryMMDB), countryCell(r.CountryList), allowCell(r))},
-		}
+		head := fmt.Sprintf("%s  %s (mmdb %s)  allowed %s  %s", r.IP, countryCell(r.CountryList), countryCell(r.CountryMMDB),
+			allowCell(r), statusCell(r, timeLong))
 		if rep.Geo.ASNLoaded {
-			kv = append(kv, [2]string{"asn", asnCell(r) + " " + orDash(Escape(r.Org))})
+			head += "  " + asnCell(r) + " " + orDash(Escape(r.Org))
 		}
-		kv = append(kv,
-			[2]string{"first", timeCell(r.FirstSeen, timeLong)},
-			[2]string{"last", timeCell(r.LastSeen, timeLong)},
-			[2]string{"counts", fmt.Sprintf("ok %d, failed %d, unknown %d, acl %d, other %d", r.AuthOK, r.AuthFailed, r.UnknownAccount, r.ACL, r.Other+r.Injection)},
-			[2]string{"accounts", accountsCell(r)},
-			[2]string{"ua", uaCell(r)},
-			[2]string{"status", statusCell(r, timeLong)},
-			[2]string{"note", notesCell(r)},
-		)
-		b.WriteString(clip(r.IP.String(), width))
-		b.WriteByte('\n')
-		for _, p := range kv {
-			b.WriteString(clip("  "+p[0]+": "+p[1], width))
+		lines := []string{
+			head,
+			fmt.Sprintf("  seen %s .. %s", timeCell(r.FirstSeen, timeLong), timeCell(r.LastSeen, timeLong)),
+			fmt.Sprintf("  ok %d  failed %d  unknown %d  acl %d  other %d", r.AuthOK, r.AuthFailed, r.UnknownAccount, r.ACL, r.Other+r.Injection),
+			"  accounts " + accountsCell(r),
+		}
+		if r.LastUserAgent != "" {
+			lines = append(lines, "  ua "+uaCell(r))
+		}
+		if len(r.Notes) > 0 {
+			lines = append(lines, "  note "+notesCell(r))
+		}
+		for _, l := range lines {
+			b.WriteString(clip(l, width))
 			b.WriteByte('\n')
 		}
 	}
