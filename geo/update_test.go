@@ -419,6 +419,10 @@ func TestListsDirShippedNames(t *testing.T) {
 	if v.MMDBCountry != "US" || v.ListCountry != "US" || v.InAllowed {
 		t.Errorf("8.8.8.8 = %+v", v)
 	}
+	// The zero Addr (a caller's parse failure) is nobody's, and no panic.
+	if v := g.Lookup(netip.Addr{}); v.InAllowed || v.ListCountry != "" || v.MMDBCountry != "" || g.Allowed(netip.Addr{}) {
+		t.Errorf("zero Addr = %+v", v)
+	}
 }
 
 // TestRunRefreshesMissingLists starts Run with no cached lists; it must
