@@ -146,16 +146,82 @@ func threadCPU(b *testing.B) time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// BenchmarkIndexAllowed is the engine's hot call, single core (run it with
-// the default -benchtime; it cycles through the same 1M addresses).
-func BenchmarkIndexAllowed(b *testing.B) {
+// BenchmarkGeoAllowed is the engine's hot call through the public API
+// (atomic snapshot load + index), single core, with every shipped country's
+// lists allowed. Run it with the default -benchtime.
+func BenchmarkGeoAllowed(b *testing.B) {
 	benchSetup(b)
-	ips, ix := benchOnce.ips, benchOnce.ix
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		sinkB = ix.Contains(ips[i&(len(ips)-1)])
+	cfg := config.Default().Geo
+	cfg.ListsDir = testdata(b)
+	for _, cc := range shippedCountries {
+		cfg.AllowCountries = append(cfg.AllowCountries, strings.ToUpper(cc))
 	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lookups/s")
+	g, err := Open(cfg, b.TempDir(), quiet())
+	if err != nil {
+		b.Fatal(err)
+	}
+	ips, ix := benchOnce.ips, benchOnce.ix
+	runtime.LockOSThread() // CPU time of this thread; see BenchmarkIPv4Lookup
+	defer runtime.UnlockOSThread()
+	n, m := 0, 0
+	var tGeo, tIx time.Duration
+	b.ResetTimer()
+	// Chunks of 64K alternate between Geo.Allowed and the bare index.
+	for done := 0; done < b.N; {
+		chunk := min(b.N-done, 1<<16)
+		t0 := threadCPU(b)
+		for i := done; i < done+chunk; i++ {
+			if g.Allowed(ips[i&(len(ips)-1)]) {
+				n++
+			}
+		}
+		t1 := threadCPU(b)
+		for i := done; i < done+chunk; i++ {
+			if ix.Contains(ips[i&(len(ips)-1)]) {
+				m++
+			}
+		}
+		t2 := threadCPU(b)
+		tGeo, tIx = tGeo+t1-t0, tIx+t2-t1
+		done += chunk
+	}
+	if n != m {
+		b.Fatalf("Geo.Allowed said yes %d times, the index %d", n, m)
+	}
+	b.ReportMetric(float64(b.N)/tGeo.Seconds(), "geo_allowed/cpu_s")
+	b.ReportMetric(float64(b.N)/tIx.Seconds(), "index/cpu_s")
+	b.ReportMetric(tGeo.Seconds()/tIx.Seconds(), "geo_time/index")
+	b.ReportMetric(float64(n)/float64(b.N), "share_allowed")
+}
+
+// BenchmarkIndexIPv6 looks up random addresses in 2000::/4 (where the
+// delegations are) in the all-countries index: plain binary search.
+func BenchmarkIndexIPv6(b *testing.B) {
+	benchSetup(b)
+	r := rand.New(rand.NewPCG(11, 12))
+	ips := make([]netip.Addr, 1<<16)
+	for i := range ips {
+		var a [16]byte
+		hi, lo := r.Uint64(), r.Uint64()
+		for k := 0; k < 8; k++ {
+			a[k], a[8+k] = byte(hi>>(56-8*k)), byte(lo>>(56-8*k))
+		}
+		a[0] = 0x20 | a[0]&0x0f
+		ips[i] = netip.AddrFrom16(a)
+	}
+	ix := benchOnce.ix
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	n := 0
+	b.ResetTimer()
+	t0 := threadCPU(b)
+	for i := 0; i < b.N; i++ {
+		if ix.Contains(ips[i&(len(ips)-1)]) {
+			n++
+		}
+	}
+	b.ReportMetric(float64(b.N)/(threadCPU(b)-t0).Seconds(), "lookups/cpu_s")
+	sinkB = n == 42
 }
 
 // BenchmarkParseNormalizeUS parses, validates (the entry floor) and
