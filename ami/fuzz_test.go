@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/sipsentry/sipsentry/ami"
 )
@@ -53,6 +54,7 @@ func FuzzReader(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, o := range []ami.ReaderOptions{{}, {MaxLineBytes: 40, MaxMessageBytes: 200}} {
 			checkStream(t, data, o)
+			checkPathsAgree(t, data, o)
 		}
 	})
 }
@@ -148,4 +150,38 @@ func checkEvents(t *testing.T, m *ami.Message) {
 		c.Via()
 	}
 	_, _ = ami.ParseContactStatus(m)
+}
+
+// checkPathsAgree reads data whole (messages parsed in place from the bufio
+// buffer) and one byte per Read (line by line): both must return the same
+// messages, error and counters.
+func checkPathsAgree(t *testing.T, data []byte, o ami.ReaderOptions) {
+	read := func(r io.Reader) ([]ami.Message, error, ami.ReaderStats) {
+		rd := ami.NewReader(r, o)
+		var out []ami.Message
+		for range len(data) + 2 {
+			m, err := rd.ReadMessage()
+			if err != nil {
+				return out, err, rd.Stats()
+			}
+			out = append(out, m)
+		}
+		t.Fatal("reader does not end")
+		return nil, nil, ami.ReaderStats{}
+	}
+	a, errA, stA := read(bytes.NewReader(data))
+	b, errB, stB := read(iotest.OneByteReader(bytes.NewReader(data)))
+	if errA != errB || stA != stB || len(a) != len(b) {
+		t.Fatalf("whole: %d msgs %v %+v; byte by byte: %d msgs %v %+v", len(a), errA, stA, len(b), errB, stB)
+	}
+	for i := range a {
+		if len(a[i].Headers) != len(b[i].Headers) {
+			t.Fatalf("message %d: %q vs %q", i, a[i].Headers, b[i].Headers)
+		}
+		for j := range a[i].Headers {
+			if a[i].Headers[j] != b[i].Headers[j] {
+				t.Fatalf("message %d header %d: %q vs %q", i, j, a[i].Headers[j], b[i].Headers[j])
+			}
+		}
+	}
 }

@@ -60,12 +60,16 @@ type Reader struct {
 	err    error
 
 	// Scratch reused across messages: the bytes of every value and
-	// un-interned key of the current message, and where each header's
-	// key/value lies in it. One string and one []Header are allocated per
-	// returned message; interned keys allocate nothing.
+	// un-interned key of the current message (line-by-line path only), and
+	// where each header's key/value lies. Per returned message one string
+	// is allocated, plus a share of a []Header slab; interned keys
+	// allocate nothing.
 	buf   []byte
 	spans []span
+	slab  []Header // see build
 }
+
+const slabHeaders = 128
 
 type span struct {
 	key        uint8 // index in internedKeys, or 0 when the key is in buf
@@ -150,6 +154,9 @@ func (r *Reader) ReadMessage() (Message, error) {
 // readOne reads up to and including the next blank line that ends a
 // non-empty message. ok is false when that message was skipped.
 func (r *Reader) readOne() (m Message, ok bool, err error) {
+	if m, ok, done := r.readBuffered(); done {
+		return m, ok, nil
+	}
 	r.buf = r.buf[:0]
 	r.spans = r.spans[:0]
 	size := 0
@@ -165,7 +172,7 @@ func (r *Reader) readOne() (m Message, ok bool, err error) {
 			return Message{}, false, err
 		}
 		if over {
-			oversized = true
+			oversized = oversized || !malformed // the first problem names the skip
 			continue
 		}
 		if len(line) == 0 {
@@ -180,7 +187,7 @@ func (r *Reader) readOne() (m Message, ok bool, err error) {
 				r.stats.Malformed++
 				return Message{}, false, nil
 			}
-			return r.build(), true, nil
+			return r.build(r.buf), true, nil
 		}
 		if malformed || oversized {
 			continue // skipping to the blank line
@@ -193,6 +200,75 @@ func (r *Reader) readOne() (m Message, ok bool, err error) {
 		if !r.addHeader(line) {
 			malformed = true
 		}
+	}
+}
+
+// readBuffered is the fast path: when a whole message (up to its blank
+// line) is already in the bufio buffer, it is parsed in place and copied
+// once, instead of line by line. done is false, with nothing consumed,
+// when the buffer does not hold a complete message; readOne then takes the
+// line-by-line path, which also owns every error and EOF case.
+func (r *Reader) readBuffered() (m Message, ok, done bool) {
+	n := r.br.Buffered()
+	if n == 0 {
+		if _, err := r.br.Peek(1); err != nil {
+			return Message{}, false, false
+		}
+		n = r.br.Buffered()
+	}
+	buf, _ := r.br.Peek(n)
+	r.spans = r.spans[:0]
+	size := 0
+	started, malformed, oversized := false, false, false
+	for pos := 0; ; {
+		i := bytes.IndexByte(buf[pos:], '\n')
+		if i < 0 {
+			return Message{}, false, false
+		}
+		line, next := buf[pos:pos+i], pos+i+1
+		if k := len(line); k > 0 && line[k-1] == '\r' {
+			line = line[:k-1]
+		}
+		if len(line) == 0 {
+			if !started {
+				pos = next // blank lines between messages
+				continue
+			}
+			switch {
+			case oversized:
+				r.stats.Oversized++
+			case malformed:
+				r.stats.Malformed++
+			default:
+				m, ok = r.build(buf), true
+			}
+			if _, err := r.br.Discard(next); err != nil {
+				panic("ami: discarding peeked bytes failed: " + err.Error()) // cannot happen: next <= Buffered()
+			}
+			return m, ok, true
+		}
+		started = true
+		pos = next
+		if malformed || oversized {
+			continue
+		}
+		size += len(line) + 2
+		if len(line) > r.maxLn || size > r.maxMsg {
+			oversized = true
+			continue
+		}
+		lineOff := next - i - 1
+		kl, vo, hok := splitHeader(line)
+		if !hok {
+			malformed = true
+			continue
+		}
+		s := span{key: internKey(line[:kl])}
+		if s.key == 0 {
+			s.kOff, s.kEnd = int32(lineOff), int32(lineOff+kl)
+		}
+		s.vOff, s.vEnd = int32(lineOff+vo), int32(lineOff+len(line))
+		r.spans = append(r.spans, s)
 	}
 }
 
@@ -226,40 +302,44 @@ func (r *Reader) readLine() (line []byte, over bool, err error) {
 	return line, false, nil
 }
 
-// addHeader splits line at the first ": " (or a trailing ':') and records
-// it. It reports false for a line that is not a header.
-func (r *Reader) addHeader(line []byte) bool {
-	// Find the first ": "; a key normally ends at the first ':', so try
-	// that before searching on.
-	var key, val []byte
+// splitHeader finds where line splits into key and value: at the first
+// ": ", or before a trailing ':' ("Key:" has an empty value). It returns
+// the key's length and the value's offset, ok false for a line that is not
+// a header.
+func splitHeader(line []byte) (keyLen, valOff int, ok bool) {
+	// A key normally ends at the first ':', so try that before searching on.
 	i := bytes.IndexByte(line, ':')
 	for i >= 0 && i+1 < len(line) && line[i+1] != ' ' {
 		j := bytes.IndexByte(line[i+1:], ':')
 		if j < 0 {
-			i = -1
-			break
+			return 0, 0, false
 		}
 		i += 1 + j
 	}
-	switch {
-	case i < 0:
-		return false
-	case i+1 == len(line): // "Key:" with nothing after the colon
-		key = line[:i]
-	default:
-		key, val = line[:i], line[i+2:]
+	if i < 0 || !validKey(line[:i]) {
+		return 0, 0, false
 	}
-	if !validKey(key) {
+	if i+1 == len(line) {
+		return i, len(line), true
+	}
+	return i, i + 2, true
+}
+
+// addHeader records line, copying its key (unless interned) and value into
+// the scratch buffer. It reports false for a line that is not a header.
+func (r *Reader) addHeader(line []byte) bool {
+	kl, vo, ok := splitHeader(line)
+	if !ok {
 		return false
 	}
-	s := span{key: internKey(key)}
+	s := span{key: internKey(line[:kl])}
 	if s.key == 0 {
 		s.kOff = int32(len(r.buf))
-		r.buf = append(r.buf, key...)
+		r.buf = append(r.buf, line[:kl]...)
 		s.kEnd = int32(len(r.buf))
 	}
 	s.vOff = int32(len(r.buf))
-	r.buf = append(r.buf, val...)
+	r.buf = append(r.buf, line[vo:]...)
 	s.vEnd = int32(len(r.buf))
 	r.spans = append(r.spans, s)
 	return true
@@ -280,15 +360,46 @@ func validKey[T string | []byte](k T) bool {
 	return true
 }
 
-func (r *Reader) build() Message {
-	all := string(r.buf) // the one allocation for every value of the message
-	hs := make([]Header, len(r.spans))
-	for i, s := range r.spans {
-		k := internedKeys[s.key]
-		if s.key == 0 {
-			k = all[s.kOff:s.kEnd]
+// build makes the message from the spans, whose offsets point into src:
+// one string holding every value and un-interned key (written once through
+// a strings.Builder, so no second copy), and one []Header slicing it.
+func (r *Reader) build(src []byte) Message {
+	total := 0
+	for _, sp := range r.spans {
+		if sp.key == 0 {
+			total += int(sp.kEnd - sp.kOff)
 		}
-		hs[i] = Header{Key: k, Value: all[s.vOff:s.vEnd]}
+		total += int(sp.vEnd - sp.vOff)
+	}
+	var sb strings.Builder
+	sb.Grow(total)
+	for i := range r.spans {
+		sp := &r.spans[i]
+		if sp.key == 0 {
+			o := sb.Len()
+			sb.Write(src[sp.kOff:sp.kEnd])
+			sp.kOff, sp.kEnd = int32(o), int32(sb.Len())
+		}
+		o := sb.Len()
+		sb.Write(src[sp.vOff:sp.vEnd])
+		sp.vOff, sp.vEnd = int32(o), int32(sb.Len())
+	}
+	all := sb.String()
+	// Headers of consecutive messages share a slab, cut with cap == len so
+	// that a caller's append reallocates instead of writing into the next
+	// message. A retained message pins at most one slab (4 KiB).
+	n := len(r.spans)
+	if cap(r.slab)-len(r.slab) < n {
+		r.slab = make([]Header, 0, max(slabHeaders, n))
+	}
+	hs := r.slab[len(r.slab) : len(r.slab)+n : len(r.slab)+n]
+	r.slab = r.slab[:len(r.slab)+n]
+	for i, sp := range r.spans {
+		k := internedKeys[sp.key]
+		if sp.key == 0 {
+			k = all[sp.kOff:sp.kEnd]
+		}
+		hs[i] = Header{Key: k, Value: all[sp.vOff:sp.vEnd]}
 	}
 	return Message{Headers: hs}
 }
