@@ -197,3 +197,27 @@ func TestReaderMessagesDoNotAlias(t *testing.T) {
 		t.Fatalf("a=%q b=%q", a.Headers, b.Headers)
 	}
 }
+
+// errOnce fails its first Read, then serves data.
+type errOnce struct {
+	err  error
+	rest io.Reader
+}
+
+func (e *errOnce) Read(p []byte) (int, error) {
+	if e.err != nil {
+		err := e.err
+		e.err = nil
+		return 0, err
+	}
+	return e.rest.Read(p)
+}
+
+// A read error between messages is returned, not swallowed by a retry.
+func TestReaderErrorBetweenMessagesNotLost(t *testing.T) {
+	boom := errors.New("i/o timeout")
+	r := ami.NewReader(&errOnce{err: boom, rest: strings.NewReader("Event: A\r\n\r\n")}, ami.ReaderOptions{})
+	if _, err := r.ReadMessage(); !errors.Is(err, boom) {
+		t.Fatalf("want the read error, got %v", err)
+	}
+}

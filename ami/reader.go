@@ -154,8 +154,8 @@ func (r *Reader) ReadMessage() (Message, error) {
 // readOne reads up to and including the next blank line that ends a
 // non-empty message. ok is false when that message was skipped.
 func (r *Reader) readOne() (m Message, ok bool, err error) {
-	if m, ok, done := r.readBuffered(); done {
-		return m, ok, nil
+	if m, ok, done, err := r.readBuffered(); done || err != nil {
+		return m, ok, err
 	}
 	r.buf = r.buf[:0]
 	r.spans = r.spans[:0]
@@ -207,12 +207,15 @@ func (r *Reader) readOne() (m Message, ok bool, err error) {
 // line) is already in the bufio buffer, it is parsed in place and copied
 // once, instead of line by line. done is false, with nothing consumed,
 // when the buffer does not hold a complete message; readOne then takes the
-// line-by-line path, which also owns every error and EOF case.
-func (r *Reader) readBuffered() (m Message, ok, done bool) {
+// line-by-line path, which owns every error and EOF inside a message.
+func (r *Reader) readBuffered() (m Message, ok, done bool, err error) {
 	n := r.br.Buffered()
 	if n == 0 {
+		// Nothing buffered: we are at a message boundary, so an error here
+		// (io.EOF included) ends the stream cleanly. Peek consumes the
+		// error, so it must be returned now, not left to the slow path.
 		if _, err := r.br.Peek(1); err != nil {
-			return Message{}, false, false
+			return Message{}, false, false, err
 		}
 		n = r.br.Buffered()
 	}
@@ -223,7 +226,7 @@ func (r *Reader) readBuffered() (m Message, ok, done bool) {
 	for pos := 0; ; {
 		i := bytes.IndexByte(buf[pos:], '\n')
 		if i < 0 {
-			return Message{}, false, false
+			return Message{}, false, false, nil
 		}
 		line, next := buf[pos:pos+i], pos+i+1
 		if k := len(line); k > 0 && line[k-1] == '\r' {
@@ -245,7 +248,7 @@ func (r *Reader) readBuffered() (m Message, ok, done bool) {
 			if _, err := r.br.Discard(next); err != nil {
 				panic("ami: discarding peeked bytes failed: " + err.Error()) // cannot happen: next <= Buffered()
 			}
-			return m, ok, true
+			return m, ok, true, nil
 		}
 		started = true
 		pos = next
