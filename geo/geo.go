@@ -79,7 +79,6 @@ type snapshot struct {
 	allowed *Index // allowed countries only
 	other   *Index // lists_dir countries that are not allowed (informational)
 	prefix  []netip.Prefix
-	loaded  map[string]bool // countries with at least one list loaded
 }
 
 // Open loads the cached (or lists_dir) lists and the databases. It does no
@@ -160,8 +159,9 @@ func (g *Geo) Lookup(a netip.Addr) Verdict {
 	}
 	v.ASN, v.Org = g.asn.asn(a)
 	if m := v.MMDBCountry; m != "" && m != "?" {
+		// A list only counts as "not in m" if m's list of this family is loaded.
 		v.Disagree = (v.ListCountry != "" && v.ListCountry != m) ||
-			(v.ListCountry == "" && s.loaded[m])
+			(v.ListCountry == "" && s.lists[listKey{m, !a.Is4()}] != nil)
 	}
 	return v
 }
@@ -307,9 +307,7 @@ func jitter(d time.Duration) time.Duration {
 func (g *Geo) newSnapshot(lists map[listKey]*listState) *snapshot {
 	allowed := map[string][]netip.Prefix{}
 	other := map[string][]netip.Prefix{}
-	loaded := map[string]bool{}
 	for k, l := range lists {
-		loaded[k.cc] = true
 		if slices.Contains(g.allow, k.cc) {
 			allowed[k.cc] = append(allowed[k.cc], l.prefixes...)
 		} else {
@@ -321,7 +319,7 @@ func (g *Geo) newSnapshot(lists map[listKey]*listState) *snapshot {
 		all = append(all, ps...)
 	}
 	return &snapshot{lists: lists, allowed: NewIndex(allowed), other: NewIndex(other),
-		prefix: Normalize(all), loaded: loaded}
+		prefix: Normalize(all)}
 }
 
 // listsCacheDir is where downloaded lists are kept.

@@ -603,3 +603,22 @@ func TestMetricsExported(t *testing.T) {
 		t.Errorf("list age metric = %v, %v", age, ok)
 	}
 }
+
+func TestDisagreeNeedsSameFamilyList(t *testing.T) {
+	dir := t.TempDir()
+	geotest.WriteLists(t, dir, map[string][]string{"JP": {"198.51.100.0/24"}}) // no JP IPv6 list
+	mmdb := filepath.Join(t.TempDir(), "c.mmdb")
+	geotest.WriteMMDB(t, mmdb, map[string]string{"203.0.113.0/24": "JP", "2001:db8::/32": "JP"}, true)
+	cfg := config.Default().Geo
+	cfg.AllowCountries, cfg.ListsDir, cfg.MMDB = []string{"JP"}, dir, mmdb
+	g, err := Open(cfg, t.TempDir(), quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := g.Lookup(mustAddr(t, "203.0.113.1")); !v.Disagree {
+		t.Errorf("JP by the DB, outside the loaded JP IPv4 list: %+v, want disagree", v)
+	}
+	if v := g.Lookup(mustAddr(t, "2001:db8::1")); v.Disagree {
+		t.Errorf("JP by the DB, no JP IPv6 list loaded: %+v, want no disagreement", v)
+	}
+}
