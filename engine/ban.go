@@ -19,7 +19,7 @@ func (e *Engine) neverBan(a netip.Addr) string {
 	case a.IsUnspecified() || a.IsMulticast():
 		return "not a unicast address"
 	}
-	for _, p := range e.static {
+	for _, p := range e.pp().static {
 		if p.Contains(a) {
 			return "static allow " + p.String() + " (firewall.allow)"
 		}
@@ -38,10 +38,10 @@ func (e *Engine) neverBan(a netip.Addr) string {
 
 // banDuration is ban_time × factor^(offence-1), capped at max_ban_time.
 func (e *Engine) banDuration(offence int) time.Duration {
-	f := e.cfg.Engine.EscalationFactor
-	d := float64(e.banTime) * math.Pow(f, float64(offence-1))
-	if d > float64(e.maxBanTime) || math.IsInf(d, 0) || math.IsNaN(d) {
-		return e.maxBanTime
+	f := e.pp().cfg.Engine.EscalationFactor
+	d := float64(e.pp().banTime) * math.Pow(f, float64(offence-1))
+	if d > float64(e.pp().maxBanTime) || math.IsInf(d, 0) || math.IsNaN(d) {
+		return e.pp().maxBanTime
 	}
 	return time.Duration(d)
 }
@@ -57,7 +57,7 @@ func (e *Engine) ban(ctx context.Context, a netip.Addr, reason string, now time.
 		e.decide(Decision{Time: now, Kind: DecisionRefused, Addr: a, Reason: reason, Err: "never ban: " + why})
 		return 0, false
 	}
-	monitor := e.geoMode == "monitor"
+	monitor := e.pp().geoMode == "monitor"
 	nowN := now.UnixNano()
 
 	e.bmu.Lock()
@@ -70,7 +70,7 @@ func (e *Engine) ban(ctx context.Context, a netip.Addr, reason string, now time.
 		prev.active = false
 		e.activeBans--
 	}
-	if !monitor && e.activeBans >= e.cfg.Firewall.BanMaxElem {
+	if !monitor && e.activeBans >= e.pp().cfg.Firewall.BanMaxElem {
 		e.bmu.Unlock()
 		e.refuseFull(a, reason, now, errors.New("engine: ban set holds firewall.ban_maxelem entries"))
 		return 0, false
@@ -125,7 +125,7 @@ func (e *Engine) refuseFull(a netip.Addr, reason string, now time.Time, err erro
 	last := e.fullLogged.Load()
 	if n := now.UnixNano(); (last == 0 || n-last >= int64(10*time.Second)) && e.fullLogged.CompareAndSwap(last, n) {
 		e.log.Warn("engine: ban refused: the ban set is full; raise firewall.ban_maxelem or shorten ban times",
-			"addr", a, "reason", reason, "max", e.cfg.Firewall.BanMaxElem, "err", err,
+			"addr", a, "reason", reason, "max", e.pp().cfg.Firewall.BanMaxElem, "err", err,
 			"refused_unlogged", e.fullUnlogged.Swap(0))
 	} else {
 		e.fullUnlogged.Add(1)

@@ -17,6 +17,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -149,17 +150,12 @@ type allowInfo struct {
 
 // Engine is safe for concurrent use.
 type Engine struct {
-	cfg     *config.Config
-	d       Deps
-	log     *slog.Logger
-	now     func() time.Time
-	fw      firewall.Backend
-	geoMode string
-
-	ringSize               int
-	findTime, slowFindTime int64
-	maxSources             int
-	banTime, maxBanTime    time.Duration
+	d   Deps
+	log *slog.Logger
+	now func() time.Time
+	fw  firewall.Backend
+	// p holds the configuration and what is derived from it; Reload swaps it.
+	p atomic.Pointer[params]
 
 	// mu guards the source table and what Handle hands to the writer.
 	mu          sync.Mutex
@@ -182,7 +178,6 @@ type Engine struct {
 	// amu guards allows (learned and seeded push servers).
 	amu    sync.RWMutex
 	allows map[netip.Addr]allowInfo
-	static []netip.Prefix
 	never  map[netip.Addr]string
 
 	dmu       sync.Mutex
@@ -214,10 +209,6 @@ func New(cfg *config.Config, d Deps) (*Engine, error) {
 	if d.Firewall == nil {
 		return nil, errors.New("engine: no firewall backend (use firewall/dryrun for a dry run)")
 	}
-	ec := cfg.Engine
-	if ec.MaxFailures < 1 {
-		return nil, errors.New("engine: engine.max_failures must be at least 1")
-	}
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -235,33 +226,23 @@ func New(cfg *config.Config, d Deps) (*Engine, error) {
 			d.Resolver = r
 		}
 	}
+	p, err := newParams(cfg)
+	if err != nil {
+		return nil, err
+	}
 	e := &Engine{
-		cfg: cfg, d: d, log: d.Logger, now: d.Now, fw: d.Firewall, geoMode: ec.GeoMode,
-		ringSize:     max(ec.MaxFailures, ec.SlowMaxFailures, 1),
-		findTime:     int64(ec.FindTime.D()),
-		slowFindTime: int64(ec.SlowFindTime.D()),
-		maxSources:   ec.MaxSources,
-		banTime:      ec.BanTime.D(),
-		maxBanTime:   ec.MaxBanTime.D(),
-		srcs:         map[netip.Addr]*srcState{},
-		bans:         map[netip.Addr]banInfo{},
-		allows:       map[netip.Addr]allowInfo{},
-		never:        map[netip.Addr]string{},
-		decisions:    map[string]uint64{},
-		pushQ:        make(chan pushCand, 256),
-		examining:    map[netip.Addr]bool{},
-		postQ:        make(chan netip.Addr, 4096),
+		d: d, log: d.Logger, now: d.Now, fw: d.Firewall,
+		srcs:      map[netip.Addr]*srcState{},
+		bans:      map[netip.Addr]banInfo{},
+		allows:    map[netip.Addr]allowInfo{},
+		never:     map[netip.Addr]string{},
+		decisions: map[string]uint64{},
+		pushQ:     make(chan pushCand, 256),
+		examining: map[netip.Addr]bool{},
+		postQ:     make(chan netip.Addr, 4096),
 	}
-	if e.maxSources <= 0 {
-		e.maxSources = 200000
-	}
-	if e.maxBanTime < e.banTime {
-		e.maxBanTime = e.banTime
-	}
+	e.p.Store(p)
 	e.wcond = sync.NewCond(&e.wmu)
-	for _, p := range cfg.Firewall.Allow {
-		e.static = append(e.static, p.Prefix.Masked())
-	}
 	hosts := d.HostAddrs
 	if hosts == nil {
 		hosts = interfaceAddrs(e.log)
@@ -300,6 +281,50 @@ func interfaceAddrs(log *slog.Logger) []netip.Addr {
 	return out
 }
 
+// params is the configuration as the engine uses it; immutable once stored.
+type params struct {
+	cfg                    *config.Config
+	geoMode                string
+	ringSize               int
+	findTime, slowFindTime int64
+	maxSources             int
+	banTime, maxBanTime    time.Duration
+	static                 []netip.Prefix
+}
+
+func newParams(cfg *config.Config) (*params, error) {
+	ec := cfg.Engine
+	if ec.MaxFailures < 1 {
+		return nil, errors.New("engine: engine.max_failures must be at least 1")
+	}
+	switch ec.GeoMode {
+	case "drop", "strict", "monitor":
+	default:
+		return nil, fmt.Errorf("engine: engine.geo_mode %q is not drop, strict or monitor", ec.GeoMode)
+	}
+	p := &params{
+		cfg: cfg, geoMode: ec.GeoMode,
+		ringSize:     max(ec.MaxFailures, ec.SlowMaxFailures, 1),
+		findTime:     int64(ec.FindTime.D()),
+		slowFindTime: int64(ec.SlowFindTime.D()),
+		maxSources:   ec.MaxSources,
+		banTime:      ec.BanTime.D(),
+		maxBanTime:   ec.MaxBanTime.D(),
+	}
+	if p.maxSources <= 0 {
+		p.maxSources = 200000
+	}
+	if p.maxBanTime < p.banTime {
+		p.maxBanTime = p.banTime
+	}
+	for _, a := range cfg.Firewall.Allow {
+		p.static = append(p.static, a.Prefix.Masked())
+	}
+	return p, nil
+}
+
+func (e *Engine) pp() *params { return e.p.Load() }
+
 // SetAMIPeer adds the address the AMI connection actually reached (e.g. a
 // resolved host name) to the never-ban list.
 func (e *Engine) SetAMIPeer(a netip.Addr) {
@@ -313,7 +338,7 @@ func (e *Engine) SetAMIPeer(a netip.Addr) {
 
 // Snapshot reports counters and recent decisions.
 func (e *Engine) Snapshot() Status {
-	st := Status{GeoMode: e.geoMode, ByKind: map[string]uint64{}, Decisions: map[string]uint64{}}
+	st := Status{GeoMode: e.pp().geoMode, ByKind: map[string]uint64{}, Decisions: map[string]uint64{}}
 	e.mu.Lock()
 	st.Sources = len(e.srcs)
 	for k, n := range e.kinds {

@@ -182,8 +182,11 @@ func TestInjectionS9(t *testing.T) {
 		t.Fatal("no event with injection evidence in s9")
 	}
 	// Raise the thresholds so that only the injection rule can ban.
-	r.cfg.Engine.MaxFailures, r.cfg.Engine.SlowMaxFailures, r.cfg.Engine.EnumAccounts = 1000, 0, 0
-	r.eng.ringSize = 1000
+	nc := testConfig()
+	nc.Engine.MaxFailures, nc.Engine.SlowMaxFailures, nc.Engine.EnumAccounts = 1000, 0, 0
+	if err := r.eng.Reload(context.Background(), nc); err != nil {
+		t.Fatal(err)
+	}
 	firstInj := -1
 	for i, ev := range evs {
 		r.eng.Handle(context.Background(), ev)
@@ -518,5 +521,74 @@ func TestWindowSlides(t *testing.T) {
 	r.eng.Handle(context.Background(), ev(ami.EventChallengeResponseFailed, "1001", "203.0.113.61", "z"))
 	if r.banned("203.0.113.61") {
 		t.Error("banned with only 1 failure in the window")
+	}
+}
+
+// SIGHUP: a new static allow is put in the set and protects at once; a
+// removed one leaves the set; geo_mode switches.
+func TestReload(t *testing.T) {
+	r := newRig(t, rigOpt{cfg: func(c *config.Config) {
+		c.Firewall.Allow = []config.Prefix{{Prefix: netip.MustParsePrefix("203.0.113.128/25")}}
+	}})
+	nc := testConfig()
+	nc.Firewall.Allow = []config.Prefix{{Prefix: netip.MustParsePrefix("203.0.113.0/25")}}
+	nc.Engine.GeoMode = "monitor"
+	if err := r.eng.Reload(context.Background(), nc); err != nil {
+		t.Fatal(err)
+	}
+	if !r.allowed("203.0.113.5") || r.allowed("203.0.113.200") {
+		t.Error("allow set not updated: want 203.0.113.0/25 in, 203.0.113.128/25 out")
+	}
+	for i := range 6 {
+		r.eng.Handle(context.Background(), ev(ami.EventInvalidPassword, "1001", "203.0.113.5", string(rune('a'+i))))
+		r.eng.Handle(context.Background(), ev(ami.EventInvalidPassword, "1001", "203.0.113.200", string(rune('a'+i))))
+	}
+	if r.banned("203.0.113.5") || r.banned("203.0.113.200") {
+		t.Error("kernel ban after reload to monitor / into a static allow")
+	}
+	if st := r.eng.Snapshot(); st.GeoMode != "monitor" || st.WouldBans != 1 {
+		t.Errorf("snapshot %+v: want monitor and one would-ban (203.0.113.200)", st)
+	}
+	bad := testConfig()
+	bad.Engine.MaxFailures = 0
+	if err := r.eng.Reload(context.Background(), bad); err == nil {
+		t.Error("reload accepted max_failures = 0")
+	}
+}
+
+// Learned push servers survive a restart (restored into the allow set) and
+// an unban lifts a ban at once while keeping the offence count.
+func TestRestoreAllowsAndUnban(t *testing.T) {
+	clock := newClock()
+	dbPath := t.TempDir() + "/" + state.FileName
+	r1 := newRig(t, rigOpt{clock: clock, dbPath: dbPath})
+	r1.feed(loadEvents(t, "ami-s3-register-ok-push.raw", recordedMap))
+	r1.sync()
+	if !r1.allowed("203.0.113.31") {
+		t.Fatal("push server not learned")
+	}
+	for i := range 5 {
+		r1.eng.Handle(context.Background(), ev(ami.EventChallengeResponseFailed, "1001", "203.0.113.78", string(rune('a'+i))))
+	}
+	if err := r1.eng.Unban(context.Background(), netip.MustParseAddr("203.0.113.78")); err != nil {
+		t.Fatal(err)
+	}
+	if r1.banned("203.0.113.78") {
+		t.Error("still banned after Unban")
+	}
+	r1.stop()
+	clock.Advance(time.Hour)
+	r2 := newRig(t, rigOpt{clock: clock, dbPath: dbPath})
+	if e, ok := r2.fwEntry(firewall.SetAllow, "203.0.113.31"); !ok || e.Timeout != r2.cfg.Push.LearnTTL.D()-time.Hour {
+		t.Errorf("learned allow not restored with its remaining time: %+v %v", e, ok)
+	}
+	if r2.banned("203.0.113.78") {
+		t.Error("lifted ban restored")
+	}
+	for i := range 5 {
+		r2.eng.Handle(context.Background(), ev(ami.EventChallengeResponseFailed, "1001", "203.0.113.78", string(rune('k'+i))))
+	}
+	if e, ok := r2.banEntry("203.0.113.78"); !ok || e.Timeout != 4*time.Hour {
+		t.Errorf("ban after unban %+v: want offence 2 (4h)", e)
 	}
 }

@@ -87,7 +87,7 @@ func (e *Engine) Handle(ctx context.Context, ev ami.SecurityEvent) {
 	case k == activity.KindInjection:
 		trig = &trigger{reason: "injection (" + sanitize(ev.Suspicion, 80) + ")"}
 	case counted && k.IsFailure():
-		s.addFailure(now, e.ringSize)
+		s.addFailure(now, e.pp().ringSize)
 		if s.holdUntil <= now {
 			trig = e.thresholds(s, addr, now)
 		}
@@ -114,7 +114,7 @@ func (e *Engine) Handle(ctx context.Context, ev ami.SecurityEvent) {
 		if !ok {
 			// Refused (never-ban or set full): one decision and one log
 			// line per find_time, not one per event.
-			until = now + max(e.findTime, int64(time.Minute))
+			until = now + max(e.pp().findTime, int64(time.Minute))
 		}
 		e.mu.Lock()
 		s.holdUntil = until
@@ -149,14 +149,14 @@ func (e *Engine) markDirty(s *srcState) {
 
 // thresholds checks the windows after a counted failure; called with mu held.
 func (e *Engine) thresholds(s *srcState, addr netip.Addr, now int64) *trigger {
-	ec := &e.cfg.Engine
-	if e.geoMode == "strict" && e.foreign(addr) {
+	ec := &e.pp().cfg.Engine
+	if e.pp().geoMode == "strict" && e.foreign(addr) {
 		return &trigger{reason: "geo strict: failure from outside the allowed countries"}
 	}
-	if s.within(ec.MaxFailures, e.findTime, now) {
+	if s.within(ec.MaxFailures, e.pp().findTime, now) {
 		return &trigger{reason: fmt.Sprintf("%d failures in %s", ec.MaxFailures, ec.FindTime.D())}
 	}
-	if ec.SlowMaxFailures > 0 && s.within(ec.SlowMaxFailures, e.slowFindTime, now) {
+	if ec.SlowMaxFailures > 0 && s.within(ec.SlowMaxFailures, e.pp().slowFindTime, now) {
 		return &trigger{reason: fmt.Sprintf("slow scan: %d failures in %s", ec.SlowMaxFailures, ec.SlowFindTime.D())}
 	}
 	if n := s.src.DistinctAccounts - int(s.enumBase); ec.EnumAccounts > 0 && n >= ec.EnumAccounts {
@@ -180,7 +180,7 @@ func (e *Engine) source(addr netip.Addr, now time.Time) *srcState {
 		}
 		return s
 	}
-	if len(e.srcs) >= e.maxSources {
+	if len(e.srcs) >= e.pp().maxSources {
 		e.evict(e.lruTail)
 	}
 	e.nextSession++
@@ -247,7 +247,7 @@ func (e *Engine) evict(s *srcState) {
 // evictOld drops sources not seen for longer than every window; called by
 // the sweeper.
 func (e *Engine) evictOld(now time.Time) int {
-	horizon := time.Duration(max(e.findTime, e.slowFindTime))
+	horizon := time.Duration(max(e.pp().findTime, e.pp().slowFindTime))
 	cut := now.Add(-horizon)
 	n := 0
 	e.mu.Lock()
@@ -371,7 +371,7 @@ func (e *Engine) foreign(a netip.Addr) bool {
 	if e.d.Geo == nil || !a.IsGlobalUnicast() || a.IsPrivate() {
 		return false
 	}
-	for _, p := range e.static {
+	for _, p := range e.pp().static {
 		if p.Contains(a) {
 			return false
 		}

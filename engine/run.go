@@ -5,17 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/sipsentry/sipsentry/firewall"
+	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/internal/state"
 )
 
 // forgetAfter is how long after a ban ended its offence count still
 // escalates the next ban in memory: max(max_ban_time, event_retention).
 func (e *Engine) forgetAfter() time.Duration {
-	return max(e.maxBanTime, e.cfg.Engine.EventRetention.D(), e.banTime)
+	return max(e.pp().maxBanTime, e.pp().cfg.Engine.EventRetention.D(), e.pp().banTime)
 }
 
 // Start restores unexpired bans and allows (learned and static) into the
@@ -48,7 +50,7 @@ func (e *Engine) Start(ctx context.Context) error {
 			}
 			a := b.Addr.Unmap()
 			bi := banInfo{until: b.Until.UnixNano(), offences: int32(b.Offences), monitor: b.Monitor}
-			if bi.until > nowN && !b.Monitor && e.geoMode != "monitor" {
+			if bi.until > nowN && !b.Monitor && e.pp().geoMode != "monitor" {
 				if why := e.neverBanLocked(a); why != "" {
 					e.log.Warn("engine: not restoring a stored ban", "addr", a, "refused_because", why)
 					bi.until = nowN
@@ -89,14 +91,14 @@ func (e *Engine) Start(ctx context.Context) error {
 				b.Unallow = append(b.Unallow, al.Prefix)
 			}
 		}
-		for _, p := range e.static {
+		for _, p := range e.pp().static {
 			b.Allows = append(b.Allows, state.Allow{Prefix: p, PushEvidence: state.PushEvidence{How: state.HowStatic, FirstSeen: now, LastSeen: now}})
 		}
 		if err := st.Apply(ctx, &b); err != nil {
 			return err
 		}
 	}
-	for _, p := range e.static {
+	for _, p := range e.pp().static {
 		allowEntries = append(allowEntries, firewall.Entry{Prefix: p, Comment: "sipsentry: static allow"})
 	}
 
@@ -115,8 +117,11 @@ func (e *Engine) Start(ctx context.Context) error {
 			}
 		}
 	}
-	e.log.Info("engine: state restored", "bans", len(banEntries), "allows", len(allowEntries), "geo_mode", e.geoMode)
-	if err := e.Seed(ctx); err != nil {
+	e.log.Info("engine: state restored", "bans", len(banEntries), "allows", len(allowEntries), "geo_mode", e.pp().geoMode)
+	// Bounded: an unreachable resolver must not hold the first event back.
+	sctx, cancel := context.WithTimeout(ctx, 4*time.Second)
+	defer cancel()
+	if err := e.Seed(sctx); err != nil {
 		e.log.Warn("engine: push host seeding failed; will retry at push.reseed", "err", err)
 	}
 	return errors.Join(errs...)
@@ -172,7 +177,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	flush := time.NewTicker(flushInterval)
 	sweep := time.NewTicker(sweepInterval)
 	prune := time.NewTicker(pruneInterval)
-	reseedEvery := e.cfg.Push.Reseed.D()
+	reseedEvery := e.pp().cfg.Push.Reseed.D()
 	if reseedEvery <= 0 {
 		reseedEvery = 24 * time.Hour
 	}
@@ -225,7 +230,7 @@ func (e *Engine) prune(ctx context.Context) {
 	if e.d.Store == nil {
 		return
 	}
-	ret := e.cfg.Engine.EventRetention.D()
+	ret := e.pp().cfg.Engine.EventRetention.D()
 	if ret <= 0 {
 		return
 	}
@@ -333,4 +338,61 @@ func (e *Engine) Sync(ctx context.Context) error {
 		return err
 	}
 	return e.Flush(ctx)
+}
+
+// Reload takes a new configuration (SIGHUP): thresholds, ban times,
+// geo_mode, push patterns and domains, static allows. Static allows are
+// added to and removed from the allow set; the sources' failure rings are
+// cleared when their size changes. The state DB, AMI and firewall backend
+// are not reloadable here.
+func (e *Engine) Reload(ctx context.Context, cfg *config.Config) error {
+	np, err := newParams(cfg)
+	if err != nil {
+		return err
+	}
+	old := e.p.Load()
+	now := e.now()
+	var add []firewall.Entry
+	var del []netip.Prefix
+	var b state.Batch
+	for _, p := range np.static {
+		if !slices.Contains(old.static, p) {
+			add = append(add, firewall.Entry{Prefix: p, Comment: "sipsentry: static allow"})
+			b.Allows = append(b.Allows, state.Allow{Prefix: p, PushEvidence: state.PushEvidence{How: state.HowStatic, FirstSeen: now, LastSeen: now}})
+		}
+	}
+	for _, p := range old.static {
+		if !slices.Contains(np.static, p) {
+			del = append(del, p)
+			b.Unallow = append(b.Unallow, p)
+		}
+	}
+	if len(add) > 0 {
+		if err := e.fw.Add(ctx, firewall.SetAllow, add...); err != nil {
+			return fmt.Errorf("engine: reload: adding static allows: %w", err)
+		}
+	}
+	if len(del) > 0 {
+		if err := e.fw.Delete(ctx, firewall.SetAllow, del...); err != nil {
+			return fmt.Errorf("engine: reload: removing static allows: %w", err)
+		}
+	}
+	e.mu.Lock()
+	e.p.Store(np)
+	if np.ringSize != old.ringSize {
+		for _, s := range e.srcs {
+			s.fails, s.head = nil, 0
+		}
+	}
+	for len(e.srcs) > np.maxSources {
+		e.evict(e.lruTail)
+	}
+	e.mu.Unlock()
+	e.bmu.Lock()
+	e.pend.Allows = append(e.pend.Allows, b.Allows...)
+	e.pend.Unallow = append(e.pend.Unallow, b.Unallow...)
+	e.bmu.Unlock()
+	e.log.Info("engine: configuration reloaded", "geo_mode", np.geoMode, "max_failures", cfg.Engine.MaxFailures,
+		"static_allows_added", len(add), "static_allows_removed", len(del))
+	return nil
 }
