@@ -65,7 +65,11 @@ type Backend struct {
 	nl     *netlink.Handle
 	ctSock *nl.SocketHandle // for single-flow conntrack deletes (netlink has no API for it)
 
-	mu sync.Mutex // serializes changes, so an Add never lands in a set being swapped out
+	// mu: Up, Down and Prepare hold it exclusively; set operations share it
+	// and serialize per set (setMu), so an Add never lands in a set being
+	// swapped out, while a ban is not held up by an allow-cc reload.
+	mu    sync.RWMutex
+	setMu map[firewall.Set]*sync.Mutex
 }
 
 var (
@@ -122,7 +126,11 @@ func NewWithOptions(o Options) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: the ipset program is missing (%v): install it (apt install ipset)", firewall.ErrUnavailable, err)
 	}
-	b := &Backend{cfg: o.Config, log: o.Log, prefix: o.SetPrefix, ipset: path, ipt: map[string]*goipt.IPTables{}}
+	b := &Backend{cfg: o.Config, log: o.Log, prefix: o.SetPrefix, ipset: path, ipt: map[string]*goipt.IPTables{},
+		setMu: map[firewall.Set]*sync.Mutex{}}
+	for _, s := range firewall.Sets {
+		b.setMu[s] = &sync.Mutex{}
+	}
 	if o.Netns != "" {
 		r, err := startRunner(o.Netns)
 		if err != nil {
@@ -583,11 +591,11 @@ func (b *Backend) Prepare(ctx context.Context) error {
 
 func (b *Backend) prepare(ctx context.Context, inv inventory) error {
 	var script strings.Builder
+	var resize []setSpec
 	for _, s := range b.specs() {
 		if h, ok := inv.sets[s.name]; ok {
 			if s.set == firewall.SetBan && h.MaxElem != s.maxElem {
-				b.log.Warn("iptables: ban set capacity differs from firewall.ban_maxelem; it changes at the next full reload (firewall down, up)",
-					"set", s.name, "maxelem", h.MaxElem, "ban_maxelem", s.maxElem)
+				resize = append(resize, s)
 			}
 			continue
 		}
@@ -596,7 +604,46 @@ func (b *Backend) prepare(ctx context.Context, inv inventory) error {
 	if err := b.restore(ctx, script.String()); err != nil {
 		return fmt.Errorf("iptables: create sets: %w", err)
 	}
+	for _, s := range resize {
+		if err := b.resize(ctx, s, inv.sets[tmpName(s.name)]); err != nil {
+			return err
+		}
+	}
 	return b.syncStatic(ctx)
+}
+
+// resize gives an existing ban set the configured maxelem by copying its
+// entries (with their remaining timeouts) into a new set and swapping.
+func (b *Backend) resize(ctx context.Context, s setSpec, staleTmp setHeader) error {
+	out, err := b.ipsetCmd(ctx, nil, "save", s.name)
+	if err != nil {
+		return err
+	}
+	es, err := parseSave(out, s.name)
+	if err != nil {
+		return err
+	}
+	if len(es) > s.maxElem {
+		return fmt.Errorf("%w: %s holds %d entries, more than firewall.ban_maxelem = %d; raise it", firewall.ErrSetFull, s.name, len(es), s.maxElem)
+	}
+	var script strings.Builder
+	tmp := tmpName(s.name)
+	if staleTmp.Name != "" {
+		if err := staleTmp.matches(s); err != nil {
+			return err
+		}
+		script.WriteString("destroy " + tmp + "\n")
+	}
+	script.WriteString(s.createLine(tmp, len(es), s.maxElem))
+	for _, e := range es {
+		addLine(&script, "add", tmp, s, e)
+	}
+	script.WriteString("swap " + tmp + " " + s.name + "\ndestroy " + tmp + "\n")
+	if err := b.restore(ctx, script.String()); err != nil {
+		return fmt.Errorf("iptables: resize %s to maxelem %d: %w", s.name, s.maxElem, err)
+	}
+	b.log.Info("iptables: ban set resized", "set", s.name, "maxelem", s.maxElem, "entries", len(es))
+	return nil
 }
 
 // syncStatic makes the static entries of the allow set equal firewall.allow:
@@ -785,6 +832,14 @@ func (b *Backend) Down(ctx context.Context) error {
 
 // ---- set operations
 
+// lockSet takes the shared lock and set's own one; it returns the unlock.
+func (b *Backend) lockSet(set firewall.Set) func() {
+	b.mu.RLock()
+	m := b.setMu[set]
+	m.Lock()
+	return func() { m.Unlock(); b.mu.RUnlock() }
+}
+
 func splitFamilies(entries []firewall.Entry) map[string][]firewall.Entry {
 	m := map[string][]firewall.Entry{"inet": nil, "inet6": nil}
 	for _, e := range entries {
@@ -821,8 +876,8 @@ func (b *Backend) Replace(ctx context.Context, set firewall.Set, entries []firew
 	if err != nil {
 		return err
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	unlock := b.lockSet(set)
+	defer unlock()
 	sets, err := b.checkLive(ctx, set)
 	if err != nil {
 		return err
@@ -871,8 +926,8 @@ func (b *Backend) Add(ctx context.Context, set firewall.Set, entries ...firewall
 	if err != nil {
 		return err
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	unlock := b.lockSet(set)
+	defer unlock()
 	if len(entries) > bulkThreshold {
 		var script strings.Builder
 		for _, e := range entries {
@@ -941,8 +996,8 @@ func (b *Backend) Delete(ctx context.Context, set firewall.Set, prefixes ...neti
 		}
 		es[i] = e
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	unlock := b.lockSet(set)
+	defer unlock()
 	if len(es) > bulkThreshold {
 		var script strings.Builder
 		for _, e := range es {

@@ -444,3 +444,44 @@ func TestUpWithFillsAllowCountryBeforeRules(t *testing.T) {
 		t.Fatalf("after UpWith:\n%s", s)
 	}
 }
+
+func TestBanMaxElemResize(t *testing.T) {
+	requireKernel(t)
+	ns := netnstest.NewNS(t, "rsz")
+	small := testConfig("enforce")
+	small.BanMaxElem = 2
+	b := newInNS(t, ns, small)
+	if err := b.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	es := []firewall.Entry{
+		{Prefix: netip.MustParsePrefix("203.0.113.1/32"), Timeout: time.Hour, Comment: "a"},
+		{Prefix: netip.MustParsePrefix("203.0.113.2/32")},
+	}
+	if err := b.Add(ctx, firewall.SetBan, es...); err != nil {
+		t.Fatal(err)
+	}
+	err := b.Add(ctx, firewall.SetBan, firewall.Entry{Prefix: netip.MustParsePrefix("203.0.113.3/32")})
+	if !errors.Is(err, firewall.ErrSetFull) {
+		t.Fatalf("third entry in a maxelem-2 set: %v, want ErrSetFull", err)
+	}
+	big := testConfig("enforce")
+	big.BanMaxElem = 5000
+	b2 := newInNS(t, ns, big)
+	if err := b2.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := snapshot(t, ns); !strings.Contains(s, "create sipsentry-ban-v4 hash:ip family inet") || !strings.Contains(s, "maxelem 5000") {
+		t.Fatalf("ban set not resized:\n%s", s)
+	}
+	got, err := b2.List(ctx, firewall.SetBan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Comment != "a" || got[0].Timeout < 59*time.Minute || got[1].Timeout != 0 {
+		t.Fatalf("entries after resize: %+v", got)
+	}
+	if err := b2.Add(ctx, firewall.SetBan, firewall.Entry{Prefix: netip.MustParsePrefix("203.0.113.3/32")}); err != nil {
+		t.Fatalf("add after resize: %v", err)
+	}
+}
