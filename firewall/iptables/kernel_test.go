@@ -485,3 +485,86 @@ func TestBanMaxElemResize(t *testing.T) {
 		t.Fatalf("add after resize: %v", err)
 	}
 }
+
+// TestMonitorDropsNothing: in monitor mode the foreign and the banned
+// sender still reach the PBX, and the rules count what enforce would drop.
+func TestMonitorDropsNothing(t *testing.T) {
+	requireKernel(t)
+	pbx, al, fo := netnstest.NewNS(t, "mpbx"), netnstest.NewNS(t, "mal"), netnstest.NewNS(t, "mfo")
+	netnstest.Veth(t, pbx, al, []string{"198.51.100.1/24"}, []string{"198.51.100.10/24"})
+	netnstest.Veth(t, pbx, fo, []string{"203.0.113.1/24"}, []string{"203.0.113.10/24"})
+	b := newInNS(t, pbx, testConfig("monitor"))
+	if err := firewall.UpWith(ctx, b, countryEntries(allowedCountry)); err != nil {
+		t.Fatal(err)
+	}
+	listen(t, pbx, 5060, true)
+	w := worlds[0]
+	foC := dial(t, fo, w.foreign, netip.AddrPortFrom(w.pbxB, 5060))
+	alC := dial(t, al, w.allowed, netip.AddrPortFrom(w.pbxA, 5060))
+	final := "-A SIPSENTRY -j ACCEPT"
+	f0 := counter(t, b, "inet", final)
+	mustReach(t, foC, "foreign sender in monitor mode")
+	if n := counter(t, b, "inet", final); n <= f0 {
+		t.Fatalf("monitor's last rule did not count the foreign sender (%d -> %d)", f0, n)
+	}
+	if err := b.Add(ctx, firewall.SetBan, firewall.Entry{Prefix: netip.PrefixFrom(w.allowed, 32)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.DropFlows(ctx, w.allowed); err != nil {
+		t.Fatal(err)
+	}
+	banAccept := "--match-set sipsentry-ban-v4 src -j ACCEPT"
+	b0 := counter(t, b, "inet", banAccept)
+	mustReach(t, alC, "banned sender in monitor mode")
+	if n := counter(t, b, "inet", banAccept); n <= b0 {
+		t.Fatalf("monitor's ban rule did not count the banned sender")
+	}
+}
+
+// TestConcurrentAddDuringReplace: bans added while allow-cc is being
+// reloaded all land, none is lost to the swap (run with -race).
+func TestConcurrentAddDuringReplace(t *testing.T) {
+	requireKernel(t)
+	ns := netnstest.NewNS(t, "conc")
+	b := newInNS(t, ns, testConfig("enforce"))
+	if err := b.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	us := geoList(t, "us-ipv4-aggregated.txt")
+	es := make([]firewall.Entry, len(us))
+	for i, p := range us {
+		es[i] = firewall.Entry{Prefix: p}
+	}
+	done := make(chan error, 1)
+	go func() {
+		for range 3 {
+			if err := b.Replace(ctx, firewall.SetAllowCountry, es); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	a := netip.MustParseAddr("198.18.0.1")
+	const n = 300
+	for range n {
+		if err := b.Add(ctx, firewall.SetBan, firewall.Entry{Prefix: netip.PrefixFrom(a, 32), Timeout: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+		a = a.Next()
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.List(ctx, firewall.SetBan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := b.List(ctx, firewall.SetAllowCountry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != n || len(cc) != len(es) {
+		t.Fatalf("ban set %d entries (want %d), allow-cc %d (want %d)", len(got), n, len(cc), len(es))
+	}
+}
