@@ -155,3 +155,32 @@ func TestBanSetFull(t *testing.T) {
 		t.Error("refused ban recorded as banned")
 	}
 }
+
+// BenchmarkSourceMemory reports the heap cost of one source aggregate in
+// memory (3 failures over 3 accounts each), for sizing engine.max_sources.
+func BenchmarkSourceMemory(b *testing.B) {
+	const n = 50000
+	rng := rand.New(rand.NewPCG(5, 6))
+	srcs := make([]string, n)
+	for i := range srcs {
+		srcs[i] = randomSource(rng).String()
+	}
+	for range b.N {
+		cfg := testConfig()
+		cfg.Engine.MaxSources, cfg.Engine.EnumAccounts, cfg.Engine.MaxFailures, cfg.Engine.SlowMaxFailures = 1<<20, 0, 100, 0
+		e, err := New(cfg, Deps{Firewall: &countingFW{}, Geo: testGeo, Resolver: noDNS{}, HostAddrs: []netip.Addr{}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		base := heapAlloc()
+		for round := range 3 {
+			for i, a := range srcs {
+				e.Handle(context.Background(), ev(ami.EventInvalidAccountID, "user"+strconv.Itoa(i%50+round), a, "1-"+strconv.Itoa(i)+"@x"))
+			}
+			e.Flush(context.Background()) // no store: drops the pending rows
+		}
+		after := heapAlloc()
+		b.ReportMetric(float64(after-base)/n, "B/source")
+		runtime.KeepAlive(e)
+	}
+}

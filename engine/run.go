@@ -313,6 +313,13 @@ func (e *Engine) Flush(ctx context.Context) error {
 			e.droppedWrites.Add(uint64(len(b.Events)))
 			b.Events = nil
 		}
+		if len(b.Sources) > 4*maxPendingSrc {
+			// A DB that keeps failing (disk full) must not grow memory:
+			// aggregates stay in memory, their rows are rewritten when the
+			// sources change again.
+			e.droppedWrites.Add(uint64(len(b.Sources)))
+			b.Sources = nil
+		}
 		e.retry = b
 		return err
 	}
