@@ -396,6 +396,13 @@ listen = "127.0.0.1:9468"
 		t.Errorf("status = %+v", st)
 	}
 
+	// SIGHUP reloads the configuration and the lists.
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	eventually(t, "a successful reload after SIGHUP", func() (bool, string) {
+		_, m := nsGet(t, ns, "http://127.0.0.1:9468/metrics")
+		return strings.Contains(m, `sipsentry_reloads_total{result="ok"} 1`), "no sipsentry_reloads_total{result=\"ok\"} 1"
+	})
+
 	// kill -9, empty the kernel's ban sets, restart: the bans come back from the DB.
 	d.cmd.Process.Kill()
 	d.wait()
@@ -601,5 +608,21 @@ listen = ""
 	}
 	if t.Failed() {
 		t.Logf("stdout:\n%s", tail(out, 6000))
+	}
+
+	// No daemon serves a status page here: status says so, shows what the
+	// state DB holds, and exits 1.
+	cmd = exec.Command(bin, "status", "--config", cfg)
+	stdout.Reset()
+	stderr.Reset()
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Errorf("status without a daemon: %v (want exit status 1)", err)
+	}
+	if !strings.Contains(stdout.String(), "not running") || !strings.Contains(stdout.String(), "ban") ||
+		!strings.Contains(stdout.String(), "203.0.113.11") {
+		t.Errorf("status without a daemon printed:\n%s", stdout.String())
 	}
 }
