@@ -58,7 +58,8 @@ type Reader struct {
 	br    *bufio.Reader
 	stats Stats
 
-	pending     []byte // the record being assembled (may span lines)
+	pending     []byte // the record being assembled (may span lines); reused
+	open        bool   // pending holds a record
 	pendingLine int    // line number where pending starts
 	over        bool   // pending exceeded MaxRecordBytes
 	eof         bool
@@ -78,7 +79,7 @@ func (r *Reader) Stats() Stats { return r.stats }
 func (r *Reader) Next() (ami.SecurityEvent, error) {
 	for {
 		if r.eof {
-			if r.pending != nil {
+			if r.open {
 				ev, ok := r.finish()
 				if ok {
 					return ev, nil
@@ -135,7 +136,7 @@ func (r *Reader) readLine() ([]byte, error) {
 // take feeds one physical line to the record assembler and returns a
 // finished event when the line closed one.
 func (r *Reader) take(line []byte) (ami.SecurityEvent, bool) {
-	if r.pending == nil {
+	if !r.open {
 		r.start(line)
 		return ami.SecurityEvent{}, false
 	}
@@ -163,7 +164,7 @@ func (r *Reader) take(line []byte) (ami.SecurityEvent, bool) {
 	ev, err := r.parsePending()
 	if err == nil {
 		r.emitOK()
-		r.pending = nil
+		r.open = false
 		if len(bytes.TrimSpace(line)) > 0 {
 			r.lineGarbage()
 		}
@@ -174,7 +175,7 @@ func (r *Reader) take(line []byte) (ami.SecurityEvent, bool) {
 		return ami.SecurityEvent{}, false
 	}
 	r.garbage()
-	r.pending = nil
+	r.open = false
 	if len(bytes.TrimSpace(line)) > 0 {
 		r.lineGarbage()
 	}
@@ -186,15 +187,16 @@ func (r *Reader) finish() (ami.SecurityEvent, bool) {
 	ev, err := r.parsePending()
 	if err == nil {
 		r.emitOK()
-		r.pending = nil
+		r.open = false
 		return ev, true
 	}
 	r.garbage()
-	r.pending = nil
+	r.open = false
 	return ami.SecurityEvent{}, false
 }
 
 func (r *Reader) start(line []byte) {
+	r.open = false
 	if !isRecordStart(line) {
 		if len(bytes.TrimSpace(line)) > 0 {
 			r.lineGarbage()
@@ -209,6 +211,7 @@ func (r *Reader) start(line []byte) {
 	}
 	r.stats.Records++
 	r.pending = append(r.pending[:0], line...)
+	r.open = true
 	r.pendingLine = r.stats.Lines
 	r.over = len(line) > MaxRecordBytes
 }

@@ -1,6 +1,7 @@
 package seclog
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net/netip"
@@ -347,4 +348,59 @@ func FuzzParseRecord(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzReader feeds arbitrary streams (seeded with the recorded logs and
+// splices of them) through the line framing: it must never panic, count
+// every returned event, and only return events whose source was written in
+// the stream as a RemoteAddress value.
+func FuzzReader(f *testing.F) {
+	for _, name := range []string{"security.log", "security-s9-injection.log"} {
+		b, err := os.ReadFile(testdata(f, name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b[:min(len(b), 4000)])
+		f.Add(b[len(b)-min(len(b), 4000):])
+	}
+	f.Add([]byte("[x] y\n\r\n[a] SecurityEvent=\"\r\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := NewReader(bytes.NewReader(data))
+		n := 0
+		for {
+			ev, err := r.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			n++
+			if !ev.Remote.IsValid() {
+				t.Fatalf("event without source")
+			}
+			if !bytes.Contains(data, []byte(`RemoteAddress="`+ev.Remote.String()+`"`)) && !ev.Remote.Addr().Is4() {
+				t.Fatalf("source %v not in the stream", ev.Remote)
+			}
+		}
+		st := r.Stats()
+		if st.Events != n || st.Records < st.Events || st.Lines > bytes.Count(data, []byte("\n"))+1 {
+			t.Fatalf("stats %+v for %d events", st, n)
+		}
+	})
+}
+
+// A log message of another kind between two records (Asterisk's "built by"
+// line after a restart, as in the shipped sample) ends the record before it
+// and is skipped; the record must not be returned twice.
+func TestOtherLogLineBetweenRecords(t *testing.T) {
+	rec := func(acct string) string {
+		return `[Nov 25 13:12:07] SECURITY[1] res_security_log.c: SecurityEvent="InvalidAccountID",EventTV="2026-11-25T13:12:07.974+0000",Severity="Error",Service="PJSIP",EventVersion="1",AccountID="` +
+			acct + `",SessionID="s",LocalAddress="IPV4/UDP/127.0.0.1/5060",RemoteAddress="IPV4/UDP/198.51.100.7/5070"`
+	}
+	in := rec("100") + "\n[Nov 25 13:43:47] Asterisk 22.10.1 built by root\n" + rec("101") + "\n[Nov 25 13:43:48] NOTICE[2] x.c: other\n"
+	evs, st := readAll(t, strings.NewReader(in))
+	if len(evs) != 2 || evs[0].AccountID != "100" || evs[1].AccountID != "101" || st.Skipped != 2 || st.Garbage != 0 {
+		t.Fatalf("events %+v stats %+v", evs, st)
+	}
 }
