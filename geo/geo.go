@@ -51,7 +51,8 @@ type Verdict struct {
 	Org       string `json:"org"`
 	// Disagree: both sources have an opinion and they differ — the lists
 	// put the address in another country than the database, or the database
-	// names a country whose list is loaded but does not hold the address.
+	// names a country whose list (of the address's family) is loaded but does
+	// not hold the address.
 	Disagree bool `json:"disagree"`
 }
 
