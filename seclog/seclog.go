@@ -17,6 +17,17 @@
 // RemoteAddress pair at which that order holds: everything after it must be
 // event-specific keys, everything before it AccountID and SessionID.
 //
+// Framing: a record starts at a "[date] " line holding SecurityEvent=". A
+// following line continues it only while the record is still incomplete
+// (no well-formed address pair yet): that is how an attacker's CR LF in
+// AccountID splits a record, and it keeps a stray line after a complete
+// record from corrupting it (the stray line is counted as garbage).
+//
+// Suspicion, in the AMI parser's terms: "repeated RemoteAddress" when a
+// second RemoteAddress key (or LocalAddress/RemoteAddress pair) appears in a
+// record, "line break in <Key>" when a value holds CR or LF (on AMI those
+// bytes split headers and messages).
+//
 // It must never attribute an event to an address that appears only inside
 // an attacker-controlled value, and never read a whole file into memory.
 package seclog
