@@ -62,9 +62,15 @@ func (e *Engine) ban(ctx context.Context, a netip.Addr, reason string, now time.
 
 	e.bmu.Lock()
 	prev := e.bans[a]
+	offence := int(prev.offences) + 1
 	if prev.until > nowN {
-		e.bmu.Unlock()
-		return prev.until, true // already banned (or already recorded as would-ban)
+		if !prev.monitor || monitor {
+			e.bmu.Unlock()
+			return prev.until, true // already banned (or already recorded as would-ban)
+		}
+		// A would-ban from monitor mode and the engine now enforces (reload
+		// or restart): ban for real, as the same offence.
+		offence = int(prev.offences)
 	}
 	if prev.active { // expired, not yet swept
 		prev.active = false
@@ -75,7 +81,6 @@ func (e *Engine) ban(ctx context.Context, a netip.Addr, reason string, now time.
 		e.refuseFull(a, reason, now, errors.New("engine: ban set holds firewall.ban_maxelem entries"))
 		return 0, false
 	}
-	offence := int(prev.offences) + 1
 	dur := e.banDuration(offence)
 	cur := banInfo{until: now.Add(dur).UnixNano(), offences: int32(offence), monitor: monitor, active: !monitor}
 	e.bans[a] = cur

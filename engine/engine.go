@@ -133,6 +133,7 @@ const (
 	pruneInterval    = time.Hour
 	maxEventLogRows  = 1_000_000
 	refreshEvery     = time.Minute // at most one allow refresh per learned address per minute
+	reflagEvery      = time.Hour   // a flagged foreign login is examined again at most hourly
 )
 
 type banInfo struct {
@@ -176,9 +177,10 @@ type Engine struct {
 	pend       state.Batch
 
 	// amu guards allows (learned and seeded push servers).
-	amu    sync.RWMutex
-	allows map[netip.Addr]allowInfo
-	never  map[netip.Addr]string
+	amu     sync.RWMutex
+	allows  map[netip.Addr]allowInfo
+	never   map[netip.Addr]string
+	flagged map[netip.Addr]int64 // foreign logins flagged lately (UnixNano)
 
 	dmu       sync.Mutex
 	decisions map[string]uint64
@@ -236,6 +238,7 @@ func New(cfg *config.Config, d Deps) (*Engine, error) {
 		bans:      map[netip.Addr]banInfo{},
 		allows:    map[netip.Addr]allowInfo{},
 		never:     map[netip.Addr]string{},
+		flagged:   map[netip.Addr]int64{},
 		decisions: map[string]uint64{},
 		pushQ:     make(chan pushCand, 256),
 		examining: map[netip.Addr]bool{},

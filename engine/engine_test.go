@@ -549,6 +549,16 @@ func TestReload(t *testing.T) {
 	if st := r.eng.Snapshot(); st.GeoMode != "monitor" || st.WouldBans != 1 {
 		t.Errorf("snapshot %+v: want monitor and one would-ban (203.0.113.200)", st)
 	}
+	// Back to enforcing: the would-banned source is banned for real at its
+	// next failure, as the same offence (1h).
+	nc.Engine.GeoMode = "drop"
+	if err := r.eng.Reload(context.Background(), nc); err != nil {
+		t.Fatal(err)
+	}
+	r.eng.Handle(context.Background(), ev(ami.EventInvalidPassword, "1001", "203.0.113.200", "z"))
+	if e, ok := r.banEntry("203.0.113.200"); !ok || e.Timeout != time.Hour {
+		t.Errorf("would-ban not enforced after switching to drop: %+v %v", e, ok)
+	}
 	bad := testConfig()
 	bad.Engine.MaxFailures = 0
 	if err := r.eng.Reload(context.Background(), bad); err == nil {

@@ -85,7 +85,9 @@ func (e *Engine) Handle(ctx context.Context, ev ami.SecurityEvent) {
 	var trig *trigger
 	switch {
 	case k == activity.KindInjection:
-		trig = &trigger{reason: "injection (" + sanitize(ev.Suspicion, 80) + ")"}
+		if s.holdUntil <= now {
+			trig = &trigger{reason: "injection (" + sanitize(ev.Suspicion, 80) + ")"}
+		}
 	case counted && k.IsFailure():
 		s.addFailure(now, e.pp().ringSize)
 		if s.holdUntil <= now {

@@ -42,7 +42,17 @@ func (e *Engine) authOK(a netip.Addr, ev *ami.SecurityEvent, now time.Time) {
 		e.enqueuePush(pushCand{addr: a, account: ev.AccountID, service: ev.Service, at: now, refresh: true})
 		return
 	}
+	if last, ok := e.flaggedAt(a); ok && nowN-last < int64(reflagEvery) {
+		return // flagged lately: no new look-ups and warnings at every re-REGISTER
+	}
 	e.enqueuePush(pushCand{addr: a, account: ev.AccountID, service: ev.Service, at: now})
+}
+
+func (e *Engine) flaggedAt(a netip.Addr) (int64, bool) {
+	e.amu.RLock()
+	defer e.amu.RUnlock()
+	t, ok := e.flagged[a]
+	return t, ok
 }
 
 func (e *Engine) enqueuePush(c pushCand) {
@@ -93,9 +103,10 @@ func (e *Engine) examine(ctx context.Context, c pushCand) {
 		e.flag(c, "", fmt.Sprintf("successful %s login as %q from outside the allowed countries", c.service, sanitize(c.account, 40)))
 		return
 	}
-	ev := state.PushEvidence{Account: c.account, FirstSeen: c.at, LastSeen: c.at}
+	ev := state.PushEvidence{Account: sanitize(c.account, 64), FirstSeen: c.at, LastSeen: c.at}
 	if ct, ok := e.findContact(ctx, c.addr, c.account); ok {
-		ev.UserAgent, ev.URI, ev.AOR = ct.UserAgent, ct.URI, aorOf(ct)
+		// Contact fields come from the REGISTER: keep them printable.
+		ev.UserAgent, ev.URI, ev.AOR = sanitize(ct.UserAgent, 200), sanitize(ct.URI, 300), sanitize(aorOf(ct), 80)
 	}
 	ev.PTR = e.confirmedPTR(ctx, c.addr)
 	switch {
@@ -126,6 +137,9 @@ func aorOf(c ami.Contact) string {
 }
 
 func (e *Engine) flag(c pushCand, ua, note string) {
+	e.amu.Lock()
+	e.flagged[c.addr] = c.at.UnixNano()
+	e.amu.Unlock()
 	e.log.Warn("engine: foreign login flagged, not learned (a stolen password looks the same)",
 		"addr", c.addr, "account", sanitize(c.account, 40), "service", c.service, "user_agent", sanitize(ua, 80))
 	e.bmu.Lock()

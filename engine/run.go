@@ -266,6 +266,11 @@ func (e *Engine) Sweep() {
 			delete(e.allows, a)
 		}
 	}
+	for a, t := range e.flagged {
+		if nowN-t >= int64(reflagEvery) {
+			delete(e.flagged, a)
+		}
+	}
 	e.amu.Unlock()
 	e.evictOld(now)
 }
@@ -389,6 +394,12 @@ func (e *Engine) Reload(ctx context.Context, cfg *config.Config) error {
 	if np.ringSize != old.ringSize {
 		for _, s := range e.srcs {
 			s.fails, s.head = nil, 0
+		}
+	}
+	if np.geoMode != old.geoMode {
+		// Held would-bans (or bans) are decided again under the new mode.
+		for _, s := range e.srcs {
+			s.holdUntil = 0
 		}
 	}
 	for len(e.srcs) > np.maxSources {
