@@ -25,6 +25,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	goipt "github.com/coreos/go-iptables/iptables"
@@ -70,6 +71,9 @@ type Backend struct {
 	// swapped out, while a ban is not held up by an allow-cc reload.
 	mu    sync.RWMutex
 	setMu map[firewall.Set]*sync.Mutex
+	// verified: the set's kernel sets were seen to be sipsentry's (by Up,
+	// Prepare or a first check), so netlink adds may go straight in.
+	verified map[firewall.Set]*atomic.Bool
 }
 
 var (
@@ -127,9 +131,10 @@ func NewWithOptions(o Options) (*Backend, error) {
 		return nil, fmt.Errorf("%w: the ipset program is missing (%v): install it (apt install ipset)", firewall.ErrUnavailable, err)
 	}
 	b := &Backend{cfg: o.Config, log: o.Log, prefix: o.SetPrefix, ipset: path, ipt: map[string]*goipt.IPTables{},
-		setMu: map[firewall.Set]*sync.Mutex{}}
+		setMu: map[firewall.Set]*sync.Mutex{}, verified: map[firewall.Set]*atomic.Bool{}}
 	for _, s := range firewall.Sets {
 		b.setMu[s] = &sync.Mutex{}
+		b.verified[s] = &atomic.Bool{}
 	}
 	if o.Netns != "" {
 		r, err := startRunner(o.Netns)
@@ -609,7 +614,24 @@ func (b *Backend) prepare(ctx context.Context, inv inventory) error {
 			return err
 		}
 	}
+	for _, v := range b.verified {
+		v.Store(true)
+	}
 	return b.syncStatic(ctx)
+}
+
+// ensureOurs checks once per set (until Down) that its kernel sets are
+// sipsentry's, so Add and Delete never write into a foreign set of the
+// same name (e.g. when `ban` runs before `firewall up`).
+func (b *Backend) ensureOurs(ctx context.Context, set firewall.Set) error {
+	if b.verified[set].Load() {
+		return nil
+	}
+	if _, err := b.checkLive(ctx, set); err != nil {
+		return err
+	}
+	b.verified[set].Store(true)
+	return nil
 }
 
 // resize gives an existing ban set the configured maxelem by copying its
@@ -781,6 +803,9 @@ func (b *Backend) upJumps(fam string) error {
 func (b *Backend) Down(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	for _, v := range b.verified {
+		v.Store(false)
+	}
 	inv, err := b.inventory(ctx)
 	if err != nil {
 		return err
@@ -928,6 +953,9 @@ func (b *Backend) Add(ctx context.Context, set firewall.Set, entries ...firewall
 	}
 	unlock := b.lockSet(set)
 	defer unlock()
+	if err := b.ensureOurs(ctx, set); err != nil {
+		return err
+	}
 	if len(entries) > bulkThreshold {
 		var script strings.Builder
 		for _, e := range entries {
@@ -998,6 +1026,9 @@ func (b *Backend) Delete(ctx context.Context, set firewall.Set, prefixes ...neti
 	}
 	unlock := b.lockSet(set)
 	defer unlock()
+	if err := b.ensureOurs(ctx, set); err != nil {
+		return err
+	}
 	if len(es) > bulkThreshold {
 		var script strings.Builder
 		for _, e := range es {
