@@ -270,12 +270,14 @@ func hasPrivilege(p, class string) bool {
 	return false
 }
 
+var errEmptyTV = errors.New("ami: empty EventTV")
+
 // ParseEventTV parses Asterisk's EventTV / SessionTV timestamps:
 // "2026-11-25T13:12:07.974+0000" (Asterisk 12 and later; no colon in the
 // offset), also accepting RFC 3339 and the old "seconds-microseconds" form.
 func ParseEventTV(s string) (time.Time, error) {
 	if s == "" {
-		return time.Time{}, errors.New("ami: empty EventTV")
+		return time.Time{}, errEmptyTV
 	}
 	if t, ok := parseTVFast(s); ok {
 		return t, nil
