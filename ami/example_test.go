@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/sipsentry/sipsentry/ami"
 )
@@ -91,4 +92,28 @@ func ExampleWriteMessage() {
 	// Output:
 	// "Action: Ping\r\nActionID: sipsentry-1\r\n\r\n" <nil>
 	// ami: refusing to write ActionID: value holds CR or LF (would inject headers)
+}
+
+// Parse a ContactList entry of PJSIPShowContacts (abridged from the recorded
+// ami-action-pjsipshowcontacts.raw) and get the address it registered from.
+func ExampleParseContact() {
+	const entry = "Event: ContactList\r\nActionID: pjsipshowcontacts-1\r\nObjectType: contact\r\n" +
+		"ObjectName: 1001;@656cc19a5061d46a9c7512b3db18558e\r\nViaAddr: 127.0.0.31\r\n" +
+		"CallId: 1-26139@127.0.0.31\r\nRegServer: sentrylab\r\nEndpoint: 1001\r\nViaPort: 5062\r\n" +
+		"Uri: sip:1001@127.0.0.31:5062;transport=UDP;pn-provider=apns;pn-prid=abc;pn-param=xyz\r\n" +
+		"UserAgent: Bria Push Service\r\nExpirationTime: 1795612464\r\nStatus: Reachable\r\n\r\n"
+	m, err := ami.NewReader(strings.NewReader(entry), ami.ReaderOptions{}).ReadMessage()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	c, err := ami.ParseContact(&m)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	via, ok := c.Via()
+	fmt.Println(c.Endpoint, via, ok, c.UserAgent, c.ExpirationTime.Format(time.RFC3339))
+	// Output:
+	// 1001 127.0.0.31:5062 true Bria Push Service 2026-11-25T13:14:24Z
 }
