@@ -184,3 +184,25 @@ func BenchmarkSourceMemory(b *testing.B) {
 		runtime.KeepAlive(e)
 	}
 }
+
+// More stored bans than the set holds: the longest-running ones are
+// restored, the rest left out with a warning, and Start still succeeds.
+func TestRestoreMoreBansThanSetHolds(t *testing.T) {
+	clock := newClock()
+	dbPath := t.TempDir() + "/sipsentry.db"
+	r1 := newRig(t, rigOpt{clock: clock, dbPath: dbPath})
+	for n, a := range []string{"203.0.113.1", "203.0.113.2", "203.0.113.3"} {
+		for i := range 5 {
+			r1.eng.Handle(context.Background(), ev(ami.EventChallengeResponseFailed, "1001", a, strconv.Itoa(i)))
+		}
+		clock.Advance(time.Duration(n+1) * time.Minute)
+	}
+	r1.stop()
+	r2 := newRig(t, rigOpt{clock: clock, dbPath: dbPath, cfg: func(c *config.Config) { c.Firewall.BanMaxElem = 2 }})
+	if r2.banned("203.0.113.1") || !r2.banned("203.0.113.2") || !r2.banned("203.0.113.3") {
+		t.Error("want the two latest bans restored and the oldest left out")
+	}
+	if !strings.Contains(r2.logs.String(), "stored bans left out") {
+		t.Error("left-out bans not logged")
+	}
+}

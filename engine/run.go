@@ -43,6 +43,10 @@ func (e *Engine) Start(ctx context.Context) error {
 			return err
 		}
 		forget := now.Add(-e.forgetAfter())
+		// Longest-running bans first, so that if more are stored than the
+		// set holds (ban_maxelem lowered), the ones left out end soonest.
+		slices.SortFunc(bans, func(x, y state.Ban) int { return y.Until.Compare(x.Until) })
+		maxElem := e.pp().cfg.Firewall.BanMaxElem
 		e.bmu.Lock()
 		for _, b := range bans {
 			if b.Until.Before(forget) {
@@ -54,6 +58,9 @@ func (e *Engine) Start(ctx context.Context) error {
 				if why := e.neverBanLocked(a); why != "" {
 					e.log.Warn("engine: not restoring a stored ban", "addr", a, "refused_because", why)
 					bi.until = nowN
+				} else if e.activeBans >= maxElem {
+					bi.until = nowN
+					e.fullRefusals.Add(1)
 				} else {
 					bi.active = true
 					e.activeBans++
@@ -62,6 +69,9 @@ func (e *Engine) Start(ctx context.Context) error {
 				}
 			}
 			e.bans[a] = bi
+		}
+		if n := e.fullRefusals.Load(); n > 0 {
+			e.log.Warn("engine: stored bans left out: the ban set is full; raise firewall.ban_maxelem", "left_out", n, "max", maxElem)
 		}
 		e.bmu.Unlock()
 
