@@ -737,9 +737,22 @@ func (b *Backend) upChain(fam string, st chainState) error {
 		}
 	})
 	if err != nil {
-		return fmt.Errorf("iptables: set up chain %s (%s): %w", b.cfg.Chain, fam, err)
+		return missingExtension(fmt.Errorf("iptables: set up chain %s (%s): %w", b.cfg.Chain, fam, err))
 	}
 	return nil
+}
+
+// missingExtension marks an iptables failure to load a match or target
+// (set, multiport, comment, limit, LOG) as ErrUnavailable. iptables reports
+// it only in words, so the words are matched.
+func missingExtension(err error) error {
+	msg := err.Error()
+	for _, s := range []string{"Couldn't load match", "Couldn't load target", "No chain/target/match by that name", "Extension set revision"} {
+		if strings.Contains(msg, s) {
+			return fmt.Errorf("%w: %v: load the kernel modules (modprobe xt_set xt_multiport xt_comment xt_limit xt_LOG) or install the iptables extensions", firewall.ErrUnavailable, err)
+		}
+	}
+	return err
 }
 
 func (b *Backend) upJumps(fam string) error {
@@ -793,7 +806,7 @@ func (b *Backend) upJumps(fam string) error {
 		}
 	})
 	if err != nil {
-		return fmt.Errorf("iptables: jump rules in INPUT (%s): %w", fam, err)
+		return missingExtension(fmt.Errorf("iptables: jump rules in INPUT (%s): %w", fam, err))
 	}
 	return nil
 }

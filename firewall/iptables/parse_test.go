@@ -1,10 +1,13 @@
 package iptables
 
 import (
+	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/sipsentry/sipsentry/firewall"
 	"github.com/sipsentry/sipsentry/internal/config"
 )
 
@@ -102,5 +105,17 @@ func TestTimeoutSeconds(t *testing.T) {
 		if got := timeoutSeconds(in); got != want {
 			t.Errorf("timeoutSeconds(%s) = %d, want %d", in, got, want)
 		}
+	}
+}
+
+func TestMissingExtension(t *testing.T) {
+	// As iptables-nft 1.8.9 words it when xt_set is absent.
+	err := missingExtension(errors.New("running [/usr/sbin/iptables -t filter -A SIPSENTRY -m set --match-set x src -j DROP --wait]: exit status 2: iptables v1.8.9 (nf_tables): Couldn't load match `set':No such file or directory"))
+	if !errors.Is(err, firewall.ErrUnavailable) || !strings.Contains(err.Error(), "modprobe xt_set") {
+		t.Fatalf("missingExtension = %v", err)
+	}
+	other := errors.New("iptables: Index of insertion too big.")
+	if missingExtension(other) != other {
+		t.Fatal("an unrelated error was rewritten")
 	}
 }
