@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -195,6 +197,10 @@ func runRun(ctx context.Context, cmd *cobra.Command, o runOptions, g *globalOpti
 		return fmt.Errorf("run: starting the engine: %w", err)
 	}
 	d.met.SetState(d.metricsState)
+	// The start-up bulk loads (lists, restore scripts, DB rows) leave garbage
+	// several times the size of what stays live; hand it back to the OS now
+	// rather than keep it as idle heap for the daemon's whole life.
+	debug.FreeOSMemory()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -423,12 +429,21 @@ func (d *daemon) reload(ctx context.Context) {
 		d.log.Error("run: reload failed; keeping the running configuration", "err", err)
 		return
 	}
-	if nc.StateDir != d.cfg.StateDir || nc.AMI != d.cfg.AMI || nc.Firewall.Backend != d.cfg.Firewall.Backend || nc.Metrics != d.cfg.Metrics {
-		d.log.Warn("run: state_dir, [ami], firewall.backend and [metrics] changes take effect at the next restart")
+	if nc.StateDir != d.cfg.StateDir || nc.AMI != d.cfg.AMI || nc.Firewall.Backend != d.cfg.Firewall.Backend ||
+		nc.Firewall.Mode != d.cfg.Firewall.Mode || nc.Metrics != d.cfg.Metrics || nc.ARI != d.cfg.ARI ||
+		!slices.Equal(nc.Geo.AllowCountries, d.cfg.Geo.AllowCountries) || nc.Geo.ListsDir != d.cfg.Geo.ListsDir ||
+		nc.Geo.MMDB != d.cfg.Geo.MMDB || nc.Geo.ASNMMDB != d.cfg.Geo.ASNMMDB {
+		d.log.Warn("run: changes to state_dir, [ami], [ari], [metrics], firewall.backend/mode and the geo countries, lists_dir and databases take effect at the next restart")
+	}
+	// Thresholds, geo_mode, push patterns and static allows apply now.
+	if err := d.eng.Reload(ctx, nc); err != nil {
+		d.met.Reload(false)
+		d.log.Error("run: engine refused the new configuration; keeping the running one", "err", err)
+		return
 	}
 	d.geo.Reload()
 	go func() {
-		// Re-read (lists_dir) or re-fetch the lists; followLists applies them.
+		// Re-read (lists_dir) or re-fetch the lists, then load them into the kernel.
 		if _, err := d.geo.Update(ctx, false); err != nil && ctx.Err() == nil {
 			d.log.Warn("run: reload: list update incomplete; the last good lists stay in use", "err", err)
 		}
@@ -436,15 +451,6 @@ func (d *daemon) reload(ctx context.Context) {
 			d.log.Error("run: reload: allow-cc set not updated", "err", err)
 		}
 	}()
-	if r, ok := any(d.eng).(interface {
-		Reload(context.Context, *config.Config) error
-	}); ok {
-		if err := r.Reload(ctx, nc); err != nil {
-			d.met.Reload(false)
-			d.log.Error("run: engine refused the new configuration; keeping the running one", "err", err)
-			return
-		}
-	}
 	d.met.Reload(true)
 	d.log.Info("run: reloaded")
 }
@@ -482,6 +488,7 @@ func (d *daemon) syncAllowCountries(ctx context.Context) error {
 		return fmt.Errorf("run: loading %d allowed-country prefixes into the kernel: %w", len(entries), err)
 	}
 	d.ccFP = fp
+	debug.FreeOSMemory() // the swap script and old prefixes are garbage now
 	d.log.Info("run: allowed-country set loaded", "prefixes", len(entries), "countries", d.geo.AllowCountries())
 	return nil
 }

@@ -100,7 +100,7 @@ type listStatus struct {
 // status builds the daemon's /status document.
 func (d *daemon) status(ctx context.Context) (any, error) {
 	r := statusReport{Running: true, Version: versionString(), PID: os.Getpid(), Started: d.started.UTC(),
-		Replay: d.replay, Config: d.cfgPath, GeoMode: d.cfg.Engine.GeoMode, AllowCountries: d.cfg.Geo.AllowCountries}
+		Replay: d.replay, Config: d.cfgPath, AllowCountries: d.geo.AllowCountries()}
 	if d.amiC != nil {
 		st := d.amiC.Stats()
 		r.AMI = &amiStatus{Address: d.cfg.AMI.Address, Connected: d.amiC.Connected(), Logins: st.Logins,
@@ -128,6 +128,7 @@ func (d *daemon) status(ctx context.Context) (any, error) {
 	}
 	es := d.eng.Snapshot()
 	r.Engine = &es
+	r.GeoMode = es.GeoMode // the engine's, which a reload may have changed
 	r.LastEvents = d.recent.list()
 	if sm, err := d.store.Summary(ctx); err == nil {
 		r.DB = &sm
