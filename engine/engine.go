@@ -117,9 +117,10 @@ type Status struct {
 	ByKind        map[string]uint64 `json:"by_kind"`
 	Decisions     map[string]uint64 `json:"decisions"`
 	Evicted       uint64            `json:"evicted"`
-	DroppedWrites uint64            `json:"dropped_writes"` // event-log rows not written (flood)
-	DroppedPush   uint64            `json:"dropped_push"`   // push candidates not examined (queue full)
-	FullRefusals  uint64            `json:"full_refusals"`  // bans refused because the ban set was full
+	DroppedWrites uint64            `json:"dropped_writes"`      // event-log rows not written (flood)
+	DroppedSource uint64            `json:"dropped_source_rows"` // source-aggregate rows not written (writer far behind)
+	DroppedPush   uint64            `json:"dropped_push"`        // push candidates not examined (queue full)
+	FullRefusals  uint64            `json:"full_refusals"`       // bans refused because the ban set was full
 	LastEvent     time.Time         `json:"last_event"`
 	Recent        []Decision        `json:"recent"`
 }
@@ -130,7 +131,7 @@ const (
 	recentDecisions  = 32
 	flushInterval    = 100 * time.Millisecond
 	sweepInterval    = 5 * time.Second
-	pruneInterval    = time.Hour
+	pruneInterval    = 10 * time.Second // often: under a flood the row cap, not the age, is what bounds the file
 	maxEventLogRows  = 1_000_000
 	refreshEvery     = time.Minute // at most one allow refresh per learned address per minute
 	reflagEvery      = time.Hour   // a flagged foreign login is examined again at most hourly
@@ -189,9 +190,9 @@ type Engine struct {
 	flushMu sync.Mutex
 	retry   *state.Batch
 
-	events, malformed, droppedWrites, droppedPush, evicted atomic.Uint64
-	fullRefusals, fullUnlogged                             atomic.Uint64
-	fullLogged                                             atomic.Int64 // UnixNano of the last set-full log line
+	events, malformed, droppedWrites, droppedSrc, droppedPush, evicted atomic.Uint64
+	fullRefusals, fullUnlogged                                         atomic.Uint64
+	fullLogged                                                         atomic.Int64 // UnixNano of the last set-full log line
 
 	pushQ     chan pushCand
 	postQ     chan netip.Addr
@@ -377,6 +378,7 @@ func (e *Engine) Snapshot() Status {
 	st.Malformed = e.malformed.Load()
 	st.Evicted = e.evicted.Load()
 	st.DroppedWrites = e.droppedWrites.Load()
+	st.DroppedSource = e.droppedSrc.Load()
 	st.DroppedPush = e.droppedPush.Load()
 	st.FullRefusals = e.fullRefusals.Load()
 	return st

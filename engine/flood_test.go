@@ -206,3 +206,30 @@ func TestRestoreMoreBansThanSetHolds(t *testing.T) {
 		t.Error("left-out bans not logged")
 	}
 }
+
+// A flood with the writer running: every event is either in the event log
+// or counted as dropped, and the DB stays readable.
+func TestFloodWithStore(t *testing.T) {
+	r := newRig(t, rigOpt{cfg: func(c *config.Config) { c.Engine.MaxSources = 5000 }})
+	rng := rand.New(rand.NewPCG(7, 8))
+	const n = 50000
+	for range n {
+		r.eng.Handle(context.Background(), ev(ami.EventInvalidAccountID, "u", randomSource(rng).String(), ""))
+	}
+	r.sync()
+	sum, err := r.store.Summary(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := r.eng.Snapshot()
+	if uint64(sum.Events)+st.DroppedWrites != n {
+		t.Errorf("%d logged + %d dropped != %d events", sum.Events, st.DroppedWrites, n)
+	}
+	if uint64(sum.Sources)+st.DroppedSource < n-100 { // a few random repeats
+		t.Errorf("%d source rows + %d dropped for ~%d sources", sum.Sources, st.DroppedSource, n)
+	}
+	if st.Sources != 5000 {
+		t.Errorf("%d sources in memory", st.Sources)
+	}
+	t.Logf("logged %d, dropped %d event rows; %d source rows, dropped %d", sum.Events, st.DroppedWrites, sum.Sources, st.DroppedSource)
+}

@@ -239,7 +239,7 @@ func (e *Engine) evict(s *srcState) {
 		if len(e.evictedUpd) < maxPendingSrc {
 			e.evictedUpd = append(e.evictedUpd, state.SourceUpdate{Session: s.session, Source: cloneSource(&s.src)})
 		} else {
-			e.droppedWrites.Add(1)
+			e.droppedSrc.Add(1)
 		}
 		// s stays referenced by e.dirty until the next flush, which skips
 		// it because dirty is now false.

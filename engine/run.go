@@ -332,7 +332,7 @@ func (e *Engine) Flush(ctx context.Context) error {
 			// A DB that keeps failing (disk full) must not grow memory:
 			// aggregates stay in memory, their rows are rewritten when the
 			// sources change again.
-			e.droppedWrites.Add(uint64(len(b.Sources)))
+			e.droppedSrc.Add(uint64(len(b.Sources)))
 			b.Sources = nil
 		}
 		e.retry = b
