@@ -94,6 +94,8 @@ func New(o Options) *Backend {
 var (
 	_ firewall.Backend     = (*Backend)(nil)
 	_ firewall.FlowDropper = (*Backend)(nil)
+
+	_ firewall.BulkFlowDropper = (*Backend)(nil)
 )
 
 func (b *Backend) record(op Op) {
@@ -248,6 +250,16 @@ func (b *Backend) DropFlows(_ context.Context, addr netip.Addr) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.record(Op{Verb: "dropflows", Entries: []firewall.Entry{{Prefix: netip.PrefixFrom(addr, addr.BitLen())}}})
+	return nil
+}
+
+// DropFlowsOf records one dropflows per address.
+func (b *Backend) DropFlowsOf(ctx context.Context, addrs []netip.Addr) error {
+	for _, a := range addrs {
+		if err := b.DropFlows(ctx, a); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
 	"github.com/sipsentry/sipsentry/firewall"
 	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/internal/netnstest"
@@ -573,5 +576,50 @@ func TestConcurrentAddDuringReplace(t *testing.T) {
 	}
 	if len(got) != n || len(cc) != len(es) {
 		t.Fatalf("ban set %d entries (want %d), allow-cc %d (want %d)", len(got), n, len(cc), len(es))
+	}
+}
+
+// TestDropFlowsOf: one call flushes the flows of several sources (opened
+// by them or towards them) and leaves everyone else's.
+func TestDropFlowsOf(t *testing.T) {
+	requireKernel(t)
+	ns := netnstest.NewNS(t, "ct")
+	b := newInNS(t, ns, testConfig("enforce"))
+	local := netip.MustParseAddrPort("198.51.100.1:5060")
+	flows := map[string]netip.AddrPort{
+		"bad1": netip.MustParseAddrPort("203.0.113.1:5062"),
+		"bad2": netip.MustParseAddrPort("203.0.113.2:5062"),
+		"good": netip.MustParseAddrPort("203.0.113.3:5062"),
+	}
+	for _, f := range flows {
+		makeFlow(t, b, f, local)
+	}
+	// A flow the PBX opened towards bad2 (e.g. a qualify OPTIONS).
+	makeFlow(t, b, netip.MustParseAddrPort("198.51.100.1:5070"), netip.MustParseAddrPort("203.0.113.2:5060"))
+	count := func() map[netip.Addr]int {
+		b.nlMu.Lock()
+		defer b.nlMu.Unlock()
+		fs, err := b.nl.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[netip.Addr]int{}
+		for _, f := range fs {
+			s, _ := netip.AddrFromSlice(f.Forward.SrcIP)
+			d, _ := netip.AddrFromSlice(f.Forward.DstIP)
+			m[s]++
+			m[d]++
+		}
+		return m
+	}
+	if c := count(); c[flows["bad2"].Addr()] != 2 || c[flows["good"].Addr()] != 1 {
+		t.Fatalf("flows before: %v", c)
+	}
+	if err := b.DropFlowsOf(ctx, []netip.Addr{flows["bad1"].Addr(), flows["bad2"].Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	c := count()
+	if c[flows["bad1"].Addr()] != 0 || c[flows["bad2"].Addr()] != 0 || c[flows["good"].Addr()] != 1 {
+		t.Fatalf("flows after: %v; want bad1 and bad2 gone, good kept", c)
 	}
 }
