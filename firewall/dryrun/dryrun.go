@@ -265,7 +265,8 @@ func (b *Backend) DropFlowsOf(ctx context.Context, addrs []netip.Addr) error {
 
 // DropFlow records the flow it would cut.
 func (b *Backend) DropFlow(_ context.Context, proto string, remote, local netip.AddrPort) error {
-	if (proto != "udp" && proto != "tcp") || !remote.IsValid() || !local.IsValid() {
+	if (proto != "udp" && proto != "tcp") || !remote.IsValid() || !local.IsValid() ||
+		remote.Addr().Unmap().Is4() != local.Addr().Unmap().Is4() {
 		return fmt.Errorf("%w: dropflow %s %s %s", firewall.ErrInvalid, proto, remote, local)
 	}
 	a := remote.Addr().Unmap()

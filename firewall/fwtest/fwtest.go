@@ -442,4 +442,30 @@ func testDropFlows(t *testing.T, b firewall.Backend) {
 	if err := b.DropFlows(ctx, netip.Addr{}); !errors.Is(err, firewall.ErrInvalid) {
 		t.Fatalf("DropFlows(invalid) = %v, want ErrInvalid", err)
 	}
+	if fd, ok := b.(firewall.FlowDropper); ok {
+		r, l := netip.MustParseAddrPort("198.51.100.7:5062"), netip.MustParseAddrPort("198.51.100.1:5060")
+		if err := fd.DropFlow(ctx, "udp", r, l); err != nil {
+			t.Fatalf("DropFlow of an absent flow: %v", err)
+		}
+		for _, bad := range []struct {
+			proto string
+			r, l  netip.AddrPort
+		}{
+			{"sctp", r, l},
+			{"udp", netip.AddrPort{}, l},
+			{"udp", r, netip.MustParseAddrPort("[2001:db8::1]:5060")},
+		} {
+			if err := fd.DropFlow(ctx, bad.proto, bad.r, bad.l); !errors.Is(err, firewall.ErrInvalid) {
+				t.Errorf("DropFlow(%s, %s, %s) = %v, want ErrInvalid", bad.proto, bad.r, bad.l, err)
+			}
+		}
+	}
+	if bd, ok := b.(firewall.BulkFlowDropper); ok {
+		if err := bd.DropFlowsOf(ctx, []netip.Addr{addr("198.51.100.7"), addr("2001:db8::7")}); err != nil {
+			t.Fatalf("DropFlowsOf: %v", err)
+		}
+		if err := bd.DropFlowsOf(ctx, []netip.Addr{{}}); !errors.Is(err, firewall.ErrInvalid) {
+			t.Fatalf("DropFlowsOf(invalid) = %v, want ErrInvalid", err)
+		}
+	}
 }
