@@ -155,7 +155,7 @@ func BenchmarkSecuritySession(b *testing.B) {
 	// blocks. Each block ends with a timed runtime.GC(), so each reader pays
 	// for collecting its own garbage rather than leaving it to the other.
 	b.Run("interleaved", func(b *testing.B) {
-		const passes = 5
+		const passes = 20 // long blocks, so the forced GC's fixed cost weighs little
 		br := bytes.NewReader(data)
 		readers := []func(){
 			func() { naiveRead(data, func(map[string]string) {}) },
