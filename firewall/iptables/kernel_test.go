@@ -623,3 +623,33 @@ func TestDropFlowsOf(t *testing.T) {
 		t.Fatalf("flows after: %v; want bad1 and bad2 gone, good kept", c)
 	}
 }
+
+// TestPortsChange: a second up with other ports replaces sipsentry's jumps
+// (and only them); an input_position past the end appends.
+func TestPortsChange(t *testing.T) {
+	requireKernel(t)
+	ns := netnstest.NewNS(t, "ports")
+	foreignState(t, ns)
+	cfg := testConfig("enforce")
+	cfg.InputPosition = 99
+	if err := newInNS(t, ns, cfg).Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s := ns.MustExec("iptables", "-S", "INPUT")
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if !strings.HasSuffix(lines[len(lines)-1], "-p tcp -m multiport --dports 5060:5061 -m comment --comment sipsentry -j SIPSENTRY") {
+		t.Fatalf("input_position 99 did not append:\n%s", s)
+	}
+	cfg.UDPPorts = []config.PortRange{{From: 5080, To: 5080}}
+	cfg.RTPPorts = nil
+	cfg.TCPPorts = []config.PortRange{{From: 5081, To: 5081}}
+	if err := newInNS(t, ns, cfg).Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s = ns.MustExec("iptables", "-S", "INPUT")
+	if strings.Contains(s, "--dports 5060") || !strings.Contains(s, "-p udp -m multiport --dports 5080 -m comment --comment sipsentry -j SIPSENTRY") ||
+		!strings.Contains(s, "-p tcp -m multiport --dports 5081 -m comment --comment sipsentry -j SIPSENTRY") ||
+		!strings.Contains(s, "-A INPUT -p udp -m udp --dport 5060 -j f2b-asterisk") {
+		t.Fatalf("after the ports changed:\n%s", s)
+	}
+}
