@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/firewall"
 	"github.com/sipsentry/sipsentry/internal/state"
 )
@@ -51,7 +52,7 @@ func (e *Engine) banDuration(offence int) time.Duration {
 // 0 after a firewall error), and false when a is on the never-ban list or
 // the ban set is full (the caller then leaves the source alone for a while
 // instead of retrying at every event).
-func (e *Engine) ban(ctx context.Context, a netip.Addr, reason string, now time.Time, start time.Time) (until int64, ok bool) {
+func (e *Engine) ban(ctx context.Context, a netip.Addr, reason string, now time.Time, start time.Time, fl flow) (until int64, ok bool) {
 	if why := e.neverBan(a); why != "" {
 		e.log.Info("engine: ban refused", "addr", a, "reason", reason, "refused_because", why)
 		e.decide(Decision{Time: now, Kind: DecisionRefused, Addr: a, Reason: reason, Err: "never ban: " + why})
@@ -113,7 +114,8 @@ func (e *Engine) ban(ctx context.Context, a netip.Addr, reason string, now time.
 			return 0, true // a firewall error: try again at the next failure
 		}
 		e.log.Info("engine: banned", "addr", a, "reason", reason, "for", dur, "offence", offence, "latency", d.Latency)
-		e.enqueuePost(a)
+		fl.addr = a
+		e.enqueuePost(fl)
 	}
 	e.bmu.Lock()
 	e.pend.Bans = append(e.pend.Bans, state.Ban{Addr: a, Until: now.Add(dur), Offences: offence, Reason: reason, Created: now, Monitor: monitor})
@@ -138,29 +140,83 @@ func (e *Engine) refuseFull(a netip.Addr, reason string, now time.Time, err erro
 	e.decide(Decision{Time: now, Kind: DecisionRefused, Addr: a, Reason: reason, Err: "ban set full: " + err.Error()})
 }
 
-// enqueuePost schedules conntrack flush and call hang-up for a new ban.
-func (e *Engine) enqueuePost(a netip.Addr) {
+// flow is the connection an event came over, so the post-ban work can cut
+// exactly that conntrack entry at once (firewall.FlowDropper).
+type flow struct {
+	addr          netip.Addr
+	proto         string // "udp" | "tcp"; "" unknown
+	remote, local netip.AddrPort
+}
+
+func flowOf(ev *ami.SecurityEvent) flow {
+	f := flow{remote: ev.Remote.AddrPort, local: ev.Local.AddrPort}
+	switch ev.Remote.Transport {
+	case "UDP":
+		f.proto = "udp"
+	case "TCP", "TLS", "WS", "WSS":
+		f.proto = "tcp"
+	}
+	if !f.local.IsValid() {
+		f.proto = ""
+	}
+	return f
+}
+
+// enqueuePost schedules conntrack flushing and call hang-up for a new ban.
+func (e *Engine) enqueuePost(f flow) {
 	e.wmu.Lock()
 	e.inQueue++
 	e.wmu.Unlock()
 	select {
-	case e.postQ <- a:
+	case e.postQ <- f:
 	default:
 		e.done()
-		e.log.Warn("engine: post-ban queue full; established flows of this address are not flushed", "addr", a)
+		e.log.Warn("engine: post-ban queue full; established flows of this address are not flushed", "addr", f.addr)
 	}
 }
 
-func (e *Engine) postBan(ctx context.Context, a netip.Addr) {
-	defer e.done()
-	if err := e.fw.DropFlows(ctx, a); err != nil {
-		e.log.Warn("engine: dropping conntrack flows failed", "addr", a, "err", err)
+// postBan cuts the flows of newly banned addresses: first the flow each
+// ban's event came over (one lookup each, when the backend can), then every
+// other flow of the addresses — in one conntrack pass for the whole batch
+// when the backend can — then hangs up their calls (ARI).
+func (e *Engine) postBan(ctx context.Context, batch []flow) {
+	defer func() {
+		for range batch {
+			e.done()
+		}
+	}()
+	if fd, ok := e.fw.(firewall.FlowDropper); ok {
+		for _, f := range batch {
+			if f.proto == "" {
+				continue
+			}
+			if err := fd.DropFlow(ctx, f.proto, f.remote, f.local); err != nil {
+				e.log.Warn("engine: dropping the banned flow failed", "addr", f.addr, "err", err)
+			}
+		}
+	}
+	addrs := make([]netip.Addr, len(batch))
+	for i, f := range batch {
+		addrs[i] = f.addr
+	}
+	if bd, ok := e.fw.(firewall.BulkFlowDropper); ok && len(addrs) > 1 {
+		if err := bd.DropFlowsOf(ctx, addrs); err != nil {
+			e.log.Warn("engine: dropping conntrack flows failed", "addrs", len(addrs), "err", err)
+		}
+	} else {
+		for _, a := range addrs {
+			if err := e.fw.DropFlows(ctx, a); err != nil {
+				e.log.Warn("engine: dropping conntrack flows failed", "addr", a, "err", err)
+			}
+		}
 	}
 	if e.d.Hangup != nil {
-		hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		if err := e.d.Hangup(hctx, a); err != nil {
-			e.log.Warn("engine: hanging up calls of banned address failed", "addr", a, "err", err)
+		for _, a := range addrs {
+			hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if err := e.d.Hangup(hctx, a); err != nil {
+				e.log.Warn("engine: hanging up calls of banned address failed", "addr", a, "err", err)
+			}
+			cancel()
 		}
 	}
 }
@@ -197,5 +253,5 @@ func (e *Engine) Unban(ctx context.Context, a netip.Addr) error {
 // same escalation and never-ban rules as automatic bans.
 func (e *Engine) Ban(ctx context.Context, a netip.Addr, reason string) {
 	now := e.now()
-	e.ban(ctx, a.Unmap(), "manual: "+sanitize(reason, 100), now, time.Now())
+	e.ban(ctx, a.Unmap(), "manual: "+sanitize(reason, 100), now, time.Now(), flow{})
 }

@@ -195,7 +195,7 @@ type Engine struct {
 	fullLogged                                                         atomic.Int64 // UnixNano of the last set-full log line
 
 	pushQ     chan pushCand
-	postQ     chan netip.Addr
+	postQ     chan flow
 	wmu       sync.Mutex
 	wcond     *sync.Cond
 	inQueue   int                 // push candidates and post-ban jobs not yet done
@@ -243,7 +243,7 @@ func New(cfg *config.Config, d Deps) (*Engine, error) {
 		decisions: map[string]uint64{},
 		pushQ:     make(chan pushCand, 256),
 		examining: map[netip.Addr]bool{},
-		postQ:     make(chan netip.Addr, 4096),
+		postQ:     make(chan flow, 4096),
 	}
 	e.p.Store(p)
 	e.wcond = sync.NewCond(&e.wmu)

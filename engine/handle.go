@@ -112,7 +112,7 @@ func (e *Engine) Handle(ctx context.Context, ev ami.SecurityEvent) {
 	e.mu.Unlock()
 
 	if trig != nil {
-		until, ok := e.ban(ctx, addr, trig.reason, nowT, start)
+		until, ok := e.ban(ctx, addr, trig.reason, nowT, start, flowOf(&ev))
 		if !ok {
 			// Refused (never-ban or set full): one decision and one log
 			// line per find_time, not one per event.

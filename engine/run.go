@@ -178,8 +178,19 @@ func (e *Engine) Run(ctx context.Context) error {
 			select {
 			case <-ctx.Done():
 				return
-			case a := <-e.postQ:
-				e.postBan(ctx, a)
+			case f := <-e.postQ:
+				// Take what else is queued: one conntrack pass for a burst.
+				batch := []flow{f}
+			more:
+				for len(batch) < 256 {
+					select {
+					case f := <-e.postQ:
+						batch = append(batch, f)
+					default:
+						break more
+					}
+				}
+				e.postBan(ctx, batch)
 			}
 		}
 	})
