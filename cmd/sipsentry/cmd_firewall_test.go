@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/sipsentry/sipsentry/firewall"
+	"github.com/sipsentry/sipsentry/geo/geotest"
 	"github.com/sipsentry/sipsentry/internal/netnstest"
 )
 
@@ -159,4 +160,28 @@ func stripSaveComments(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// TestFirewallUpRefusesLockOut: enforce + geo_mode drop without any list of
+// the allowed countries would drop every phone; up refuses and changes
+// nothing. With the list present, its prefixes are loaded before the rules.
+func TestFirewallUpRefusesLockOut(t *testing.T) {
+	dir := t.TempDir()
+	lists := filepath.Join(dir, "lists")
+	body := "[geo]\nallow_countries = [\"JP\"]\nlists_dir = \"" + lists + "\"\nmin_entries = 1\n" +
+		"[firewall]\nbackend = \"dry-run\"\nmode = \"enforce\"\n[engine]\ngeo_mode = \"drop\"\n"
+	cfg := fwConfig(t, body)
+	out, err := execRoot(t, "-c", cfg, "--log-level", "error", "firewall", "up")
+	if err == nil || !strings.Contains(err.Error(), "locked out") || strings.Contains(out, "dry-run: up") {
+		t.Fatalf("up without lists: err %v, out:\n%s", err, out)
+	}
+	geotest.WriteLists(t, lists, map[string][]string{"JP": {"198.51.100.0/24", "2001:db8:1::/48"}})
+	out, err = execRoot(t, "-c", cfg, "--log-level", "error", "firewall", "up")
+	if err != nil {
+		t.Fatalf("up with lists: %v\n%s", err, out)
+	}
+	rep, up := strings.Index(out, "dry-run: replace allow-cc"), strings.Index(out, "dry-run: up")
+	if rep < 0 || up < rep || !strings.Contains(out, "198.51.100.0/24") || !strings.Contains(out, "2 prefixes loaded") {
+		t.Fatalf("up with lists:\n%s", out)
+	}
 }

@@ -19,7 +19,7 @@ import (
 // Op is one recorded operation.
 type Op struct {
 	Time    time.Time
-	Verb    string // up, down, replace, add, delete, dropflows, dropflow
+	Verb    string // prepare, up, down, replace, add, delete, dropflows, dropflow
 	Set     firewall.Set
 	Entries []firewall.Entry
 }
@@ -96,6 +96,7 @@ var (
 	_ firewall.FlowDropper = (*Backend)(nil)
 
 	_ firewall.BulkFlowDropper = (*Backend)(nil)
+	_ firewall.Preparer        = (*Backend)(nil)
 )
 
 func (b *Backend) record(op Op) {
@@ -119,6 +120,15 @@ func (b *Backend) Up(context.Context) error {
 	defer b.mu.Unlock()
 	b.up = true
 	b.record(Op{Verb: "up"})
+	return nil
+}
+
+// Prepare records that the sets would be created (firewall.UpWith then
+// fills allow-cc before Up, as with the kernel backend).
+func (b *Backend) Prepare(context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.record(Op{Verb: "prepare"})
 	return nil
 }
 
