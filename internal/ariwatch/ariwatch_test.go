@@ -3,20 +3,17 @@ package ariwatch
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/net/websocket"
+	"github.com/sipsentry/sipsentry/internal/ariwatch/aritest"
 )
 
 // testdata finds ../shared/testdata/asterisk relative to the repo root.
@@ -59,132 +56,9 @@ func readLines(t *testing.T, path string) [][]byte {
 	return out
 }
 
-type fakeChannel struct {
-	ID, Name, RemoteAddr string
-}
-
-// fakeARI is a small ARI server: REST for channels and asterisk info, and an
-// event websocket that sends whatever batches the test pushes.
-type fakeARI struct {
-	t        *testing.T
-	srv      *httptest.Server
-	user     string
-	pass     string
-	batches  chan [][]byte
-	kick     chan struct{} // closes the current websocket
-	mu       sync.Mutex
-	channels []fakeChannel
-	varAsked []string // channel IDs whose remote_addr was read
-	hungUp   []string
-	wsConns  int
-	wsQuery  []string
-	authFail int
-}
-
-func newFakeARI(t *testing.T, user, pass string) *fakeARI {
-	f := &fakeARI{t: t, user: user, pass: pass, batches: make(chan [][]byte, 16), kick: make(chan struct{}, 1)}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /ari/asterisk/info", func(w http.ResponseWriter, r *http.Request) {
-		http.ServeFile(w, r, testdata(t, "ari-asterisk-info.json"))
-	})
-	mux.HandleFunc("GET /ari/channels", func(w http.ResponseWriter, r *http.Request) {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		type ch struct {
-			ID    string `json:"id"`
-			Name  string `json:"name"`
-			State string `json:"state"`
-		}
-		out := []ch{}
-		for _, c := range f.channels {
-			out = append(out, ch{c.ID, c.Name, "Up"})
-		}
-		json.NewEncoder(w).Encode(out)
-	})
-	mux.HandleFunc("GET /ari/channels/{id}/variable", func(w http.ResponseWriter, r *http.Request) {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		id := r.PathValue("id")
-		f.varAsked = append(f.varAsked, id)
-		if r.URL.Query().Get("variable") != RemoteAddrVar {
-			http.Error(w, `{"message":"unexpected variable"}`, http.StatusBadRequest)
-			return
-		}
-		for _, c := range f.channels {
-			if c.ID == id {
-				if !strings.HasPrefix(c.Name, "PJSIP/") {
-					// What Asterisk does for CHANNEL(pjsip,...) on a non-PJSIP channel.
-					http.Error(w, `{"message":"Provided variable was not found"}`, http.StatusInternalServerError)
-					return
-				}
-				json.NewEncoder(w).Encode(map[string]string{"value": c.RemoteAddr})
-				return
-			}
-		}
-		http.Error(w, `{"message":"Channel not found"}`, http.StatusNotFound)
-	})
-	mux.HandleFunc("DELETE /ari/channels/{id}", func(w http.ResponseWriter, r *http.Request) {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		id := r.PathValue("id")
-		for i, c := range f.channels {
-			if c.ID == id {
-				f.channels = slices.Delete(f.channels, i, i+1)
-				f.hungUp = append(f.hungUp, id)
-				w.WriteHeader(http.StatusNoContent)
-				return
-			}
-		}
-		http.Error(w, `{"message":"Channel not found"}`, http.StatusNotFound)
-	})
-	ws := websocket.Server{Handler: func(c *websocket.Conn) {
-		f.mu.Lock()
-		f.wsConns++
-		f.wsQuery = append(f.wsQuery, c.Request().URL.RawQuery)
-		f.mu.Unlock()
-		for {
-			select {
-			case b := <-f.batches:
-				for _, line := range b {
-					if err := websocket.Message.Send(c, string(line)); err != nil {
-						return
-					}
-				}
-			case <-f.kick:
-				return
-			case <-r(t).Done():
-				return
-			}
-		}
-	}}
-	mux.Handle("GET /ari/events", ws)
-	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		u, p, ok := r.BasicAuth()
-		if !ok || u != f.user || p != f.pass {
-			f.mu.Lock()
-			f.authFail++
-			f.mu.Unlock()
-			http.Error(w, `{"message":"Authentication required"}`, http.StatusUnauthorized)
-			return
-		}
-		mux.ServeHTTP(w, r)
-	}))
-	t.Cleanup(f.srv.Close)
-	return f
-}
-
-// r returns a context that ends with the test, so server handlers stop.
-func r(t *testing.T) context.Context { return t.Context() }
-
-func (f *fakeARI) snapshot() (hung, asked []string, conns int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.hungUp), slices.Clone(f.varAsked), f.wsConns
-}
-
-func newWatcher(t *testing.T, f *fakeARI, pass string) *Watcher {
+func newWatcher(t *testing.T, f *aritest.Server, pass string) *Watcher {
 	t.Helper()
-	w, err := New(Config{URL: f.srv.URL + "/ari", Username: "ari", Password: pass, Application: "sentry",
+	w, err := New(Config{URL: f.URL(), Username: "ari", Password: pass, Application: "sentry",
 		Timeout: 5 * time.Second, ReconnectMax: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -216,13 +90,13 @@ func TestRecordedEventsTrackContactsAndPeers(t *testing.T) {
 	if len(lines) != 16 {
 		t.Fatalf("ari-events.jsonl has %d lines, the README says 16", len(lines))
 	}
-	f := newFakeARI(t, "ari", "ari-secret")
+	f := aritest.NewServer(t, aritest.Options{})
 	w := newWatcher(t, f, "ari-secret")
 	runWatcher(t, w)
-	waitFor(t, "websocket connection", w.Connected)
+	waitFor(t, "websocket connection", func() bool { return w.Connected() && f.Connections() == 1 })
 
 	// Lines 1-9: both 1001 contacts qualified, 1002 registered, both peers up.
-	f.batches <- lines[:9]
+	f.Send(lines[:9]...)
 	waitFor(t, "9 events", func() bool { return w.Events() == 9 })
 	got := map[string]string{}
 	for _, c := range w.Contacts() {
@@ -250,7 +124,7 @@ func TestRecordedEventsTrackContactsAndPeers(t *testing.T) {
 	}
 
 	// The rest un-registers everything: every contact Removed, both peers down.
-	f.batches <- lines[9:]
+	f.Send(lines[9:]...)
 	waitFor(t, "16 events", func() bool { return w.Events() == 16 })
 	if cs := w.Contacts(); len(cs) != 0 {
 		t.Errorf("contacts after the un-REGISTERs = %+v, want none", cs)
@@ -262,25 +136,23 @@ func TestRecordedEventsTrackContactsAndPeers(t *testing.T) {
 	if !equalMaps(peers, map[string]string{"PJSIP/1001": "Unreachable", "PJSIP/1002": "Unreachable"}) {
 		t.Errorf("peers at the end = %v", peers)
 	}
-	f.mu.Lock()
-	q := f.wsQuery[0]
-	f.mu.Unlock()
+	q := f.WebsocketQueries()[0]
 	if !strings.Contains(q, "app=sentry") || !strings.Contains(q, "subscribeAll=true") || strings.Contains(q, "api_key") {
 		t.Errorf("websocket query %q: want app and subscribeAll, and no api_key", q)
 	}
 }
 
 func TestUnknownAndBrokenEventsAreIgnored(t *testing.T) {
-	f := newFakeARI(t, "ari", "pw")
+	f := aritest.NewServer(t, aritest.Options{Password: "pw"})
 	w := newWatcher(t, f, "pw")
 	runWatcher(t, w)
-	waitFor(t, "connection", w.Connected)
-	f.batches <- [][]byte{
+	waitFor(t, "connection", func() bool { return w.Connected() && f.Connections() == 1 })
+	f.Send([][]byte{
 		[]byte(`{"type":"SomeFutureEvent","application":"sentry"}`),
 		[]byte(`not json`),
 		[]byte(`{"type":"ContactStatusChange","timestamp":"bad","contact_info":{}}`),
 		[]byte(`{"type":"PeerStatusChange","timestamp":"2026-11-25T13:12:21.517+0000","endpoint":{"technology":"PJSIP","resource":"7"},"peer":{"peer_status":"Reachable"}}`),
-	}
+	}...)
 	waitFor(t, "events", func() bool { return len(w.Peers()) == 1 })
 	if !w.Connected() {
 		t.Error("an unknown or broken event dropped the connection")
@@ -294,15 +166,15 @@ func TestUnknownAndBrokenEventsAreIgnored(t *testing.T) {
 }
 
 func TestHangupSourceOnlyHangsUpThatSource(t *testing.T) {
-	f := newFakeARI(t, "ari", "ari-secret")
-	f.channels = []fakeChannel{
-		{"1700000001.1", "PJSIP/1001-00000001", "198.51.100.21:5061"}, // the user's phone
-		{"1700000001.2", "PJSIP/1001-00000002", "203.0.113.11:5070"},  // the banned source
-		{"1700000001.3", "PJSIP/9000-00000003", "203.0.113.110:5060"}, // a prefix look-alike
-		{"1700000001.4", "PJSIP/9000-00000004", "[2001:db8::66]:5060"},
-		{"1700000001.5", "Local/900@default-00000001;1", ""},
-		{"1700000001.6", "PJSIP/1001-00000006", "203.0.113.11:5071"}, // same source, other port
-	}
+	f := aritest.NewServer(t, aritest.Options{})
+	f.SetChannels([]aritest.Channel{
+		{ID: "1700000001.1", Name: "PJSIP/1001-00000001", RemoteAddr: "198.51.100.21:5061"}, // the user's phone
+		{ID: "1700000001.2", Name: "PJSIP/1001-00000002", RemoteAddr: "203.0.113.11:5070"},  // the banned source
+		{ID: "1700000001.3", Name: "PJSIP/9000-00000003", RemoteAddr: "203.0.113.110:5060"}, // a prefix look-alike
+		{ID: "1700000001.4", Name: "PJSIP/9000-00000004", RemoteAddr: "[2001:db8::66]:5060"},
+		{ID: "1700000001.5", Name: "Local/900@default-00000001;1", RemoteAddr: ""},
+		{ID: "1700000001.6", Name: "PJSIP/1001-00000006", RemoteAddr: "203.0.113.11:5071"}, // same source, other port
+	})
 	w := newWatcher(t, f, "ari-secret")
 	hung, err := w.HangupSource(context.Background(), netip.MustParseAddr("203.0.113.11"))
 	if err != nil {
@@ -311,7 +183,7 @@ func TestHangupSourceOnlyHangsUpThatSource(t *testing.T) {
 	if !slices.Equal(hung, []string{"1700000001.2", "1700000001.6"}) {
 		t.Errorf("hung up %v, want the two 203.0.113.11 channels", hung)
 	}
-	srvHung, asked, _ := f.snapshot()
+	srvHung, asked := f.HungUp(), f.VariableReads()
 	if !slices.Equal(srvHung, hung) {
 		t.Errorf("server saw hangups %v, client reported %v", srvHung, hung)
 	}
@@ -323,7 +195,7 @@ func TestHangupSourceOnlyHangsUpThatSource(t *testing.T) {
 	if err := w.Hangup(context.Background(), netip.MustParseAddr("2001:db8::66")); err != nil {
 		t.Fatal(err)
 	}
-	srvHung, _, _ = f.snapshot()
+	srvHung = f.HungUp()
 	if !slices.Equal(srvHung, []string{"1700000001.2", "1700000001.6", "1700000001.4"}) {
 		t.Errorf("after the v6 hangup the server saw %v", srvHung)
 	}
@@ -332,16 +204,14 @@ func TestHangupSourceOnlyHangsUpThatSource(t *testing.T) {
 	if err != nil || len(hung) != 0 {
 		t.Errorf("second hangup of the same source: %v, %v", hung, err)
 	}
-	f.mu.Lock()
-	left := len(f.channels)
-	f.mu.Unlock()
+	left := len(f.Channels())
 	if left != 3 {
 		t.Errorf("%d channels left, want the phone, the look-alike and the Local channel", left)
 	}
 }
 
 func TestBadPasswordIsReported(t *testing.T) {
-	f := newFakeARI(t, "ari", "ari-secret")
+	f := aritest.NewServer(t, aritest.Options{})
 	w := newWatcher(t, f, "wrong")
 	_, err := w.HangupSource(context.Background(), netip.MustParseAddr("203.0.113.11"))
 	var se *StatusError
@@ -354,15 +224,15 @@ func TestBadPasswordIsReported(t *testing.T) {
 }
 
 func TestReconnectsAfterAsteriskDropsTheWebsocket(t *testing.T) {
-	f := newFakeARI(t, "ari", "pw")
+	f := aritest.NewServer(t, aritest.Options{Password: "pw"})
 	w := newWatcher(t, f, "pw")
 	runWatcher(t, w)
-	waitFor(t, "first connection", w.Connected)
-	f.kick <- struct{}{}
-	waitFor(t, "second connection", func() bool { _, _, n := f.snapshot(); return n >= 2 })
+	waitFor(t, "first connection", func() bool { return w.Connected() && f.Connections() == 1 })
+	f.Kick()
+	waitFor(t, "second connection", func() bool { return f.Connections() >= 2 })
 	waitFor(t, "connected again", w.Connected)
 	lines := readLines(t, testdata(t, "ari-events.jsonl"))
-	f.batches <- lines[:1]
+	f.Send(lines[:1]...)
 	waitFor(t, "event after reconnect", func() bool { return w.Events() == 1 })
 }
 
