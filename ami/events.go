@@ -41,7 +41,7 @@ var ErrNoSource = errors.New("ami: security event without a usable RemoteAddress
 // ParseSecurityEvent judges that.
 func IsSecurityEvent(m *Message) bool {
 	for i := range m.Headers {
-		if equalFold(m.Headers[i].Key, "Event") {
+		if k := m.Headers[i].Key; k == "Event" || equalFold(k, "Event") {
 			return isSecurityType(m.Headers[i].Value)
 		}
 	}
