@@ -29,6 +29,7 @@ import (
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/ami/amitest"
 	"github.com/sipsentry/sipsentry/geo/geotest"
+	"github.com/sipsentry/sipsentry/internal/ariwatch/aritest"
 	"github.com/sipsentry/sipsentry/internal/netnstest"
 	"github.com/sipsentry/sipsentry/internal/state"
 )
@@ -215,6 +216,23 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Close)
+	// The fake ARI, also inside the namespace: live calls from the scanner
+	// and the injector (toll fraud in progress) and one from the user's phone.
+	var ariLn net.Listener
+	if err := ns.Do(func() error {
+		var err error
+		ariLn, err = net.Listen("tcp", "127.0.0.1:0")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ari := aritest.Start(aritest.Options{Listener: ariLn, Channels: []aritest.Channel{
+		{ID: "1764076000.1", Name: "PJSIP/1001-00000001", RemoteAddr: "198.51.100.21:5061"},
+		{ID: "1764076000.2", Name: "PJSIP/anonymous-00000002", RemoteAddr: "203.0.113.11:5070"},
+		{ID: "1764076000.3", Name: "PJSIP/1001-00000003", RemoteAddr: "203.0.113.13:5099"},
+		{ID: "1764076000.4", Name: "Local/900@default-00000001;1"},
+	}})
+	t.Cleanup(ari.Close)
 
 	lists := filepath.Join(dir, "lists")
 	geotest.WriteLists(t, lists, map[string][]string{
@@ -253,9 +271,14 @@ geo_mode = "drop"
 hosts = []
 # Nothing listens there: PTR look-ups fail at once and never leave the namespace.
 resolver = "127.0.0.1:1"
+[ari]
+url = %q
+username = "ari"
+password = "ari-secret"
+application = "sentry"
 [metrics]
 listen = "127.0.0.1:9468"
-`, stateDir, srv.Addr(), lists, mmdb))
+`, stateDir, srv.Addr(), lists, mmdb, ari.URL()))
 
 	d := startDaemon(t, ns, bin, cfg)
 	if !srv.WaitLogins(1) {
@@ -264,6 +287,13 @@ listen = "127.0.0.1:9468"
 	if _, ok := srv.WaitRequest("PJSIPShowContacts"); !ok {
 		t.Fatal("no resync (PJSIPShowContacts) after login")
 	}
+	// ARI: the recorded contact/peer events reach the daemon's live view.
+	eventually(t, "the ARI event websocket", func() (bool, string) {
+		return ari.Connections() >= 1, "no websocket connection"
+	})
+	ariLines := bytes.Split(bytes.TrimSpace(asterisk(t, "ari-events.jsonl")), []byte("\n"))
+	ari.Send(ariLines[:9]...) // up to here: three contacts registered, both peers Reachable
+
 	// The recorded scenarios, in order, then the s9 injection session
 	// without its own banner and login (the first 557 bytes).
 	for _, f := range []string{
@@ -294,6 +324,14 @@ listen = "127.0.0.1:9468"
 		return slices.Contains(got, "203.0.113.31"), fmt.Sprintf("allow set %v", got)
 	})
 	checkNeverBanned(t, ns)
+	// Banning hung up the banned sources' live calls, and only theirs.
+	eventually(t, "the banned sources' calls hung up over ARI", func() (bool, string) {
+		h := ari.HungUp()
+		return slices.Contains(h, "1764076000.2") && slices.Contains(h, "1764076000.3"), fmt.Sprintf("hung up %v", h)
+	})
+	if h := ari.HungUp(); slices.Contains(h, "1764076000.1") || slices.Contains(h, "1764076000.4") {
+		t.Errorf("hung up %v: the phone's or the Local channel was among them", h)
+	}
 
 	// The state DB (WAL; the daemon writes in batches) holds the evidence.
 	dbPath := filepath.Join(stateDir, "sipsentry.db")
@@ -388,12 +426,26 @@ listen = "127.0.0.1:9468"
 		Engine struct {
 			ActiveBans int `json:"active_bans"`
 		} `json:"engine"`
+		ARI struct {
+			Connected bool `json:"connected"`
+			Contacts  []struct {
+				URI    string `json:"URI"`
+				Status string `json:"Status"`
+			} `json:"contacts"`
+			Peers []struct {
+				Endpoint string `json:"Endpoint"`
+				Status   string `json:"Status"`
+			} `json:"peers"`
+		} `json:"ari"`
 	}
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, out)
 	}
 	if !st.Running || !st.AMI.Connected || !st.Firewall.Up || st.Engine.ActiveBans < len(mustBan) {
 		t.Errorf("status = %+v", st)
+	}
+	if !st.ARI.Connected || len(st.ARI.Contacts) != 3 || len(st.ARI.Peers) != 2 {
+		t.Errorf("status ARI view = %+v, want 3 live contacts and 2 peers from the recorded events", st.ARI)
 	}
 
 	// SIGHUP reloads the configuration and the lists.
