@@ -459,6 +459,8 @@ func (d *daemon) metricsState() metrics.State {
 	s := metrics.State{FirewallUp: d.fw.up.Load(), ARIEnabled: d.ari != nil}
 	if d.amiC != nil {
 		s.AMIConnected = d.amiC.Connected()
+		st := d.amiC.Stats()
+		s.AMILogins, s.AMIEventsDropped = st.Logins, st.EventsDropped
 	} else {
 		s.AMIConnected = true // a replay has no AMI connection to lose
 	}
@@ -467,6 +469,8 @@ func (d *daemon) metricsState() metrics.State {
 	}
 	snap := d.eng.Snapshot()
 	s.BansActive, s.LearnedAllows = snap.ActiveBans, snap.LearnedAllows
+	s.SourcesTracked, s.SourcesEvicted, s.Unattributed = snap.Sources, snap.Evicted, snap.Malformed
+	s.EventLogDropped, s.PushDropped = snap.DroppedWrites, snap.DroppedPush
 	return s
 }
 

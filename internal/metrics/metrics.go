@@ -32,6 +32,15 @@ type State struct {
 	FirewallUp    bool
 	BansActive    int
 	LearnedAllows int
+
+	// Engine and AMI client counters (cumulative since start).
+	SourcesTracked   int    // per-source aggregates in memory
+	SourcesEvicted   uint64 // aggregates evicted (age or max_sources)
+	Unattributed     uint64 // security events without a usable source
+	EventLogDropped  uint64 // event-log rows not written (flood)
+	PushDropped      uint64 // foreign logins not examined (queue full)
+	AMILogins        uint64 // successful AMI logins (1 + reconnects)
+	AMIEventsDropped uint64 // AMI events dropped because the queue was full
 }
 
 // Metrics holds sipsentry's own collectors. The zero value is not usable;
@@ -147,13 +156,28 @@ var (
 		"1 when the ARI event websocket is up, else 0 (absent when ARI is not configured).", nil, nil)
 	descFW = prometheus.NewDesc("sipsentry_firewall_up",
 		"1 when sipsentry's sets and rules are in place, else 0.", nil, nil)
+	descSources = prometheus.NewDesc("sipsentry_sources_tracked",
+		"Source addresses with an aggregate in memory.", nil, nil)
+	descEvicted = prometheus.NewDesc("sipsentry_sources_evicted_total",
+		"Per-source aggregates evicted from memory (idle too long, or max_sources reached).", nil, nil)
+	descUnattributed = prometheus.NewDesc("sipsentry_events_unattributed_total",
+		"Security events without a usable source address (counted, never acted on).", nil, nil)
+	descLogDropped = prometheus.NewDesc("sipsentry_event_log_dropped_total",
+		"Event-log rows not written to the state DB because of a flood.", nil, nil)
+	descPushDropped = prometheus.NewDesc("sipsentry_push_candidates_dropped_total",
+		"Foreign logins not examined by the push learner because its queue was full.", nil, nil)
+	descAMILogins = prometheus.NewDesc("sipsentry_ami_logins_total",
+		"Successful AMI logins (the first plus every reconnect).", nil, nil)
+	descAMIDropped = prometheus.NewDesc("sipsentry_ami_events_dropped_total",
+		"AMI events dropped because the daemon's event queue was full.", nil, nil)
 )
 
 // stateCollector turns State into gauges at scrape time.
 type stateCollector struct{ m *Metrics }
 
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descBans, descLearned, descAMI, descARI, descFW} {
+	for _, d := range []*prometheus.Desc{descBans, descLearned, descAMI, descARI, descFW, descSources, descEvicted,
+		descUnattributed, descLogDropped, descPushDropped, descAMILogins, descAMIDropped} {
 		ch <- d
 	}
 }
@@ -169,6 +193,14 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descFW, prometheus.GaugeValue, b2f(s.FirewallUp))
 	if s.ARIEnabled {
 		ch <- prometheus.MustNewConstMetric(descARI, prometheus.GaugeValue, b2f(s.ARIConnected))
+	}
+	ch <- prometheus.MustNewConstMetric(descSources, prometheus.GaugeValue, float64(s.SourcesTracked))
+	for _, c := range []struct {
+		d *prometheus.Desc
+		v uint64
+	}{{descEvicted, s.SourcesEvicted}, {descUnattributed, s.Unattributed}, {descLogDropped, s.EventLogDropped},
+		{descPushDropped, s.PushDropped}, {descAMILogins, s.AMILogins}, {descAMIDropped, s.AMIEventsDropped}} {
+		ch <- prometheus.MustNewConstMetric(c.d, prometheus.CounterValue, float64(c.v))
 	}
 }
 

@@ -42,7 +42,8 @@ func serve(t *testing.T, m *Metrics, status func(context.Context) (any, error)) 
 
 func TestMetricsAndHealth(t *testing.T) {
 	var st atomic.Value
-	st.Store(State{AMIConnected: false, FirewallUp: true, BansActive: 3, LearnedAllows: 1})
+	st.Store(State{AMIConnected: false, FirewallUp: true, BansActive: 3, LearnedAllows: 1, SourcesTracked: 7,
+		AMIEventsDropped: 2, AMILogins: 4, Unattributed: 1})
 	m := New(func() State { return st.Load().(State) })
 	m.AMIEvent("InvalidAccountID")
 	m.AMIEvent("InvalidAccountID")
@@ -67,6 +68,11 @@ func TestMetricsAndHealth(t *testing.T) {
 		"sipsentry_event_to_kernel_seconds_count 2",
 		`sipsentry_event_to_kernel_seconds_bucket{le="0.0008"} 1`,
 		"process_resident_memory_bytes",
+		"sipsentry_sources_tracked 7",
+		"sipsentry_ami_events_dropped_total 2",
+		"sipsentry_ami_logins_total 4",
+		"sipsentry_events_unattributed_total 1",
+		"sipsentry_push_candidates_dropped_total 0",
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/sipsentry/sipsentry/ami"
+	"github.com/sipsentry/sipsentry/geo"
+)
+
+func TestRecentEventsKeepsTheNewestFirst(t *testing.T) {
+	r := newRecentEvents(3)
+	t0 := time.Date(2026, 11, 25, 13, 12, 0, 0, time.UTC)
+	for i := range 5 {
+		ev := ami.SecurityEvent{Type: ami.EventInvalidAccountID, Service: "PJSIP", AccountID: string(rune('a' + i)),
+			Remote: ami.Address{Transport: "UDP", AddrPort: netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(i)}), 5060)}}
+		r.add(ev, t0.Add(time.Duration(i)*time.Second))
+	}
+	got := r.list()
+	if len(got) != 3 {
+		t.Fatalf("kept %d events, want the last 3", len(got))
+	}
+	for i, want := range []string{"203.0.113.4", "203.0.113.3", "203.0.113.2"} {
+		if got[i].Source != want {
+			t.Errorf("event %d is from %s, want %s (newest first)", i, got[i].Source, want)
+		}
+	}
+	if got[0].Account != "e" || !got[0].Time.Equal(t0.Add(4*time.Second)) {
+		t.Errorf("newest = %+v", got[0])
+	}
+}
+
+func TestListsFingerprintIgnoresListsNotAllowed(t *testing.T) {
+	v := time.Unix(1764076000, 0)
+	a := []geo.ListInfo{{Name: "jp-ipv4", Allowed: true, Entries: 10, Verified: v}, {Name: "cn-ipv4", Entries: 5, Verified: v}}
+	b := []geo.ListInfo{{Name: "jp-ipv4", Allowed: true, Entries: 10, Verified: v}, {Name: "cn-ipv4", Entries: 6, Verified: v.Add(time.Hour)}}
+	if listsFingerprint(a) != listsFingerprint(b) {
+		t.Error("a change in a list that is not allowed changed the fingerprint")
+	}
+	c := []geo.ListInfo{{Name: "jp-ipv4", Allowed: true, Entries: 11, Verified: v}}
+	d := []geo.ListInfo{{Name: "jp-ipv4", Allowed: true, Entries: 10, Verified: v.Add(time.Hour)}}
+	if listsFingerprint(a) == listsFingerprint(c) || listsFingerprint(a) == listsFingerprint(d) {
+		t.Error("a changed or refreshed allowed list kept the fingerprint")
+	}
+}
