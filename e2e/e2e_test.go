@@ -605,6 +605,46 @@ geo_mode = "drop"
 	}
 }
 
+// enforce + drop with allowed countries whose lists are not loaded (an empty
+// lists_dir here; no network on a first start in production) would drop
+// every phone: run refuses with exit status 1 and says what to do.
+func TestDropWithoutAllowedListsRefusesToStart(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	lists := filepath.Join(dir, "lists")
+	geotest.WriteLists(t, lists, map[string][]string{"CN": {"203.0.113.0/24"}}) // no JP list
+	cfg := filepath.Join(dir, "nolists.toml")
+	writeConfig(t, cfg, fmt.Sprintf(`state_dir = %q
+[ami]
+secret = "x"
+address = "127.0.0.1:1"
+[geo]
+allow_countries = ["JP"]
+lists_dir = %q
+min_entries = 0
+[firewall]
+mode = "enforce"
+backend = "dry-run"
+[engine]
+geo_mode = "drop"
+[push]
+hosts = []
+[metrics]
+listen = ""
+`, filepath.Join(dir, "state"), lists))
+	cmd := exec.Command(bin, "run", "--config", cfg)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("run without the allowed lists: %v (want exit status 1)\n%s", err, tail(stderr.String(), 2000))
+	}
+	if !strings.Contains(stderr.String(), "lists update") {
+		t.Errorf("the error does not say what to do: %s", tail(stderr.String(), 2000))
+	}
+}
+
 // --replay with the dry-run backend prints the decisions it would make.
 func TestReplayDryRunPrintsDecisions(t *testing.T) {
 	bin := buildBinary(t)

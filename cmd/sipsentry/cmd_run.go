@@ -129,6 +129,9 @@ func runRun(ctx context.Context, cmd *cobra.Command, o runOptions, g *globalOpti
 		return err
 	}
 
+	if err := d.requireAllowedLists(ctx); err != nil {
+		return err
+	}
 	be, err := newBackend(cfg, log, o.replay != "", d.out)
 	if err != nil {
 		return err
@@ -472,6 +475,24 @@ func (d *daemon) metricsState() metrics.State {
 	s.SourcesTracked, s.SourcesEvicted, s.Unattributed = snap.Sources, snap.Evicted, snap.Malformed
 	s.EventLogDropped, s.PushDropped = snap.DroppedWrites, snap.DroppedPush
 	return s
+}
+
+// requireAllowedLists refuses to drop every country when no allowed
+// country's list is loaded (first start without network, empty lists_dir):
+// that would lock every phone out as surely as a config without countries.
+func (d *daemon) requireAllowedLists(ctx context.Context) error {
+	if d.cfg.Firewall.Mode != "enforce" || !d.cfg.Firewall.GeoDrop || len(d.geo.AllowedPrefixes()) > 0 {
+		return nil
+	}
+	d.log.Warn("run: no allowed-country list is loaded yet; fetching the lists before the firewall goes up")
+	if _, err := d.geo.Update(ctx, false); err != nil {
+		d.log.Warn("run: list update incomplete", "err", err)
+	}
+	if len(d.geo.AllowedPrefixes()) > 0 {
+		return nil
+	}
+	return fmt.Errorf("run: geo_mode = \"drop\" with firewall.mode = \"enforce\", but no list of the allowed countries %v is loaded, so every phone would be dropped: run `sipsentry lists update` (or fill geo.lists_dir), or start with geo_mode = \"strict\" until the lists are there",
+		d.geo.AllowCountries())
 }
 
 // syncAllowCountries puts the allowed countries' prefixes into the kernel's
