@@ -456,32 +456,35 @@ func (b *Backend) chainRules(fam string) []rule {
 	c := b.cfg.Chain
 	name := func(s firewall.Set) string { return b.spec(s, fam).name }
 	enforce := b.cfg.Mode == "enforce"
+	// sipsentry only ever drops. What it lets through goes back to INPUT
+	// (RETURN, not ACCEPT), so the rules below its jump — fail2ban's, the
+	// admin's, a default policy — still see every packet it does not drop.
 	rs := []rule{
 		mkRule(c, "-m", "comment", "--comment", ownerComment),
-		mkRule(c, "-m", "set", "--match-set", name(firewall.SetAllow), "src", "-j", "ACCEPT"),
+		mkRule(c, "-m", "set", "--match-set", name(firewall.SetAllow), "src", "-j", "RETURN"),
 	}
 	if enforce {
 		rs = append(rs, mkRule(c, "-m", "set", "--match-set", name(firewall.SetBan), "src", "-j", "DROP"))
 	} else {
 		// monitor drops nothing: a banned source is logged (rate limited, so
-		// a scan cannot flood the journal) and counted by the ACCEPT.
+		// a scan cannot flood the journal) and counted by the RETURN.
 		rs = append(rs,
 			mkRule(c, "-m", "set", "--match-set", name(firewall.SetBan), "src", "-m", "limit", "--limit", "6/min",
 				"-j", "LOG", "--log-prefix", logBanPrefix),
-			mkRule(c, "-m", "set", "--match-set", name(firewall.SetBan), "src", "-j", "ACCEPT"))
+			mkRule(c, "-m", "set", "--match-set", name(firewall.SetBan), "src", "-j", "RETURN"))
 	}
-	rs = append(rs, mkRule(c, "-m", "set", "--match-set", name(firewall.SetAllowCountry), "src", "-j", "ACCEPT"))
+	rs = append(rs, mkRule(c, "-m", "set", "--match-set", name(firewall.SetAllowCountry), "src", "-j", "RETURN"))
 	switch {
 	case !b.cfg.GeoDrop:
 		// geo_mode strict or monitor: other countries reach Asterisk; the
 		// rule only counts them.
-		return append(rs, mkRule(c, "-j", "ACCEPT"))
+		return append(rs, mkRule(c, "-j", "RETURN"))
 	case enforce:
 		return append(rs, mkRule(c, "-j", "DROP"))
 	default:
 		return append(rs,
 			mkRule(c, "-m", "limit", "--limit", "6/min", "-j", "LOG", "--log-prefix", logDropPrefix),
-			mkRule(c, "-j", "ACCEPT"))
+			mkRule(c, "-j", "RETURN"))
 	}
 }
 

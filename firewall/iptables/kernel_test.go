@@ -40,11 +40,11 @@ var worlds = []famAddrs{
 	{fam: "inet",
 		pbxA: netip.MustParseAddr("198.51.100.1"), allowed: netip.MustParseAddr("198.51.100.10"),
 		pbxB: netip.MustParseAddr("203.0.113.1"), foreign: netip.MustParseAddr("203.0.113.10"),
-		banRule: "--match-set sipsentry-ban-v4 src -j DROP", allowCCRule: "--match-set sipsentry-allow-cc-v4 src -j ACCEPT"},
+		banRule: "--match-set sipsentry-ban-v4 src -j DROP", allowCCRule: "--match-set sipsentry-allow-cc-v4 src -j RETURN"},
 	{fam: "inet6",
 		pbxA: netip.MustParseAddr("2001:db8:1::1"), allowed: netip.MustParseAddr("2001:db8:1::10"),
 		pbxB: netip.MustParseAddr("2001:db8:2::1"), foreign: netip.MustParseAddr("2001:db8:2::10"),
-		banRule: "--match-set sipsentry-ban-v6 src -j DROP", allowCCRule: "--match-set sipsentry-allow-cc-v6 src -j ACCEPT"},
+		banRule: "--match-set sipsentry-ban-v6 src -j DROP", allowCCRule: "--match-set sipsentry-allow-cc-v6 src -j RETURN"},
 }
 
 const finalDrop = "-A SIPSENTRY -j DROP"
@@ -298,7 +298,7 @@ func TestUpIdempotentAndModeChange(t *testing.T) {
 	m := snapshot(t, ns)
 	if strings.Contains(m, "-j DROP") || !strings.Contains(m, `-j LOG --log-prefix "sipsentry-would-drop: "`) ||
 		!strings.Contains(m, `-m set --match-set sipsentry-ban-v4 src -m limit --limit 6/min -j LOG --log-prefix "sipsentry-would-ban: "`) ||
-		!strings.Contains(m, "-A SIPSENTRY -j ACCEPT") {
+		!strings.Contains(m, "-A SIPSENTRY -j RETURN") {
 		t.Fatalf("monitor ruleset wrong (must drop nothing, log what it would):\n%s", m)
 	}
 	// enforce with geo_mode strict/monitor: bans drop, other countries pass.
@@ -308,8 +308,8 @@ func TestUpIdempotentAndModeChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := snapshot(t, ns)
-	if strings.Contains(s, finalDrop) || !strings.Contains(s, "-A SIPSENTRY -m set --match-set sipsentry-ban-v6 src -j DROP") || !strings.Contains(s, "-A SIPSENTRY -j ACCEPT") {
-		t.Fatalf("enforce without geo drop: want ban DROP and a final ACCEPT:\n%s", s)
+	if strings.Contains(s, finalDrop) || !strings.Contains(s, "-A SIPSENTRY -m set --match-set sipsentry-ban-v6 src -j DROP") || !strings.Contains(s, "-A SIPSENTRY -j RETURN") {
+		t.Fatalf("enforce without geo drop: want ban DROP and a final RETURN:\n%s", s)
 	}
 	if strings.Contains(m, "203.0.113.0/28") {
 		t.Fatalf("static allow entry removed from the config is still in the set:\n%s", m)
@@ -511,7 +511,7 @@ func TestMonitorDropsNothing(t *testing.T) {
 	w := worlds[0]
 	foC := dial(t, fo, w.foreign, netip.AddrPortFrom(w.pbxB, 5060))
 	alC := dial(t, al, w.allowed, netip.AddrPortFrom(w.pbxA, 5060))
-	final := "-A SIPSENTRY -j ACCEPT"
+	final := "-A SIPSENTRY -j RETURN"
 	f0 := counter(t, b, "inet", final)
 	mustReach(t, foC, "foreign sender in monitor mode")
 	if n := counter(t, b, "inet", final); n <= f0 {
@@ -523,7 +523,7 @@ func TestMonitorDropsNothing(t *testing.T) {
 	if err := b.DropFlows(ctx, w.allowed); err != nil {
 		t.Fatal(err)
 	}
-	banAccept := "--match-set sipsentry-ban-v4 src -j ACCEPT"
+	banAccept := "--match-set sipsentry-ban-v4 src -j RETURN"
 	b0 := counter(t, b, "inet", banAccept)
 	mustReach(t, alC, "banned sender in monitor mode")
 	if n := counter(t, b, "inet", banAccept); n <= b0 {
