@@ -36,6 +36,7 @@ import (
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/ami/amitest"
 	"github.com/sipsentry/sipsentry/engine"
+	"github.com/sipsentry/sipsentry/firewall"
 	"github.com/sipsentry/sipsentry/firewall/iptables"
 	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/internal/state"
@@ -45,6 +46,7 @@ func main() {
 	lat := flag.Bool("latency", false, "measure event → kernel set latency")
 	rss := flag.Bool("rss", false, "measure the daemon's RSS with lists, mmdb and many bans")
 	n := flag.Int("n", 10000, "bans for -latency")
+	flag.BoolVar(&sepConntrack, "separate-conntrack", false, "diagnosis: give the post-ban conntrack flush its own backend (netlink socket) instead of sharing the ban adds' one")
 	flag.BoolVar(&runEngine, "engine-run", true, "run the engine's background loop (DB writer, post-ban conntrack flush) during -latency, as the daemon does")
 	nrss := flag.Int("bans", 100000, "bans restored from the state DB for -rss")
 	flag.IntVar(&feedN, "feed", 2000, "further bans from live AMI events for -rss")
@@ -139,6 +141,20 @@ func (ns *nsHandle) do(f func() error) error {
 // background work costs the hot path).
 var runEngine bool
 
+// sepConntrack: see the -separate-conntrack flag.
+var sepConntrack bool
+
+// splitBackend sends DropFlows to a second backend instance (own netlink
+// socket), so a conntrack table walk cannot hold up a ban add.
+type splitBackend struct {
+	*iptables.Backend
+	flows *iptables.Backend
+}
+
+func (s splitBackend) DropFlows(ctx context.Context, a netip.Addr) error {
+	return s.flows.DropFlows(ctx, a)
+}
+
 // invalidAccount is a PJSIP InvalidAccountID as Asterisk 22 sends it.
 func invalidAccount(src netip.AddrPort, i int) []byte {
 	fam := "IPV4"
@@ -220,7 +236,16 @@ func latency(n int) error {
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	var bans int
 	store := st
-	eng, err := engine.New(cfg, engine.Deps{Firewall: be, Geo: foreign{}, Store: store, Logger: log, HostAddrs: []netip.Addr{},
+	var fw firewall.Backend = be
+	if sepConntrack {
+		be2, err := iptables.NewWithOptions(iptables.Options{Config: cfg.Firewall, Netns: ns.name})
+		if err != nil {
+			return err
+		}
+		defer be2.Close()
+		fw = splitBackend{be, be2}
+	}
+	eng, err := engine.New(cfg, engine.Deps{Firewall: fw, Geo: foreign{}, Store: store, Logger: log, HostAddrs: []netip.Addr{},
 		OnDecision: func(d engine.Decision) {
 			if d.Kind == engine.DecisionBan {
 				bans++
@@ -369,7 +394,7 @@ func latency(n int) error {
 		return err
 	}
 	s, b, s4, b4, ex := quant(sip), quant(base), quant(sip4), quant(base4), quant(execD)
-	fmt.Printf("event received → entry in the kernel ban set (AMI bytes → parse → engine → netlink ipset add, returns after the kernel has it); engine background loop running: %v\n", runEngine)
+	fmt.Printf("event received → entry in the kernel ban set (AMI bytes → parse → engine → netlink ipset add, returns after the kernel has it); engine background loop running: %v; conntrack flush on its own socket: %v\n", runEngine, sepConntrack)
 	fmt.Printf("  IPv6, %d bans:  sipsentry p50 %v  p99 %v  max %v\n", len(sip), s.p50, s.p99, s.max)
 	fmt.Printf("                  bare netlink add p50 %v  p99 %v  max %v\n", b.p50, b.p99, b.max)
 	fmt.Printf("                  ratio sipsentry/bare: p50 %.2f  p99 %.2f   (goal p99 <= 2ms: %v)\n",
