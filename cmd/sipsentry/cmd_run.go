@@ -332,10 +332,11 @@ func (d *daemon) handleMessage(ctx context.Context, m ami.Message) {
 	if typ == "" {
 		return
 	}
-	d.met.AMIEvent(typ)
 	if !ami.IsSecurityEvent(&m) {
+		d.met.AMIEvent(otherEventLabel(typ))
 		return
 	}
+	d.met.AMIEvent(typ) // one of the fixed security types
 	ev, err := ami.ParseSecurityEvent(&m)
 	if err != nil {
 		d.skipped.Add(1)
@@ -345,6 +346,17 @@ func (d *daemon) handleMessage(ctx context.Context, m ami.Message) {
 	d.eng.Handle(ctx, ev)
 	d.handled.Add(1)
 	d.recent.add(ev, t0)
+}
+
+// otherEventLabel bounds the metric label of non-security events: an
+// injected "Event:" header (recorded s9-11) must not mint a time series per
+// attacker-chosen value.
+func otherEventLabel(typ string) string {
+	switch typ {
+	case "ContactStatus", "PeerStatus", "DeviceStateChange", "FullyBooted", "Shutdown", "Reload":
+		return typ
+	}
+	return "other"
 }
 
 // onAMIConnect runs after every (re)login: resynchronise what may have

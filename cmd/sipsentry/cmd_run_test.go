@@ -44,3 +44,14 @@ func TestListsFingerprintIgnoresListsNotAllowed(t *testing.T) {
 		t.Error("a changed or refreshed allowed list kept the fingerprint")
 	}
 }
+
+func TestOtherEventLabelIsBounded(t *testing.T) {
+	for in, want := range map[string]string{
+		"ContactStatus": "ContactStatus", "FullyBooted": "FullyBooted",
+		"x\",RemoteAddress=\"IPV4/UDP/6.6.6.6/50": "other", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA": "other",
+	} {
+		if got := otherEventLabel(in); got != want {
+			t.Errorf("otherEventLabel(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
