@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -174,6 +176,22 @@ func runRun(ctx context.Context, cmd *cobra.Command, o runOptions, g *globalOpti
 	d.eng, err = engine.New(cfg, deps)
 	if err != nil {
 		return usageError{err}
+	}
+
+	// The engine protects ami.address when it is an IP literal; a host name
+	// is resolved here so Asterisk's own address is never banned either.
+	if host, _, err := net.SplitHostPort(cfg.AMI.Address); err == nil && o.replay == "" {
+		if _, perr := netip.ParseAddr(host); perr != nil {
+			lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			addrs, err := net.DefaultResolver.LookupNetIP(lctx, "ip", host)
+			cancel()
+			if err != nil {
+				log.Warn("run: cannot resolve ami.address; its address is not on the never-ban list", "host", host, "err", err)
+			}
+			for _, a := range addrs {
+				d.eng.SetAMIPeer(a)
+			}
+		}
 	}
 
 	// The firewall goes up before the engine restores bans into it.
