@@ -66,8 +66,14 @@ type Stats struct {
 
 // Reader reads events from one security log stream.
 type Reader struct {
-	br    *bufio.Reader
-	stats Stats
+	br *bufio.Reader
+
+	// Counters of the framing side (the reading goroutine in Each).
+	lines, records, skipped       int
+	lineGarbage, firstLineGarbage int
+	// Counters of the parsing side (the consuming goroutine in Each).
+	events, suspicious          int
+	recGarbage, firstRecGarbage int
 
 	pending     []byte // the record being assembled (may span lines); reused
 	open        bool   // pending holds a record
@@ -81,38 +87,166 @@ func NewReader(r io.Reader) *Reader {
 	return &Reader{br: bufio.NewReaderSize(r, 64<<10)}
 }
 
-// Stats returns the counters so far.
-func (r *Reader) Stats() Stats { return r.stats }
+// Stats returns the counters so far (after Each: the totals).
+func (r *Reader) Stats() Stats {
+	st := Stats{Lines: r.lines, Records: r.records, Events: r.events, Skipped: r.skipped,
+		Suspicious: r.suspicious, Garbage: r.lineGarbage + r.recGarbage}
+	st.FirstGarbageLine = r.firstLineGarbage
+	if r.firstRecGarbage != 0 && (st.FirstGarbageLine == 0 || r.firstRecGarbage < st.FirstGarbageLine) {
+		st.FirstGarbageLine = r.firstRecGarbage
+	}
+	return st
+}
+
+// frame is one record as the framing hands it on, in stream order: either
+// raw text still to parse (the common case, parsable on another goroutine)
+// or a result the framing already had to compute to find the record's end.
+type frame struct {
+	rec  string // raw record, trailing CR removed; parsed when raw
+	raw  bool
+	line int // where the record starts
+	ev   ami.SecurityEvent
+	err  error
+}
+
+func (f *frame) parse() {
+	if f.raw {
+		f.ev, f.err = ParseRecord(f.rec)
+		f.raw = false
+	}
+}
+
+// account counts a frame's outcome and returns its event, if any.
+func (r *Reader) account(f *frame) (ami.SecurityEvent, bool) {
+	f.parse()
+	if f.err == nil {
+		r.events++
+		if f.ev.Suspicion != "" {
+			r.suspicious++
+		}
+		return f.ev, true
+	}
+	r.recGarbage++
+	if r.firstRecGarbage == 0 || f.line < r.firstRecGarbage {
+		r.firstRecGarbage = f.line
+	}
+	return ami.SecurityEvent{}, false
+}
 
 // Next returns the next event, or io.EOF after the last one. Records that
 // cannot be read are counted in Stats().Garbage and skipped; only an I/O
 // error from the underlying reader is returned as an error.
 func (r *Reader) Next() (ami.SecurityEvent, error) {
 	for {
-		if r.eof {
-			if r.open {
-				ev, ok := r.finish()
-				if ok {
-					return ev, nil
-				}
-			}
-			return ami.SecurityEvent{}, io.EOF
+		f, ok, err := r.nextFrame()
+		if err != nil {
+			return ami.SecurityEvent{}, err
 		}
-		line, err := r.readLine()
-		if err != nil && !errors.Is(err, io.EOF) {
-			return ami.SecurityEvent{}, fmt.Errorf("seclog: read line %d: %w", r.stats.Lines+1, err)
+		if !ok {
+			continue
 		}
-		if errors.Is(err, io.EOF) {
-			r.eof = true
-			if line == nil {
-				continue
-			}
-		}
-		r.stats.Lines++
-		if ev, ok := r.take(line); ok {
+		if ev, ok := r.account(&f); ok {
 			return ev, nil
 		}
 	}
+}
+
+// nextFrame reads one line and returns the record it closed, if any; at
+// the end it returns the last record, then io.EOF.
+func (r *Reader) nextFrame() (frame, bool, error) {
+	if r.eof {
+		if r.open {
+			r.open = false
+			return r.rawFrame(), true, nil
+		}
+		return frame{}, false, io.EOF
+	}
+	line, err := r.readLine()
+	if err != nil && !errors.Is(err, io.EOF) {
+		return frame{}, false, fmt.Errorf("seclog: read line %d: %w", r.lines+1, err)
+	}
+	if errors.Is(err, io.EOF) {
+		r.eof = true
+		if line == nil {
+			return frame{}, false, nil
+		}
+	}
+	r.lines++
+	f, ok := r.frameLine(line)
+	return f, ok, nil
+}
+
+// Each calls fn for every event in stream order, parsing records on
+// `workers` goroutines while one goroutine reads and frames the stream (the
+// parse is the expensive part; framing and fn stay sequential, so counts
+// that depend on order come out as with Next). fn runs on the calling
+// goroutine. workers <= 1 is the same as a loop over Next.
+func (r *Reader) Each(workers int, fn func(*ami.SecurityEvent)) error {
+	if workers <= 1 {
+		for {
+			ev, err := r.Next()
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			fn(&ev)
+		}
+	}
+	type batch struct {
+		frames []frame
+		err    error
+		done   chan struct{}
+	}
+	const batchSize = 256
+	order := make(chan *batch, 2*workers)
+	work := make(chan *batch, 2*workers)
+	go func() {
+		defer close(work)
+		defer close(order)
+		b := &batch{frames: make([]frame, 0, batchSize), done: make(chan struct{})}
+		for {
+			f, ok, err := r.nextFrame()
+			if ok {
+				b.frames = append(b.frames, f)
+			}
+			if err != nil && !errors.Is(err, io.EOF) {
+				b.err = err
+			}
+			if err != nil || len(b.frames) == batchSize {
+				order <- b
+				work <- b
+				if err != nil {
+					return
+				}
+				b = &batch{frames: make([]frame, 0, batchSize), done: make(chan struct{})}
+			}
+		}
+	}()
+	for range workers {
+		go func() {
+			for b := range work {
+				for i := range b.frames {
+					b.frames[i].parse()
+				}
+				close(b.done)
+			}
+		}()
+	}
+	var firstErr error
+	for b := range order {
+		<-b.done
+		for i := range b.frames {
+			if ev, ok := r.account(&b.frames[i]); ok {
+				fn(&ev)
+			}
+		}
+		if b.err != nil && firstErr == nil {
+			firstErr = b.err
+		}
+	}
+	return firstErr
 }
 
 // readLine returns one physical line without its LF (a CR before the LF is
@@ -144,86 +278,81 @@ func (r *Reader) readLine() ([]byte, error) {
 	return b, err
 }
 
-// take feeds one physical line to the record assembler and returns a
-// finished event when the line closed one.
-func (r *Reader) take(line []byte) (ami.SecurityEvent, bool) {
+// frameLine feeds one physical line to the record assembler and returns a
+// frame when the line closed a record.
+func (r *Reader) frameLine(line []byte) (frame, bool) {
 	if !r.open {
 		r.start(line)
-		return ami.SecurityEvent{}, false
+		return frame{}, false
 	}
+	if isRecordStart(line) && containsSecurityEvent(line) {
+		// The next record starts: the pending one is final whatever it
+		// parses to, so its parse can happen elsewhere.
+		f := r.rawFrame()
+		r.start(line)
+		return f, true
+	}
+	// The rarer cases need the parse result to decide where the record ends.
+	f := r.rawFrame()
+	f.parse()
 	if isRecordStart(line) {
-		ev, err := r.parsePending()
-		if err == nil {
-			r.emitOK()
-			r.start(line)
-			return ev, true
-		}
 		// An attacker's LF can put a "[..." line inside a record; join it
 		// when the record so far is incomplete and the line is not a
 		// security event of its own.
-		if errors.Is(err, errIncomplete) && !bytes.Contains(line, []byte(`SecurityEvent="`)) {
+		if errors.Is(f.err, errIncomplete) && !bytes.Contains(line, []byte(`SecurityEvent="`)) {
 			r.appendLine(line)
-			return ami.SecurityEvent{}, false
+			return frame{}, false
 		}
-		r.garbage()
 		r.start(line)
-		return ami.SecurityEvent{}, false
+		return f, true
 	}
 	// A line that does not start a record continues the pending one only
 	// if that one is not complete yet (an attacker's CR LF inside a value);
 	// after a complete record it is garbage.
-	ev, err := r.parsePending()
-	if err == nil {
-		r.emitOK()
-		r.open = false
-		if len(bytes.TrimSpace(line)) > 0 {
-			r.lineGarbage()
-		}
-		return ev, true
-	}
-	if errors.Is(err, errIncomplete) {
+	if errors.Is(f.err, errIncomplete) {
 		r.appendLine(line)
-		return ami.SecurityEvent{}, false
+		return frame{}, false
 	}
-	r.garbage()
 	r.open = false
 	if len(bytes.TrimSpace(line)) > 0 {
-		r.lineGarbage()
+		r.countLineGarbage()
 	}
-	return ami.SecurityEvent{}, false
+	return f, true
 }
 
-// finish parses the last pending record at EOF.
-func (r *Reader) finish() (ami.SecurityEvent, bool) {
-	ev, err := r.parsePending()
-	if err == nil {
-		r.emitOK()
-		r.open = false
-		return ev, true
+// rawFrame hands on the pending record.
+func (r *Reader) rawFrame() frame {
+	if r.over {
+		return frame{line: r.pendingLine, err: errTooLong}
 	}
-	r.garbage()
-	r.open = false
-	return ami.SecurityEvent{}, false
+	rec := r.pending
+	// The one CR Asterisk never writes at a line end is the one an attacker
+	// put there; a CRLF file (copied through another system) ends every
+	// line in CR, so strip one trailing CR for parsing.
+	if n := len(rec); n > 0 && rec[n-1] == '\r' {
+		rec = rec[:n-1]
+	}
+	return frame{rec: string(rec), raw: true, line: r.pendingLine}
 }
 
 func (r *Reader) start(line []byte) {
 	r.open = false
 	if !isRecordStart(line) {
 		if len(bytes.TrimSpace(line)) > 0 {
-			r.lineGarbage()
+			r.countLineGarbage()
 		}
 		return
 	}
 	if !containsSecurityEvent(line) {
 		// Another log message (the file's first line says which Asterisk
 		// wrote it; a shared file may hold other channels).
-		r.stats.Skipped++
+		r.skipped++
 		return
 	}
-	r.stats.Records++
+	r.records++
 	r.pending = append(r.pending[:0], line...)
 	r.open = true
-	r.pendingLine = r.stats.Lines
+	r.pendingLine = r.lines
 	r.over = len(line) > MaxRecordBytes
 }
 
@@ -236,38 +365,11 @@ func (r *Reader) appendLine(line []byte) {
 	r.pending = append(r.pending, line...)
 }
 
-func (r *Reader) emitOK() { r.stats.Events++ }
-
-func (r *Reader) garbage() {
-	r.stats.Garbage++
-	if r.stats.FirstGarbageLine == 0 {
-		r.stats.FirstGarbageLine = r.pendingLine
+func (r *Reader) countLineGarbage() {
+	r.lineGarbage++
+	if r.firstLineGarbage == 0 {
+		r.firstLineGarbage = r.lines
 	}
-}
-
-func (r *Reader) lineGarbage() {
-	r.stats.Garbage++
-	if r.stats.FirstGarbageLine == 0 {
-		r.stats.FirstGarbageLine = r.stats.Lines
-	}
-}
-
-func (r *Reader) parsePending() (ami.SecurityEvent, error) {
-	if r.over {
-		return ami.SecurityEvent{}, errTooLong
-	}
-	rec := r.pending
-	// The one CR Asterisk never writes at a line end is the one an attacker
-	// put there; a CRLF file (copied through another system) ends every
-	// line in CR, so strip one trailing CR for parsing.
-	if n := len(rec); n > 0 && rec[n-1] == '\r' {
-		rec = rec[:n-1]
-	}
-	ev, err := ParseRecord(string(rec))
-	if err == nil && ev.Suspicion != "" {
-		r.stats.Suspicious++
-	}
-	return ev, err
 }
 
 // isRecordStart reports whether a physical line starts a log message:
