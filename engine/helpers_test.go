@@ -331,7 +331,7 @@ func (r *rig) feed(evs []ami.SecurityEvent) {
 
 func (r *rig) sync() {
 	r.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	if err := r.eng.Sync(ctx); err != nil {
 		r.t.Fatal(err)

@@ -213,7 +213,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			wg.Wait()
 			e.drainQueues()
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
 			err := e.Flush(fctx)
 			cancel()
 			return err
