@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -177,6 +178,10 @@ func TestReadOnlyWhileWriting(t *testing.T) {
 	defer ro.Close()
 	if err := ro.Apply(ctx, &Batch{Events: []Event{{Time: t0}}}); !errors.Is(err, ErrReadOnly) {
 		t.Errorf("write on read-only store: %v", err)
+	}
+	// SQLite itself refuses too (mode=ro reached the driver).
+	if _, err := ro.db.Exec(`INSERT INTO meta(key, value) VALUES ('x', 'y')`); err == nil || !strings.Contains(err.Error(), "readonly") {
+		t.Errorf("raw write through the read-only handle: %v", err)
 	}
 	var wg sync.WaitGroup
 	wg.Add(1)
