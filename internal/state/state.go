@@ -578,7 +578,8 @@ func (s *Store) Summary(ctx context.Context) (Summary, error) {
 
 // Sources returns one record per source address (sessions merged), with its
 // status: banned > would_ban > allowed/learned_push > flagged > none.
-// Addresses that only have a ban, allow or flag row are included too.
+// Addresses that only have an active ban, a learned allow or a flag row are
+// included too (seeded push hosts only once they sent an event).
 func (s *Store) Sources(ctx context.Context) ([]SourceRecord, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT addr, first_seen, last_seen, auth_ok, auth_failed, unknown_account, acl, other, injection,
 		accounts, distinct_accounts, last_ua, last_service FROM sources ORDER BY addr, session`)
@@ -643,6 +644,9 @@ func (s *Store) Sources(ctx context.Context) ([]SourceRecord, error) {
 	for _, al := range allows {
 		al := al
 		if al.Prefix.IsSingleIP() {
+			if _, seen := byAddr[al.Prefix.Addr()]; !seen && al.How == HowSeed {
+				continue // a seeded push host that never talked to us is no source
+			}
 			r := get(al.Prefix.Addr())
 			setAllow(r, &al)
 			continue

@@ -74,6 +74,7 @@ func TestStatusesAndEvidence(t *testing.T) {
 				How: HowUserAgent, Account: "1001", UserAgent: "Bria Push Service", URI: "sip:1001@203.0.113.31:5062", AOR: "1001",
 				FirstSeen: t0, LastSeen: t0}},
 			{Prefix: netip.MustParsePrefix("198.51.100.0/24"), PushEvidence: PushEvidence{How: HowStatic, FirstSeen: t0, LastSeen: t0}},
+			{Prefix: netip.MustParsePrefix("203.0.113.60/32"), Until: t0.Add(720 * time.Hour), PushEvidence: PushEvidence{How: HowSeed, PTR: "push.softphone.com", FirstSeen: t0, LastSeen: t0}},
 		},
 		Flags:  []Flag{{Addr: addr("203.0.113.21"), Kind: "foreign_login", Note: "stolen?", Time: t0}},
 		Events: []Event{{Time: t0, Addr: addr("203.0.113.11"), Type: "ChallengeResponseFailed", Kind: "auth_failed", Service: "PJSIP", Account: "1001"}},
@@ -114,7 +115,7 @@ func TestStatusesAndEvidence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sum.Sources != 6 || sum.ActiveBans != 1 || sum.WouldBans != 1 || sum.BansEver != 3 || sum.LearnedAllows != 2 || sum.Flags != 1 || sum.Events != 1 {
+	if sum.Sources != 6 || sum.ActiveBans != 1 || sum.WouldBans != 1 || sum.BansEver != 3 || sum.LearnedAllows != 3 || sum.Flags != 1 || sum.Events != 1 {
 		t.Errorf("summary %+v", sum)
 	}
 	act, err := s.ActiveBans(ctx)
