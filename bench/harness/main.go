@@ -46,6 +46,8 @@ func main() {
 	lat := flag.Bool("latency", false, "measure event → kernel set latency")
 	rss := flag.Bool("rss", false, "measure the daemon's RSS with lists, mmdb and many bans")
 	n := flag.Int("n", 10000, "bans for -latency")
+	flag.DurationVar(&pace, "pace", 0, "for -latency: pause between events (0: back to back, a flood)")
+	flag.BoolVar(&noConntrack, "no-conntrack", false, "diagnosis: make the post-ban conntrack flush a no-op (isolates the DB writer's cost)")
 	flag.BoolVar(&sepConntrack, "separate-conntrack", false, "diagnosis: give the post-ban conntrack flush its own backend (netlink socket) instead of sharing the ban adds' one")
 	flag.BoolVar(&runEngine, "engine-run", true, "run the engine's background loop (DB writer, post-ban conntrack flush) during -latency, as the daemon does")
 	nrss := flag.Int("bans", 100000, "bans restored from the state DB for -rss")
@@ -143,8 +145,16 @@ func (ns *nsHandle) do(f func() error) error {
 // background work costs the hot path).
 var runEngine bool
 
-// sepConntrack: see the -separate-conntrack flag.
-var sepConntrack bool
+// sepConntrack, noConntrack: see the -separate-conntrack and -no-conntrack flags.
+var sepConntrack, noConntrack bool
+
+// pace: see the -pace flag.
+var pace time.Duration
+
+// noFlowsBackend skips the conntrack flush.
+type noFlowsBackend struct{ *iptables.Backend }
+
+func (noFlowsBackend) DropFlows(context.Context, netip.Addr) error { return nil }
 
 // splitBackend sends DropFlows to a second backend instance (own netlink
 // socket), so a conntrack table walk cannot hold up a ban add.
@@ -247,6 +257,9 @@ func latency(n int) error {
 		defer be2.Close()
 		fw = splitBackend{be, be2}
 	}
+	if noConntrack {
+		fw = noFlowsBackend{be}
+	}
 	eng, err := engine.New(cfg, engine.Deps{Firewall: fw, Geo: foreign{}, Store: store, Logger: log, HostAddrs: []netip.Addr{},
 		OnDecision: func(d engine.Decision) {
 			if d.Kind == engine.DecisionBan {
@@ -276,6 +289,9 @@ func latency(n int) error {
 		out := make([]time.Duration, 0, len(addrs))
 		before := bans
 		for _, raw := range msgs {
+			if pace > 0 {
+				time.Sleep(pace)
+			}
 			rd := ami.NewReader(bytes.NewReader(raw), ami.ReaderOptions{})
 			t0 := time.Now()
 			m, err := rd.ReadMessage()
@@ -319,6 +335,9 @@ func latency(n int) error {
 	bare := func(set string, addrs []netip.Addr) ([]time.Duration, error) {
 		out := make([]time.Duration, 0, len(addrs))
 		for _, a := range addrs {
+			if pace > 0 {
+				time.Sleep(pace) // same rhythm as the measurement: cold caches on both sides
+			}
 			t0 := time.Now()
 			err := nl.IpsetAdd(set, &netlink.IPSetEntry{IP: a.AsSlice(), Timeout: ptr(uint32(3600)), Comment: "sipsentry: bench", Replace: true})
 			out = append(out, time.Since(t0))
@@ -396,7 +415,7 @@ func latency(n int) error {
 		return err
 	}
 	s, b, s4, b4, ex := quant(sip), quant(base), quant(sip4), quant(base4), quant(execD)
-	fmt.Printf("event received → entry in the kernel ban set (AMI bytes → parse → engine → netlink ipset add, returns after the kernel has it); engine background loop running: %v; conntrack flush on its own socket: %v\n", runEngine, sepConntrack)
+	fmt.Printf("event received → entry in the kernel ban set (AMI bytes → parse → engine → netlink ipset add, returns after the kernel has it); engine background loop running: %v; conntrack flush on its own socket: %v; conntrack flush skipped: %v; pause between events: %v\n", runEngine, sepConntrack, noConntrack, pace)
 	fmt.Printf("  IPv6, %d bans:  sipsentry p50 %v  p99 %v  max %v\n", len(sip), s.p50, s.p99, s.max)
 	fmt.Printf("                  bare netlink add p50 %v  p99 %v  max %v\n", b.p50, b.p99, b.max)
 	fmt.Printf("                  ratio sipsentry/bare: p50 %.2f  p99 %.2f   (goal p99 <= 2ms: %v)\n",
