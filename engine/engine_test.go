@@ -602,3 +602,23 @@ func TestRestoreAllowsAndUnban(t *testing.T) {
 		t.Errorf("ban after unban %+v: want offence 2 (4h)", e)
 	}
 }
+
+// Enumeration counts accounts tried within the windows, not over the life
+// of the aggregate.
+func TestEnumerationWindowed(t *testing.T) {
+	r := newRig(t, rigOpt{})
+	r.eng.Handle(context.Background(), ev(ami.EventChallengeResponseFailed, "1001", "203.0.113.70", "a"))
+	r.eng.Handle(context.Background(), ev(ami.EventChallengeResponseFailed, "1002", "203.0.113.70", "b"))
+	r.clock.Advance(23 * time.Hour) // keeps the aggregate in memory (seen within slow_find_time)
+	r.eng.Handle(context.Background(), ev(ami.EventSuccessfulAuth, "1001", "203.0.113.70", "ok"))
+	r.clock.Advance(2 * time.Hour)
+	r.eng.Handle(context.Background(), ev(ami.EventChallengeResponseFailed, "1003", "203.0.113.70", "c"))
+	if r.banned("203.0.113.70") {
+		t.Error("banned for 3 accounts spread over 25 hours")
+	}
+	r.eng.Handle(context.Background(), ev(ami.EventChallengeResponseFailed, "1004", "203.0.113.70", "d"))
+	r.eng.Handle(context.Background(), ev(ami.EventChallengeResponseFailed, "1005", "203.0.113.70", "e"))
+	if !r.banned("203.0.113.70") {
+		t.Error("3 accounts in a row not banned")
+	}
+}

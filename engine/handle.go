@@ -78,6 +78,7 @@ func (e *Engine) Handle(ctx context.Context, ev ami.SecurityEvent) {
 
 	e.mu.Lock()
 	s := e.source(addr, nowT)
+	distinct0 := s.src.DistinctAccounts
 	k, counted := s.src.Observe(&ev, nowT)
 	e.kinds[k&7]++
 	e.lastEvent = nowT
@@ -89,7 +90,14 @@ func (e *Engine) Handle(ctx context.Context, ev ami.SecurityEvent) {
 			trig = &trigger{reason: "injection (" + sanitize(ev.Suspicion, 80) + ")"}
 		}
 	case counted && k.IsFailure():
-		s.addFailure(now, e.pp().ringSize)
+		p := e.pp()
+		if last, ok := s.nthRecent(1); ok && now-last > max(p.findTime, p.slowFindTime) {
+			// Quiet for longer than every window: accounts tried before
+			// no longer count toward enumeration (a phone with three lines
+			// failing once a week is not enumerating users).
+			s.enumBase = int32(distinct0)
+		}
+		s.addFailure(now, p.ringSize)
 		if s.holdUntil <= now {
 			trig = e.thresholds(s, addr, now)
 		}
