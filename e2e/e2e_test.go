@@ -474,6 +474,12 @@ listen = "127.0.0.1:9468"
 		t.Errorf("status ARI view = %+v, want 3 live contacts and 2 peers from the recorded events", st.ARI)
 	}
 
+	// A second daemon on the same config stops at the metrics listener,
+	// before it touches the kernel or the state DB.
+	if out, err := ns.Exec(bin, "run", "--config", cfg); err == nil || !strings.Contains(out, "another sipsentry") {
+		t.Errorf("a second `run` on the same config: err %v, output:\n%s", err, tail(out, 2000))
+	}
+
 	// SIGHUP reloads the configuration and the lists.
 	d.cmd.Process.Signal(syscall.SIGHUP)
 	eventually(t, "a successful reload after SIGHUP", func() (bool, string) {

@@ -117,6 +117,19 @@ func runRun(ctx context.Context, cmd *cobra.Command, o runOptions, g *globalOpti
 		}
 	}
 
+	// The listener is opened before anything else is touched, so a second
+	// daemon on the same config stops here, with the kernel left alone.
+	var metricsLn net.Listener
+	if cfg.Metrics.Listen != "" {
+		if metricsLn, err = metrics.Listen(cfg.Metrics.Listen); err != nil {
+			if errors.Is(err, metrics.ErrNotLoopback) || errors.Is(err, metrics.ErrBadAddress) {
+				return usageError{err}
+			}
+			return err
+		}
+		defer metricsLn.Close() // Serve closes it too; this covers an early return
+	}
+
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("run: creating state_dir: %w", err)
 	}
@@ -248,12 +261,8 @@ func runRun(ctx context.Context, cmd *cobra.Command, o runOptions, g *globalOpti
 		}
 	}
 
-	if cfg.Metrics.Listen != "" {
-		ln, err := metrics.Listen(cfg.Metrics.Listen)
-		if err != nil {
-			stopEngine()
-			return usageError{err}
-		}
+	if metricsLn != nil {
+		ln := metricsLn
 		goRun("metrics", func(ctx context.Context) error {
 			return metrics.Serve(ctx, ln, d.met.Handler(d.status), log)
 		})

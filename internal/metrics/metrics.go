@@ -258,14 +258,18 @@ func (m *Metrics) Handler(status func(ctx context.Context) (any, error)) http.Ha
 	return mux
 }
 
-// ErrNotLoopback refuses a listen address that is not on loopback.
-var ErrNotLoopback = errors.New("metrics: listen address is not loopback")
+var (
+	// ErrNotLoopback refuses a listen address that is not on loopback.
+	ErrNotLoopback = errors.New("metrics: listen address is not loopback")
+	// ErrBadAddress refuses a listen value that is not host:port.
+	ErrBadAddress = errors.New("metrics: bad listen address")
+)
 
 // Listen opens addr after checking it is a loopback address.
 func Listen(addr string) (net.Listener, error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, fmt.Errorf("metrics: [metrics] listen %q is not host:port (e.g. \"127.0.0.1:9468\")", addr)
+		return nil, fmt.Errorf("%w: [metrics] listen %q is not host:port (e.g. \"127.0.0.1:9468\")", ErrBadAddress, addr)
 	}
 	if host != "localhost" {
 		a, err := netip.ParseAddr(host)

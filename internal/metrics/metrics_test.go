@@ -128,6 +128,9 @@ func TestListenRefusesNonLoopback(t *testing.T) {
 	if _, err := Listen("0.0.0.0:1"); !errors.Is(err, ErrNotLoopback) {
 		t.Errorf("want ErrNotLoopback, got %v", err)
 	}
+	if _, err := Listen("nonsense"); !errors.Is(err, ErrBadAddress) {
+		t.Errorf("want ErrBadAddress, got %v", err)
+	}
 }
 
 func TestDuplicateRegisterIsAnError(t *testing.T) {
