@@ -74,9 +74,12 @@ type daemon struct {
 	g       *globalOptions
 	started time.Time
 
-	store  *state.Store
-	geo    *geo.Geo
-	fw     *upBackend
+	store *state.Store
+	geo   *geo.Geo
+	// fw is handed to the engine unwrapped, so the optional interfaces it
+	// probes (firewall.FlowDropper, BulkFlowDropper) stay visible.
+	fw     firewall.Backend
+	fwUp   atomic.Bool // for /healthz and status
 	eng    *engine.Engine
 	met    *metrics.Metrics
 	amiC   *ami.Client // nil with --replay
@@ -153,7 +156,7 @@ func runRun(ctx context.Context, cmd *cobra.Command, o runOptions, g *globalOpti
 	}
 	defer be.Close()
 	d.met = metrics.New(nil)
-	d.fw = &upBackend{Backend: be}
+	d.fw = be
 	if err := d.met.Register(d.geo); err != nil {
 		log.Warn("run: geo metrics not exported", "err", err)
 	}
@@ -207,14 +210,16 @@ func runRun(ctx context.Context, cmd *cobra.Command, o runOptions, g *globalOpti
 		}
 	}
 
-	// The firewall goes up before the engine restores bans into it.
-	if err := d.fw.Up(ctx); err != nil {
-		return fmt.Errorf("run: firewall up: %w", err)
+	// The firewall goes up before the engine restores bans into it, with the
+	// allowed-country set filled before any DROP rule exists (UpWith).
+	if err := d.firewallUp(ctx); err != nil {
+		return err
 	}
 	if o.downOnExit {
 		defer func() {
 			dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
+			d.fwUp.Store(false)
 			if err := d.fw.Down(dctx); err != nil {
 				log.Error("run: --down-on-exit: removing the firewall failed", "err", err)
 			} else {
@@ -223,9 +228,6 @@ func runRun(ctx context.Context, cmd *cobra.Command, o runOptions, g *globalOpti
 		}()
 	} else {
 		defer log.Info("run: firewall left up: bans keep protecting the PBX (sipsentry firewall down removes it)")
-	}
-	if err := d.syncAllowCountries(ctx); err != nil {
-		return err
 	}
 	if err := d.eng.Start(ctx); err != nil {
 		return fmt.Errorf("run: starting the engine: %w", err)
@@ -498,7 +500,7 @@ func (d *daemon) reload(ctx context.Context) {
 }
 
 func (d *daemon) metricsState() metrics.State {
-	s := metrics.State{FirewallUp: d.fw.up.Load(), ARIEnabled: d.ari != nil}
+	s := metrics.State{FirewallUp: d.fwUp.Load(), ARIEnabled: d.ari != nil}
 	if d.amiC != nil {
 		s.AMIConnected = d.amiC.Connected()
 		st := d.amiC.Stats()
@@ -534,20 +536,41 @@ func (d *daemon) requireAllowedLists(ctx context.Context) error {
 		d.geo.AllowCountries())
 }
 
-// syncAllowCountries puts the allowed countries' prefixes into the kernel's
-// allow-cc set in one atomic swap, when they changed since the last call.
-func (d *daemon) syncAllowCountries(ctx context.Context) error {
-	d.ccMu.Lock()
-	defer d.ccMu.Unlock()
+// allowCCEntries are the allowed countries' prefixes as set entries, with
+// the fingerprint of the lists they came from.
+func (d *daemon) allowCCEntries() ([]firewall.Entry, string) {
 	fp := listsFingerprint(d.geo.Lists())
-	if fp == d.ccFP {
-		return nil
-	}
 	ps := d.geo.AllowedPrefixes()
 	entries := make([]firewall.Entry, len(ps))
 	for i, p := range ps {
 		entries[i] = firewall.Entry{Prefix: p}
 	}
+	return entries, fp
+}
+
+// firewallUp brings the firewall up with allow-cc already filled.
+func (d *daemon) firewallUp(ctx context.Context) error {
+	d.ccMu.Lock()
+	defer d.ccMu.Unlock()
+	entries, fp := d.allowCCEntries()
+	if err := firewall.UpWith(ctx, d.fw, entries); err != nil {
+		return fmt.Errorf("run: firewall up: %w", err)
+	}
+	d.ccFP = fp
+	d.fwUp.Store(true)
+	d.log.Info("run: firewall up; allowed-country set loaded", "prefixes", len(entries), "countries", d.geo.AllowCountries())
+	return nil
+}
+
+// syncAllowCountries puts the allowed countries' prefixes into the kernel's
+// allow-cc set in one atomic swap, when they changed since the last call.
+func (d *daemon) syncAllowCountries(ctx context.Context) error {
+	d.ccMu.Lock()
+	defer d.ccMu.Unlock()
+	if fp := listsFingerprint(d.geo.Lists()); fp == d.ccFP {
+		return nil
+	}
+	entries, fp := d.allowCCEntries()
 	if err := d.fw.Replace(ctx, firewall.SetAllowCountry, entries); err != nil {
 		return fmt.Errorf("run: loading %d allowed-country prefixes into the kernel: %w", len(entries), err)
 	}
@@ -581,23 +604,6 @@ func (d *daemon) followLists(ctx context.Context) error {
 			}
 		}
 	}
-}
-
-// upBackend wraps the firewall to know whether it is up (for /healthz).
-type upBackend struct {
-	firewall.Backend
-	up atomic.Bool
-}
-
-func (t *upBackend) Up(ctx context.Context) error {
-	err := t.Backend.Up(ctx)
-	t.up.Store(err == nil)
-	return err
-}
-
-func (t *upBackend) Down(ctx context.Context) error {
-	t.up.Store(false)
-	return t.Backend.Down(ctx)
 }
 
 // onDecision feeds metrics and, in a replay, prints the decision. It runs on

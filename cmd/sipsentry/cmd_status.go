@@ -109,7 +109,7 @@ func (d *daemon) status(ctx context.Context) (any, error) {
 	if d.ari != nil {
 		r.ARI = &ariStatus{Connected: d.ari.Connected(), Events: d.ari.Events(), Contacts: d.ari.Contacts(), Peers: d.ari.Peers()}
 	}
-	fs := &fwStatus{Backend: d.cfg.Firewall.Backend, Mode: d.cfg.Firewall.Mode, Up: d.fw.up.Load()}
+	fs := &fwStatus{Backend: d.cfg.Firewall.Backend, Mode: d.cfg.Firewall.Mode, Up: d.fwUp.Load()}
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	if st, err := d.fw.Status(sctx); err != nil {
 		fs.Error = err.Error()
