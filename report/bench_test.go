@@ -123,24 +123,6 @@ func BenchmarkOfflineReport(b *testing.B) {
 			b.ReportMetric(aggRate/regexpRate, "x_regexp_baseline")
 		}
 	})
-	b.Run("seclog_each_all_cpus+aggregate", func(b *testing.B) {
-		b.SetBytes(int64(len(data)))
-		b.ReportAllocs()
-		for b.Loop() {
-			agg := NewAggregator()
-			if err := seclog.NewReader(bytes.NewReader(data)).Each(runtime.GOMAXPROCS(0), agg.Add); err != nil {
-				b.Fatal(err)
-			}
-			if agg.Events != benchLines {
-				b.Fatalf("%d events", agg.Events)
-			}
-		}
-		rate := perSec(b)
-		b.ReportMetric(rate, "lines/s")
-		if regexpRate > 0 {
-			b.ReportMetric(rate/regexpRate, "x_regexp_baseline")
-		}
-	})
 	if regexpRate > 0 && seclogRate > 0 {
 		b.Logf("seclog %.0f lines/s, with aggregation %.0f lines/s, regexp baseline %.0f lines/s: %.1fx / %.1fx",
 			seclogRate, aggRate, regexpRate, seclogRate/regexpRate, aggRate/regexpRate)

@@ -68,10 +68,10 @@ type Stats struct {
 type Reader struct {
 	br *bufio.Reader
 
-	// Counters of the framing side (the reading goroutine in Each).
+	// Counters of the framing side.
 	lines, records, skipped       int
 	lineGarbage, firstLineGarbage int
-	// Counters of the parsing side (the consuming goroutine in Each).
+	// Counters of the parsing side.
 	events, suspicious          int
 	recGarbage, firstRecGarbage int
 
@@ -82,12 +82,14 @@ type Reader struct {
 	eof         bool
 }
 
-// NewReader returns a Reader on r. It buffers; it does not close r.
+// NewReader returns a Reader on r. It buffers (1 MiB: few read calls on a
+// large file, and memory that does not depend on the file); it does not
+// close r.
 func NewReader(r io.Reader) *Reader {
-	return &Reader{br: bufio.NewReaderSize(r, 64<<10)}
+	return &Reader{br: bufio.NewReaderSize(r, 1<<20)}
 }
 
-// Stats returns the counters so far (after Each: the totals).
+// Stats returns the counters so far.
 func (r *Reader) Stats() Stats {
 	st := Stats{Lines: r.lines, Records: r.records, Events: r.events, Skipped: r.skipped,
 		Suspicious: r.suspicious, Garbage: r.lineGarbage + r.recGarbage}
@@ -99,8 +101,8 @@ func (r *Reader) Stats() Stats {
 }
 
 // frame is one record as the framing hands it on, in stream order: either
-// raw text still to parse (the common case, parsable on another goroutine)
-// or a result the framing already had to compute to find the record's end.
+// raw text still to parse (the common case) or a result the framing
+// already had to compute to find the record's end.
 type frame struct {
 	rec  string // raw record, trailing CR removed; parsed when raw
 	raw  bool
@@ -176,83 +178,10 @@ func (r *Reader) nextFrame() (frame, bool, error) {
 	return f, ok, nil
 }
 
-// Each calls fn for every event in stream order, parsing records on
-// `workers` goroutines while one goroutine reads and frames the stream (the
-// parse is the expensive part; framing and fn stay sequential, so counts
-// that depend on order come out as with Next). fn runs on the calling
-// goroutine. workers <= 1 is the same as a loop over Next.
-func (r *Reader) Each(workers int, fn func(*ami.SecurityEvent)) error {
-	if workers <= 1 {
-		for {
-			ev, err := r.Next()
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			fn(&ev)
-		}
-	}
-	type batch struct {
-		frames []frame
-		err    error
-		done   chan struct{}
-	}
-	const batchSize = 256
-	order := make(chan *batch, 2*workers)
-	work := make(chan *batch, 2*workers)
-	go func() {
-		defer close(work)
-		defer close(order)
-		b := &batch{frames: make([]frame, 0, batchSize), done: make(chan struct{})}
-		for {
-			f, ok, err := r.nextFrame()
-			if ok {
-				b.frames = append(b.frames, f)
-			}
-			if err != nil && !errors.Is(err, io.EOF) {
-				b.err = err
-			}
-			if err != nil || len(b.frames) == batchSize {
-				order <- b
-				work <- b
-				if err != nil {
-					return
-				}
-				b = &batch{frames: make([]frame, 0, batchSize), done: make(chan struct{})}
-			}
-		}
-	}()
-	for range workers {
-		go func() {
-			for b := range work {
-				for i := range b.frames {
-					b.frames[i].parse()
-				}
-				close(b.done)
-			}
-		}()
-	}
-	var firstErr error
-	for b := range order {
-		<-b.done
-		for i := range b.frames {
-			if ev, ok := r.account(&b.frames[i]); ok {
-				fn(&ev)
-			}
-		}
-		if b.err != nil && firstErr == nil {
-			firstErr = b.err
-		}
-	}
-	return firstErr
-}
-
 // readLine returns one physical line without its LF (a CR before the LF is
 // kept: it is part of a value when Asterisk wrote an attacker's CR LF).
-// Over-long lines are truncated to MaxRecordBytes+1 bytes so they are
-// recognised as garbage without being held whole.
+// Lines longer than the buffer are truncated to MaxRecordBytes+1 bytes so
+// they are recognised as garbage without being held whole.
 func (r *Reader) readLine() ([]byte, error) {
 	b, err := r.br.ReadSlice('\n')
 	if errors.Is(err, bufio.ErrBufferFull) {
@@ -287,7 +216,7 @@ func (r *Reader) frameLine(line []byte) (frame, bool) {
 	}
 	if isRecordStart(line) && containsSecurityEvent(line) {
 		// The next record starts: the pending one is final whatever it
-		// parses to, so its parse can happen elsewhere.
+		// parses to.
 		f := r.rawFrame()
 		r.start(line)
 		return f, true

@@ -228,11 +228,16 @@ func readOffline(o sourcesOptions) ([]report.Input, []string, error) {
 			return nil, nil, openError("--from-log", path, err)
 		}
 		r := seclog.NewReader(f)
-		// One goroutine: parsing on all CPUs (Each with more workers) gave
-		// no gain on the shared 2-core test machine and costs memory.
-		if err := r.Each(1, agg.Add); err != nil {
-			f.Close()
-			return nil, nil, fmt.Errorf("sources: %s: %w", path, err)
+		for {
+			ev, err := r.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				f.Close()
+				return nil, nil, fmt.Errorf("sources: %s: %w", path, err)
+			}
+			agg.Add(&ev)
 		}
 		f.Close()
 		st := r.Stats()
