@@ -155,7 +155,7 @@ func Default() *Config {
 			GeoMode: "monitor", MaxFailures: 5, FindTime: Duration(600e9), BanTime: Duration(3600e9),
 			EscalationFactor: 4, MaxBanTime: Duration(7 * 24 * 3600e9),
 			SlowMaxFailures: 20, SlowFindTime: Duration(24 * 3600e9), EnumAccounts: 3,
-			EventRetention: Duration(30 * 24 * 3600e9), MaxSources: 200000,
+			EventRetention: Duration(30 * 24 * 3600e9), MaxSources: 50000,
 		},
 		Push: Push{
 			UserAgents: mustRegexps(`(?i)^Bria Push`, `(?i)^CounterPath Push`),
