@@ -413,7 +413,11 @@ func parseBody(body string) (ami.SecurityEvent, error) {
 		ev.Local, ev.Remote = local, remote
 		ev.SessionID = strings.Clone(sess)
 		if hasAcct {
-			ev.AccountID = strings.Clone(acct)
+			if acct == ami.UnknownAccount { // half of all PJSIP events: no copy
+				ev.AccountID = ami.UnknownAccount
+			} else {
+				ev.AccountID = strings.Clone(acct)
+			}
 		} else {
 			ev.AccountID = strings.Clone(tailAcct)
 		}
