@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/sipsentry/sipsentry/ami"
@@ -175,10 +176,33 @@ func (e *Engine) enqueuePost(f flow) {
 	}
 }
 
+// postBanWalkEvery bounds the conntrack table walks: the addresses banned
+// meanwhile wait for one walk (DropFlowsOf) at most this often. A walk costs
+// 10-30 ms of CPU however few flows it finds (the kernel's conntrack hash is
+// shared by every namespace), so one per ban turned a flood's bans into a
+// tail of tens of milliseconds. The flow each ban's event came over is cut
+// at once (DropFlow); the walk is for the address's other flows (RTP,
+// other ports), which can wait a second.
+const postBanWalkEvery = time.Second
+
+// flowWalk collects the addresses that wait for the next conntrack walk.
+type flowWalk struct {
+	mu      sync.Mutex
+	every   time.Duration // 0: postBanWalkEvery; tests change it
+	pending map[netip.Addr]bool
+	order   []netip.Addr
+	timer   *time.Timer
+	last    time.Time // when the last walk began (real time, not Deps.Now)
+	// running is held for the length of a walk, so that walks never overlap
+	// and walkNow returns only after the walk that took its addresses.
+	running sync.Mutex
+}
+
 // postBan cuts the flows of newly banned addresses: first the flow each
-// ban's event came over (one lookup each, when the backend can), then every
-// other flow of the addresses — in one conntrack pass for the whole batch
-// when the backend can — then hangs up their calls (ARI).
+// ban's event came over (one lookup each, when the backend can), then hangs
+// up their calls (ARI). Every other flow of the addresses is left to the
+// next coalesced conntrack walk (queueWalk), which neither the hang-ups nor
+// the next bans wait for.
 func (e *Engine) postBan(ctx context.Context, batch []flow) {
 	defer func() {
 		for range batch {
@@ -199,17 +223,7 @@ func (e *Engine) postBan(ctx context.Context, batch []flow) {
 	for i, f := range batch {
 		addrs[i] = f.addr
 	}
-	if bd, ok := e.fw.(firewall.BulkFlowDropper); ok && len(addrs) > 1 {
-		if err := bd.DropFlowsOf(ctx, addrs); err != nil {
-			e.log.Warn("engine: dropping conntrack flows failed", "addrs", len(addrs), "err", err)
-		}
-	} else {
-		for _, a := range addrs {
-			if err := e.fw.DropFlows(ctx, a); err != nil {
-				e.log.Warn("engine: dropping conntrack flows failed", "addr", a, "err", err)
-			}
-		}
-	}
+	e.queueWalk(ctx, addrs...)
 	if e.d.Hangup != nil {
 		for _, a := range addrs {
 			hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -219,6 +233,92 @@ func (e *Engine) postBan(ctx context.Context, batch []flow) {
 			cancel()
 		}
 	}
+}
+
+// queueWalk adds addrs to the next conntrack walk and schedules it: at
+// least postBanWalkEvery after the last one began, and a tenth of that after
+// the first address of a quiet spell, so that a burst shares one walk.
+func (e *Engine) queueWalk(ctx context.Context, addrs ...netip.Addr) {
+	w := &e.walk
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.addLocked(addrs)
+	if w.timer != nil || len(w.order) == 0 {
+		return
+	}
+	every := w.every
+	if every <= 0 {
+		every = postBanWalkEvery
+	}
+	delay := max(every-time.Since(w.last), every/10)
+	w.timer = time.AfterFunc(delay, func() {
+		w.mu.Lock()
+		w.timer = nil
+		w.mu.Unlock()
+		// Not cut short by Run's end: the walk is bounded by the kernel.
+		e.walkNow(context.WithoutCancel(ctx))
+	})
+}
+
+func (w *flowWalk) addLocked(addrs []netip.Addr) {
+	if w.pending == nil {
+		w.pending = map[netip.Addr]bool{}
+	}
+	for _, a := range addrs {
+		if a.IsValid() && !w.pending[a] {
+			w.pending[a] = true
+			w.order = append(w.order, a)
+		}
+	}
+}
+
+// walkNow runs the pending conntrack walk at once (after any walk in
+// progress) and returns when every address queued before the call has been
+// walked. Sync uses it so tests and replay see the complete post-ban work;
+// Run's shutdown uses it so no queued address is lost.
+func (e *Engine) walkNow(ctx context.Context) {
+	w := &e.walk
+	w.running.Lock()
+	defer w.running.Unlock()
+	w.mu.Lock()
+	addrs := w.order
+	w.order = nil
+	clear(w.pending)
+	if len(addrs) > 0 {
+		w.last = time.Now()
+	}
+	w.mu.Unlock()
+	if len(addrs) == 0 {
+		return
+	}
+	if bd, ok := e.fw.(firewall.BulkFlowDropper); ok {
+		if err := bd.DropFlowsOf(ctx, addrs); err != nil {
+			e.log.Warn("engine: dropping conntrack flows failed", "addrs", len(addrs), "err", err)
+		}
+		return
+	}
+	for _, a := range addrs {
+		if err := e.fw.DropFlows(ctx, a); err != nil {
+			e.log.Warn("engine: dropping conntrack flows failed", "addr", a, "err", err)
+		}
+	}
+}
+
+// finishWalks is Run's last post-ban step: the addresses whose post-ban
+// work was still queued join the pending walk, which runs now, so a
+// shutdown loses none of them (their hang-ups are skipped).
+func (e *Engine) finishWalks(queued []netip.Addr) {
+	w := &e.walk
+	w.mu.Lock()
+	if w.timer != nil {
+		w.timer.Stop() // walkNow below takes its addresses
+		w.timer = nil
+	}
+	w.addLocked(queued)
+	w.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	e.walkNow(ctx)
 }
 
 // Unban lifts a's ban now (kernel and DB); its offence count stays.

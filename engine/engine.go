@@ -196,6 +196,7 @@ type Engine struct {
 
 	pushQ     chan pushCand
 	postQ     chan flow
+	walk      flowWalk // banned addresses waiting for the next conntrack walk (ban.go)
 	wmu       sync.Mutex
 	wcond     *sync.Cond
 	inQueue   int                 // push candidates and post-ban jobs not yet done

@@ -233,15 +233,20 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 }
 
-// drainQueues releases Sync waiters for work that will not run any more.
+// drainQueues releases Sync waiters for work that will not run any more;
+// the flows of addresses still queued for post-ban work are flushed in the
+// final conntrack walk.
 func (e *Engine) drainQueues() {
+	var queued []netip.Addr
 	for {
 		select {
 		case c := <-e.pushQ:
 			e.finish(c.addr)
-		case <-e.postQ:
+		case f := <-e.postQ:
+			queued = append(queued, f.addr)
 			e.done()
 		default:
+			e.finishWalks(queued)
 			return
 		}
 	}
@@ -370,6 +375,7 @@ func (e *Engine) Sync(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	e.walkNow(ctx) // the coalesced conntrack walk, without waiting for its interval
 	return e.Flush(ctx)
 }
 
