@@ -79,7 +79,6 @@ type snapshot struct {
 	lists   map[listKey]*listState
 	allowed *Index // allowed countries only
 	other   *Index // lists_dir countries that are not allowed (informational)
-	prefix  []netip.Prefix
 }
 
 // Open loads the cached (or lists_dir) lists and the databases. It does no
@@ -114,10 +113,10 @@ func Open(cfg config.Geo, stateDir string, log *slog.Logger) (*Geo, error) {
 		}
 	}
 	var err error
-	if g.country, err = openDB("geo.mmdb", cfg.MMDB, func(s schema) bool { return s == schemaGeoIP2 || s == schemaFlat }, log); err != nil {
+	if g.country, err = openDB("geo.mmdb", cfg.MMDB, g.mmdbCopyDir(), func(s schema) bool { return s == schemaGeoIP2 || s == schemaFlat }, log); err != nil {
 		return nil, err
 	}
-	if g.asn, err = openDB("geo.asn_mmdb", cfg.ASNMMDB, func(s schema) bool { return s == schemaASN }, log); err != nil {
+	if g.asn, err = openDB("geo.asn_mmdb", cfg.ASNMMDB, g.mmdbCopyDir(), func(s schema) bool { return s == schemaASN }, log); err != nil {
 		return nil, err
 	}
 	lists, err := g.loadInitial()
@@ -168,9 +167,10 @@ func (g *Geo) Lookup(a netip.Addr) Verdict {
 }
 
 // AllowedPrefixes returns the normalised prefixes of every allowed country,
-// IPv4 then IPv6 — what the firewall's allow-country set should hold. The
-// slice is shared: do not modify it.
-func (g *Geo) AllowedPrefixes() []netip.Prefix { return g.snap.Load().prefix }
+// IPv4 then IPv6 — what the firewall's allow-country set should hold. It is
+// derived from the index on each call (the daemon needs it only when the
+// lists change), so the caller owns the slice.
+func (g *Geo) AllowedPrefixes() []netip.Prefix { return g.snap.Load().allowed.unionPrefixes() }
 
 // AllowCountries returns the allowed country codes, sorted.
 func (g *Geo) AllowCountries() []string { return slices.Clone(g.allow) }
@@ -193,7 +193,7 @@ func (g *Geo) Lists() []ListInfo {
 	var out []ListInfo
 	for k, l := range g.snap.Load().lists {
 		out = append(out, ListInfo{Name: k.String(), Country: k.cc, Family: k.family(),
-			Allowed: slices.Contains(g.allow, k.cc), Entries: len(l.prefixes), Source: l.meta.Source,
+			Allowed: slices.Contains(g.allow, k.cc), Entries: l.n, Source: l.meta.Source,
 			Verified: l.meta.Verified})
 	}
 	slices.SortFunc(out, func(a, b ListInfo) int { return strings.Compare(a.Name, b.Name) })
@@ -304,23 +304,40 @@ func jitter(d time.Duration) time.Duration {
 	return time.Duration(float64(d) * (0.9 + 0.2*rand.Float64()))
 }
 
-// newSnapshot builds the indexes for one generation of lists.
+// newSnapshot builds the indexes for one generation of lists, straight
+// from the lists' ranges.
 func (g *Geo) newSnapshot(lists map[listKey]*listState) *snapshot {
-	allowed := map[string][]netip.Prefix{}
-	other := map[string][]netip.Prefix{}
+	allowed := map[string]*ccSpans{}
+	other := map[string]*ccSpans{}
 	for k, l := range lists {
+		m := other
 		if slices.Contains(g.allow, k.cc) {
-			allowed[k.cc] = append(allowed[k.cc], l.prefixes...)
-		} else {
-			other[k.cc] = append(other[k.cc], l.prefixes...)
+			m = allowed
 		}
+		c := m[k.cc]
+		if c == nil {
+			c = &ccSpans{}
+			m[k.cc] = c
+		}
+		v4, v6 := l.spans()
+		c.v4 = append(c.v4, v4...)
+		c.v6 = append(c.v6, v6...)
+		c.n += l.n
 	}
-	var all []netip.Prefix
-	for _, ps := range allowed {
-		all = append(all, ps...)
+	return &snapshot{lists: lists, allowed: newIndexSpans(allowed), other: newIndexSpans(other)}
+}
+
+// mmdbCopyDir is where the private copies of the databases are mapped
+// from: the state dir when it exists (never created here: one-shot commands
+// run by a user without it simply read the file into memory).
+func (g *Geo) mmdbCopyDir() string {
+	if g.stateDir == "" {
+		return ""
 	}
-	return &snapshot{lists: lists, allowed: NewIndex(allowed), other: NewIndex(other),
-		prefix: Normalize(all)}
+	if fi, err := os.Stat(g.stateDir); err != nil || !fi.IsDir() {
+		return ""
+	}
+	return g.stateDir
 }
 
 // listsCacheDir is where downloaded lists are kept.

@@ -35,6 +35,32 @@ type Index struct {
 // lists overlap — RIR delegations should not, but hand-made lists may — the
 // alphabetically first code wins, so the answer is deterministic.
 func NewIndex(byCountry map[string][]netip.Prefix) *Index {
+	in := make(map[string]*ccSpans, len(byCountry))
+	for cc, ps := range byCountry {
+		c := &ccSpans{}
+		for _, p := range Normalize(ps) {
+			c.n++
+			if p.Addr().Is4() {
+				c.v4 = append(c.v4, prefixSpan(p))
+			} else {
+				c.v6 = append(c.v6, prefixSpan(p))
+			}
+		}
+		in[cc] = c
+	}
+	return newIndexSpans(in)
+}
+
+// ccSpans is one country's address ranges (any order, may overlap within a
+// family) and its normalised prefix count.
+type ccSpans struct {
+	v4, v6 []span
+	n      int
+}
+
+// newIndexSpans builds an index from ranges, so the daemon never holds a
+// country's prefixes and its ranges at once.
+func newIndexSpans(byCountry map[string]*ccSpans) *Index {
 	ix := &Index{}
 	for cc := range byCountry {
 		ix.names = append(ix.names, cc)
@@ -46,14 +72,13 @@ func NewIndex(byCountry map[string][]netip.Prefix) *Index {
 	}
 	var r4, r6 []tagged
 	for id, cc := range ix.names {
-		for _, p := range Normalize(byCountry[cc]) {
-			ix.prefixes++
-			t := tagged{prefixSpan(p), uint16(id)}
-			if p.Addr().Is4() {
-				r4 = append(r4, t)
-			} else {
-				r6 = append(r6, t)
-			}
+		c := byCountry[cc]
+		ix.prefixes += c.n
+		for _, s := range c.v4 {
+			r4 = append(r4, tagged{s, uint16(id)})
+		}
+		for _, s := range c.v6 {
+			r6 = append(r6, tagged{s, uint16(id)})
 		}
 	}
 	build := func(rs []tagged) []tagged {
@@ -258,6 +283,43 @@ func (ix *Index) find6(v u128) int {
 		return -1
 	}
 	return k
+}
+
+// unionPrefixes returns the fewest prefixes covering every address the index
+// holds, whatever its country: IPv4 then IPv6, each sorted (Normalize of all
+// the lists' prefixes).
+func (ix *Index) unionPrefixes() []netip.Prefix {
+	if ix == nil {
+		return nil
+	}
+	var out []netip.Prefix
+	var cur span
+	open := false
+	flush := func(is4 bool) {
+		if open {
+			out = appendSpanPrefixes(out, cur, is4)
+		}
+		open = false
+	}
+	add := func(s span, is4 bool) {
+		if open {
+			if next, wrapped := cur.last.add1(); !wrapped && next == s.first {
+				cur.last = s.last
+				return
+			}
+			flush(is4)
+		}
+		cur, open = s, true
+	}
+	for i := range ix.v4first {
+		add(span{u128{0, uint64(ix.v4first[i])}, u128{0, uint64(ix.v4last[i])}}, true)
+	}
+	flush(true)
+	for i := range ix.v6first {
+		add(span{ix.v6first[i], ix.v6last[i]}, false)
+	}
+	flush(false)
+	return out
 }
 
 // Countries returns the country codes the index was built from, sorted.

@@ -45,7 +45,7 @@ func (g *Geo) Collect(ch chan<- prometheus.Metric) {
 		if !l.meta.Verified.IsZero() {
 			ch <- prometheus.MustNewConstMetric(g.met.age, prometheus.GaugeValue, now.Sub(l.meta.Verified).Seconds(), k.String())
 		}
-		ch <- prometheus.MustNewConstMetric(g.met.entries, prometheus.GaugeValue, float64(len(l.prefixes)), k.String())
+		ch <- prometheus.MustNewConstMetric(g.met.entries, prometheus.GaugeValue, float64(l.n), k.String())
 	}
 	for _, d := range []*dbFile{g.country, g.asn} {
 		if d == nil || d.path == "" {

@@ -3,10 +3,12 @@ package geo
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/netip"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,6 +44,7 @@ func (s schema) String() string {
 type dbFile struct {
 	setting string // config key, for messages: "geo.mmdb"
 	path    string
+	copyDir string // where a private copy to map is made ("" = read into memory)
 	want    func(schema) bool
 	log     *slog.Logger
 
@@ -92,8 +95,8 @@ func statID(path string) (fileID, error) {
 // openDB opens path for setting. A missing file is not an error (a warning
 // is logged and lookups answer "?"); a file that is not an mmdb of the
 // wanted kind is, naming the setting.
-func openDB(setting, path string, want func(schema) bool, log *slog.Logger) (*dbFile, error) {
-	d := &dbFile{setting: setting, path: path, want: want, log: log}
+func openDB(setting, path, copyDir string, want func(schema) bool, log *slog.Logger) (*dbFile, error) {
+	d := &dbFile{setting: setting, path: path, copyDir: copyDir, want: want, log: log}
 	if path == "" {
 		return d, nil
 	}
@@ -117,13 +120,7 @@ func (d *dbFile) load() (*dbHandle, error) {
 	if !id.regular {
 		return nil, fmt.Errorf("geo: %s = %q is not a regular file: set it to a MaxMind DB (.mmdb) file", d.setting, d.path)
 	}
-	// Read into memory rather than mmap: a replaced file then never needs an
-	// explicit Close racing with concurrent lookups; the GC frees the old one.
-	buf, err := os.ReadFile(d.path)
-	if err != nil {
-		return nil, err
-	}
-	r, err := maxminddb.OpenBytes(buf)
+	r, err := d.openReader()
 	if err != nil {
 		return nil, fmt.Errorf("geo: %s = %q is not a MaxMind DB (.mmdb) file (%v): point it at e.g. GeoLite2-Country.mmdb or dbip-country.mmdb", d.setting, d.path, err)
 	}
@@ -135,6 +132,55 @@ func (d *dbFile) load() (*dbHandle, error) {
 		return nil, fmt.Errorf("geo: %s = %q (database_type %q) is the wrong kind of database: %v", d.setting, d.path, r.Metadata.DatabaseType, err)
 	}
 	return &dbHandle{r: r, schema: s, id: id}, nil
+}
+
+// openReader maps a private, already unlinked copy of the file when copyDir
+// allows, else reads the file into memory.
+//
+// Why a copy: a mapped file's pages count toward RSS only once touched and
+// stay reclaimable page cache, where reading into memory costs the whole
+// file in heap (8 MB for dbip-country). But mapping the admin's file itself
+// is unsafe: `cp new.mmdb geo.mmdb` truncates and rewrites it in place, and a
+// lookup touching a page past the new end would die of SIGBUS. Nobody can
+// reach the unlinked copy, and a replaced database gets a new copy while the
+// old mapping stays valid for lookups still using it; maxminddb unmaps it
+// when its Reader becomes unreachable (lookups keep their handle alive).
+func (d *dbFile) openReader() (*maxminddb.Reader, error) {
+	if d.copyDir != "" {
+		if r, copied, err := mapPrivateCopy(d.path, d.copyDir); copied {
+			return r, err
+		}
+	}
+	buf, err := os.ReadFile(d.path)
+	if err != nil {
+		return nil, err
+	}
+	return maxminddb.OpenBytes(buf)
+}
+
+// mapPrivateCopy copies src into dir, maps the copy and unlinks it. copied
+// is false when the copy could not be made (read-only or missing dir, disk
+// full): the caller then falls back to reading src into memory.
+func mapPrivateCopy(src, dir string) (r *maxminddb.Reader, copied bool, err error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return nil, false, err
+	}
+	defer in.Close()
+	tmp, err := os.CreateTemp(dir, ".sipsentry-mmdb-*")
+	if err != nil {
+		return nil, false, err
+	}
+	defer os.Remove(tmp.Name())
+	_, err = io.Copy(tmp, in)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	r, err = maxminddb.Open(tmp.Name())
+	return r, true, err
 }
 
 // checkReload reopens the file when its identity changed. A broken new file
@@ -223,6 +269,12 @@ func (d *dbFile) country(a netip.Addr) string {
 	if h == nil {
 		return "?"
 	}
+	cc := h.country(a)
+	runtime.KeepAlive(h) // the mapping must outlive every read of it
+	return cc
+}
+
+func (h *dbHandle) country(a netip.Addr) string {
 	res := h.r.Lookup(a)
 	if !res.Found() {
 		return ""
@@ -269,7 +321,9 @@ func (d *dbFile) asn(a netip.Addr) (uint, string) {
 		return 0, ""
 	}
 	var rec asnRecord
-	if err := h.r.Lookup(a).Decode(&rec); err != nil {
+	err := h.r.Lookup(a).Decode(&rec)
+	runtime.KeepAlive(h) // the mapping must outlive every read of it
+	if err != nil {
 		return 0, ""
 	}
 	return rec.Number, rec.Org

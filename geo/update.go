@@ -35,10 +35,65 @@ func (k listKey) family() string {
 // String is the list's name and cache file stem: "jp-ipv4".
 func (k listKey) String() string { return strings.ToLower(k.cc) + "-" + k.family() }
 
-// listState is one last-good list.
+// listState is one last-good list, kept only as its merged address ranges:
+// 8 bytes per IPv4 range, 32 per IPv6 range, where the normalised prefixes
+// cost 32 bytes each (and there are more prefixes than ranges). The index is
+// built from the ranges and prefixes are derived when a diff needs them.
 type listState struct {
-	prefixes []netip.Prefix // normalised
-	meta     listMeta
+	v4   []uint32 // IPv4 list: first, last pairs, sorted and disjoint
+	v6   []span   // IPv6 list: sorted and disjoint
+	n    int      // normalised prefixes
+	meta listMeta
+}
+
+// newListState keeps ps (normalised: sorted, disjoint) as ranges.
+func newListState(ps []netip.Prefix, meta listMeta) *listState {
+	l := &listState{n: len(ps), meta: meta}
+	var v4 []span
+	for _, p := range ps {
+		if p.Addr().Is4() {
+			v4 = append(v4, prefixSpan(p))
+		} else {
+			l.v6 = append(l.v6, prefixSpan(p))
+		}
+	}
+	v4 = mergeSpans(v4)
+	l.v4 = make([]uint32, 0, 2*len(v4))
+	for _, s := range v4 {
+		l.v4 = append(l.v4, uint32(s.first.lo), uint32(s.last.lo))
+	}
+	l.v6 = slices.Clip(mergeSpans(l.v6))
+	return l
+}
+
+// spans returns the list's ranges; IPv4 ones are built fresh.
+func (l *listState) spans() (v4, v6 []span) {
+	v4 = make([]span, 0, len(l.v4)/2)
+	for i := 0; i+1 < len(l.v4); i += 2 {
+		v4 = append(v4, span{u128{0, uint64(l.v4[i])}, u128{0, uint64(l.v4[i+1])}})
+	}
+	return v4, l.v6
+}
+
+// prefixes derives the normalised prefixes (a fresh slice).
+func (l *listState) prefixes() []netip.Prefix {
+	v4, v6 := l.spans()
+	out := make([]netip.Prefix, 0, l.n)
+	for _, s := range v4 {
+		out = appendSpanPrefixes(out, s, true)
+	}
+	for _, s := range v6 {
+		out = appendSpanPrefixes(out, s, false)
+	}
+	return out
+}
+
+// withMeta is the same list with other metadata (the ranges are shared:
+// they are never modified).
+func (l *listState) withMeta(meta listMeta) *listState {
+	c := *l
+	c.meta = meta
+	return &c
 }
 
 // listMeta is kept beside a cached list (<name>.meta.json).
@@ -189,7 +244,7 @@ func (g *Geo) updateTargets() ([]listKey, map[listKey]string, error) {
 func result(k listKey, source string, prev *listState) ListResult {
 	r := ListResult{List: k.String(), Country: k.cc, Family: k.family(), Source: source}
 	if prev != nil {
-		r.Before, r.After = len(prev.prefixes), len(prev.prefixes)
+		r.Before, r.After = prev.n, prev.n
 	}
 	return r
 }
@@ -207,7 +262,7 @@ func accept(r ListResult, prev *listState, ps []netip.Prefix) ListResult {
 		r.Decision = DecisionUpdated
 		return r
 	}
-	r.Added, r.Removed = diffCount(prev.prefixes, ps)
+	r.Added, r.Removed = diffCount(prev.prefixes(), ps)
 	r.Decision = DecisionUpdated
 	if r.Added == 0 && r.Removed == 0 {
 		r.Decision = DecisionUnchanged
@@ -220,12 +275,12 @@ func (g *Geo) validate(prev *listState, ps []netip.Prefix) error {
 	if len(ps) < g.cfg.MinEntries {
 		return fmt.Errorf("only %d entries, fewer than geo.min_entries = %d", len(ps), g.cfg.MinEntries)
 	}
-	if prev != nil && g.cfg.MaxShrink > 0 && len(prev.prefixes) > 0 {
-		floor := float64(len(prev.prefixes)) * (1 - g.cfg.MaxShrink)
+	if prev != nil && g.cfg.MaxShrink > 0 && prev.n > 0 {
+		floor := float64(prev.n) * (1 - g.cfg.MaxShrink)
 		if float64(len(ps)) < floor {
-			drop := 100 * (1 - float64(len(ps))/float64(len(prev.prefixes)))
+			drop := 100 * (1 - float64(len(ps))/float64(prev.n))
 			return fmt.Errorf("shrank from %d to %d entries (-%.0f%%), more than geo.max_shrink = %.0f%%",
-				len(prev.prefixes), len(ps), drop, 100*g.cfg.MaxShrink)
+				prev.n, len(ps), drop, 100*g.cfg.MaxShrink)
 		}
 	}
 	return nil
@@ -279,7 +334,7 @@ func (g *Geo) updateRemote(ctx context.Context, k listKey, prev *listState, dryR
 		if dryRun {
 			return r, nil
 		}
-		nl := &listState{prefixes: prev.prefixes, meta: prev.meta}
+		nl := prev.withMeta(prev.meta)
 		nl.meta.Verified = now
 		if err := g.writeMeta(k, nl.meta); err != nil {
 			g.log.Warn("geo: could not record the list check time", "list", k.String(), "err", err)
@@ -323,7 +378,7 @@ func (g *Geo) updateRemote(ctx context.Context, k listKey, prev *listState, dryR
 		g.log.Error("geo: could not write the list cache; the new list is used but will be downloaded again after a restart",
 			"list", k.String(), "dir", g.listsCacheDir(), "err", err)
 	}
-	return r, &listState{prefixes: ps, meta: meta}
+	return r, newListState(ps, meta)
 }
 
 // errText shortens context errors into something an admin understands.
@@ -343,7 +398,7 @@ func (g *Geo) updateLocal(k listKey, path string, prev *listState) (ListResult, 
 	if err != nil {
 		return kept(r, DecisionRejected, "%v", strings.TrimPrefix(err.Error(), "geo: "))
 	}
-	r = accept(r, prev, l.prefixes)
+	r = accept(r, prev, l.prefixes())
 	return r, l
 }
 
@@ -390,7 +445,7 @@ func (g *Geo) readLocal(k listKey, path string) (*listState, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	ps = Normalize(ps)
-	return &listState{prefixes: ps, meta: listMeta{Source: path, Fetched: fi.ModTime(), Verified: fi.ModTime(), Entries: len(ps)}}, nil
+	return newListState(ps, listMeta{Source: path, Fetched: fi.ModTime(), Verified: fi.ModTime(), Entries: len(ps)}), nil
 }
 
 func (g *Geo) cachePaths(k listKey) (list, meta string) {
@@ -426,7 +481,7 @@ func (g *Geo) readCache(k listKey) (*listState, error) {
 		}
 	}
 	meta.Entries = len(ps)
-	return &listState{prefixes: ps, meta: meta}, nil
+	return newListState(ps, meta), nil
 }
 
 // writeCache stores the list, then its metadata, each atomically.
