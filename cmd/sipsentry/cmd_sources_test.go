@@ -175,22 +175,20 @@ func TestSampleIsTheRecordedLog(t *testing.T) {
 
 // ---- the README's first command and golden output ----
 
+// sampleArgs runs from the repository root with the README's relative
+// paths, so the output (which names the file) does not depend on where the
+// checkout lives.
 func sampleArgs(t *testing.T, extra ...string) []string {
-	root := srcRepoRoot(t)
-	return append([]string{"--from-log", filepath.Join(root, "contrib", "sample", "security.log"),
-		"--lists-dir", filepath.Join(root, "contrib", "sample", "lists")}, extra...)
-}
-
-// stripRoot makes paths in the footer independent of the checkout.
-func stripRoot(t *testing.T, s string) string {
-	return strings.ReplaceAll(s, srcRepoRoot(t)+string(filepath.Separator), "")
+	t.Chdir(srcRepoRoot(t))
+	return append([]string{"--from-log", filepath.Join("contrib", "sample", "security.log"),
+		"--lists-dir", filepath.Join("contrib", "sample", "lists")}, extra...)
 }
 
 func sourcesGolden(t *testing.T, name, got string) {
 	t.Helper()
-	p := filepath.Join("testdata", name)
+	p := filepath.Join(srcRepoRoot(t), "cmd", "sipsentry", "testdata", name)
 	if *updateSourcesGolden {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.WriteFile(p, []byte(got), 0o644); err != nil {
@@ -219,11 +217,12 @@ func TestSourcesSampleGolden(t *testing.T) {
 		{"sources-sample-filtered.table.golden", []string{"--allow", "JP", "--min-failures", "3", "--sort", "failures", "--limit", "4"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			out, errOut, err := runSourcesCmd(t, sampleArgs(t, c.args...)...)
+			args := sampleArgs(t, c.args...)
+			out, errOut, err := runSourcesCmd(t, args...)
 			if err != nil {
 				t.Fatalf("%v\n%s", err, errOut)
 			}
-			sourcesGolden(t, c.name, stripRoot(t, out))
+			sourcesGolden(t, c.name, out)
 		})
 	}
 }
