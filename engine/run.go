@@ -21,12 +21,15 @@ func (e *Engine) forgetAfter() time.Duration {
 }
 
 // Start restores unexpired bans and allows (learned and static) into the
-// kernel, one bulk add per set, and seeds the push hosts. Call it once,
+// kernel (bulk adds: bans in chunks of restoreChunk, streamed from the
+// database), and seeds the push hosts. Call it once,
 // after the firewall is up and before the first Handle.
 func (e *Engine) Start(ctx context.Context) error {
 	now := e.now()
 	nowN := now.UnixNano()
-	var banEntries, allowEntries []firewall.Entry
+	var allowEntries []firewall.Entry
+	var errs []error
+	restored := 0 // bans handed to the kernel
 
 	if st := e.d.Store; st != nil {
 		st.Now = e.now
@@ -38,22 +41,27 @@ func (e *Engine) Start(ctx context.Context) error {
 		e.nextSession = max(e.nextSession, ms)
 		e.mu.Unlock()
 
-		bans, err := st.Bans(ctx)
-		if err != nil {
-			return err
-		}
-		forget := now.Add(-e.forgetAfter())
 		// Longest-running bans first, so that if more are stored than the
 		// set holds (ban_maxelem lowered), the ones left out end soonest.
-		slices.SortFunc(bans, func(x, y state.Ban) int { return y.Until.Compare(x.Until) })
+		// Streamed in chunks into the kernel: building every row and every
+		// set entry first made a 100k-ban restore peak at ~150 MB of heap.
 		maxElem := e.pp().cfg.Firewall.BanMaxElem
-		e.bmu.Lock()
-		for _, b := range bans {
-			if b.Until.Before(forget) {
-				continue
+		chunk := make([]firewall.Entry, 0, restoreChunk)
+		var addErr error
+		flush := func() {
+			if len(chunk) > 0 && addErr == nil {
+				if err := e.fw.Add(ctx, firewall.SetBan, chunk...); err != nil {
+					addErr = err
+				} else {
+					restored += len(chunk)
+				}
 			}
+			chunk = chunk[:0]
+		}
+		err = st.EachBan(ctx, now.Add(-e.forgetAfter()), func(b state.Ban) error {
 			a := b.Addr.Unmap()
 			bi := banInfo{until: b.Until.UnixNano(), offences: int32(b.Offences), monitor: b.Monitor}
+			e.bmu.Lock()
 			if bi.until > nowN && !b.Monitor && e.pp().geoMode != "monitor" {
 				if why := e.neverBanLocked(a); why != "" {
 					e.log.Warn("engine: not restoring a stored ban", "addr", a, "refused_because", why)
@@ -64,16 +72,31 @@ func (e *Engine) Start(ctx context.Context) error {
 				} else {
 					bi.active = true
 					e.activeBans++
-					banEntries = append(banEntries, firewall.Entry{Prefix: prefixOf(a), Timeout: b.Until.Sub(now),
+					chunk = append(chunk, firewall.Entry{Prefix: prefixOf(a), Timeout: b.Until.Sub(now),
 						Comment: sanitize("sipsentry: "+b.Reason, 200)})
 				}
 			}
 			e.bans[a] = bi
+			e.bmu.Unlock()
+			if len(chunk) == cap(chunk) {
+				flush()
+			}
+			return nil
+		})
+		flush()
+		if err != nil {
+			return err
 		}
 		if n := e.fullRefusals.Load(); n > 0 {
 			e.log.Warn("engine: stored bans left out: the ban set is full; raise firewall.ban_maxelem", "left_out", n, "max", maxElem)
 		}
-		e.bmu.Unlock()
+		if addErr != nil {
+			// A full set must not stop the daemon: what fit protects.
+			e.log.Error("engine: restoring bans failed", "restored", restored, "err", addErr)
+			if !errors.Is(addErr, firewall.ErrSetFull) {
+				errs = append(errs, fmt.Errorf("engine: restoring bans (%d restored before the error): %w", restored, addErr))
+			}
+		}
 
 		allows, err := st.LearnedAllows(ctx)
 		if err != nil {
@@ -112,22 +135,12 @@ func (e *Engine) Start(ctx context.Context) error {
 		allowEntries = append(allowEntries, firewall.Entry{Prefix: p, Comment: "sipsentry: static allow"})
 	}
 
-	var errs []error
 	if len(allowEntries) > 0 {
 		if err := e.fw.Add(ctx, firewall.SetAllow, allowEntries...); err != nil {
 			errs = append(errs, fmt.Errorf("engine: restoring %d allow entries: %w", len(allowEntries), err))
 		}
 	}
-	if len(banEntries) > 0 {
-		if err := e.fw.Add(ctx, firewall.SetBan, banEntries...); err != nil {
-			// A full set must not stop the daemon: what fit protects.
-			e.log.Error("engine: restoring bans failed", "bans", len(banEntries), "err", err)
-			if !errors.Is(err, firewall.ErrSetFull) {
-				errs = append(errs, fmt.Errorf("engine: restoring %d bans: %w", len(banEntries), err))
-			}
-		}
-	}
-	e.log.Info("engine: state restored", "bans", len(banEntries), "allows", len(allowEntries), "geo_mode", e.pp().geoMode)
+	e.log.Info("engine: state restored", "bans", restored, "allows", len(allowEntries), "geo_mode", e.pp().geoMode)
 	// Bounded: an unreachable resolver must not hold the first event back.
 	sctx, cancel := context.WithTimeout(ctx, 4*time.Second)
 	defer cancel()
@@ -136,6 +149,11 @@ func (e *Engine) Start(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
+
+// restoreChunk is how many bans Start hands the kernel per bulk add: large
+// enough that 100k bans are a few dozen adds, small enough that the entries
+// and the backend's add script stay well under a megabyte.
+const restoreChunk = 4096
 
 func ns(t time.Time) int64 {
 	if t.IsZero() {

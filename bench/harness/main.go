@@ -574,8 +574,59 @@ func settle(ns *nsHandle, pid int) (rss, hwm int, err error) {
 	rss, hwm, err = procStatus(pid)
 	if err == nil {
 		fmt.Printf("    (pid %d: VmRSS %d kB; %s)\n", pid, rss, heapLine(ns))
+		fmt.Printf("    (%s)\n", rssBreakdown(pid))
 	}
 	return rss, hwm, err
+}
+
+// rssBreakdown sums resident memory per kind of mapping from
+// /proc/PID/smaps: the binary's pages, other files (a mapped mmdb, the
+// SQLite -shm), and anonymous memory split into the Go heap arenas and the
+// rest (SQLite's C allocator in modernc's libc, thread stacks).
+func rssBreakdown(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return "smaps: " + err.Error()
+	}
+	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	sums := map[string]int{}
+	var order []string
+	cur := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 0 {
+			continue
+		}
+		if strings.Contains(f[0], "-") && len(f) >= 5 && !strings.HasSuffix(f[0], ":") {
+			name := "anon"
+			if len(f) >= 6 {
+				name = strings.Join(f[5:], " ")
+			}
+			switch {
+			case name == exe || strings.HasPrefix(name, exe):
+				name = "binary"
+			case strings.HasPrefix(name, "/"):
+				name = filepath.Base(strings.TrimSuffix(name, " (deleted)"))
+			}
+			cur = name
+			if _, ok := sums[cur]; !ok {
+				order = append(order, cur)
+			}
+			continue
+		}
+		if f[0] == "Rss:" && len(f) >= 2 {
+			n, _ := strconv.Atoi(f[1])
+			sums[cur] += n
+		}
+	}
+	slices.SortFunc(order, func(a, b string) int { return sums[b] - sums[a] })
+	var parts []string
+	for _, k := range order {
+		if sums[k] >= 256 {
+			parts = append(parts, fmt.Sprintf("%s %.1f MB", k, float64(sums[k])/1024))
+		}
+	}
+	return "RSS by mapping: " + strings.Join(parts, ", ")
 }
 
 // heapLine scrapes the daemon's Go memory statistics.

@@ -145,6 +145,10 @@ func Open(path string) (*Store, error) {
 	q.Add("_pragma", "busy_timeout(5000)")
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(NORMAL)")
+	// 512 KiB of page cache per connection instead of SQLite's 2 MB: the
+	// daemon's queries are key lookups and one walk over the bans at start,
+	// and the C allocator underneath keeps what the cache once held.
+	q.Add("_pragma", "cache_size(-512)")
 	q.Add("_txlock", "immediate")
 	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
 	if err != nil {
@@ -438,6 +442,49 @@ func (s *Store) Bans(ctx context.Context) ([]Ban, error) {
 	return s.bans(ctx, `SELECT addr, until, offences, reason, created, monitor FROM bans ORDER BY addr`)
 }
 
+// EachBan calls fn for every ban row whose until is at or after since,
+// longest-running first, one row at a time: the daemon restores 100k bans
+// at start without holding them all (as Bans would) beside their kernel
+// entries. An error from fn stops the walk and is returned as is.
+func (s *Store) EachBan(ctx context.Context, since time.Time, fn func(Ban) error) error {
+	rows, err := s.db.QueryContext(ctx, `SELECT addr, until, offences, reason, created, monitor FROM bans WHERE until >= ? ORDER BY until DESC`, since.UnixNano())
+	if err != nil {
+		return fmt.Errorf("state: reading bans: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		b, ok, err := scanBan(rows)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		if err := fn(b); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("state: reading bans: %w", err)
+	}
+	return nil
+}
+
+// scanBan reads one bans row; ok is false for an unparsable address.
+func scanBan(rows *sql.Rows) (b Ban, ok bool, err error) {
+	var addr string
+	var until, created int64
+	if err := rows.Scan(&addr, &until, &b.Offences, &b.Reason, &created, &b.Monitor); err != nil {
+		return Ban{}, false, fmt.Errorf("state: reading bans: %w", err)
+	}
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return Ban{}, false, nil // not ours to fix here; never crash on one bad row
+	}
+	b.Addr, b.Until, b.Created = a, tm(until), tm(created)
+	return b, true, nil
+}
+
 // ActiveBans returns bans whose until is in the future (Store.Now).
 func (s *Store) ActiveBans(ctx context.Context) ([]Ban, error) {
 	return s.bans(ctx, `SELECT addr, until, offences, reason, created, monitor FROM bans WHERE until > ? ORDER BY until`, s.Now().UnixNano())
@@ -451,18 +498,13 @@ func (s *Store) bans(ctx context.Context, q string, args ...any) ([]Ban, error) 
 	defer rows.Close()
 	var out []Ban
 	for rows.Next() {
-		var b Ban
-		var addr string
-		var until, created int64
-		if err := rows.Scan(&addr, &until, &b.Offences, &b.Reason, &created, &b.Monitor); err != nil {
-			return nil, fmt.Errorf("state: reading bans: %w", err)
-		}
-		a, err := netip.ParseAddr(addr)
+		b, ok, err := scanBan(rows)
 		if err != nil {
-			continue // not ours to fix here; never crash a report on one bad row
+			return nil, err
 		}
-		b.Addr, b.Until, b.Created = a, tm(until), tm(created)
-		out = append(out, b)
+		if ok {
+			out = append(out, b)
+		}
 	}
 	return out, rows.Err()
 }
