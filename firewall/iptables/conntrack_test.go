@@ -2,6 +2,7 @@ package iptables
 
 import (
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -72,5 +73,30 @@ func TestWalkDoesNotHoldAdds(t *testing.T) {
 	}
 	if len(fs) != 0 {
 		t.Fatalf("%d flows left after DropFlowsOf", len(fs))
+	}
+}
+
+// TestLowPriority: the walk's thread runs at nice 19; the caller's thread
+// keeps its priority.
+func TestLowPriority(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	before, err := unix.Getpriority(unix.PRIO_PROCESS, unix.Gettid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inside int
+	lowPriority(func() {
+		// The raw syscall returns 20 - nice.
+		inside, err = unix.Getpriority(unix.PRIO_PROCESS, unix.Gettid())
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inside != 20-19 {
+		t.Errorf("walk thread at getpriority %d, want %d (nice 19)", inside, 20-19)
+	}
+	if after, _ := unix.Getpriority(unix.PRIO_PROCESS, unix.Gettid()); after != before {
+		t.Errorf("caller's priority changed from %d to %d", before, after)
 	}
 }

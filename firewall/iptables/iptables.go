@@ -1181,14 +1181,35 @@ func (b *Backend) DropFlowsOf(ctx context.Context, addrs []netip.Addr) error {
 		byFam[fam][a] = true
 	}
 	for fam, f := range byFam {
+		var err error
 		b.walkMu.Lock()
-		_, err := b.ctWalker.ConntrackDeleteFilters(netlink.ConntrackTable, fam, f)
+		lowPriority(func() { _, err = b.ctWalker.ConntrackDeleteFilters(netlink.ConntrackTable, fam, f) })
 		b.walkMu.Unlock()
 		if err != nil {
 			return fmt.Errorf("iptables: delete conntrack entries of %d addresses: %w (is nf_conntrack_netlink loaded?)", len(f), err)
 		}
 	}
 	return nil
+}
+
+// lowPriority runs f on an OS thread of its own at nice 19. A conntrack
+// walk is background work, and the kernel does it in the context of the
+// thread that reads the dump: 10-40 ms of CPU over the whole conntrack hash
+// (shared by every namespace) that should not take a core from the ban path
+// on a small machine. Nice 19 rather than SCHED_IDLE: on a busy host the
+// walk must still finish in about a second. The socket was opened earlier,
+// so the thread's namespace does not matter.
+func lowPriority(f func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// Never unlocked: the thread ends with this goroutine, so its
+		// priority never reaches other goroutines.
+		runtime.LockOSThread()
+		_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 19) // a thread, on Linux; best effort
+		f()
+	}()
+	<-done
 }
 
 // DropFlow deletes one conntrack entry by its original tuple: a hash
