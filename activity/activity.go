@@ -119,11 +119,15 @@ type Source struct {
 // pair that one request produced).
 func (s *Source) Observe(ev *ami.SecurityEvent, at time.Time) (Kind, bool) {
 	k := Classify(ev)
-	if s.FirstSeen.IsZero() || at.Before(s.FirstSeen) {
-		s.FirstSeen = at
-	}
-	if at.After(s.LastSeen) {
-		s.LastSeen = at
+	// A forged event block may carry no time at all: it must not reset
+	// FirstSeen to the zero time.
+	if !at.IsZero() {
+		if s.FirstSeen.IsZero() || at.Before(s.FirstSeen) {
+			s.FirstSeen = at
+		}
+		if at.After(s.LastSeen) {
+			s.LastSeen = at
+		}
 	}
 	if ev.Service != "" {
 		s.LastService = ev.Service

@@ -132,7 +132,8 @@ func commonSlot(k string) int {
 // come from the last. Time/SessionTV are zero when absent or unparsable. Suspicion is set (reasons joined by "; ") when any key repeats, or
 // the block lacks Privilege "security", EventTV, Severity, Service,
 // EventVersion, SessionID, LocalAddress, RemoteAddress, or AccountID
-// (optional for RequestBadFormat only). Every other header goes to Fields in
+// (optional for RequestBadFormat only), or when a value carries a forged
+// "…Address=" key. Every other header goes to Fields in
 // wire order, repeats included.
 func ParseSecurityEvent(m *Message) (SecurityEvent, error) {
 	var first, last [nCommon]int
@@ -223,6 +224,13 @@ func ParseSecurityEvent(m *Message) (SecurityEvent, error) {
 	if remoteErr != nil {
 		why = append(why, "unparsable last RemoteAddress")
 	}
+	// A forged address inside a value (s9-01: a Call-ID carrying
+	// `",RemoteAddress="IPV4/UDP/6.6.6.6/5060`) fools no parser of ours, but
+	// it is an injection attempt all the same; the security log reader
+	// applies the same rule, so both sources agree.
+	if r := ForgedValue(&ev); r != "" {
+		why = append(why, r)
+	}
 	if len(why) > 0 {
 		ev.Suspicion = strings.Join(why, "; ")
 	}
@@ -230,6 +238,35 @@ func ParseSecurityEvent(m *Message) (SecurityEvent, error) {
 		return ev, ErrNoSource
 	}
 	return ev, nil
+}
+
+// ForgedValue returns why one of ev's attacker-controlled values (AccountID,
+// SessionID, event-specific fields such as Challenge and Response) is shaped
+// like an injection — a line break, or an Asterisk address key, which no
+// Call-ID, account name, nonce or digest legitimately holds — or "".
+func ForgedValue(ev *SecurityEvent) string {
+	if r := forged("AccountID", ev.AccountID); r != "" {
+		return r
+	}
+	if r := forged("SessionID", ev.SessionID); r != "" {
+		return r
+	}
+	for _, f := range ev.Fields {
+		if r := forged(f.Key, f.Value); r != "" {
+			return r
+		}
+	}
+	return ""
+}
+
+func forged(key, v string) string {
+	switch {
+	case strings.ContainsAny(v, "\r\n"):
+		return "line break in " + key
+	case strings.Contains(v, "Address=") || strings.Contains(v, "Address: "):
+		return "address forged in " + key
+	}
+	return ""
 }
 
 // repeatedField returns the first key that occurs twice in fs, or "".

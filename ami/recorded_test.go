@@ -462,7 +462,11 @@ func TestRecordedS9Injection(t *testing.T) {
 	// From the README's s9 table: which rows put a repeated key or a split
 	// into the AMI bytes. s9-01..05 keep their injection inside one SessionID
 	// value; s9-07..09 inside one AccountID value.
-	suspicious := map[string]bool{"s9-10": true, "s9-11": true}
+	// Structural evidence (s9-10: a repeated RemoteAddress header; s9-11: a
+	// forged block) and forged address keys inside values (Call-ID in
+	// s9-01..05, From user in s9-07..09, digest Response/nonce in s9-17/18).
+	suspicious := map[string]bool{"s9-01": true, "s9-02": true, "s9-03": true, "s9-04": true, "s9-05": true,
+		"s9-07": true, "s9-08": true, "s9-09": true, "s9-10": true, "s9-11": true, "s9-17": true, "s9-18": true}
 	fake := netip.MustParseAddr("6.6.6.6")
 	total := map[string]int{}
 	for _, row := range rows {
@@ -580,7 +584,7 @@ func TestRecordedS9Details(t *testing.T) {
 		t.Errorf("s9-22: %+v", e)
 	}
 	// s9-17: the injection sits in Response, after the true RemoteAddress.
-	if e := find(5106, ami.EventChallengeResponseFailed); len(e) != 1 || e[0].Field("Response") != `abc\",RemoteAddress=\"IPV4/UDP/6.6.6.6/5060` || e[0].Suspicion != "" {
+	if e := find(5106, ami.EventChallengeResponseFailed); len(e) != 1 || e[0].Field("Response") != `abc\",RemoteAddress=\"IPV4/UDP/6.6.6.6/5060` || e[0].Suspicion != "address forged in Response" {
 		t.Errorf("s9-17: %+v", e)
 	}
 	// s9-24: SessionID of 411 characters, not cut.

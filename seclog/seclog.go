@@ -25,8 +25,9 @@
 //
 // Suspicion, in the AMI parser's terms: "repeated RemoteAddress" when a
 // second RemoteAddress key (or LocalAddress/RemoteAddress pair) appears in a
-// record, "line break in <Key>" when a value holds CR or LF (on AMI those
-// bytes split headers and messages).
+// record, otherwise ami.ForgedValue's reason: a line break in a value (on
+// AMI those bytes split headers and messages) or an address key forged
+// inside one.
 //
 // It must never attribute an event to an address that appears only inside
 // an attacker-controlled value, and never read a whole file into memory.
@@ -448,24 +449,10 @@ func parseBody(body string) (ami.SecurityEvent, error) {
 // RemoteAddress key there is a second one (after the genuine pair the tail
 // parser already refuses it).
 func suspicion(ev *ami.SecurityEvent, prefix string, pairs int) string {
-	switch {
-	case pairs > 1 || strings.Contains(prefix, `RemoteAddress="`):
+	if pairs > 1 || strings.Contains(prefix, `RemoteAddress="`) {
 		return "repeated RemoteAddress"
-	case hasLineBreak(ev.AccountID):
-		return "line break in AccountID"
-	case hasLineBreak(ev.SessionID):
-		return "line break in SessionID"
 	}
-	for _, f := range ev.Fields {
-		if hasLineBreak(f.Value) {
-			return "line break in " + f.Key
-		}
-	}
-	return ""
-}
-
-func hasLineBreak(s string) bool {
-	return strings.IndexByte(s, '\n') >= 0 || strings.IndexByte(s, '\r') >= 0
+	return ami.ForgedValue(ev)
 }
 
 // parsePair reads `<local>",RemoteAddress="<remote>"` and returns what

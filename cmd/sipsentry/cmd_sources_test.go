@@ -274,6 +274,29 @@ func TestSourcesSampleCountries(t *testing.T) {
 	}
 }
 
+// The log and the AMI capture of the same s9 session must agree on who
+// tried to inject and how often.
+func TestSourcesInjectionLogAndAMIAgree(t *testing.T) {
+	count := func(args ...string) int {
+		rows, _ := sourcesJSON(t, args...)
+		for _, r := range rows {
+			if r.IP == "6.6.6.6" {
+				t.Fatalf("%v: a row for 6.6.6.6", args)
+			}
+			if r.IP == "127.0.0.13" {
+				return r.Injection
+			}
+		}
+		t.Fatalf("%v: no row for 127.0.0.13", args)
+		return 0
+	}
+	fromLog := count("--from-log", srcShared(t, "asterisk/security-s9-injection.log"))
+	fromAMI := count("--from-ami", srcShared(t, "asterisk/ami-s9-injection.raw"))
+	if fromLog != 16 || fromAMI != 16 {
+		t.Fatalf("injection events: log %d, AMI %d; want 16 from both", fromLog, fromAMI)
+	}
+}
+
 // The s9 recording through the CLI: 40 PJSIP events for 127.0.0.13, one AMI
 // login for 127.0.0.1, nothing for 6.6.6.6.
 func TestSourcesInjectionLog(t *testing.T) {
@@ -284,7 +307,9 @@ func TestSourcesInjectionLog(t *testing.T) {
 	for _, r := range rows {
 		switch r.IP {
 		case "127.0.0.13":
-			if r.Status != "flagged" || r.Injection != 12 {
+			// 16 events carry a forged key: s9-01..05 (Call-ID), s9-07..09
+			// (From user), s9-10/11 (CR LF), s9-17/18 (digest fields).
+			if r.Status != "flagged" || r.Injection != 16 {
 				t.Errorf("127.0.0.13: %+v", r)
 			}
 		case "127.0.0.1":
@@ -295,7 +320,7 @@ func TestSourcesInjectionLog(t *testing.T) {
 			t.Errorf("unexpected row %+v", r)
 		}
 	}
-	if !strings.Contains(errOut, "45 lines, 41 events, 0 garbage, 12 with injection evidence") {
+	if !strings.Contains(errOut, "45 lines, 41 events, 0 garbage, 16 with injection evidence") {
 		t.Errorf("summary on stderr: %q", errOut)
 	}
 }
