@@ -55,6 +55,8 @@ func main() {
 	flag.BoolVar(&useMMDB, "mmdb", true, "for -rss: load dbip-country.mmdb")
 	flag.StringVar(&onlyCountries, "countries", "", "for -rss: comma-separated country codes to allow (default: every shipped list)")
 	bin := flag.String("bin", "", "sipsentry binary for -rss (default: go build)")
+	binBefore := flag.String("bin-before", "", "for -rss: also measure this binary first, in the same run (e.g. a build of the previous commit), and print both")
+	flag.DurationVar(&settleFor, "settle", 10*time.Second, "for -rss: idle time before reading the RSS")
 	flag.Parse()
 	if !*lat && !*rss {
 		*lat, *rss = true, true
@@ -68,8 +70,20 @@ func main() {
 		}
 	}
 	if *rss {
-		if err := rssRun(*bin, *nrss); err != nil {
+		var before *rssResult
+		if *binBefore != "" {
+			r, err := rssRun(*binBefore, *nrss)
+			if err != nil {
+				fatal("harness: rss (before): %v", err)
+			}
+			before = &r
+		}
+		after, err := rssRun(*bin, *nrss)
+		if err != nil {
 			fatal("harness: rss: %v", err)
+		}
+		if before != nil {
+			printRSSCompare(*before, after)
 		}
 	}
 }
@@ -451,7 +465,36 @@ var (
 	feedN         int
 	onlyCountries string
 	useMMDB       bool
+	settleFor     time.Duration
 )
+
+// rssResult is one binary's VmRSS (kB) in each state.
+type rssResult struct {
+	bin                             string
+	idle, lists, restored, live     int
+	idleHWM, listsHWM, restHWM, hwm int
+}
+
+// printRSSCompare prints two binaries' figures side by side, as ratios to
+// each one's idle baseline and to the 30 MB goal.
+func printRSSCompare(b, a rssResult) {
+	mb := func(kb int) float64 { return float64(kb) / 1024 }
+	fmt.Printf("\nRSS before (%s) / after (%s), same run; MB, x idle, x 30 MB goal\n", b.bin, a.bin)
+	for _, r := range []struct {
+		name       string
+		b, a       int
+		bIdle, aId int
+	}{
+		{"idle", b.idle, a.idle, b.idle, a.idle},
+		{"+lists+mmdb", b.lists, a.lists, b.idle, a.idle},
+		{"+100k bans restored", b.restored, a.restored, b.idle, a.idle},
+		{"+live bans", b.live, a.live, b.idle, a.idle},
+	} {
+		fmt.Printf("  %-20s before %5.1f MB (%.2fx idle, %.2fx goal)  after %5.1f MB (%.2fx idle, %.2fx goal)  after/before %.2f\n",
+			r.name, mb(r.b), float64(r.b)/float64(r.bIdle), mb(r.b)/30, mb(r.a), float64(r.a)/float64(r.aId), mb(r.a)/30, float64(r.a)/float64(r.b))
+	}
+	fmt.Printf("  %-20s before %5.1f MB  after %5.1f MB\n", "peak (VmHWM)", mb(b.hwm), mb(a.hwm))
+}
 
 func repoRoot() (string, error) {
 	dir, err := os.Getwd()
@@ -567,10 +610,10 @@ listen = "127.0.0.1:9468"
 	return d, nil
 }
 
-// settle waits for the daemon to go idle, then reads its RSS and, from its
+// settle waits (-settle) for the daemon to go idle, then reads its RSS and, from its
 // /metrics, the Go heap in use (what the RSS is made of).
 func settle(ns *nsHandle, pid int) (rss, hwm int, err error) {
-	time.Sleep(3 * time.Second)
+	time.Sleep(settleFor)
 	rss, hwm, err = procStatus(pid)
 	if err == nil {
 		fmt.Printf("    (pid %d: VmRSS %d kB; %s)\n", pid, rss, heapLine(ns))
@@ -658,24 +701,24 @@ func heapLine(ns *nsHandle) string {
 	return strings.Join(parts, ", ")
 }
 
-func rssRun(bin string, nbans int) error {
+func rssRun(bin string, nbans int) (res rssResult, err error) {
 	root, err := repoRoot()
 	if err != nil {
-		return err
+		return res, err
 	}
 	if bin == "" {
 		bin = filepath.Join(os.TempDir(), "sipsentry-bench-bin")
 		cmd := exec.Command("go", "build", "-o", bin, "./cmd/sipsentry")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build: %v: %s", err, out)
+			return res, fmt.Errorf("go build: %v: %s", err, out)
 		}
 	}
 	geoDir := filepath.Join(root, "..", "shared", "testdata", "geo")
 	var ccs []string
 	ents, err := os.ReadDir(geoDir)
 	if err != nil {
-		return err
+		return res, err
 	}
 	for _, e := range ents {
 		if cc, ok := strings.CutSuffix(e.Name(), "-ipv4-aggregated.txt"); ok {
@@ -689,24 +732,24 @@ func rssRun(bin string, nbans int) error {
 	// Baseline: the same daemon with no lists, no mmdb and no bans.
 	ns0, err := newNS()
 	if err != nil {
-		return err
+		return res, err
 	}
 	defer ns0.delete()
 	dir0, _ := os.MkdirTemp("", "sstbench-rss0-")
 	defer os.RemoveAll(dir0)
 	d0, err := startDaemon(ns0, bin, dir0, "[engine]\ngeo_mode = \"monitor\"\n")
 	if err != nil {
-		return err
+		return res, err
 	}
 	rss0, hwm0, err := settle(ns0, d0.cmd.Process.Pid)
 	d0.stop()
 	if err != nil {
-		return err
+		return res, err
 	}
 
 	ns, err := newNS()
 	if err != nil {
-		return err
+		return res, err
 	}
 	defer ns.delete()
 	dir, _ := os.MkdirTemp("", "sstbench-rss-")
@@ -725,12 +768,12 @@ geo_mode = "strict"
 `, strings.Join(ccs, ", "), geoDir, mmdbPath)
 	d, err := startDaemon(ns, bin, dir, extra)
 	if err != nil {
-		return err
+		return res, err
 	}
 	rssLists, hwmLists, err := settle(ns, d.cmd.Process.Pid)
 	d.stop()
 	if err != nil {
-		return err
+		return res, err
 	}
 
 	// nbans bans in the state DB (foreign 2001:db8::/32 sources), restored
@@ -739,7 +782,7 @@ geo_mode = "strict"
 	// times nbans.
 	st, err := state.Open(filepath.Join(dir, "state", "sipsentry.db"))
 	if err != nil {
-		return err
+		return res, err
 	}
 	now := time.Now()
 	b := &state.Batch{}
@@ -750,20 +793,20 @@ geo_mode = "strict"
 	err = st.Apply(context.Background(), b)
 	st.Close()
 	if err != nil {
-		return err
+		return res, err
 	}
 	d, err = startDaemon(ns, bin, dir, extra)
 	if err != nil {
-		return err
+		return res, err
 	}
 	defer d.stop()
 	pid := d.cmd.Process.Pid
 	rssRestored, hwmRestored, err := settle(ns, pid)
 	if err != nil {
-		return err
+		return res, err
 	}
 	if c, _ := setCount(ns, "sipsentry-ban-v6"); c < nbans {
-		return fmt.Errorf("restored %d of %d bans into the kernel", c, nbans)
+		return res, fmt.Errorf("restored %d of %d bans into the kernel", c, nbans)
 	}
 	// Then live traffic: feed more InvalidAccountIDs from new foreign
 	// sources (geo_mode strict bans each at its first failure), in chunks
@@ -780,13 +823,13 @@ geo_mode = "strict"
 		for {
 			c, err := setCount(ns, "sipsentry-ban-v6")
 			if err != nil {
-				return err
+				return res, err
 			}
 			if c >= want {
 				break
 			}
 			if time.Since(start) > 15*time.Minute {
-				return fmt.Errorf("only %d of %d bans after 15 min", c, want)
+				return res, fmt.Errorf("only %d of %d bans after 15 min", c, want)
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -794,13 +837,13 @@ geo_mode = "strict"
 	feed := time.Since(start)
 	rssBans, hwmBans, err := settle(ns, pid)
 	if err != nil {
-		return err
+		return res, err
 	}
 	cnt, _ := setCount(ns, "sipsentry-ban-v6")
 	cc, _ := setCount(ns, "sipsentry-allow-cc-v4")
 	cc6, _ := setCount(ns, "sipsentry-allow-cc-v6")
 	mb := func(kb int) string { return fmt.Sprintf("%.1f MB", float64(kb)/1024) }
-	fmt.Printf("RSS of `sipsentry run` (VmRSS, after 3 s idle; VmHWM = peak)\n")
+	fmt.Printf("RSS of `sipsentry run` %s (VmRSS, after %v idle; VmHWM = peak)\n", filepath.Base(bin), settleFor)
 	fmt.Printf("  baseline (no lists, no mmdb, no bans):         RSS %s  peak %s\n", mb(rss0), mb(hwm0))
 	fmt.Printf("  %d countries' lists (%d v4 + %d v6 prefixes in allow-cc), mmdb %q: RSS %s  peak %s  (%.2fx baseline)\n",
 		len(ccs), cc, cc6, filepath.Base(mmdbPath), mb(rssLists), mb(hwmLists), float64(rssLists)/float64(rss0))
@@ -808,5 +851,6 @@ geo_mode = "strict"
 		nbans, mb(rssRestored), mb(hwmRestored), float64(rssRestored)/float64(rss0), rssRestored <= 30*1024)
 	fmt.Printf("  + %d more bans from live AMI events (%d in the kernel set, fed in %v): RSS %s  peak %s  (%.2fx baseline; goal <= 30 MB: %v)\n",
 		feedN, cnt, feed.Round(time.Second), mb(rssBans), mb(hwmBans), float64(rssBans)/float64(rss0), rssBans <= 30*1024)
-	return nil
+	return rssResult{bin: filepath.Base(bin), idle: rss0, lists: rssLists, restored: rssRestored, live: rssBans,
+		idleHWM: hwm0, listsHWM: hwmLists, restHWM: hwmRestored, hwm: hwmBans}, nil
 }
