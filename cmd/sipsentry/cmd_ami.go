@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/internal/config"
+	"github.com/sipsentry/sipsentry/internal/daemon"
 )
 
 func newAMICommand(g *globalOptions) *cobra.Command {
@@ -55,25 +55,6 @@ retried with backoff until Ctrl-C.`,
 	return cmd
 }
 
-// amiClientConfig builds the client settings shared by the commands that talk
-// to AMI. The secret is passed in, read once by the caller.
-func amiClientConfig(c *config.Config, secret string, log *slog.Logger) (ami.ClientConfig, error) {
-	cc := ami.ClientConfig{
-		Address: c.AMI.Address, Username: c.AMI.Username, Secret: secret,
-		MD5: c.AMI.Auth == "md5", Events: "security,system",
-		PingInterval: c.AMI.PingInterval.D(), Timeout: c.AMI.Timeout.D(), ReconnectMax: c.AMI.ReconnectMax.D(),
-		Logger: log,
-	}
-	if c.AMI.TLS {
-		tc, err := ami.TLSConfig(c.AMI.TLSCA, c.AMI.TLSServerName)
-		if err != nil {
-			return cc, usageError{err}
-		}
-		cc.TLS = tc
-	}
-	return cc, nil
-}
-
 func runAMITail(ctx context.Context, o amiTailOptions, g *globalOptions, cmd *cobra.Command) error {
 	cfg, err := g.loadConfig(cmd, false)
 	if err != nil {
@@ -87,7 +68,10 @@ func runAMITail(ctx context.Context, o amiTailOptions, g *globalOptions, cmd *co
 		return err
 	}
 	log := g.logger(cfg)
-	cc, err := amiClientConfig(cfg, secret, log)
+	cc, err := daemon.AMIClientConfig(cfg, secret, log)
+	if errors.Is(err, daemon.ErrConfig) {
+		return usageError{err}
+	}
 	if err != nil {
 		return err
 	}

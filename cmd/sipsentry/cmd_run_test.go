@@ -1,57 +1,33 @@
 package main
 
 import (
-	"net/netip"
+	"bytes"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
 	"testing"
-	"time"
-
-	"github.com/sipsentry/sipsentry/ami"
-	"github.com/sipsentry/sipsentry/geo"
 )
 
-func TestRecentEventsKeepsTheNewestFirst(t *testing.T) {
-	r := newRecentEvents(3)
-	t0 := time.Date(2026, 11, 25, 13, 12, 0, 0, time.UTC)
-	for i := range 5 {
-		ev := ami.SecurityEvent{Type: ami.EventInvalidAccountID, Service: "PJSIP", AccountID: string(rune('a' + i)),
-			Remote: ami.Address{Transport: "UDP", AddrPort: netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(i)}), 5060)}}
-		r.add(ev, t0.Add(time.Duration(i)*time.Second))
-	}
-	got := r.list()
-	if len(got) != 3 {
-		t.Fatalf("kept %d events, want the last 3", len(got))
-	}
-	for i, want := range []string{"203.0.113.4", "203.0.113.3", "203.0.113.2"} {
-		if got[i].Source != want {
-			t.Errorf("event %d is from %s, want %s (newest first)", i, got[i].Source, want)
-		}
-	}
-	if got[0].Account != "e" || !got[0].Time.Equal(t0.Add(4*time.Second)) {
-		t.Errorf("newest = %+v", got[0])
-	}
-}
+// The daemon is tested in internal/daemon and, end to end, in e2e; this
+// checks the command's wiring: the daemon's configuration errors exit 2.
+func TestRunConfigErrorsAreUsageErrors(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "sipsentry.toml")
+	writeFile(t, cfg, fmt.Sprintf("state_dir = %q\n[firewall]\nbackend = \"dry-run\"\n[metrics]\nlisten = \"\"\n", filepath.Join(dir, "state")), 0o600)
+	missing := filepath.Join(dir, "missing.cap")
 
-func TestListsFingerprintIgnoresListsNotAllowed(t *testing.T) {
-	v := time.Unix(1764076000, 0)
-	a := []geo.ListInfo{{Name: "jp-ipv4", Allowed: true, Entries: 10, Verified: v}, {Name: "cn-ipv4", Entries: 5, Verified: v}}
-	b := []geo.ListInfo{{Name: "jp-ipv4", Allowed: true, Entries: 10, Verified: v}, {Name: "cn-ipv4", Entries: 6, Verified: v.Add(time.Hour)}}
-	if listsFingerprint(a) != listsFingerprint(b) {
-		t.Error("a change in a list that is not allowed changed the fingerprint")
+	root := newRootCommand()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs([]string{"--config", cfg, "--log-level", "error", "run", "--replay", missing})
+	err := root.ExecuteContext(t.Context())
+	var ue usageError
+	if !errors.As(err, &ue) {
+		t.Fatalf("run --replay <missing> = %v (%T), want a usageError (exit 2)", err, err)
 	}
-	c := []geo.ListInfo{{Name: "jp-ipv4", Allowed: true, Entries: 11, Verified: v}}
-	d := []geo.ListInfo{{Name: "jp-ipv4", Allowed: true, Entries: 10, Verified: v.Add(time.Hour)}}
-	if listsFingerprint(a) == listsFingerprint(c) || listsFingerprint(a) == listsFingerprint(d) {
-		t.Error("a changed or refreshed allowed list kept the fingerprint")
-	}
-}
-
-func TestOtherEventLabelIsBounded(t *testing.T) {
-	for in, want := range map[string]string{
-		"ContactStatus": "ContactStatus", "FullyBooted": "FullyBooted",
-		"x\",RemoteAddress=\"IPV4/UDP/6.6.6.6/50": "other", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA": "other",
-	} {
-		if got := otherEventLabel(in); got != want {
-			t.Errorf("otherEventLabel(%q) = %q, want %q", in, got, want)
-		}
+	if !strings.Contains(err.Error(), "run: --replay: ") || !strings.Contains(err.Error(), "missing.cap") {
+		t.Errorf("message %q does not name the flag and the file", err)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -15,9 +14,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sipsentry/sipsentry/engine"
 	"github.com/sipsentry/sipsentry/firewall"
-	"github.com/sipsentry/sipsentry/internal/ariwatch"
+	"github.com/sipsentry/sipsentry/internal/daemon"
 	"github.com/sipsentry/sipsentry/internal/state"
 )
 
@@ -44,111 +42,19 @@ state database holds, and exits with status 1.`,
 	return cmd
 }
 
-// statusReport is the daemon's /status document and what `status --json` prints.
-type statusReport struct {
-	Running        bool           `json:"running"`
-	Version        string         `json:"version,omitempty"`
-	PID            int            `json:"pid,omitempty"`
-	Started        time.Time      `json:"started,omitzero"`
-	Replay         string         `json:"replay,omitempty"`
-	Config         string         `json:"config,omitempty"`
-	GeoMode        string         `json:"geo_mode,omitempty"`
-	AllowCountries []string       `json:"allow_countries,omitempty"`
-	AMI            *amiStatus     `json:"ami,omitempty"`
-	ARI            *ariStatus     `json:"ari,omitempty"`
-	Firewall       *fwStatus      `json:"firewall,omitempty"`
-	Lists          []listStatus   `json:"lists,omitempty"`
-	Engine         *engine.Status `json:"engine,omitempty"`
-	LastEvents     []RecentEvent  `json:"last_events,omitempty"`
-	DB             *state.Summary `json:"db,omitempty"`
-	Bans           []state.Ban    `json:"bans,omitempty"` // only when the daemon is not running
-	Error          string         `json:"error,omitempty"`
-}
-
-type amiStatus struct {
-	Address       string `json:"address"`
-	Connected     bool   `json:"connected"`
-	Logins        uint64 `json:"logins"`
-	Events        uint64 `json:"events"`
-	EventsDropped uint64 `json:"events_dropped"`
-}
-
-type ariStatus struct {
-	Connected bool                    `json:"connected"`
-	Events    uint64                  `json:"events"`
-	Contacts  []ariwatch.ContactState `json:"contacts"`
-	Peers     []ariwatch.PeerState    `json:"peers"`
-}
-
-type fwStatus struct {
-	Backend string             `json:"backend"`
-	Mode    string             `json:"mode"`
-	Up      bool               `json:"up"`
-	Sets    []firewall.SetInfo `json:"sets,omitempty"`
-	Error   string             `json:"error,omitempty"`
-}
-
-type listStatus struct {
-	Name       string    `json:"name"`
-	Allowed    bool      `json:"allowed"`
-	Entries    int       `json:"entries"`
-	Source     string    `json:"source"`
-	Verified   time.Time `json:"verified,omitzero"`
-	AgeSeconds float64   `json:"age_seconds"`
-}
-
-// status builds the daemon's /status document.
-func (d *daemon) status(ctx context.Context) (any, error) {
-	r := statusReport{Running: true, Version: versionString(), PID: os.Getpid(), Started: d.started.UTC(),
-		Replay: d.replay, Config: d.cfgPath, AllowCountries: d.geo.AllowCountries()}
-	if d.amiC != nil {
-		st := d.amiC.Stats()
-		r.AMI = &amiStatus{Address: d.cfg.AMI.Address, Connected: d.amiC.Connected(), Logins: st.Logins,
-			Events: st.Events, EventsDropped: st.EventsDropped}
-	}
-	if d.ari != nil {
-		r.ARI = &ariStatus{Connected: d.ari.Connected(), Events: d.ari.Events(), Contacts: d.ari.Contacts(), Peers: d.ari.Peers()}
-	}
-	fs := &fwStatus{Backend: d.cfg.Firewall.Backend, Mode: d.cfg.Firewall.Mode, Up: d.fwUp.Load()}
-	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	if st, err := d.fw.Status(sctx); err != nil {
-		fs.Error = err.Error()
-	} else {
-		fs.Sets = st.Sets
-	}
-	cancel()
-	r.Firewall = fs
-	now := time.Now()
-	for _, l := range d.geo.Lists() {
-		ls := listStatus{Name: l.Name, Allowed: l.Allowed, Entries: l.Entries, Source: l.Source, Verified: l.Verified.UTC()}
-		if !l.Verified.IsZero() {
-			ls.AgeSeconds = now.Sub(l.Verified).Seconds()
-		}
-		r.Lists = append(r.Lists, ls)
-	}
-	es := d.eng.Snapshot()
-	r.Engine = &es
-	r.GeoMode = es.GeoMode // the engine's, which a reload may have changed
-	r.LastEvents = d.recent.list()
-	if sm, err := d.store.Summary(ctx); err == nil {
-		r.DB = &sm
-	}
-	return r, nil
-}
-
 func runStatus(ctx context.Context, cmd *cobra.Command, o statusOptions, g *globalOptions) error {
 	cfg, err := g.loadConfig(cmd, true)
 	if err != nil {
 		return err
 	}
 	out := cmd.OutOrStdout()
-	var r statusReport
+	var r daemon.StatusReport
 	fetchErr := errors.New("[metrics] listen is empty: the daemon serves no status page")
 	if cfg.Metrics.Listen != "" {
 		fetchErr = fetchStatus(ctx, "http://"+cfg.Metrics.Listen+"/status", o.timeout, &r)
 	}
 	if fetchErr != nil {
-		r = statusReport{Running: false, Error: fetchErr.Error()}
+		r = daemon.StatusReport{Running: false, Error: fetchErr.Error()}
 		// The daemon is not answering: show what the state DB remembers.
 		if st, err := state.OpenReadOnly(state.Path(cfg.StateDir)); err == nil {
 			if sm, err := st.Summary(ctx); err == nil {
@@ -175,7 +81,7 @@ func runStatus(ctx context.Context, cmd *cobra.Command, o statusOptions, g *glob
 	return nil
 }
 
-func fetchStatus(ctx context.Context, url string, timeout time.Duration, r *statusReport) error {
+func fetchStatus(ctx context.Context, url string, timeout time.Duration, r *daemon.StatusReport) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -204,7 +110,7 @@ func yesNo(b bool, yes, no string) string {
 	return no
 }
 
-func printStatus(w io.Writer, r *statusReport) {
+func printStatus(w io.Writer, r *daemon.StatusReport) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	defer tw.Flush()
 	if !r.Running {
