@@ -4,8 +4,10 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/sipsentry/sipsentry/geo/geotest"
@@ -92,5 +94,67 @@ func TestMMDBMappedCopySurvivesInPlaceRewrite(t *testing.T) {
 	}
 	if h := g.country.handle(); h == nil || h.r == nil {
 		t.Fatal("no database handle")
+	}
+}
+
+// TestMMDBReplaceDuringLookups swaps mapped databases under concurrent
+// lookups while forcing collections, so the old mappings are unmapped as
+// soon as the GC may: every lookup must still answer one of the countries
+// written (a lookup reading an unmapped page would crash the test binary).
+func TestMMDBReplaceDuringLookups(t *testing.T) {
+	dir, stateDir := t.TempDir(), t.TempDir()
+	path := filepath.Join(dir, "country.mmdb")
+	ccs := []string{"JP", "DE"}
+	write := func(i int) {
+		tmp := filepath.Join(dir, "new.tmp")
+		geotest.WriteMMDB(t, tmp, map[string]string{"198.51.100.0/24": ccs[i%2]}, i%2 == 0)
+		if err := os.Rename(tmp, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(0)
+	cfg := config.Default().Geo
+	cfg.MMDB = path
+	g, err := Open(cfg, stateDir, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := mustAddr(t, "198.51.100.9")
+	done := make(chan struct{})
+	bad := make(chan string, 1)
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				if cc := g.MMDBCountry(a); !slices.Contains(ccs, cc) {
+					select {
+					case bad <- cc:
+					default:
+					}
+				}
+			}
+		}()
+	}
+	for i := 1; i <= 40; i++ {
+		write(i)
+		g.Reload()
+		runtime.GC()
+	}
+	close(done)
+	wg.Wait()
+	select {
+	case cc := <-bad:
+		t.Fatalf("a lookup during replacements answered %q", cc)
+	default:
+	}
+	if got := g.MMDBCountry(a); got != ccs[0] {
+		t.Errorf("after the last replacement: %q, want %s", got, ccs[0])
 	}
 }
