@@ -70,7 +70,11 @@ func newIndexSpans(byCountry map[string]*ccSpans) *Index {
 		span
 		cc uint16
 	}
-	var r4, r6 []tagged
+	var n4, n6 int
+	for _, c := range byCountry {
+		n4, n6 = n4+len(c.v4), n6+len(c.v6)
+	}
+	r4, r6 := make([]tagged, 0, n4), make([]tagged, 0, n6)
 	for id, cc := range ix.names {
 		c := byCountry[cc]
 		ix.prefixes += c.n
@@ -292,7 +296,9 @@ func (ix *Index) unionPrefixes() []netip.Prefix {
 	if ix == nil {
 		return nil
 	}
-	var out []netip.Prefix
+	// Sized for the case of no two countries' ranges touching: growing by
+	// doubling would allocate several times the result at start-up.
+	out := make([]netip.Prefix, 0, ix.prefixes)
 	var cur span
 	open := false
 	flush := func(is4 bool) {

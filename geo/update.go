@@ -49,12 +49,17 @@ type listState struct {
 // newListState keeps ps (normalised: sorted, disjoint) as ranges.
 func newListState(ps []netip.Prefix, meta listMeta) *listState {
 	l := &listState{n: len(ps), meta: meta}
-	var v4 []span
+	var v4, v6 []span
+	if len(ps) > 0 && ps[0].Addr().Is4() {
+		v4 = make([]span, 0, len(ps))
+	} else {
+		v6 = make([]span, 0, len(ps))
+	}
 	for _, p := range ps {
 		if p.Addr().Is4() {
 			v4 = append(v4, prefixSpan(p))
 		} else {
-			l.v6 = append(l.v6, prefixSpan(p))
+			v6 = append(v6, prefixSpan(p))
 		}
 	}
 	v4 = mergeSpans(v4)
@@ -62,7 +67,9 @@ func newListState(ps []netip.Prefix, meta listMeta) *listState {
 	for _, s := range v4 {
 		l.v4 = append(l.v4, uint32(s.first.lo), uint32(s.last.lo))
 	}
-	l.v6 = slices.Clip(mergeSpans(l.v6))
+	// A copy of exactly the merged ranges: the scratch slice was sized
+	// for every prefix.
+	l.v6 = slices.Clone(mergeSpans(v6))
 	return l
 }
 
