@@ -275,67 +275,12 @@ func cloneSource(s *activity.Source) activity.Source {
 	return c
 }
 
-// Every value of an ami.Message is a substring of one string holding the
-// whole message (~0.5-1 KiB). What the aggregate or the event log keeps must
-// not pin it: known names become constants, the rest is copied.
-func internType(s string) string {
-	switch s {
-	case ami.EventChallengeSent:
-		return ami.EventChallengeSent
-	case ami.EventInvalidAccountID:
-		return ami.EventInvalidAccountID
-	case ami.EventChallengeResponseFailed:
-		return ami.EventChallengeResponseFailed
-	case ami.EventSuccessfulAuth:
-		return ami.EventSuccessfulAuth
-	case ami.EventInvalidPassword:
-		return ami.EventInvalidPassword
-	case ami.EventFailedACL:
-		return ami.EventFailedACL
-	case ami.EventRequestBadFormat:
-		return ami.EventRequestBadFormat
-	case ami.EventRequestNotAllowed:
-		return ami.EventRequestNotAllowed
-	case ami.EventUnexpectedAddress:
-		return ami.EventUnexpectedAddress
-	case ami.EventInvalidTransport:
-		return ami.EventInvalidTransport
-	case ami.EventAuthMethodNotAllowed:
-		return ami.EventAuthMethodNotAllowed
-	case ami.EventRequestNotSupported:
-		return ami.EventRequestNotSupported
-	case ami.EventSessionLimit:
-		return ami.EventSessionLimit
-	case ami.EventMemoryLimit:
-		return ami.EventMemoryLimit
-	case ami.EventLoadAverageLimit:
-		return ami.EventLoadAverageLimit
-	}
-	return strings.Clone(s)
-}
-
-func internService(s string) string {
-	switch s {
-	case "PJSIP":
-		return "PJSIP"
-	case "AMI":
-		return "AMI"
-	case "SIP":
-		return "SIP"
-	case "IAX2":
-		return "IAX2"
-	case "":
-		return ""
-	}
-	return strings.Clone(s)
-}
-
 // detach copies the fields a Source or an event-log row may keep
 // (activity.Source.Observe keeps Service, the last unknown-account SessionID
 // and new account names); known names become constants.
 func detach(ev *ami.SecurityEvent) {
-	ev.Type = internType(ev.Type)
-	ev.Service = internService(ev.Service)
+	ev.Type = ami.InternType(ev.Type)
+	ev.Service = ami.InternService(ev.Service)
 	switch ev.AccountID {
 	case "":
 	case ami.UnknownAccount:

@@ -40,7 +40,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"time"
 
 	"github.com/sipsentry/sipsentry/ami"
 )
@@ -370,9 +369,9 @@ func parseBody(body string) (ami.SecurityEvent, error) {
 	if ev.Type == "" {
 		return ev, fmt.Errorf("seclog: bad event name %q", vals[0])
 	}
-	ev.Time = parseTV(vals[1])
-	ev.Severity = internSeverity(vals[2])
-	ev.Service = internService(vals[3])
+	ev.Time, _ = ami.ParseEventTV(vals[1])
+	ev.Severity = ami.InternSeverity(vals[2])
+	ev.Service = ami.InternService(vals[3])
 	ev.EventVersion = vals[4]
 
 	// p now holds "[AccountID=..,]SessionID=..,LocalAddress=..,RemoteAddress=..[,tail]".
@@ -425,7 +424,7 @@ func parseBody(body string) (ami.SecurityEvent, error) {
 		ev.Fields = fields
 		for _, f := range fields {
 			if f.Key == "SessionTV" {
-				ev.SessionTV = parseTV(f.Value)
+				ev.SessionTV, _ = ami.ParseEventTV(f.Value)
 			}
 		}
 		prefixEnd = j
@@ -623,93 +622,12 @@ func isIdentByte(c byte) bool {
 	return 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_'
 }
 
-var eventTypes = [...]string{
-	ami.EventFailedACL, ami.EventInvalidAccountID, ami.EventSessionLimit, ami.EventMemoryLimit,
-	ami.EventLoadAverageLimit, ami.EventRequestNotSupported, ami.EventRequestNotAllowed,
-	ami.EventAuthMethodNotAllowed, ami.EventRequestBadFormat, ami.EventSuccessfulAuth,
-	ami.EventUnexpectedAddress, ami.EventChallengeResponseFailed, ami.EventInvalidPassword,
-	ami.EventChallengeSent, ami.EventInvalidTransport,
-}
-
 // internType returns the constant for a known event name (so events do not
-// pin the record's memory), the name itself for an unknown but well-formed
-// one, and "" for a malformed one.
+// pin the record's memory), a copy of an unknown but well-formed one, and ""
+// for a malformed one.
 func internType(s string) string {
-	for _, t := range eventTypes {
-		if s == t {
-			return t
-		}
-	}
 	if !isIdent(s) {
 		return ""
 	}
-	return strings.Clone(s)
-}
-
-func internSeverity(s string) string {
-	switch s {
-	case "Informational":
-		return "Informational"
-	case "Error":
-		return "Error"
-	}
-	return strings.Clone(s)
-}
-
-func internService(s string) string {
-	switch s {
-	case "PJSIP":
-		return "PJSIP"
-	case "AMI":
-		return "AMI"
-	case "SIP":
-		return "SIP"
-	case "IAX2":
-		return "IAX2"
-	}
-	return strings.Clone(s)
-}
-
-// parseTV reads Asterisk's "2026-11-25T13:12:07.974+0000" without the
-// general time.Parse machinery (this is the hot path). Zero on any surprise.
-func parseTV(s string) time.Time {
-	// 0123456789012345678901234567
-	// 2026-11-25T13:12:07.974+0000
-	if len(s) != 28 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' || s[19] != '.' {
-		if t, err := time.Parse("2006-01-02T15:04:05.000-0700", s); err == nil {
-			return t
-		}
-		return time.Time{}
-	}
-	num := func(a, b int) (int, bool) {
-		v := 0
-		for i := a; i < b; i++ {
-			c := s[i]
-			if c < '0' || c > '9' {
-				return 0, false
-			}
-			v = v*10 + int(c-'0')
-		}
-		return v, true
-	}
-	y, ok1 := num(0, 4)
-	mo, ok2 := num(5, 7)
-	d, ok3 := num(8, 10)
-	h, ok4 := num(11, 13)
-	mi, ok5 := num(14, 16)
-	se, ok6 := num(17, 19)
-	ms, ok7 := num(20, 23)
-	oh, ok8 := num(24, 26)
-	om, ok9 := num(26, 28)
-	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6 && ok7 && ok8 && ok9) || (s[23] != '+' && s[23] != '-') {
-		return time.Time{}
-	}
-	t := time.Date(y, time.Month(mo), d, h, mi, se, ms*1e6, time.UTC)
-	off := time.Duration(oh)*time.Hour + time.Duration(om)*time.Minute
-	if s[23] == '+' {
-		t = t.Add(-off)
-	} else {
-		t = t.Add(off)
-	}
-	return t
+	return ami.InternType(s)
 }

@@ -306,22 +306,6 @@ func TestForgedPairInAMITail(t *testing.T) {
 	}
 }
 
-func TestParseTV(t *testing.T) {
-	got := parseTV("2026-11-25T13:12:07.974+0000")
-	if got.Format("2006-01-02T15:04:05.000Z07:00") != "2026-11-25T13:12:07.974Z" {
-		t.Fatal(got)
-	}
-	if !parseTV("2026-11-25T14:12:07.974+0100").Equal(got) {
-		t.Fatal("offset not applied")
-	}
-	if !parseTV("1970-01-01T00:00:00.000+0000").Equal(got.AddDate(0, 0, 0).Add(-got.Sub(parseTV("1970-01-01T00:00:00.000+0000")))) {
-		t.Fatal("epoch")
-	}
-	if !parseTV("garbage").IsZero() {
-		t.Fatal("garbage parsed")
-	}
-}
-
 func FuzzParseRecord(f *testing.F) {
 	for _, name := range []string{"security.log", "security-s9-injection.log"} {
 		b, err := os.ReadFile(testdata(f, name))
