@@ -21,26 +21,14 @@ import (
 
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/ami/amitest"
+	"github.com/sipsentry/sipsentry/internal/testdata"
 )
 
 // clData reads a file of the shared Asterisk recordings
 // (../shared/testdata/asterisk beside the directory holding go.mod).
 func clData(t testing.TB, name string) []byte {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		if filepath.Dir(dir) == dir {
-			t.Fatal("no go.mod above the test directory")
-		}
-		dir = filepath.Dir(dir)
-	}
-	b, err := os.ReadFile(filepath.Join(dir, "..", "shared", "testdata", "asterisk", name))
+	b, err := os.ReadFile(testdata.Shared(t, "asterisk", name))
 	if err != nil {
 		t.Fatalf("recorded Asterisk data missing (expected ../shared/testdata beside the repo): %v", err)
 	}

@@ -5,10 +5,10 @@ import (
 	"errors"
 	"io"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/sipsentry/sipsentry/ami"
+	"github.com/sipsentry/sipsentry/internal/testdata"
 )
 
 // codecData returns the path of a file in the shared Asterisk recordings:
@@ -16,21 +16,7 @@ import (
 // tests run wherever CI clones the repository.
 func codecData(t testing.TB, name string) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test directory")
-		}
-		dir = parent
-	}
-	p := filepath.Join(dir, "..", "shared", "testdata", "asterisk", name)
+	p := testdata.Shared(t, "asterisk", name)
 	if _, err := os.Stat(p); err != nil {
 		t.Fatalf("recorded Asterisk data missing (expected ../shared/testdata beside the repo): %v", err)
 	}

@@ -33,6 +33,7 @@ import (
 	"github.com/sipsentry/sipsentry/internal/ariwatch/aritest"
 	"github.com/sipsentry/sipsentry/internal/netnstest"
 	"github.com/sipsentry/sipsentry/internal/state"
+	"github.com/sipsentry/sipsentry/internal/testdata"
 )
 
 // Loopback sources of the recordings and where the test puts them.
@@ -60,25 +61,12 @@ func rewriteAMI(b []byte, extra ...[2]string) []byte {
 
 func repoRoot(t *testing.T) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
+	return testdata.RepoRoot(t)
 }
 
 func asterisk(t *testing.T, name string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(repoRoot(t), "..", "shared", "testdata", "asterisk", name))
+	b, err := os.ReadFile(testdata.Shared(t, "asterisk", name))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,26 +23,13 @@ import (
 	"github.com/sipsentry/sipsentry/firewall/dryrun"
 	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/internal/state"
+	"github.com/sipsentry/sipsentry/internal/testdata"
 )
 
 // testdataDir is ../shared/testdata/<sub> beside the directory holding go.mod.
 func testdataDir(t testing.TB, sub string) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test directory")
-		}
-		dir = parent
-	}
-	return filepath.Join(filepath.Dir(dir), "shared", "testdata", sub)
+	return testdata.Shared(t, sub)
 }
 
 // fakeClock is a settable clock shared by the engine, the dry-run backend

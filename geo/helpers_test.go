@@ -7,27 +7,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	sharedtd "github.com/sipsentry/sipsentry/internal/testdata"
 )
 
 // testdata returns ../shared/testdata/geo relative to the module root (the
 // directory holding go.mod), where CI places the shared fixtures.
 func testdata(t testing.TB) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test directory")
-		}
-		dir = parent
-	}
-	d := filepath.Join(dir, "..", "shared", "testdata", "geo")
+	d := sharedtd.Shared(t, "geo")
 	if _, err := os.Stat(filepath.Join(d, "README.md")); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("shared geo test data missing at %s: %v", d, err)

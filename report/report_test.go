@@ -18,6 +18,7 @@ import (
 	"github.com/sipsentry/sipsentry/activity"
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/geo"
+	"github.com/sipsentry/sipsentry/internal/testdata"
 	"github.com/sipsentry/sipsentry/seclog"
 )
 
@@ -25,21 +26,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 func sharedData(t testing.TB, rel string) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found")
-		}
-		dir = parent
-	}
-	return filepath.Join(dir, "..", "shared", "testdata", rel)
+	return testdata.Shared(t, rel)
 }
 
 // fakeGeo answers from a table, like geo.Geo with lists for JP and US, an

@@ -6,32 +6,18 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/sipsentry/sipsentry/ami"
+	sharedtd "github.com/sipsentry/sipsentry/internal/testdata"
 )
 
 // testdata returns ../shared/testdata/asterisk/<name> relative to the
 // module root (CI clones the repo with shared/ beside it).
 func testdata(t testing.TB, name string) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
-	p := filepath.Join(dir, "..", "shared", "testdata", "asterisk", name)
+	p := sharedtd.Shared(t, "asterisk", name)
 	if _, err := os.Stat(p); err != nil {
 		t.Fatalf("test data %s: %v (the shared/ directory must sit beside the repository)", name, err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/ami/amitest"
+	"github.com/sipsentry/sipsentry/internal/testdata"
 )
 
 // lockedBuf is an output buffer the command writes from its event goroutine
@@ -107,19 +108,7 @@ func (r *tailRun) waitLines(t *testing.T, n int) []string {
 // amiRecording is a file of ../shared/testdata/asterisk beside the repo root.
 func amiRecording(t *testing.T, name string) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "..", "shared", "testdata", "asterisk", name)
-		}
-		if filepath.Dir(dir) == dir {
-			t.Fatal("go.mod not found")
-		}
-		dir = filepath.Dir(dir)
-	}
+	return testdata.Shared(t, "asterisk", name)
 }
 
 func recordedSecurityEvents(t *testing.T, raw []byte) []ami.SecurityEvent {

@@ -14,25 +14,13 @@ import (
 
 	"github.com/sipsentry/sipsentry/geo/geotest"
 	"github.com/sipsentry/sipsentry/internal/config"
+	"github.com/sipsentry/sipsentry/internal/testdata"
 )
 
 // geoTestdata is ../shared/testdata/geo beside the module root.
 func geoTestdata(t testing.TB) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		if filepath.Dir(dir) == dir {
-			t.Fatal("no go.mod above the test directory")
-		}
-		dir = filepath.Dir(dir)
-	}
-	d := filepath.Join(dir, "..", "shared", "testdata", "geo")
+	d := testdata.Shared(t, "geo")
 	if _, err := os.Stat(filepath.Join(d, "README.md")); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("shared geo test data missing at %s", d)

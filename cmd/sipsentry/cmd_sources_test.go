@@ -18,6 +18,7 @@ import (
 
 	"github.com/sipsentry/sipsentry/activity"
 	"github.com/sipsentry/sipsentry/internal/state"
+	"github.com/sipsentry/sipsentry/internal/testdata"
 )
 
 var (
@@ -28,24 +29,12 @@ var (
 // srcRepoRoot is the directory holding go.mod.
 func srcRepoRoot(t testing.TB) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found")
-		}
-		dir = parent
-	}
+	return testdata.RepoRoot(t)
 }
 
 func srcShared(t testing.TB, rel string) string {
-	return filepath.Join(srcRepoRoot(t), "..", "shared", "testdata", rel)
+	t.Helper()
+	return testdata.Shared(t, rel)
 }
 
 // runSourcesCmd runs `sipsentry sources args...` in-process with an empty

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -17,27 +16,14 @@ import (
 
 	"github.com/sipsentry/sipsentry/firewall"
 	"github.com/sipsentry/sipsentry/internal/netnstest"
+	"github.com/sipsentry/sipsentry/internal/testdata"
 )
 
 // geoList reads ../shared/testdata/geo/NAME beside the directory holding
 // go.mod (CI clones the repository with shared/ beside it).
 func geoList(t testing.TB, name string) []netip.Prefix {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
-	f, err := os.Open(filepath.Join(dir, "..", "shared", "testdata", "geo", name))
+	f, err := os.Open(testdata.Shared(t, "geo", name))
 	if err != nil {
 		t.Fatalf("test data missing (expected ../shared/testdata beside the repository): %v", err)
 	}

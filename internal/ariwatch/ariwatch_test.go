@@ -7,32 +7,19 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sipsentry/sipsentry/internal/ariwatch/aritest"
+	sharedtd "github.com/sipsentry/sipsentry/internal/testdata"
 )
 
 // testdata finds ../shared/testdata/asterisk relative to the repo root.
 func testdata(t *testing.T, name string) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "..", "shared", "testdata", "asterisk", name)
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
+	return sharedtd.Shared(t, "asterisk", name)
 }
 
 func readLines(t *testing.T, path string) [][]byte {

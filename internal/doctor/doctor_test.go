@@ -26,30 +26,19 @@ import (
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/firewall"
 	"github.com/sipsentry/sipsentry/internal/config"
+	"github.com/sipsentry/sipsentry/internal/testdata"
 )
 
 // adminRepoRoot walks up from the package directory to the one holding go.mod.
 func adminRepoRoot(t testing.TB) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test directory")
-		}
-		dir = parent
-	}
+	return testdata.RepoRoot(t)
 }
 
 // adminTestdata is ../shared/testdata beside the repository.
 func adminTestdata(t testing.TB, parts ...string) string {
-	return filepath.Join(append([]string{adminRepoRoot(t), "..", "shared", "testdata"}, parts...)...)
+	t.Helper()
+	return testdata.Shared(t, parts...)
 }
 
 // fakeRunner answers exec calls from a table keyed by "name arg arg".
