@@ -21,14 +21,14 @@ import (
 
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/ami/amitest"
-	"github.com/sipsentry/sipsentry/internal/testdata"
+	"github.com/sipsentry/sipsentry/internal/testpath"
 )
 
 // clData reads a file of the shared Asterisk recordings
 // (../shared/testdata/asterisk beside the directory holding go.mod).
 func clData(t testing.TB, name string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(testdata.Shared(t, "asterisk", name))
+	b, err := os.ReadFile(testpath.Shared(t, "asterisk", name))
 	if err != nil {
 		t.Fatalf("recorded Asterisk data missing (expected ../shared/testdata beside the repo): %v", err)
 	}

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/sipsentry/sipsentry/ami"
-	"github.com/sipsentry/sipsentry/internal/testdata"
+	"github.com/sipsentry/sipsentry/internal/testpath"
 )
 
 // codecData returns the path of a file in the shared Asterisk recordings:
@@ -16,7 +16,7 @@ import (
 // tests run wherever CI clones the repository.
 func codecData(t testing.TB, name string) string {
 	t.Helper()
-	p := testdata.Shared(t, "asterisk", name)
+	p := testpath.Shared(t, "asterisk", name)
 	if _, err := os.Stat(p); err != nil {
 		t.Fatalf("recorded Asterisk data missing (expected ../shared/testdata beside the repo): %v", err)
 	}

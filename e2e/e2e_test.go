@@ -33,7 +33,7 @@ import (
 	"github.com/sipsentry/sipsentry/internal/ariwatch/aritest"
 	"github.com/sipsentry/sipsentry/internal/netnstest"
 	"github.com/sipsentry/sipsentry/internal/state"
-	"github.com/sipsentry/sipsentry/internal/testdata"
+	"github.com/sipsentry/sipsentry/internal/testpath"
 )
 
 // Loopback sources of the recordings and where the test puts them.
@@ -61,12 +61,12 @@ func rewriteAMI(b []byte, extra ...[2]string) []byte {
 
 func repoRoot(t *testing.T) string {
 	t.Helper()
-	return testdata.RepoRoot(t)
+	return testpath.RepoRoot(t)
 }
 
 func asterisk(t *testing.T, name string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(testdata.Shared(t, "asterisk", name))
+	b, err := os.ReadFile(testpath.Shared(t, "asterisk", name))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,13 +23,13 @@ import (
 	"github.com/sipsentry/sipsentry/firewall/dryrun"
 	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/internal/state"
-	"github.com/sipsentry/sipsentry/internal/testdata"
+	"github.com/sipsentry/sipsentry/internal/testpath"
 )
 
 // testdataDir is ../shared/testdata/<sub> beside the directory holding go.mod.
 func testdataDir(t testing.TB, sub string) string {
 	t.Helper()
-	return testdata.Shared(t, sub)
+	return testpath.Shared(t, sub)
 }
 
 // fakeClock is a settable clock shared by the engine, the dry-run backend

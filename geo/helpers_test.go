@@ -8,14 +8,14 @@ import (
 	"strings"
 	"testing"
 
-	sharedtd "github.com/sipsentry/sipsentry/internal/testdata"
+	"github.com/sipsentry/sipsentry/internal/testpath"
 )
 
 // testdata returns ../shared/testdata/geo relative to the module root (the
 // directory holding go.mod), where CI places the shared fixtures.
 func testdata(t testing.TB) string {
 	t.Helper()
-	d := sharedtd.Shared(t, "geo")
+	d := testpath.Shared(t, "geo")
 	if _, err := os.Stat(filepath.Join(d, "README.md")); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("shared geo test data missing at %s: %v", d, err)

@@ -18,7 +18,7 @@ import (
 	"github.com/sipsentry/sipsentry/activity"
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/geo"
-	"github.com/sipsentry/sipsentry/internal/testdata"
+	"github.com/sipsentry/sipsentry/internal/testpath"
 	"github.com/sipsentry/sipsentry/seclog"
 )
 
@@ -26,7 +26,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 func sharedData(t testing.TB, rel string) string {
 	t.Helper()
-	return testdata.Shared(t, rel)
+	return testpath.Shared(t, rel)
 }
 
 // fakeGeo answers from a table, like geo.Geo with lists for JP and US, an

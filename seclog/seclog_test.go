@@ -10,14 +10,14 @@ import (
 	"testing"
 
 	"github.com/sipsentry/sipsentry/ami"
-	sharedtd "github.com/sipsentry/sipsentry/internal/testdata"
+	"github.com/sipsentry/sipsentry/internal/testpath"
 )
 
 // testdata returns ../shared/testdata/asterisk/<name> relative to the
 // module root (CI clones the repo with shared/ beside it).
 func testdata(t testing.TB, name string) string {
 	t.Helper()
-	p := sharedtd.Shared(t, "asterisk", name)
+	p := testpath.Shared(t, "asterisk", name)
 	if _, err := os.Stat(p); err != nil {
 		t.Fatalf("test data %s: %v (the shared/ directory must sit beside the repository)", name, err)
 	}

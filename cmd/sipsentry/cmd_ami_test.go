@@ -16,7 +16,7 @@ import (
 
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/ami/amitest"
-	"github.com/sipsentry/sipsentry/internal/testdata"
+	"github.com/sipsentry/sipsentry/internal/testpath"
 )
 
 // lockedBuf is an output buffer the command writes from its event goroutine
@@ -108,7 +108,7 @@ func (r *tailRun) waitLines(t *testing.T, n int) []string {
 // amiRecording is a file of ../shared/testdata/asterisk beside the repo root.
 func amiRecording(t *testing.T, name string) string {
 	t.Helper()
-	return testdata.Shared(t, "asterisk", name)
+	return testpath.Shared(t, "asterisk", name)
 }
 
 func recordedSecurityEvents(t *testing.T, raw []byte) []ami.SecurityEvent {

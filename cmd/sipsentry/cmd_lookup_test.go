@@ -14,13 +14,13 @@ import (
 
 	"github.com/sipsentry/sipsentry/geo/geotest"
 	"github.com/sipsentry/sipsentry/internal/config"
-	"github.com/sipsentry/sipsentry/internal/testdata"
+	"github.com/sipsentry/sipsentry/internal/testpath"
 )
 
 // geoTestdata is ../shared/testdata/geo beside the module root.
 func geoTestdata(t testing.TB) string {
 	t.Helper()
-	d := testdata.Shared(t, "geo")
+	d := testpath.Shared(t, "geo")
 	if _, err := os.Stat(filepath.Join(d, "README.md")); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("shared geo test data missing at %s", d)

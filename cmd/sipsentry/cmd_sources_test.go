@@ -18,7 +18,7 @@ import (
 
 	"github.com/sipsentry/sipsentry/activity"
 	"github.com/sipsentry/sipsentry/internal/state"
-	"github.com/sipsentry/sipsentry/internal/testdata"
+	"github.com/sipsentry/sipsentry/internal/testpath"
 )
 
 var (
@@ -29,12 +29,12 @@ var (
 // srcRepoRoot is the directory holding go.mod.
 func srcRepoRoot(t testing.TB) string {
 	t.Helper()
-	return testdata.RepoRoot(t)
+	return testpath.RepoRoot(t)
 }
 
 func srcShared(t testing.TB, rel string) string {
 	t.Helper()
-	return testdata.Shared(t, rel)
+	return testpath.Shared(t, rel)
 }
 
 // runSourcesCmd runs `sipsentry sources args...` in-process with an empty

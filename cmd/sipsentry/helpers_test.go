@@ -4,13 +4,13 @@ import (
 	"os"
 	"testing"
 
-	"github.com/sipsentry/sipsentry/internal/testdata"
+	"github.com/sipsentry/sipsentry/internal/testpath"
 )
 
 // adminRepoRoot walks up from the package directory to the one holding go.mod.
 func adminRepoRoot(t testing.TB) string {
 	t.Helper()
-	return testdata.RepoRoot(t)
+	return testpath.RepoRoot(t)
 }
 
 func writeFile(t *testing.T, path, text string, mode os.FileMode) {

@@ -16,14 +16,14 @@ import (
 
 	"github.com/sipsentry/sipsentry/firewall"
 	"github.com/sipsentry/sipsentry/internal/netnstest"
-	"github.com/sipsentry/sipsentry/internal/testdata"
+	"github.com/sipsentry/sipsentry/internal/testpath"
 )
 
 // geoList reads ../shared/testdata/geo/NAME beside the directory holding
 // go.mod (CI clones the repository with shared/ beside it).
 func geoList(t testing.TB, name string) []netip.Prefix {
 	t.Helper()
-	f, err := os.Open(testdata.Shared(t, "geo", name))
+	f, err := os.Open(testpath.Shared(t, "geo", name))
 	if err != nil {
 		t.Fatalf("test data missing (expected ../shared/testdata beside the repository): %v", err)
 	}

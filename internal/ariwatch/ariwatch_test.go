@@ -13,13 +13,13 @@ import (
 	"time"
 
 	"github.com/sipsentry/sipsentry/internal/ariwatch/aritest"
-	sharedtd "github.com/sipsentry/sipsentry/internal/testdata"
+	"github.com/sipsentry/sipsentry/internal/testpath"
 )
 
 // testdata finds ../shared/testdata/asterisk relative to the repo root.
 func testdata(t *testing.T, name string) string {
 	t.Helper()
-	return sharedtd.Shared(t, "asterisk", name)
+	return testpath.Shared(t, "asterisk", name)
 }
 
 func readLines(t *testing.T, path string) [][]byte {

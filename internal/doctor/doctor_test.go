@@ -26,19 +26,19 @@ import (
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/firewall"
 	"github.com/sipsentry/sipsentry/internal/config"
-	"github.com/sipsentry/sipsentry/internal/testdata"
+	"github.com/sipsentry/sipsentry/internal/testpath"
 )
 
 // adminRepoRoot walks up from the package directory to the one holding go.mod.
 func adminRepoRoot(t testing.TB) string {
 	t.Helper()
-	return testdata.RepoRoot(t)
+	return testpath.RepoRoot(t)
 }
 
 // adminTestdata is ../shared/testdata beside the repository.
 func adminTestdata(t testing.TB, parts ...string) string {
 	t.Helper()
-	return testdata.Shared(t, parts...)
+	return testpath.Shared(t, parts...)
 }
 
 // fakeRunner answers exec calls from a table keyed by "name arg arg".

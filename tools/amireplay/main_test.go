@@ -12,12 +12,12 @@ import (
 	"time"
 
 	"github.com/sipsentry/sipsentry/ami"
-	"github.com/sipsentry/sipsentry/internal/testdata"
+	"github.com/sipsentry/sipsentry/internal/testpath"
 )
 
 func recording(t *testing.T, name string) string {
 	t.Helper()
-	return testdata.Shared(t, "asterisk", name)
+	return testpath.Shared(t, "asterisk", name)
 }
 
 type lockedBuf struct {

@@ -1,9 +1,9 @@
-// Package testdata locates the repository root and the shared test fixtures
+// Package testpath locates the repository root and the shared test fixtures
 // in ../shared/testdata beside it (CI clones the repository with shared/
 // next to it, so no absolute path is ever hard-coded).
 //
 // It is for tests only: production code must never import it.
-package testdata
+package testpath
 
 import (
 	"os"
