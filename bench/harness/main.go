@@ -170,6 +170,9 @@ type noFlowsBackend struct{ *iptables.Backend }
 
 func (noFlowsBackend) DropFlows(context.Context, netip.Addr) error { return nil }
 
+// DropFlowsOf is the engine's coalesced walk; skipped too.
+func (noFlowsBackend) DropFlowsOf(context.Context, []netip.Addr) error { return nil }
+
 // splitBackend sends DropFlows to a second backend instance (own netlink
 // socket), so a conntrack table walk cannot hold up a ban add.
 type splitBackend struct {
@@ -179,6 +182,10 @@ type splitBackend struct {
 
 func (s splitBackend) DropFlows(ctx context.Context, a netip.Addr) error {
 	return s.flows.DropFlows(ctx, a)
+}
+
+func (s splitBackend) DropFlowsOf(ctx context.Context, as []netip.Addr) error {
+	return s.flows.DropFlowsOf(ctx, as)
 }
 
 // invalidAccount is a PJSIP InvalidAccountID as Asterisk 22 sends it.
