@@ -197,7 +197,8 @@ func (e *Engine) Run(ctx context.Context) error {
 			case <-ctx.Done():
 				return
 			case f := <-e.postQ:
-				// Take what else is queued: one conntrack pass for a burst.
+				// Take what else is queued: the burst's exact-flow drops and hang-ups
+				// go together (the full conntrack walk is coalesced in ban.go).
 				batch := []flow{f}
 			more:
 				for len(batch) < 256 {
