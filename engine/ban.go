@@ -62,8 +62,9 @@ func (e *Engine) ban(ctx context.Context, a netip.Addr, reason string, now time.
 	monitor := e.pp().geoMode == "monitor"
 	nowN := now.UnixNano()
 
+	k := keyOf(a)
 	e.bmu.Lock()
-	prev := e.bans[a]
+	prev := e.bans[k]
 	offence := int(prev.offences) + 1
 	if prev.until > nowN {
 		if !prev.monitor || monitor {
@@ -85,7 +86,7 @@ func (e *Engine) ban(ctx context.Context, a netip.Addr, reason string, now time.
 	}
 	dur := e.banDuration(offence)
 	cur := banInfo{until: now.Add(dur).UnixNano(), offences: int32(offence), monitor: monitor, active: !monitor}
-	e.bans[a] = cur
+	e.bans[k] = cur
 	if cur.active {
 		e.activeBans++ // reserve the slot before the slow call
 	}
@@ -101,8 +102,8 @@ func (e *Engine) ban(ctx context.Context, a netip.Addr, reason string, now time.
 		d.Latency = time.Since(start)
 		if err != nil {
 			e.bmu.Lock()
-			if e.bans[a] == cur {
-				e.bans[a] = prev
+			if e.bans[k] == cur {
+				e.bans[k] = prev
 				e.activeBans--
 			}
 			e.bmu.Unlock()
@@ -326,19 +327,20 @@ func (e *Engine) Unban(ctx context.Context, a netip.Addr) error {
 	a = a.Unmap()
 	now := e.now()
 	e.bmu.Lock()
-	b, ok := e.bans[a]
+	k := keyOf(a)
+	b, ok := e.bans[k]
 	if ok {
 		if b.active {
 			b.active = false
 			e.activeBans--
 		}
 		b.until = now.UnixNano()
-		e.bans[a] = b
+		e.bans[k] = b
 	}
 	e.pend.Lifts = append(e.pend.Lifts, a)
 	e.bmu.Unlock()
 	e.mu.Lock()
-	if s := e.srcs[a]; s != nil {
+	if s := e.srcs[k]; s != nil {
 		s.holdUntil = 0
 	}
 	e.mu.Unlock()

@@ -178,7 +178,8 @@ func (e *Engine) thresholds(s *srcState, addr netip.Addr, now int64) *trigger {
 // source returns addr's state, creating it (and evicting the least recently
 // seen one beyond max_sources); called with mu held.
 func (e *Engine) source(addr netip.Addr, now time.Time) *srcState {
-	s := e.srcs[addr]
+	k := keyOf(addr)
+	s := e.srcs[k]
 	n := now.UnixNano()
 	if s != nil {
 		// Moving to the front at most once a second keeps the order good
@@ -195,7 +196,7 @@ func (e *Engine) source(addr netip.Addr, now time.Time) *srcState {
 	}
 	e.nextSession++
 	s = &srcState{src: activity.Source{Addr: addr}, session: e.nextSession, touched: n}
-	e.srcs[addr] = s
+	e.srcs[k] = s
 	e.lruPush(s)
 	return s
 }
@@ -240,7 +241,7 @@ func (e *Engine) evict(s *srcState) {
 		return
 	}
 	e.lruRemove(s)
-	delete(e.srcs, s.src.Addr)
+	delete(e.srcs, keyOf(s.src.Addr))
 	e.evicted.Add(1)
 	if s.dirty {
 		s.dirty = false

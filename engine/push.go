@@ -153,7 +153,7 @@ func (e *Engine) flag(c pushCand, ua, note string) {
 
 func (e *Engine) setUA(a netip.Addr, ua string) {
 	e.mu.Lock()
-	if s := e.srcs[a]; s != nil {
+	if s := e.srcs[keyOf(a)]; s != nil {
 		s.src.LastUserAgent = strings.Clone(sanitize(ua, 120))
 		e.markDirty(s)
 	}

@@ -65,7 +65,7 @@ func TestRestoreStreamsBansInChunks(t *testing.T) {
 		t.Error("want every unexpired ban in the set and the expired one out")
 	}
 	r.eng.bmu.Lock()
-	bi, ok := r.eng.bans[expired]
+	bi, ok := r.eng.bans[keyOf(expired)]
 	r.eng.bmu.Unlock()
 	if !ok || bi.offences != 3 || bi.active {
 		t.Errorf("expired ban in memory = %+v %v, want its 3 offences remembered, not active", bi, ok)

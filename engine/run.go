@@ -76,7 +76,7 @@ func (e *Engine) Start(ctx context.Context) error {
 						Comment: sanitize("sipsentry: "+b.Reason, 200)})
 				}
 			}
-			e.bans[a] = bi
+			e.bans[keyOf(a)] = bi
 			e.bmu.Unlock()
 			if len(chunk) == cap(chunk) {
 				flush()
