@@ -309,6 +309,8 @@ func jitter(d time.Duration) time.Duration {
 func (g *Geo) newSnapshot(lists map[listKey]*listState) *snapshot {
 	allowed := map[string]*ccSpans{}
 	other := map[string]*ccSpans{}
+	type ranges struct{ v4, v6 []span }
+	own := make(map[listKey]ranges, len(lists))
 	for k, l := range lists {
 		m := other
 		if slices.Contains(g.allow, k.cc) {
@@ -320,11 +322,23 @@ func (g *Geo) newSnapshot(lists map[listKey]*listState) *snapshot {
 			m[k.cc] = c
 		}
 		v4, v6 := l.spans()
+		own[k] = ranges{v4, v6}
 		c.v4 = append(c.v4, v4...)
 		c.v6 = append(c.v6, v6...)
 		c.n += l.n
 	}
-	return &snapshot{lists: lists, allowed: newIndexSpans(allowed), other: newIndexSpans(other)}
+	s := &snapshot{lists: make(map[listKey]*listState, len(lists)),
+		allowed: newIndexSpans(allowed), other: newIndexSpans(other)}
+	// The lists become views of the new indexes, so each range is held once
+	// and the previous generation's index is freed with its snapshot.
+	for k, l := range lists {
+		ix := s.other
+		if slices.Contains(g.allow, k.cc) {
+			ix = s.allowed
+		}
+		s.lists[k] = l.viewIn(ix, k, own[k].v4, own[k].v6)
+	}
+	return s
 }
 
 // mmdbCopyDir is where the private copies of the databases are mapped

@@ -351,3 +351,33 @@ func (ix *Index) Ranges() (v4, v6 int) {
 	}
 	return len(ix.v4first), len(ix.v6first)
 }
+
+// countryID returns cc's position in names, which tags its ranges.
+func (ix *Index) countryID(cc string) (uint16, bool) {
+	if ix == nil {
+		return 0, false
+	}
+	i, ok := slices.BinarySearch(ix.names, cc)
+	return uint16(i), ok
+}
+
+// spansOf returns the ranges of one family tagged with country id, sorted
+// (a fresh slice): a list's view of the index, so that the lists need not
+// keep a second copy of their ranges.
+func (ix *Index) spansOf(id uint16, v6 bool) []span {
+	var out []span
+	if !v6 {
+		for i, cc := range ix.v4cc {
+			if cc == id {
+				out = append(out, span{u128{0, uint64(ix.v4first[i])}, u128{0, uint64(ix.v4last[i])}})
+			}
+		}
+		return out
+	}
+	for i, cc := range ix.v6cc {
+		if cc == id {
+			out = append(out, span{ix.v6first[i], ix.v6last[i]})
+		}
+	}
+	return out
+}

@@ -37,18 +37,25 @@ func (k listKey) String() string { return strings.ToLower(k.cc) + "-" + k.family
 
 // listState is one last-good list, kept only as its merged address ranges:
 // 8 bytes per IPv4 range, 32 per IPv6 range, where the normalised prefixes
-// cost 32 bytes each (and there are more prefixes than ranges). The index is
-// built from the ranges and prefixes are derived when a diff needs them.
+// cost 32 bytes each (and there are more prefixes than ranges). A list read
+// from a file or download owns its ranges until a snapshot's index is built
+// over them; from then on it is a view of that index (ix, id: the ranges
+// tagged with its country), so every range is held once, not twice.
+// Prefixes are derived when a diff needs them.
 type listState struct {
-	v4   []uint32 // IPv4 list: first, last pairs, sorted and disjoint
-	v6   []span   // IPv6 list: sorted and disjoint
-	n    int      // normalised prefixes
+	v4 []uint32 // owned IPv4 ranges: first, last pairs, sorted and disjoint
+	v6 []span   // owned IPv6 ranges: sorted and disjoint
+
+	ix   *Index // when set, the ranges are ix's tagged id, of family fam6
+	id   uint16
+	fam6 bool
+
+	n    int // normalised prefixes
 	meta listMeta
 }
 
 // newListState keeps ps (normalised: sorted, disjoint) as ranges.
 func newListState(ps []netip.Prefix, meta listMeta) *listState {
-	l := &listState{n: len(ps), meta: meta}
 	var v4, v6 []span
 	if len(ps) > 0 && ps[0].Addr().Is4() {
 		v4 = make([]span, 0, len(ps))
@@ -62,24 +69,58 @@ func newListState(ps []netip.Prefix, meta listMeta) *listState {
 			v6 = append(v6, prefixSpan(p))
 		}
 	}
-	v4 = mergeSpans(v4)
-	l.v4 = make([]uint32, 0, 2*len(v4))
-	for _, s := range v4 {
-		l.v4 = append(l.v4, uint32(s.first.lo), uint32(s.last.lo))
+	return ownedList(mergeSpans(v4), mergeSpans(v6), len(ps), meta)
+}
+
+// ownedList keeps copies of exactly the given merged ranges (the callers'
+// slices are scratch, often sized for every prefix).
+func ownedList(v4, v6 []span, n int, meta listMeta) *listState {
+	l := &listState{n: n, meta: meta}
+	if len(v4) > 0 {
+		l.v4 = make([]uint32, 0, 2*len(v4))
+		for _, s := range v4 {
+			l.v4 = append(l.v4, uint32(s.first.lo), uint32(s.last.lo))
+		}
 	}
-	// A copy of exactly the merged ranges: the scratch slice was sized
-	// for every prefix.
-	l.v6 = slices.Clone(mergeSpans(v6))
+	if len(v6) > 0 {
+		l.v6 = slices.Clone(v6)
+	}
 	return l
 }
 
-// spans returns the list's ranges; IPv4 ones are built fresh.
+// spans returns the list's ranges (IPv4 ones, and all of a view's, built
+// fresh; owned IPv6 ones shared: never modify them).
 func (l *listState) spans() (v4, v6 []span) {
+	if l.ix != nil {
+		if l.fam6 {
+			return nil, l.ix.spansOf(l.id, true)
+		}
+		return l.ix.spansOf(l.id, false), nil
+	}
 	v4 = make([]span, 0, len(l.v4)/2)
 	for i := 0; i+1 < len(l.v4); i += 2 {
 		v4 = append(v4, span{u128{0, uint64(l.v4[i])}, u128{0, uint64(l.v4[i+1])}})
 	}
 	return v4, l.v6
+}
+
+// viewIn returns the list as a view of ix, whose ranges for country cc
+// must be exactly v4 and v6 (the list's own). Where another country's
+// overlapping list won some of these addresses in the index — RIR lists
+// never overlap, hand-made ones may — the index's ranges differ, and the
+// list keeps its own copy so that its diffs and prefixes stay its own.
+func (l *listState) viewIn(ix *Index, k listKey, v4, v6 []span) *listState {
+	mine := v4
+	if k.v6 {
+		mine = v6
+	}
+	if id, ok := ix.countryID(k.cc); ok && slices.Equal(ix.spansOf(id, k.v6), mine) {
+		return &listState{ix: ix, id: id, fam6: k.v6, n: l.n, meta: l.meta}
+	}
+	if l.ix == nil {
+		return l
+	}
+	return ownedList(v4, v6, l.n, l.meta)
 }
 
 // prefixes derives the normalised prefixes (a fresh slice).
@@ -182,6 +223,11 @@ func (g *Geo) Update(ctx context.Context, dryRun bool) ([]ListResult, error) {
 		res.DryRun = dryRun
 		results = append(results, res)
 		if nl != nil && !dryRun {
+			if res.Decision == DecisionUnchanged && prev != nil {
+				// Same ranges: keep prev's (a view of the current index)
+				// rather than a second, owned copy of them.
+				nl = prev.withMeta(nl.meta)
+			}
 			next[k] = nl
 			changed = true
 			contentChanged = contentChanged || res.Decision == DecisionUpdated
