@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,7 +12,6 @@ import (
 	"testing"
 
 	"github.com/sipsentry/sipsentry/geo/geotest"
-	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/internal/testpath"
 )
 
@@ -123,9 +121,10 @@ lists_dir = "`+lists+`"
 }
 
 func TestLookupWithoutConfigFile(t *testing.T) {
-	if _, err := os.Stat(config.DefaultPath); !errors.Is(err, fs.ErrNotExist) {
-		t.Skipf("%s exists on this machine; the no-config case cannot be tested here", config.DefaultPath)
-	}
+	// The default path, made absent whatever this machine has in /etc.
+	old := defaultConfigPath
+	defaultConfigPath = filepath.Join(t.TempDir(), "absent.toml")
+	t.Cleanup(func() { defaultConfigPath = old })
 	td := geoTestdata(t)
 	out, err := geoCmd(t, "lookup", "--mmdb", filepath.Join(td, "GeoIP2-Country-Test.mmdb"), "--json", "81.2.69.160")
 	if err != nil {

@@ -14,6 +14,10 @@ import (
 	"github.com/sipsentry/sipsentry/internal/config"
 )
 
+// defaultConfigPath is --config's default; a variable so tests can point
+// it away from the machine's own /etc.
+var defaultConfigPath = config.DefaultPath
+
 // globalOptions are the flags every command shares.
 type globalOptions struct {
 	configPath string
@@ -33,7 +37,7 @@ push servers that register for your users' phones.`,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	f := root.PersistentFlags()
-	f.StringVarP(&g.configPath, "config", "c", config.DefaultPath, "configuration `FILE`")
+	f.StringVarP(&g.configPath, "config", "c", defaultConfigPath, "configuration `FILE`")
 	f.StringVar(&g.logLevel, "log-level", "", "override log.level (debug, info, warn, error)")
 
 	root.AddCommand(
