@@ -129,6 +129,25 @@ func eventually(t *testing.T, what string, cond func() (bool, string)) {
 	}
 }
 
+// waitKernelSets waits until every address of mustBan is in the kernel's
+// v4 ban set and the push server 203.0.113.31 in the allow set.
+func waitKernelSets(t *testing.T, ns *netnstest.NS, mustBan []string, when string) {
+	t.Helper()
+	eventually(t, "the scanners and the injector in the kernel ban set "+when, func() (bool, string) {
+		got := setMembers(t, ns, "sipsentry-ban-v4")
+		for _, a := range mustBan {
+			if !slices.Contains(got, a) {
+				return false, fmt.Sprintf("ban set %v lacks %s", got, a)
+			}
+		}
+		return true, ""
+	})
+	eventually(t, "the push server in the kernel allow set "+when, func() (bool, string) {
+		got := setMembers(t, ns, "sipsentry-allow-v4")
+		return slices.Contains(got, "203.0.113.31"), fmt.Sprintf("allow set %v", got)
+	})
+}
+
 // setMembers lists the addresses/prefixes in a kernel ipset inside ns.
 func setMembers(t *testing.T, ns *netnstest.NS, name string) []string {
 	t.Helper()
@@ -324,19 +343,7 @@ listen = "127.0.0.1:9468"
 	srv.Send(rewriteAMI(s9[557:]))
 
 	mustBan := []string{"203.0.113.11", "203.0.113.13", "203.0.113.66"}
-	eventually(t, "the scanners and the injector in the kernel ban set", func() (bool, string) {
-		got := setMembers(t, ns, "sipsentry-ban-v4")
-		for _, a := range mustBan {
-			if !slices.Contains(got, a) {
-				return false, fmt.Sprintf("ban set %v lacks %s", got, a)
-			}
-		}
-		return true, ""
-	})
-	eventually(t, "the push server in the kernel allow set", func() (bool, string) {
-		got := setMembers(t, ns, "sipsentry-allow-v4")
-		return slices.Contains(got, "203.0.113.31"), fmt.Sprintf("allow set %v", got)
-	})
+	waitKernelSets(t, ns, mustBan, "after the replay")
 	checkNeverBanned(t, ns)
 	// Banning hung up the banned sources' live calls, and only theirs.
 	eventually(t, "the banned sources' calls hung up over ARI", func() (bool, string) {
@@ -488,19 +495,7 @@ listen = "127.0.0.1:9468"
 	if !srv.WaitLogins(logins + 1) {
 		t.Fatal("the restarted daemon never logged in")
 	}
-	eventually(t, "bans restored into the kernel after kill -9 and restart", func() (bool, string) {
-		got := setMembers(t, ns, "sipsentry-ban-v4")
-		for _, a := range mustBan {
-			if !slices.Contains(got, a) {
-				return false, fmt.Sprintf("ban set %v lacks %s", got, a)
-			}
-		}
-		return true, ""
-	})
-	eventually(t, "push server restored into the allow set", func() (bool, string) {
-		got := setMembers(t, ns, "sipsentry-allow-v4")
-		return slices.Contains(got, "203.0.113.31"), fmt.Sprintf("allow set %v", got)
-	})
+	waitKernelSets(t, ns, mustBan, "restored after kill -9 and restart")
 
 	// Asterisk restarts: the daemon reconnects, resyncs, and keeps banning.
 	logins = srv.Logins()
