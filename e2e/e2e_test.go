@@ -32,7 +32,7 @@ import (
 	"github.com/sipsentry/sipsentry/geo/geotest"
 	"github.com/sipsentry/sipsentry/internal/ariwatch/aritest"
 	"github.com/sipsentry/sipsentry/internal/netnstest"
-	"github.com/sipsentry/sipsentry/internal/state"
+	"github.com/sipsentry/sipsentry/state"
 	"github.com/sipsentry/sipsentry/internal/testpath"
 )
 

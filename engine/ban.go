@@ -10,7 +10,7 @@ import (
 
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/firewall"
-	"github.com/sipsentry/sipsentry/internal/state"
+	"github.com/sipsentry/sipsentry/state"
 )
 
 // neverBan returns why a must not be banned, or "".

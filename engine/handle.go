@@ -9,7 +9,7 @@ import (
 
 	"github.com/sipsentry/sipsentry/activity"
 	"github.com/sipsentry/sipsentry/ami"
-	"github.com/sipsentry/sipsentry/internal/state"
+	"github.com/sipsentry/sipsentry/state"
 )
 
 // srcState is one source in memory: the shared aggregate plus the ring of

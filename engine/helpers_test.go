@@ -22,7 +22,7 @@ import (
 	"github.com/sipsentry/sipsentry/firewall"
 	"github.com/sipsentry/sipsentry/firewall/dryrun"
 	"github.com/sipsentry/sipsentry/internal/config"
-	"github.com/sipsentry/sipsentry/internal/state"
+	"github.com/sipsentry/sipsentry/state"
 	"github.com/sipsentry/sipsentry/internal/testpath"
 )
 

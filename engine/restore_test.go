@@ -8,7 +8,7 @@ import (
 
 	"github.com/sipsentry/sipsentry/firewall"
 	"github.com/sipsentry/sipsentry/internal/config"
-	"github.com/sipsentry/sipsentry/internal/state"
+	"github.com/sipsentry/sipsentry/state"
 )
 
 // TestRestoreStreamsBansInChunks: more stored bans than one chunk are all

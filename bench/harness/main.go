@@ -39,7 +39,7 @@ import (
 	"github.com/sipsentry/sipsentry/firewall"
 	"github.com/sipsentry/sipsentry/firewall/iptables"
 	"github.com/sipsentry/sipsentry/internal/config"
-	"github.com/sipsentry/sipsentry/internal/state"
+	"github.com/sipsentry/sipsentry/state"
 )
 
 func main() {

@@ -18,7 +18,7 @@ import (
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/geo"
 	"github.com/sipsentry/sipsentry/internal/config"
-	"github.com/sipsentry/sipsentry/internal/state"
+	"github.com/sipsentry/sipsentry/state"
 	"github.com/sipsentry/sipsentry/report"
 	"github.com/sipsentry/sipsentry/seclog"
 )

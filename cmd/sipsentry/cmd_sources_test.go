@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/sipsentry/sipsentry/activity"
-	"github.com/sipsentry/sipsentry/internal/state"
+	"github.com/sipsentry/sipsentry/state"
 	"github.com/sipsentry/sipsentry/internal/testpath"
 )
 

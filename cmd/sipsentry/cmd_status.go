@@ -16,7 +16,7 @@ import (
 
 	"github.com/sipsentry/sipsentry/firewall"
 	"github.com/sipsentry/sipsentry/internal/daemon"
-	"github.com/sipsentry/sipsentry/internal/state"
+	"github.com/sipsentry/sipsentry/state"
 )
 
 type statusOptions struct {

@@ -36,7 +36,7 @@ import (
 	"github.com/sipsentry/sipsentry/internal/ariwatch"
 	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/internal/metrics"
-	"github.com/sipsentry/sipsentry/internal/state"
+	"github.com/sipsentry/sipsentry/state"
 )
 
 // Options are what `sipsentry run`'s flags and globals hand the daemon.

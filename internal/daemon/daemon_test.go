@@ -12,7 +12,7 @@ import (
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/geo"
 	"github.com/sipsentry/sipsentry/internal/config"
-	"github.com/sipsentry/sipsentry/internal/state"
+	"github.com/sipsentry/sipsentry/state"
 )
 
 func TestRecentEventsKeepsTheNewestFirst(t *testing.T) {

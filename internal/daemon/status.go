@@ -8,7 +8,7 @@ import (
 	"github.com/sipsentry/sipsentry/engine"
 	"github.com/sipsentry/sipsentry/firewall"
 	"github.com/sipsentry/sipsentry/internal/ariwatch"
-	"github.com/sipsentry/sipsentry/internal/state"
+	"github.com/sipsentry/sipsentry/state"
 )
 
 // StatusReport is the daemon's /status document and what `sipsentry status
