@@ -1,6 +1,6 @@
 // Package failmem is the engine's failure memory: a compact, fixed-size
-// record per source address (44 bytes; 48 per IPv4 slot, 60 per IPv6 slot,
-// ≈ 55 bytes per tracked IPv4 address at the table's fullest) holding only
+// record per source address (48 bytes; 52 per IPv4 slot, 64 per IPv6 slot,
+// ≈ 59 bytes per tracked IPv4 address at the table's fullest) holding only
 // what ban decisions need: failures in find_time (all, and those over
 // TCP/TLS), failures and unanswered challenges in the slow-scan window,
 // distinct accounts tried, challenges waiting for their answer, the last
@@ -157,8 +157,8 @@ func (o *Options) check() error {
 	switch {
 	case o.MaxFailures < 1 || o.MaxFailures > 255:
 		return fmt.Errorf("failmem: max failures %d: want 1..255", o.MaxFailures)
-	case o.FindTime < 3*time.Second:
-		return fmt.Errorf("failmem: find time %s: want at least 3s", o.FindTime)
+	case o.FindTime < 3*time.Second || o.FindTime > 18*time.Hour:
+		return fmt.Errorf("failmem: find time %s: want 3s..18h (longer windows are the slow scan's)", o.FindTime)
 	case o.SlowMaxFailures < 0 || o.SlowMaxFailures > 255*8:
 		return fmt.Errorf("failmem: slow max failures %d: want 0..2040", o.SlowMaxFailures)
 	case o.SlowMaxFailures > 0 && o.SlowFindTime < 7*time.Second:
@@ -254,9 +254,12 @@ func (m *Memory) SetOptions(o Options) error {
 	oldFast, oldSlow := m.fastW, m.slowW
 	m.setOptions(o)
 	if oldFast != m.fastW || oldSlow != m.slowW {
+		// The buckets' counts are kept and taken as counted now: more than
+		// the new window may hold, never less.
+		now := nowSec()
+		fi, si := uint16(now/m.fastW), uint16(now/m.slowW)
 		rebase := func(r *record) {
-			r.fast.base = uint32(int64(r.fast.base) * oldFast / m.fastW)
-			r.slow.base = uint32(int64(r.slow.base) * oldSlow / m.slowW)
+			r.fastBase, r.slowBase = fi, si
 		}
 		for i := range m.v4.slots {
 			rebase(&m.v4.slots[i].rec)
@@ -388,9 +391,8 @@ var nowSec = func() int64 { return time.Now().Unix() }
 // threshold), older before newer; known addresses last, since forgetting
 // one would expose its phone to forged failures.
 func (m *Memory) keepScore(r *record, now int64) uint64 {
-	fi, si := uint32(now/m.fastW), uint32(now/m.slowW)
-	fast, _ := r.fast.sum(fi)
-	slow := r.slow.sum(si)
+	fast := m.fastCount(r, now)
+	slow := r.slowSum(uint16(now / m.slowW))
 	var progress uint64
 	if fast > 0 || slow > 0 || r.pendN > 0 {
 		p := fast * 1000 / m.o.MaxFailures
@@ -407,7 +409,17 @@ func (m *Memory) keepScore(r *record, now int64) uint64 {
 		score |= 1 << 63
 	}
 	// Newer slow buckets keep longer among equals.
-	return score | uint64(r.slow.base&0xffffffff)
+	return score | uint64(r.newest)
+}
+
+// fastCount is the failures in find_time: exact from the ring when
+// max_failures fits in it, else the buckets' count.
+func (m *Memory) fastCount(r *record, now int64) int {
+	if m.o.MaxFailures <= ringSize {
+		all, _ := r.recentIn(now, int64(m.o.FindTime/time.Second))
+		return all
+	}
+	return r.fastSum(uint16(now / m.fastW))
 }
 
 // Observe records one event of addr and returns the verdict.
@@ -435,14 +447,15 @@ func (m *Memory) Observe(addr netip.Addr, o Observation) Verdict {
 type pendingCheck struct {
 	need                     bool
 	fast, proven, slow, enum int
+	fastAny                  int // the buckets' count, for known_max_failures
 	unansweredOnly           bool
 	knownByAuth              bool
 }
 
 func (m *Memory) observe(r *record, addr netip.Addr, o Observation, now int64) (Verdict, pendingCheck) {
 	var v Verdict
-	fi, si := uint32(now/m.fastW), uint32(now/m.slowW)
-	if fast, _ := r.fast.sum(fi); fast == 0 && r.slow.sum(si) == 0 && r.pendN == 0 {
+	fi, si := uint16(now/m.fastW), uint16(now/m.slowW)
+	if r.fastSum(fi) == 0 && r.slowSum(si) == 0 && r.pendN == 0 {
 		// Quiet for longer than every window: start a new spell (accounts
 		// tried before no longer count toward enumeration, notes may be
 		// said again).
@@ -471,8 +484,11 @@ func (m *Memory) observe(r *record, addr netip.Addr, o Observation, now int64) (
 		if o.Kind == ChallengeFailed && r.pendN > 0 {
 			r.pendN--
 		}
-		r.fast.add(fi, o.Transport.proven(), 1)
-		r.slow.add(si, 1)
+		if now > 0 && now < 1<<32 {
+			r.addRecent(uint32(now), o.Transport.proven())
+		}
+		r.addFast(fi, 1)
+		r.addSlow(si, 1)
 		r.flags |= flagOtherFailure
 		if o.Account != 0 {
 			r.addAccount(o.Account)
@@ -495,14 +511,18 @@ func (m *Memory) observe(r *record, addr netip.Addr, o Observation, now int64) (
 // check reads the windows after a change; the known rule is applied by
 // finish, outside the lock.
 func (m *Memory) check(r *record, now int64) pendingCheck {
-	fi, si := uint32(now/m.fastW), uint32(now/m.slowW)
-	c := pendingCheck{slow: r.slow.sum(si), enum: int(r.distinct)}
-	c.fast, c.proven = r.fast.sum(fi)
+	c := pendingCheck{slow: r.slowSum(uint16(now / m.slowW)), enum: int(r.distinct)}
+	// The proven rule reads the ring; with max_failures above its size it
+	// bans at ringSize proven failures (stricter, never later).
+	_, c.proven = r.recentIn(now, int64(m.o.FindTime/time.Second))
+	c.fast = m.fastCount(r, now)
+	c.fastAny = r.fastSum(uint16(now / m.fastW))
 	c.unansweredOnly = r.flags&flagOtherFailure == 0 && r.unanswered > 0
 	c.knownByAuth = r.lastAuth != 0 && m.o.KnownFor > 0 && now-int64(r.lastAuth) <= int64(m.o.KnownFor/time.Second)
 	crossed := c.fast >= m.o.MaxFailures ||
 		(m.o.SlowMaxFailures > 0 && c.slow >= m.o.SlowMaxFailures) ||
-		(m.o.EnumAccounts > 0 && c.enum >= m.o.EnumAccounts)
+		(m.o.EnumAccounts > 0 && c.enum >= m.o.EnumAccounts) ||
+		(m.o.KnownMaxFailures > 0 && c.fastAny >= m.o.KnownMaxFailures)
 	c.need = crossed || c.unansweredOnly
 	return c
 }
@@ -512,7 +532,7 @@ func (m *Memory) finish(addr netip.Addr, v Verdict, c pendingCheck) Verdict {
 	o := &m.o
 	known := c.knownByAuth
 	crossed := c.fast >= o.MaxFailures || (o.SlowMaxFailures > 0 && c.slow >= o.SlowMaxFailures) ||
-		(o.EnumAccounts > 0 && c.enum >= o.EnumAccounts)
+		(o.EnumAccounts > 0 && c.enum >= o.EnumAccounts) || (o.KnownMaxFailures > 0 && c.fastAny >= o.KnownMaxFailures)
 	if !known && crossed && o.Allowed != nil {
 		known = o.Allowed(addr.Unmap())
 	}
@@ -527,10 +547,10 @@ func (m *Memory) finish(addr netip.Addr, v Verdict, c pendingCheck) Verdict {
 		m.mu.Unlock()
 	}
 	switch {
-	case known && c.proven >= o.MaxFailures:
+	case known && c.proven >= min(o.MaxFailures, ringSize):
 		v.Ban, v.Reason = true, fmt.Sprintf("%d failures over TCP/TLS in %s from a known address", c.proven, o.FindTime)
-	case known && o.KnownMaxFailures > 0 && c.fast >= o.KnownMaxFailures:
-		v.Ban, v.Reason = true, fmt.Sprintf("%d failures in %s from a known address (known_max_failures %d)", c.fast, o.FindTime, o.KnownMaxFailures)
+	case known && o.KnownMaxFailures > 0 && c.fastAny >= o.KnownMaxFailures:
+		v.Ban, v.Reason = true, fmt.Sprintf("%d failures in %s from a known address (known_max_failures %d)", c.fastAny, o.FindTime, o.KnownMaxFailures)
 	case known && crossed:
 		setFlag(flagKnownShown, FlagKnown)
 	case c.fast >= o.MaxFailures:
@@ -571,7 +591,7 @@ func (m *Memory) settle(r *record, now int64) int {
 	}
 	n := r.pendN
 	r.pendN = 0
-	r.slow.add(uint32(now/m.slowW), n)
+	r.addSlow(uint16(now/m.slowW), n)
 	addSat(&r.unanswered, n)
 	return int(n)
 }

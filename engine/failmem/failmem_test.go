@@ -89,6 +89,13 @@ func TestRules(t *testing.T) {
 		{"4 failures in find_time do not ban", nil, false, repeat(4, time.Second, fail)},
 		{"the 5th failure in find_time bans", nil, false, last(repeat(5, time.Second, fail), "5 failures in 10m0s", "")},
 		{"5 failures 4 minutes apart (16 min) do not ban", nil, false, repeat(5, 4*time.Minute, fail)},
+		{"4 failures, 11 minutes, 4 more: no ban (the window is exact)", nil, false, seq(
+			repeat(4, time.Second, fail), repeat(4, time.Second, step{at: 11 * time.Minute, kind: Failure, account: "1001"}))},
+		{"max_failures above the exact ring (8) counts in buckets", func(o *Options) { o.MaxFailures = 8 }, false,
+			last(repeat(8, time.Second, fail), "8 failures in 10m0s", "")},
+		{"a clock step back still counts", nil, false, []step{
+			{at: time.Minute, kind: Failure}, {at: 0, kind: Failure}, {at: 30 * time.Second, kind: Failure},
+			{at: time.Second, kind: Failure}, {at: 2 * time.Second, kind: Failure, ban: "5 failures"}}},
 		{"slow scan: the 20th failure in 24h bans", nil, false,
 			last(repeat(20, time.Hour, fail), "slow scan: 20 failures in 24h0m0s", "")},
 		{"19 failures an hour apart and then a day of quiet do not ban", nil, false,
@@ -334,11 +341,11 @@ func TestTableMatchesMap(t *testing.T) {
 func TestSlotSizes(t *testing.T) {
 	var s4 slot[[4]byte]
 	var s16 slot[[16]byte]
-	if n := sizeofSlot(&s4); n != 48 {
-		t.Errorf("IPv4 slot is %d bytes, want 48", n)
+	if n := sizeofSlot(&s4); n != 52 {
+		t.Errorf("IPv4 slot is %d bytes, want 52", n)
 	}
-	if n := sizeofSlot(&s16); n != 60 {
-		t.Errorf("IPv6 slot is %d bytes, want 60", n)
+	if n := sizeofSlot(&s16); n != 64 {
+		t.Errorf("IPv6 slot is %d bytes, want 64", n)
 	}
 }
 

@@ -1,25 +1,49 @@
 package failmem
 
-// record is what the decisions need to know about one address: 44 bytes,
-// no pointers (the GC never scans the table). Times are Unix seconds or
-// bucket indices derived from them; counts saturate instead of wrapping.
+// record is what the decisions need to know about one address: 48 bytes,
+// no pointers (the GC never scans the table). Times are Unix seconds, or
+// bucket indices (mod 2^16) derived from them; counts saturate instead of
+// wrapping.
 type record struct {
-	fast fastWindow // failures in find_time: all, and those over TCP/TLS
-	slow slowWindow // failures and unanswered challenges in slow_find_time
+	// recent holds the times of the last ringSize failures exactly: the
+	// newest (Unix seconds, 0 = none) and the gaps between each and the one
+	// before it (seconds, gapNone when older than any find_time or absent).
+	newest   uint32
+	lastAuth uint32 // Unix seconds of the last SuccessfulAuth; 0 never
+	gaps     [ringSize - 1]uint16
+	// fast and slow count failures per bucket for the limits the exact ring
+	// cannot reach (max_failures above ringSize, known_max_failures) and
+	// for the slow-scan window.
+	fastBase, slowBase uint16
 	// accounts holds fingerprints of up to 4 distinct accounts tried (0 =
 	// empty); distinct keeps counting past them (see addAccount).
 	accounts [4]uint16
-	lastAuth uint32 // Unix seconds of the last SuccessfulAuth; 0 never
 	// pendSince is the Unix second (mod 2^16) of the oldest challenge for
 	// a real account still waiting for its answer; pendN how many wait.
 	pendSince  uint16
+	fastN      [fastBuckets]uint8
+	slowN      [slowBuckets]uint8
+	proven     uint8 // bit i: the ring's i-th newest failure came over TCP/TLS/WS
 	pendN      uint8
 	distinct   uint8 // distinct accounts tried since the last ban or quiet spell
 	blind      uint8 // challenge responses with a nonce Asterisk never issued
 	unanswered uint8 // challenges realized as never answered
 	flags      uint8
-	_          uint8
 }
+
+// ringSize is how many failure times are kept exactly: the default
+// max_failures (5), so the find_time rule is exact (4 failures, 11 minutes,
+// 4 more is no ban) without a timestamp per failure.
+const ringSize = 5
+
+// gapNone marks a ring entry that is absent or more than 18 h older than
+// the next: outside any find_time (find_time is at most 18 h).
+const gapNone = 0xffff
+
+// fastBuckets buckets of ceil(find_time/3) cover the last find_time (never
+// under-count) and at most a third of a window more; slowBuckets buckets
+// of ceil(slow_find_time/7) likewise, at most a seventh more.
+const fastBuckets, slowBuckets = 4, 8
 
 // record flags.
 const (
@@ -29,22 +53,6 @@ const (
 	flagOtherFailure                // a failure other than an unanswered challenge since the last quiet spell
 )
 
-// fastWindow counts failures in find_time with 4 buckets of width
-// ceil(find_time/3): summing the 4 buckets up to now covers at least the last
-// find_time (never under-counts) and at most find_time + width (counts a
-// failure up to a third of a window too long).
-type fastWindow struct {
-	base   uint32 // bucket index (Unix second / width) of the newest bucket
-	all    [4]uint8
-	proven [4]uint8 // failures over TCP/TLS/WS: the source address is real
-}
-
-// slowWindow is the same with 8 buckets of width ceil(slow_find_time/7).
-type slowWindow struct {
-	base uint32
-	n    [8]uint8
-}
-
 func addSat(p *uint8, n uint8) {
 	if v := uint16(*p) + uint16(n); v > 255 {
 		*p = 255
@@ -53,86 +61,99 @@ func addSat(p *uint8, n uint8) {
 	}
 }
 
-// advance moves the window's newest bucket to idx, clearing the buckets that
-// fell out. An idx older than the newest bucket (a clock step back) is
-// counted in the newest bucket: late, never lost.
-func (w *fastWindow) advance(idx uint32) uint32 {
-	if idx <= w.base {
-		return w.base
-	}
-	if d := idx - w.base; d >= 4 {
-		w.all, w.proven = [4]uint8{}, [4]uint8{}
+// addRecent puts a failure at t (Unix seconds) into the ring. A t older
+// than the newest (a clock step back) is taken as the newest: late, never
+// lost.
+func (r *record) addRecent(t uint32, proven bool) {
+	if r.newest == 0 {
+		r.gaps = [ringSize - 1]uint16{gapNone, gapNone, gapNone, gapNone}
+		r.newest = max(t, 1)
 	} else {
-		for i := w.base + 1; i <= idx; i++ {
-			w.all[i%4], w.proven[i%4] = 0, 0
+		gap := uint16(gapNone)
+		if t <= r.newest {
+			gap, t = 0, r.newest
+		} else if d := t - r.newest; d < gapNone {
+			gap = uint16(d)
 		}
+		copy(r.gaps[1:], r.gaps[:len(r.gaps)-1])
+		r.gaps[0] = gap
+		r.newest = t
 	}
-	w.base = idx
-	return idx
-}
-
-func (w *fastWindow) add(idx uint32, proven bool, n uint8) {
-	i := w.advance(idx) % 4
-	addSat(&w.all[i], n)
+	r.proven = (r.proven << 1) & (1<<ringSize - 1)
 	if proven {
-		addSat(&w.proven[i], n)
+		r.proven |= 1
 	}
 }
 
-// sum returns the failures (all, proven) in the buckets that can still hold
-// failures within the window ending in bucket idx.
-func (w *fastWindow) sum(idx uint32) (all, proven int) {
-	if idx > w.base && idx-w.base >= 4 {
+// recentIn returns how many of the ring's failures (all, and proven) fall
+// within window seconds of now.
+func (r *record) recentIn(now int64, window int64) (all, proven int) {
+	if r.newest == 0 {
 		return 0, 0
 	}
-	for k := uint32(0); k < 4; k++ {
-		if w.base < k {
+	t := int64(r.newest)
+	for i := 0; i < ringSize; i++ {
+		if i > 0 {
+			if r.gaps[i-1] == gapNone {
+				break
+			}
+			t -= int64(r.gaps[i-1])
+		}
+		if now-t > window {
 			break
 		}
-		b := w.base - k
-		if idx >= 3 && b < idx-3 {
-			break
+		all++
+		if r.proven&(1<<i) != 0 {
+			proven++
 		}
-		all += int(w.all[b%4])
-		proven += int(w.proven[b%4])
 	}
 	return all, proven
 }
 
-func (w *slowWindow) advance(idx uint32) uint32 {
-	if idx <= w.base {
-		return w.base
+// bucket windows: base is the newest bucket's index mod 2^16; an index
+// before it (a clock step back) counts in the newest bucket.
+func advance(base *uint16, n []uint8, idx uint16) uint16 {
+	d := int16(idx - *base)
+	if d <= 0 {
+		return *base
 	}
-	if d := idx - w.base; d >= 8 {
-		w.n = [8]uint8{}
+	if int(d) >= len(n) {
+		clear(n)
 	} else {
-		for i := w.base + 1; i <= idx; i++ {
-			w.n[i%8] = 0
+		for i := *base + 1; i != idx+1; i++ {
+			n[int(i)%len(n)] = 0
 		}
 	}
-	w.base = idx
+	*base = idx
 	return idx
 }
 
-func (w *slowWindow) add(idx uint32, n uint8) { addSat(&w.n[w.advance(idx)%8], n) }
-
-func (w *slowWindow) sum(idx uint32) int {
-	if idx > w.base && idx-w.base >= 8 {
+func sumBuckets(base uint16, n []uint8, idx uint16) int {
+	d := int16(idx - base)
+	if d >= int16(len(n)) {
 		return 0
 	}
 	s := 0
-	for k := uint32(0); k < 8; k++ {
-		if w.base < k {
+	for k := 0; k < len(n); k++ {
+		b := base - uint16(k)
+		if int16(idx-b) >= int16(len(n)) {
 			break
 		}
-		b := w.base - k
-		if idx >= 7 && b < idx-7 {
-			break
-		}
-		s += int(w.n[b%8])
+		s += int(n[int(b)%len(n)])
 	}
 	return s
 }
+
+func (r *record) addFast(idx uint16, n uint8) {
+	addSat(&r.fastN[int(advance(&r.fastBase, r.fastN[:], idx))%fastBuckets], n)
+}
+
+func (r *record) addSlow(idx uint16, n uint8) {
+	addSat(&r.slowN[int(advance(&r.slowBase, r.slowN[:], idx))%slowBuckets], n)
+}
+
+func (r *record) fastSum(idx uint16) int { return sumBuckets(r.fastBase, r.fastN[:], idx) }
+func (r *record) slowSum(idx uint16) int { return sumBuckets(r.slowBase, r.slowN[:], idx) }
 
 // fingerprint folds an account hash into a non-zero 16-bit value.
 func fingerprint(h uint64) uint16 {

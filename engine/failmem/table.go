@@ -5,7 +5,7 @@ import (
 )
 
 // addrKey is an address as the table stores it: 4 bytes for IPv4, 16 for
-// IPv6, so an IPv4 slot is 48 bytes and an IPv6 slot 60.
+// IPv6, so an IPv4 slot is 52 bytes and an IPv6 slot 64.
 type addrKey interface{ [4]byte | [16]byte }
 
 type slot[K addrKey] struct {
@@ -15,7 +15,7 @@ type slot[K addrKey] struct {
 
 // maxLoadNum/maxLoadDen is the fill at which a table grows (or, at its
 // largest, evicts): linear probing stays short at 7/8 with a seeded hash,
-// and an IPv4 address then costs 48 / (7/8) ≈ 55 bytes.
+// and an IPv4 address then costs 52 / (7/8) ≈ 59 bytes.
 const maxLoadNum, maxLoadDen = 7, 8
 
 // table is an open-addressing hash table with linear probing and
