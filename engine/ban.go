@@ -21,7 +21,7 @@ func (e *Engine) neverBan(a netip.Addr) string {
 	case a.IsUnspecified() || a.IsMulticast():
 		return "not a unicast address"
 	}
-	for _, p := range e.pp().static {
+	for _, p := range e.pp().StaticAllows {
 		if p.Contains(a) {
 			return "static allow " + p.String() + " (firewall.allow)"
 		}
@@ -40,15 +40,15 @@ func (e *Engine) neverBan(a netip.Addr) string {
 
 // banDuration is ban_time × factor^(offence-1), capped at max_ban_time.
 func (e *Engine) banDuration(offence int) time.Duration {
-	f := e.pp().cfg.Engine.EscalationFactor
-	d := float64(e.pp().banTime) * math.Pow(f, float64(offence-1))
-	if d > float64(e.pp().maxBanTime) || math.IsInf(d, 0) || math.IsNaN(d) {
-		return e.pp().maxBanTime
+	o := e.pp()
+	d := float64(o.BanTime) * math.Pow(o.EscalationFactor, float64(offence-1))
+	if d > float64(o.MaxBanTime) || math.IsInf(d, 0) || math.IsNaN(d) {
+		return o.MaxBanTime
 	}
 	return time.Duration(d)
 }
 
-// ban bans a (or, in monitor mode, records that it would). start is when
+// ban bans a (or, in firewall monitor mode, records that it would). start is when
 // Handle began, for the latency figure. It returns the ban's end (UnixNano;
 // 0 after a firewall error), and false when a is on the never-ban list or
 // the ban set is full (the caller then leaves the source alone for a while
@@ -59,7 +59,7 @@ func (e *Engine) ban(ctx context.Context, a netip.Addr, reason string, now time.
 		e.decide(Decision{Time: now, Kind: DecisionRefused, Addr: a, Reason: reason, Err: "never ban: " + why})
 		return 0, false
 	}
-	monitor := e.pp().geoMode == "monitor"
+	monitor := !e.pp().Enforce
 	nowN := now.UnixNano()
 
 	k := keyOf(a)
@@ -79,7 +79,7 @@ func (e *Engine) ban(ctx context.Context, a netip.Addr, reason string, now time.
 		prev.active = false
 		e.activeBans--
 	}
-	if !monitor && e.activeBans >= e.pp().cfg.Firewall.BanMaxElem {
+	if !monitor && e.activeBans >= e.pp().BanMaxElem {
 		e.bmu.Unlock()
 		e.refuseFull(a, reason, now, errors.New("engine: ban set holds firewall.ban_maxelem entries"))
 		return 0, false
@@ -96,7 +96,7 @@ func (e *Engine) ban(ctx context.Context, a netip.Addr, reason string, now time.
 	if monitor {
 		d.Kind = DecisionWouldBan
 		d.Latency = time.Since(start)
-		e.log.Info("engine: would ban (geo_mode monitor)", "addr", a, "reason", reason, "for", dur, "offence", offence)
+		e.log.Info("engine: would ban (firewall.mode monitor)", "addr", a, "reason", reason, "for", dur, "offence", offence)
 	} else {
 		err := e.fw.Add(ctx, firewall.SetBan, firewall.Entry{Prefix: prefixOf(a), Timeout: dur, Comment: sanitize("sipsentry: "+reason, 200)})
 		d.Latency = time.Since(start)
@@ -134,7 +134,7 @@ func (e *Engine) refuseFull(a netip.Addr, reason string, now time.Time, err erro
 	last := e.fullLogged.Load()
 	if n := now.UnixNano(); (last == 0 || n-last >= int64(10*time.Second)) && e.fullLogged.CompareAndSwap(last, n) {
 		e.log.Warn("engine: ban refused: the ban set is full; raise firewall.ban_maxelem or shorten ban times",
-			"addr", a, "reason", reason, "max", e.pp().cfg.Firewall.BanMaxElem, "err", err,
+			"addr", a, "reason", reason, "max", e.pp().BanMaxElem, "err", err,
 			"refused_unlogged", e.fullUnlogged.Swap(0))
 	} else {
 		e.fullUnlogged.Add(1)

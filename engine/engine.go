@@ -17,7 +17,6 @@ package engine
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -28,7 +27,6 @@ import (
 	"github.com/sipsentry/sipsentry/activity"
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/firewall"
-	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/state"
 )
 
@@ -69,9 +67,6 @@ type Deps struct {
 	// HostAddrs are the host's own addresses (never banned); nil means
 	// net.InterfaceAddrs at New.
 	HostAddrs []netip.Addr
-	// AMIPeer is the Asterisk address sipsentry talks to (never banned);
-	// invalid means the host of ami.address when it is an IP literal.
-	AMIPeer netip.Addr
 	// OnDecision, if set, is called after every decision (metrics, replay
 	// output). It must not block.
 	OnDecision func(Decision)
@@ -84,7 +79,7 @@ type Deps struct {
 // Decision kinds.
 const (
 	DecisionBan      = "ban"       // added to the kernel ban set
-	DecisionWouldBan = "would_ban" // geo_mode monitor: recorded only
+	DecisionWouldBan = "would_ban" // firewall.mode monitor: recorded only
 	DecisionRefused  = "refused"   // a ban that was not made (never-ban list, set full, firewall error)
 	DecisionLearned  = "learned"   // push server learned (allow set)
 	DecisionFlagged  = "flagged"   // foreign login not learned
@@ -108,6 +103,7 @@ type Decision struct {
 // Status is the engine at a glance (`sipsentry status`, metrics).
 type Status struct {
 	GeoMode       string            `json:"geo_mode"`
+	Enforce       bool              `json:"enforce"`
 	Sources       int               `json:"sources"`        // aggregates in memory
 	ActiveBans    int               `json:"active_bans"`    // in the kernel set (as far as the engine knows)
 	WouldBans     int               `json:"would_bans"`     // monitor-mode decisions still "active"
@@ -170,7 +166,7 @@ type Engine struct {
 	now func() time.Time
 	fw  firewall.Backend
 	// p holds the configuration and what is derived from it; Reload swaps it.
-	p atomic.Pointer[params]
+	p atomic.Pointer[settings]
 
 	// mu guards the source table and what Handle hands to the writer.
 	mu          sync.Mutex
@@ -217,12 +213,9 @@ type Engine struct {
 	running   atomic.Bool
 }
 
-// New checks cfg and builds an engine; it touches neither kernel nor DB
-// (Start does).
-func New(cfg *config.Config, d Deps) (*Engine, error) {
-	if cfg == nil {
-		return nil, errors.New("engine: no config")
-	}
+// New checks o and builds an engine; it touches neither kernel nor DB
+// (Start does, or OpenOffline for a one-shot command).
+func New(o Options, d Deps) (*Engine, error) {
 	if d.Firewall == nil {
 		return nil, errors.New("engine: no firewall backend (use firewall/dryrun for a dry run)")
 	}
@@ -235,17 +228,17 @@ func New(cfg *config.Config, d Deps) (*Engine, error) {
 	if d.ContactRetry == nil {
 		d.ContactRetry = []time.Duration{300 * time.Millisecond, time.Second}
 	}
+	p, err := newSettings(o)
+	if err != nil {
+		return nil, err
+	}
 	if d.Resolver == nil {
-		r, err := NewDNSResolver(cfg.Push.Resolver)
+		r, err := NewDNSResolver(o.Push.Resolver)
 		if err != nil {
 			d.Logger.Warn("engine: no DNS resolver; push learning will use User-Agent evidence only and push hosts are not seeded", "err", err)
 		} else {
 			d.Resolver = r
 		}
-	}
-	p, err := newParams(cfg)
-	if err != nil {
-		return nil, err
 	}
 	e := &Engine{
 		d: d, log: d.Logger, now: d.Now, fw: d.Firewall,
@@ -268,16 +261,10 @@ func New(cfg *config.Config, d Deps) (*Engine, error) {
 	for _, a := range hosts {
 		e.never[a.Unmap()] = "host's own address"
 	}
-	peer := d.AMIPeer
-	if !peer.IsValid() {
-		if h, _, err := net.SplitHostPort(cfg.AMI.Address); err == nil {
-			if a, err := netip.ParseAddr(h); err == nil {
-				peer = a
-			}
+	for _, peer := range o.AMIPeers {
+		if peer.IsValid() {
+			e.never[peer.Unmap()] = "AMI peer (Asterisk)"
 		}
-	}
-	if peer.IsValid() {
-		e.never[peer.Unmap()] = "AMI peer (Asterisk)"
 	}
 	return e, nil
 }
@@ -299,49 +286,7 @@ func interfaceAddrs(log *slog.Logger) []netip.Addr {
 	return out
 }
 
-// params is the configuration as the engine uses it; immutable once stored.
-type params struct {
-	cfg                    *config.Config
-	geoMode                string
-	ringSize               int
-	findTime, slowFindTime int64
-	maxSources             int
-	banTime, maxBanTime    time.Duration
-	static                 []netip.Prefix
-}
-
-func newParams(cfg *config.Config) (*params, error) {
-	ec := cfg.Engine
-	if ec.MaxFailures < 1 {
-		return nil, errors.New("engine: engine.max_failures must be at least 1")
-	}
-	switch ec.GeoMode {
-	case "drop", "strict", "monitor":
-	default:
-		return nil, fmt.Errorf("engine: engine.geo_mode %q is not drop, strict or monitor", ec.GeoMode)
-	}
-	p := &params{
-		cfg: cfg, geoMode: ec.GeoMode,
-		ringSize:     max(ec.MaxFailures, ec.SlowMaxFailures, 1),
-		findTime:     int64(ec.FindTime.D()),
-		slowFindTime: int64(ec.SlowFindTime.D()),
-		maxSources:   ec.MaxSources,
-		banTime:      ec.BanTime.D(),
-		maxBanTime:   ec.MaxBanTime.D(),
-	}
-	if p.maxSources <= 0 {
-		p.maxSources = 200000
-	}
-	if p.maxBanTime < p.banTime {
-		p.maxBanTime = p.banTime
-	}
-	for _, a := range cfg.Firewall.Allow {
-		p.static = append(p.static, a.Prefix.Masked())
-	}
-	return p, nil
-}
-
-func (e *Engine) pp() *params { return e.p.Load() }
+func (e *Engine) pp() *settings { return e.p.Load() }
 
 // SetAMIPeer adds the address the AMI connection actually reached (e.g. a
 // resolved host name) to the never-ban list.
@@ -356,7 +301,7 @@ func (e *Engine) SetAMIPeer(a netip.Addr) {
 
 // Snapshot reports counters and recent decisions.
 func (e *Engine) Snapshot() Status {
-	st := Status{GeoMode: e.pp().geoMode, ByKind: map[string]uint64{}, Decisions: map[string]uint64{}}
+	st := Status{GeoMode: string(e.pp().GeoMode), Enforce: e.pp().Enforce, ByKind: map[string]uint64{}, Decisions: map[string]uint64{}}
 	e.mu.Lock()
 	st.Sources = len(e.srcs)
 	for k, n := range e.kinds {

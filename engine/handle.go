@@ -159,17 +159,17 @@ func (e *Engine) markDirty(s *srcState) {
 
 // thresholds checks the windows after a counted failure; called with mu held.
 func (e *Engine) thresholds(s *srcState, addr netip.Addr, now int64) *trigger {
-	ec := &e.pp().cfg.Engine
-	if e.pp().geoMode == "strict" && e.foreign(addr) {
+	o := e.pp()
+	if o.GeoMode == GeoStrict && e.foreign(addr) {
 		return &trigger{reason: "geo strict: failure from outside the allowed countries"}
 	}
-	if s.within(ec.MaxFailures, e.pp().findTime, now) {
-		return &trigger{reason: fmt.Sprintf("%d failures in %s", ec.MaxFailures, ec.FindTime.D())}
+	if s.within(o.MaxFailures, o.findTime, now) {
+		return &trigger{reason: fmt.Sprintf("%d failures in %s", o.MaxFailures, o.FindTime)}
 	}
-	if ec.SlowMaxFailures > 0 && s.within(ec.SlowMaxFailures, e.pp().slowFindTime, now) {
-		return &trigger{reason: fmt.Sprintf("slow scan: %d failures in %s", ec.SlowMaxFailures, ec.SlowFindTime.D())}
+	if o.SlowMaxFailures > 0 && s.within(o.SlowMaxFailures, o.slowFindTime, now) {
+		return &trigger{reason: fmt.Sprintf("slow scan: %d failures in %s", o.SlowMaxFailures, o.SlowFindTime)}
 	}
-	if n := s.src.DistinctAccounts - int(s.enumBase); ec.EnumAccounts > 0 && n >= ec.EnumAccounts {
+	if n := s.src.DistinctAccounts - int(s.enumBase); o.EnumAccounts > 0 && n >= o.EnumAccounts {
 		return &trigger{reason: fmt.Sprintf("user enumeration: %d accounts tried", n)}
 	}
 	return nil
@@ -191,7 +191,7 @@ func (e *Engine) source(addr netip.Addr, now time.Time) *srcState {
 		}
 		return s
 	}
-	if len(e.srcs) >= e.pp().maxSources {
+	if len(e.srcs) >= e.pp().MaxSources {
 		e.evict(e.lruTail)
 	}
 	e.nextSession++
@@ -327,7 +327,7 @@ func (e *Engine) foreign(a netip.Addr) bool {
 	if e.d.Geo == nil || !a.IsGlobalUnicast() || a.IsPrivate() {
 		return false
 	}
-	for _, p := range e.pp().static {
+	for _, p := range e.pp().StaticAllows {
 		if p.Contains(a) {
 			return false
 		}

@@ -162,7 +162,7 @@ func (e *Engine) setUA(a netip.Addr, ua string) {
 
 // learn puts a in the allow set for push.learn_ttl and records the evidence.
 func (e *Engine) learn(ctx context.Context, a netip.Addr, ev state.PushEvidence, now time.Time) {
-	ttl := e.pp().cfg.Push.LearnTTL.D()
+	ttl := e.pp().Push.LearnTTL
 	comment := "sipsentry: push " + ev.How
 	if ev.Account != "" {
 		comment += " " + ev.Account
@@ -187,7 +187,7 @@ func (e *Engine) learn(ctx context.Context, a netip.Addr, ev state.PushEvidence,
 }
 
 func (e *Engine) refreshAllow(ctx context.Context, c pushCand) {
-	ttl := e.pp().cfg.Push.LearnTTL.D()
+	ttl := e.pp().Push.LearnTTL
 	e.amu.RLock()
 	al := e.allows[c.addr]
 	e.amu.RUnlock()
@@ -239,8 +239,8 @@ func (e *Engine) findContact(ctx context.Context, a netip.Addr, account string) 
 }
 
 func (e *Engine) uaMatches(ua string) bool {
-	for _, re := range e.pp().cfg.Push.UserAgents {
-		if re.Regexp != nil && re.MatchString(ua) {
+	for _, re := range e.pp().Push.UserAgents {
+		if re != nil && re.MatchString(ua) {
 			return true
 		}
 	}
@@ -249,7 +249,7 @@ func (e *Engine) uaMatches(ua string) bool {
 
 func (e *Engine) domainMatches(name string) bool {
 	name = strings.ToLower(strings.TrimSuffix(name, "."))
-	for _, d := range e.pp().cfg.Push.Domains {
+	for _, d := range e.pp().Push.Domains {
 		d = strings.ToLower(strings.Trim(d, "."))
 		if d != "" && (name == d || strings.HasSuffix(name, "."+d)) {
 			return true
@@ -292,7 +292,7 @@ func (e *Engine) confirmedPTR(ctx context.Context, a netip.Addr) string {
 // Seed resolves push.hosts (A and AAAA) and puts every address in the allow
 // set, one bulk add; done at Start and every push.reseed.
 func (e *Engine) Seed(ctx context.Context) error {
-	if e.d.Resolver == nil || len(e.pp().cfg.Push.Hosts) == 0 {
+	if e.d.Resolver == nil || len(e.pp().Push.Hosts) == 0 {
 		return nil
 	}
 	type res struct {
@@ -300,9 +300,9 @@ func (e *Engine) Seed(ctx context.Context) error {
 		addrs []netip.Addr
 		err   error
 	}
-	out := make([]res, len(e.pp().cfg.Push.Hosts))
+	out := make([]res, len(e.pp().Push.Hosts))
 	var wg sync.WaitGroup
-	for i, h := range e.pp().cfg.Push.Hosts {
+	for i, h := range e.pp().Push.Hosts {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -314,7 +314,7 @@ func (e *Engine) Seed(ctx context.Context) error {
 	}
 	wg.Wait()
 	now := e.now()
-	ttl := e.pp().cfg.Push.LearnTTL.D()
+	ttl := e.pp().Push.LearnTTL
 	var entries []firewall.Entry
 	var rows []state.Allow
 	seen := map[netip.Addr]bool{}
@@ -360,7 +360,7 @@ func (e *Engine) Seed(ctx context.Context) error {
 	e.bmu.Lock()
 	e.pend.Allows = append(e.pend.Allows, rows...)
 	e.bmu.Unlock()
-	e.log.Info("engine: push hosts seeded", "addresses", len(entries), "hosts", len(e.pp().cfg.Push.Hosts), "failed", failed)
-	e.decide(Decision{Time: now, Kind: DecisionSeeded, Reason: fmt.Sprintf("%d addresses from %d push hosts", len(entries), len(e.pp().cfg.Push.Hosts)), Duration: ttl})
+	e.log.Info("engine: push hosts seeded", "addresses", len(entries), "hosts", len(e.pp().Push.Hosts), "failed", failed)
+	e.decide(Decision{Time: now, Kind: DecisionSeeded, Reason: fmt.Sprintf("%d addresses from %d push hosts", len(entries), len(e.pp().Push.Hosts)), Duration: ttl})
 	return nil
 }

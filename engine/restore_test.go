@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/sipsentry/sipsentry/firewall"
-	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/state"
 )
 
@@ -36,7 +35,7 @@ func TestRestoreStreamsBansInChunks(t *testing.T) {
 	}
 	st.Close()
 
-	r := newRig(t, rigOpt{clock: clock, dbPath: dbPath, cfg: func(c *config.Config) { c.Firewall.BanMaxElem = n + 10 }})
+	r := newRig(t, rigOpt{clock: clock, dbPath: dbPath, cfg: func(c *Options) { c.BanMaxElem = n + 10 }})
 	var adds, entries int
 	var prevLast time.Duration
 	for _, op := range r.fw.Ops() {

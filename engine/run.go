@@ -10,14 +10,13 @@ import (
 	"time"
 
 	"github.com/sipsentry/sipsentry/firewall"
-	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/state"
 )
 
 // forgetAfter is how long after a ban ended its offence count still
 // escalates the next ban in memory: max(max_ban_time, event_retention).
 func (e *Engine) forgetAfter() time.Duration {
-	return max(e.pp().maxBanTime, e.pp().cfg.Engine.EventRetention.D(), e.pp().banTime)
+	return max(e.pp().MaxBanTime, e.pp().EventRetention, e.pp().BanTime)
 }
 
 // Start restores unexpired bans and allows (learned and static) into the
@@ -45,7 +44,7 @@ func (e *Engine) Start(ctx context.Context) error {
 		// set holds (ban_maxelem lowered), the ones left out end soonest.
 		// Streamed in chunks into the kernel: building every row and every
 		// set entry first made a 100k-ban restore peak at ~150 MB of heap.
-		maxElem := e.pp().cfg.Firewall.BanMaxElem
+		maxElem := e.pp().BanMaxElem
 		chunk := make([]firewall.Entry, 0, restoreChunk)
 		var addErr error
 		flush := func() {
@@ -62,7 +61,7 @@ func (e *Engine) Start(ctx context.Context) error {
 			a := b.Addr.Unmap()
 			bi := banInfo{until: b.Until.UnixNano(), offences: int32(b.Offences), monitor: b.Monitor}
 			e.bmu.Lock()
-			if bi.until > nowN && !b.Monitor && e.pp().geoMode != "monitor" {
+			if bi.until > nowN && !b.Monitor && e.pp().Enforce {
 				if why := e.neverBanLocked(a); why != "" {
 					e.log.Warn("engine: not restoring a stored ban", "addr", a, "refused_because", why)
 					bi.until = nowN
@@ -124,14 +123,14 @@ func (e *Engine) Start(ctx context.Context) error {
 				b.Unallow = append(b.Unallow, al.Prefix)
 			}
 		}
-		for _, p := range e.pp().static {
+		for _, p := range e.pp().StaticAllows {
 			b.Allows = append(b.Allows, state.Allow{Prefix: p, PushEvidence: state.PushEvidence{How: state.HowStatic, FirstSeen: now, LastSeen: now}})
 		}
 		if err := st.Apply(ctx, &b); err != nil {
 			return err
 		}
 	}
-	for _, p := range e.pp().static {
+	for _, p := range e.pp().StaticAllows {
 		allowEntries = append(allowEntries, firewall.Entry{Prefix: p, Comment: "sipsentry: static allow"})
 	}
 
@@ -140,7 +139,7 @@ func (e *Engine) Start(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("engine: restoring %d allow entries: %w", len(allowEntries), err))
 		}
 	}
-	e.log.Info("engine: state restored", "bans", restored, "allows", len(allowEntries), "geo_mode", e.pp().geoMode)
+	e.log.Info("engine: state restored", "bans", restored, "allows", len(allowEntries), "geo_mode", e.pp().GeoMode, "enforce", e.pp().Enforce)
 	// Bounded: an unreachable resolver must not hold the first event back.
 	sctx, cancel := context.WithTimeout(ctx, 4*time.Second)
 	defer cancel()
@@ -217,7 +216,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	flush := time.NewTicker(flushInterval)
 	sweep := time.NewTicker(sweepInterval)
 	prune := time.NewTicker(pruneInterval)
-	reseedEvery := e.pp().cfg.Push.Reseed.D()
+	reseedEvery := e.pp().Push.Reseed
 	if reseedEvery <= 0 {
 		reseedEvery = 24 * time.Hour
 	}
@@ -275,7 +274,7 @@ func (e *Engine) prune(ctx context.Context) {
 	if e.d.Store == nil {
 		return
 	}
-	ret := e.pp().cfg.Engine.EventRetention.D()
+	ret := e.pp().EventRetention
 	if ret <= 0 {
 		return
 	}
@@ -403,8 +402,8 @@ func (e *Engine) Sync(ctx context.Context) error {
 // added to and removed from the allow set; the sources' failure rings are
 // cleared when their size changes. The state DB, AMI and firewall backend
 // are not reloadable here.
-func (e *Engine) Reload(ctx context.Context, cfg *config.Config) error {
-	np, err := newParams(cfg)
+func (e *Engine) Reload(ctx context.Context, o Options) error {
+	np, err := newSettings(o)
 	if err != nil {
 		return err
 	}
@@ -413,14 +412,14 @@ func (e *Engine) Reload(ctx context.Context, cfg *config.Config) error {
 	var add []firewall.Entry
 	var del []netip.Prefix
 	var b state.Batch
-	for _, p := range np.static {
-		if !slices.Contains(old.static, p) {
+	for _, p := range np.StaticAllows {
+		if !slices.Contains(old.StaticAllows, p) {
 			add = append(add, firewall.Entry{Prefix: p, Comment: "sipsentry: static allow"})
 			b.Allows = append(b.Allows, state.Allow{Prefix: p, PushEvidence: state.PushEvidence{How: state.HowStatic, FirstSeen: now, LastSeen: now}})
 		}
 	}
-	for _, p := range old.static {
-		if !slices.Contains(np.static, p) {
+	for _, p := range old.StaticAllows {
+		if !slices.Contains(np.StaticAllows, p) {
 			del = append(del, p)
 			b.Unallow = append(b.Unallow, p)
 		}
@@ -442,13 +441,13 @@ func (e *Engine) Reload(ctx context.Context, cfg *config.Config) error {
 			s.fails, s.head = nil, 0
 		}
 	}
-	if np.geoMode != old.geoMode {
+	if np.GeoMode != old.GeoMode || np.Enforce != old.Enforce {
 		// Held would-bans (or bans) are decided again under the new mode.
 		for _, s := range e.srcs {
 			s.holdUntil = 0
 		}
 	}
-	for len(e.srcs) > np.maxSources {
+	for len(e.srcs) > np.MaxSources {
 		e.evict(e.lruTail)
 	}
 	e.mu.Unlock()
@@ -456,7 +455,7 @@ func (e *Engine) Reload(ctx context.Context, cfg *config.Config) error {
 	e.pend.Allows = append(e.pend.Allows, b.Allows...)
 	e.pend.Unallow = append(e.pend.Unallow, b.Unallow...)
 	e.bmu.Unlock()
-	e.log.Info("engine: configuration reloaded", "geo_mode", np.geoMode, "max_failures", cfg.Engine.MaxFailures,
+	e.log.Info("engine: configuration reloaded", "geo_mode", np.GeoMode, "enforce", np.Enforce, "max_failures", np.MaxFailures,
 		"static_allows_added", len(add), "static_allows_removed", len(del))
 	return nil
 }
