@@ -39,6 +39,7 @@ import (
 	"github.com/sipsentry/sipsentry/firewall"
 	"github.com/sipsentry/sipsentry/firewall/iptables"
 	"github.com/sipsentry/sipsentry/internal/config"
+	sipdaemon "github.com/sipsentry/sipsentry/internal/daemon"
 	"github.com/sipsentry/sipsentry/state"
 )
 
@@ -281,7 +282,7 @@ func latency(n int) error {
 	if noConntrack {
 		fw = noFlowsBackend{be}
 	}
-	eng, err := engine.New(cfg, engine.Deps{Firewall: fw, Geo: foreign{}, Store: store, Logger: log, HostAddrs: []netip.Addr{},
+	eng, err := engine.New(sipdaemon.EngineOptions(cfg), engine.Deps{Firewall: fw, Geo: foreign{}, Store: store, Logger: log, HostAddrs: []netip.Addr{},
 		OnDecision: func(d engine.Decision) {
 			if d.Kind == engine.DecisionBan {
 				bans++

@@ -117,6 +117,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	defer stopTrim()
 	go trimWhenIdle(tctx)
 	var err error
+	for _, w := range cfg.Warnings {
+		log.Warn("run: deprecated setting", "warning", w)
+	}
 	d := &daemon{cfg: cfg, cfgPath: o.ConfigPath, log: log, version: o.Version, started: time.Now(), replay: o.Replay, recent: newRecentEvents(20), out: out}
 	if o.Replay != "" {
 		if _, err := os.Stat(o.Replay); err != nil {
@@ -200,7 +203,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			deps.Hangup = d.ari.Hangup
 		}
 	}
-	d.eng, err = engine.New(cfg, deps)
+	d.eng, err = engine.New(EngineOptions(cfg), deps)
 	if err != nil {
 		return configError{err}
 	}
@@ -491,7 +494,7 @@ func (d *daemon) reload(ctx context.Context) {
 		d.log.Warn("run: changes to state_dir, [ami], [ari], [metrics], firewall.backend/mode and the geo countries, lists_dir and databases take effect at the next restart")
 	}
 	// Thresholds, geo_mode, push patterns and static allows apply now.
-	if err := d.eng.Reload(ctx, nc); err != nil {
+	if err := d.eng.Reload(ctx, EngineOptions(nc)); err != nil {
 		d.met.Reload(false)
 		d.log.Error("run: engine refused the new configuration; keeping the running one", "err", err)
 		return
