@@ -69,16 +69,16 @@ func TestFloodMemoryBounded(t *testing.T) {
 	if grow := int64(second) - int64(first); grow > 4<<20 {
 		t.Errorf("heap grew by %d MiB over the second 100k sources: not bounded", grow>>20)
 	}
-	if len(r.eng.srcs) != maxSources || r.eng.lruLen() != maxSources {
-		t.Errorf("map %d, LRU %d", len(r.eng.srcs), r.eng.lruLen())
+	if len(r.eng.sources.byAddr) != maxSources || r.eng.lruLen() != maxSources {
+		t.Errorf("map %d, LRU %d", len(r.eng.sources.byAddr), r.eng.lruLen())
 	}
 }
 
 func (e *Engine) lruLen() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	e.sources.tableMu.Lock()
+	defer e.sources.tableMu.Unlock()
 	n := 0
-	for s := e.lruHead; s != nil; s = s.next {
+	for s := e.sources.lruHead; s != nil; s = s.next {
 		n++
 	}
 	return n

@@ -73,9 +73,9 @@ var (
 )
 
 func setWalkEvery(e *Engine, d time.Duration) {
-	e.walk.mu.Lock()
-	e.walk.every = d
-	e.walk.mu.Unlock()
+	e.post.walk.pendingMu.Lock()
+	e.post.walk.every = d
+	e.post.walk.pendingMu.Unlock()
 }
 
 // burst bans n foreign sources (geo_mode strict: banned at the first

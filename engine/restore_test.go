@@ -63,9 +63,9 @@ func TestRestoreStreamsBansInChunks(t *testing.T) {
 	if !r.banned(v6(0).String()) || !r.banned(v6(n-1).String()) || r.banned(expired.String()) {
 		t.Error("want every unexpired ban in the set and the expired one out")
 	}
-	r.eng.bmu.Lock()
-	bi, ok := r.eng.bans[keyOf(expired)]
-	r.eng.bmu.Unlock()
+	r.eng.bans.bansMu.Lock()
+	bi, ok := r.eng.bans.byAddr[keyOf(expired)]
+	r.eng.bans.bansMu.Unlock()
 	if !ok || bi.offences != 3 || bi.active {
 		t.Errorf("expired ban in memory = %+v %v, want its 3 offences remembered, not active", bi, ok)
 	}
