@@ -248,7 +248,9 @@ func latency(n int) error {
 	cfg.Push.Hosts = nil
 	cfg.Push.Resolver = "127.0.0.1:1"
 	cfg.AMI.Address = "127.0.0.1:5038"
-	be, err := iptables.NewWithOptions(iptables.Options{Config: cfg.Firewall, Netns: ns.name})
+	fwo := sipdaemon.FirewallOptions(cfg.Firewall, nil, nil).Options
+	fwo.Netns = ns.name
+	be, err := iptables.New(fwo)
 	if err != nil {
 		return err
 	}
@@ -272,7 +274,7 @@ func latency(n int) error {
 	store := st
 	var fw firewall.Backend = be
 	if sepConntrack {
-		be2, err := iptables.NewWithOptions(iptables.Options{Config: cfg.Firewall, Netns: ns.name})
+		be2, err := iptables.New(fwo)
 		if err != nil {
 			return err
 		}

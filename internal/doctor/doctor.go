@@ -35,9 +35,9 @@ import (
 
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/firewall"
-	"github.com/sipsentry/sipsentry/firewall/iptables"
 	"github.com/sipsentry/sipsentry/geo"
 	"github.com/sipsentry/sipsentry/internal/config"
+	"github.com/sipsentry/sipsentry/internal/daemon"
 )
 
 // Status is a check's verdict. Only fail makes doctor exit 1.
@@ -133,7 +133,7 @@ func SystemEnv(configPath string, given bool) Env {
 		HTTP:     &http.Client{Timeout: 10 * time.Second},
 		AMIWait:  3 * time.Second,
 		FirewallStatus: func(ctx context.Context, cfg config.Firewall) (firewall.Status, error) {
-			b, err := iptables.New(cfg, slog.New(slog.DiscardHandler))
+			b, err := daemon.OpenFirewall(cfg, slog.New(slog.DiscardHandler), nil)
 			if err != nil {
 				return firewall.Status{}, err
 			}
