@@ -215,7 +215,7 @@ func (g *Geo) Update(ctx context.Context, dryRun bool) ([]ListResult, error) {
 		prev := old.lists[k]
 		var res ListResult
 		var nl *listState
-		if g.cfg.ListsDir != "" {
+		if g.opts.ListsDir != "" {
 			res, nl = g.updateLocal(k, paths[k], prev)
 		} else {
 			res, nl = g.updateRemote(ctx, k, prev, dryRun)
@@ -278,10 +278,10 @@ func (g *Geo) updateTargets() ([]listKey, map[listKey]string, error) {
 		}
 	}
 	var paths map[listKey]string
-	if g.cfg.ListsDir != "" {
+	if g.opts.ListsDir != "" {
 		var err error
-		if paths, err = scanListsDir(g.cfg.ListsDir); err != nil {
-			return nil, nil, fmt.Errorf("geo: geo.lists_dir = %q: %w", g.cfg.ListsDir, err)
+		if paths, err = scanListsDir(g.opts.ListsDir); err != nil {
+			return nil, nil, fmt.Errorf("geo: geo.lists_dir = %q: %w", g.opts.ListsDir, err)
 		}
 		for k := range paths {
 			if !seen[k] {
@@ -325,15 +325,15 @@ func accept(r ListResult, prev *listState, ps []netip.Prefix) ListResult {
 
 // validate applies the floor and the shrink guard to a downloaded list.
 func (g *Geo) validate(prev *listState, ps []netip.Prefix) error {
-	if len(ps) < g.cfg.MinEntries {
-		return fmt.Errorf("only %d entries, fewer than geo.min_entries = %d", len(ps), g.cfg.MinEntries)
+	if len(ps) < g.opts.MinEntries {
+		return fmt.Errorf("only %d entries, fewer than geo.min_entries = %d", len(ps), g.opts.MinEntries)
 	}
-	if prev != nil && g.cfg.MaxShrink > 0 && prev.n > 0 {
-		floor := float64(prev.n) * (1 - g.cfg.MaxShrink)
+	if prev != nil && g.opts.MaxShrink > 0 && prev.n > 0 {
+		floor := float64(prev.n) * (1 - g.opts.MaxShrink)
 		if float64(len(ps)) < floor {
 			drop := 100 * (1 - float64(len(ps))/float64(prev.n))
 			return fmt.Errorf("shrank from %d to %d entries (-%.0f%%), more than geo.max_shrink = %.0f%%",
-				prev.n, len(ps), drop, 100*g.cfg.MaxShrink)
+				prev.n, len(ps), drop, 100*g.opts.MaxShrink)
 		}
 	}
 	return nil
@@ -342,9 +342,9 @@ func (g *Geo) validate(prev *listState, ps []netip.Prefix) error {
 // listURL fills the {cc} placeholder (lower case, as ipverse names its
 // directories) of the family's template.
 func (g *Geo) listURL(k listKey) string {
-	t := g.cfg.ListURLv4
+	t := g.opts.ListURLv4
 	if k.v6 {
-		t = g.cfg.ListURLv6
+		t = g.opts.ListURLv6
 	}
 	return strings.ReplaceAll(t, "{cc}", strings.ToLower(k.cc))
 }
@@ -352,7 +352,7 @@ func (g *Geo) listURL(k listKey) string {
 func (g *Geo) updateRemote(ctx context.Context, k listKey, prev *listState, dryRun bool) (ListResult, *listState) {
 	url := g.listURL(k)
 	r := result(k, url, prev)
-	if timeout := g.cfg.DownloadTimeout.D(); timeout > 0 {
+	if timeout := g.opts.DownloadTimeout; timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
@@ -401,7 +401,7 @@ func (g *Geo) updateRemote(ctx context.Context, k listKey, prev *listState, dryR
 			return kept(r, DecisionRejected, "the server sent an HTML page (Content-Type %s), not a CIDR list", mt)
 		}
 	}
-	limit := g.cfg.MaxDownloadBytes
+	limit := g.opts.MaxDownloadBytes
 	if limit <= 0 {
 		limit = 16 << 20
 	}
@@ -445,7 +445,7 @@ func errText(err error) string {
 func (g *Geo) updateLocal(k listKey, path string, prev *listState) (ListResult, *listState) {
 	r := result(k, path, prev)
 	if path == "" {
-		return kept(r, DecisionFailed, "no %s.txt or %s-aggregated.txt in geo.lists_dir = %q", k, k, g.cfg.ListsDir)
+		return kept(r, DecisionFailed, "no %s.txt or %s-aggregated.txt in geo.lists_dir = %q", k, k, g.opts.ListsDir)
 	}
 	l, err := g.readLocal(k, path)
 	if err != nil {
