@@ -17,6 +17,7 @@ import (
 	"github.com/sipsentry/sipsentry/firewall/fwopen"
 	"github.com/sipsentry/sipsentry/geo"
 	"github.com/sipsentry/sipsentry/internal/config"
+	"github.com/sipsentry/sipsentry/internal/daemon"
 )
 
 func newFirewallCommand(g *globalOptions) *cobra.Command {
@@ -121,7 +122,7 @@ func allowedCountryEntries(cfg *config.Config, log *slog.Logger) ([]firewall.Ent
 		return nil, nil
 	}
 	dropping := cfg.Firewall.Mode == "enforce" && cfg.Firewall.GeoDrop
-	gg, err := geo.Open(cfg.Geo, cfg.StateDir, log)
+	gg, err := geo.Open(daemon.GeoOptions(cfg.Geo, cfg.StateDir), log)
 	var ps []netip.Prefix
 	if err == nil {
 		ps = gg.AllowedPrefixes()
