@@ -20,7 +20,6 @@ package geo
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -69,6 +68,9 @@ type Geo struct {
 
 	updateMu sync.Mutex // one Update at a time
 	met      *metrics
+
+	problemsMu sync.Mutex // guards problems
+	problems   map[listKey]ListProblem
 }
 
 // snapshot is one immutable generation of the lists.
@@ -88,9 +90,10 @@ func Open(opts Options, log *slog.Logger) (*Geo, error) {
 	}
 	g := &Geo{
 		opts: opts, log: log,
-		client: &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()},
-		now:    time.Now,
-		met:    newMetrics(),
+		client:   &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()},
+		now:      time.Now,
+		met:      newMetrics(),
+		problems: map[listKey]ListProblem{},
 	}
 	for _, cc := range opts.AllowCountries {
 		cc = strings.ToUpper(strings.TrimSpace(cc))
@@ -361,45 +364,21 @@ func (g *Geo) mmdbCopyDir() string {
 // listsCacheDir is where downloaded lists are kept.
 func (g *Geo) listsCacheDir() string { return filepath.Join(g.opts.StateDir, "lists") }
 
-// loadInitial reads lists_dir or the download cache.
+// loadInitial loads what Open starts with: each list_dir file that passes
+// its checks against the stored last good copy (else that copy), or without
+// lists_dir the stored copies of the downloads. Lists with no good copy at
+// all are reported by Health.
 func (g *Geo) loadInitial() (map[listKey]*listState, error) {
-	lists := map[listKey]*listState{}
-	if g.opts.ListsDir != "" {
-		found, err := scanListsDir(g.opts.ListsDir)
-		if err != nil {
-			return nil, fmt.Errorf("geo: geo.lists_dir = %q: %w", g.opts.ListsDir, err)
-		}
-		for k, path := range found {
-			l, err := g.readLocal(k, path)
-			if err != nil {
-				g.log.Error("geo: list rejected; it is not used", "list", k.String(), "path", path, "err", err)
-				continue
-			}
-			lists[k] = l
-		}
-		for _, cc := range g.allow {
-			for _, v6 := range []bool{false, true} {
-				if k := (listKey{cc, v6}); lists[k] == nil {
-					g.log.Warn("geo: no usable list for an allowed country in geo.lists_dir", "list", k.String(), "dir", g.opts.ListsDir,
-						"want", k.String()+".txt")
-				}
-			}
-		}
-		return lists, nil
+	keys, paths, err := g.updateTargets()
+	if err != nil {
+		return nil, err
 	}
-	for _, cc := range g.allow {
-		for _, v6 := range []bool{false, true} {
-			k := listKey{cc, v6}
-			l, err := g.readCache(k)
-			if err != nil {
-				if errors.Is(err, os.ErrNotExist) {
-					g.log.Warn("geo: no cached list yet; run `sipsentry lists update` or wait for the first refresh", "list", k.String())
-				} else {
-					g.log.Error("geo: cached list unusable; it will be downloaded again", "list", k.String(), "err", err)
-				}
-				continue
-			}
-			lists[k] = l
+	lists := map[listKey]*listState{}
+	for _, k := range keys {
+		res, use := g.checkOne(context.Background(), k, paths[k], nil, g.opts.ListsDir != "", false)
+		g.account(k, res, use)
+		if use != nil {
+			lists[k] = use
 		}
 	}
 	return lists, nil

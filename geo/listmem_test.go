@@ -103,7 +103,7 @@ func TestOverlappingListKeepsItsOwnRanges(t *testing.T) {
 	cfg := testOptions()
 	cfg.AllowCountries = []string{"DE", "JP"}
 	cfg.ListsDir = dir
-	cfg.MinEntries, cfg.MaxShrink = 0, 0
+	cfg.MinEntries, cfg.MaxShrink, cfg.MaxChurn = 0, 0, 0
 	g, err := Open(cfg.at(t.TempDir()), quiet())
 	if err != nil {
 		t.Fatal(err)

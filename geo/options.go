@@ -37,6 +37,9 @@ type Options struct {
 	MaxChurn float64
 	// DownloadTimeout bounds one list download; 0: no limit but ctx's.
 	DownloadTimeout time.Duration
+	// ReadOnly never writes under StateDir (doctor, lookup and the other
+	// one-shot readers): the checks still run against the stored copies.
+	ReadOnly bool
 	// MaxDownloadBytes caps one download (and one local list file);
 	// 0 means 16 MiB.
 	MaxDownloadBytes int64

@@ -347,7 +347,7 @@ func TestListsDir(t *testing.T) {
 	geotest.WriteMMDB(t, mmdb, map[string]string{
 		"198.51.100.0/25": "JP", "198.51.100.128/25": "US", "203.0.113.0/24": "DE", "2001:db8::/32": "JP",
 	}, true)
-	cfg := testOptions()
+	cfg := handMade(testOptions())
 	cfg.AllowCountries = []string{"JP"}
 	cfg.ListsDir = dir
 	cfg.MMDB = mmdb
@@ -561,7 +561,7 @@ func TestUpdateCancelled(t *testing.T) {
 func TestMetricsExported(t *testing.T) {
 	dir := t.TempDir()
 	geotest.WriteLists(t, dir, map[string][]string{"JP": {"198.51.100.0/24", "2001:db8::/32"}})
-	cfg := testOptions()
+	cfg := handMade(testOptions())
 	cfg.AllowCountries = []string{"JP"}
 	cfg.ListsDir = dir
 	cfg.MMDB = filepath.Join(dir, "missing.mmdb")
@@ -609,7 +609,7 @@ func TestDisagreeNeedsSameFamilyList(t *testing.T) {
 	geotest.WriteLists(t, dir, map[string][]string{"JP": {"198.51.100.0/24"}}) // no JP IPv6 list
 	mmdb := filepath.Join(t.TempDir(), "c.mmdb")
 	geotest.WriteMMDB(t, mmdb, map[string]string{"203.0.113.0/24": "JP", "2001:db8::/32": "JP"}, true)
-	cfg := testOptions()
+	cfg := handMade(testOptions())
 	cfg.AllowCountries, cfg.ListsDir, cfg.MMDB = []string{"JP"}, dir, mmdb
 	g, err := Open(cfg.at(t.TempDir()), quiet())
 	if err != nil {
