@@ -63,6 +63,11 @@ func parseCandidate(k listKey, body []byte) ([]netip.Prefix, int, *refusal) {
 // parsed candidate with lines CIDR lines, against the last good list prev
 // (nil: there is none, and only the floor applies).
 func (g *Geo) guard(prev, cand *listState, lines int) *refusal {
+	if prev != nil && sameRanges(prev, cand) {
+		// Exactly the last good list: it passed these checks, or the admin
+		// took it with `lists accept` (a small list they mean).
+		return nil
+	}
 	if lines < g.opts.MinEntries {
 		return refuse(CheckFloor, "only %d CIDR lines, fewer than geo.min_entries = %d", lines, g.opts.MinEntries)
 	}
