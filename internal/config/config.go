@@ -80,6 +80,7 @@ type Geo struct {
 	Refresh          Duration `toml:"refresh"`
 	MinEntries       int      `toml:"min_entries"`
 	MaxShrink        float64  `toml:"max_shrink"`
+	MaxChurn         float64  `toml:"max_churn"`
 	DownloadTimeout  Duration `toml:"download_timeout"`
 	MaxDownloadBytes int64    `toml:"max_download_bytes"`
 }
@@ -144,6 +145,7 @@ func Default() *Config {
 			Refresh:          Duration(24 * 3600e9),
 			MinEntries:       50,
 			MaxShrink:        0.2,
+			MaxChurn:         0.25,
 			DownloadTimeout:  Duration(60e9),
 			MaxDownloadBytes: 16 << 20,
 		},
@@ -331,6 +333,9 @@ func (c *Config) validate(data []byte) error {
 	}
 	if c.Geo.MaxShrink < 0 || c.Geo.MaxShrink > 1 {
 		return bad("geo.max_shrink", "must be a share between 0 and 1 (0.2 = 20%%)")
+	}
+	if c.Geo.MaxChurn < 0 || c.Geo.MaxChurn > 1 {
+		return bad("geo.max_churn", "must be a share between 0 and 1 (0.25 = 25%%)")
 	}
 	if c.Firewall.BanMaxElem < 1 {
 		return bad("firewall.ban_maxelem", "must be at least 1")

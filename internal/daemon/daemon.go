@@ -160,7 +160,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	}
 	defer d.store.Close()
 
-	d.geo, err = geo.Open(cfg.Geo, cfg.StateDir, log)
+	d.geo, err = geo.Open(GeoOptions(cfg.Geo, cfg.StateDir), log)
 	if err != nil {
 		return err
 	}
