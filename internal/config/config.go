@@ -32,6 +32,7 @@ type Config struct {
 	Engine   Engine   `toml:"engine"`
 	Push     Push     `toml:"push"`
 	Metrics  Metrics  `toml:"metrics"`
+	Control  Control  `toml:"control"`
 
 	// Path is the file this was read from ("" for pure defaults).
 	Path string `toml:"-"`
@@ -129,6 +130,15 @@ type Metrics struct {
 	Listen string `toml:"listen"` // empty disables
 }
 
+// Control is the daemon's control socket (`sipsentry ban`, `bans`, ...).
+type Control struct {
+	// Socket is the unix socket's path (absolute).
+	Socket string `toml:"socket"`
+	// Group (a name or a numeric gid), when set, may read and act through
+	// the socket besides root; the socket is then 0660 with that group.
+	Group string `toml:"group"`
+}
+
 // Default returns the built-in configuration: monitor mode, nothing dropped.
 func Default() *Config {
 	return &Config{
@@ -176,6 +186,7 @@ func Default() *Config {
 			Reseed:   Duration(24 * 3600e9),
 		},
 		Metrics: Metrics{Listen: "127.0.0.1:9468"},
+		Control: Control{Socket: "/run/sipsentry/control.sock"},
 	}
 }
 
@@ -345,6 +356,9 @@ func (c *Config) validate(data []byte) error {
 	}
 	if c.Firewall.Chain == "" || len(c.Firewall.Chain) > 28 || strings.ContainsAny(c.Firewall.Chain, " \t!") {
 		return bad("firewall.chain", "%q is not a valid chain name (1-28 characters, no spaces)", c.Firewall.Chain)
+	}
+	if !strings.HasPrefix(c.Control.Socket, "/") {
+		return bad("control.socket", "%q is not an absolute path (e.g. \"/run/sipsentry/control.sock\")", c.Control.Socket)
 	}
 	if c.Engine.MaxFailures < 1 {
 		return bad("engine.max_failures", "must be at least 1")
