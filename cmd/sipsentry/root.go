@@ -6,11 +6,11 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/sipsentry/sipsentry/cmd/internal/cliexit"
 	"github.com/sipsentry/sipsentry/internal/config"
 )
 
@@ -30,11 +30,16 @@ func newRootCommand() *cobra.Command {
 		Use:   "sipsentry",
 		Short: "Security companion for the Asterisk PBX",
 		Long: `sipsentry reads Asterisk's security events over AMI, bans attackers in the
-kernel within a millisecond, keeps a country allow-list fresh and learns the
-push servers that register for your users' phones.`,
+kernel a few milliseconds after the attempt, keeps a country allow-list fresh
+and learns the push servers that register for your users' phones.
+
+Exit status: 0 success, 1 the command ran and failed, 2 bad usage, bad
+config or bad input (nothing was changed).`,
+		Version:       versionString(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetVersionTemplate("sipsentry {{.Version}}\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	f := root.PersistentFlags()
 	f.StringVarP(&g.configPath, "config", "c", defaultConfigPath, "configuration `FILE`")
@@ -57,14 +62,14 @@ push servers that register for your users' phones.`,
 		newManCommand(root),
 		newVersionCommand(),
 	)
+	// Argument-count errors of every command exit 2, like flag errors.
+	cliexit.TypeArgs(root)
 	return root
 }
 
-func isFlagError(err error) bool {
-	return err != nil && (strings.HasPrefix(err.Error(), "unknown command") ||
-		strings.HasPrefix(err.Error(), "unknown flag") ||
-		strings.HasPrefix(err.Error(), "unknown shorthand flag"))
-}
+// isFlagError reports cobra's own usage errors (unknown command or flag,
+// wrong argument count, flag groups).
+func isFlagError(err error) bool { return cliexit.IsCobraUsage(err) }
 
 // loadConfig reads --config. When the file is the default one and absent,
 // commands that can run on built-in defaults get them (optional = true).
