@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/sipsentry/sipsentry/activity"
-	"github.com/sipsentry/sipsentry/state"
 	"github.com/sipsentry/sipsentry/internal/testpath"
+	"github.com/sipsentry/sipsentry/state"
 )
 
 var (

@@ -263,7 +263,15 @@ func Run(ctx context.Context, cmd *cobra.Command, o Options, args []string, env 
 // quietLogger shows geo's warnings (a list that did not parse) as plain
 // lines, without the info chatter a one-shot report does not need.
 func quietLogger(w io.Writer) *slog.Logger {
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{
+		Level: slog.LevelWarn,
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
 }
 
 func applyGeoFlags(cmd *cobra.Command, c *config.Geo, o Options) error {
