@@ -41,7 +41,7 @@ func viaControl(cmd *cobra.Command, g *globalOptions, op func(context.Context, c
 	if err != nil {
 		return nil, err
 	}
-	r := &controlRun{cfg: cfg, log: quietLogger(cmd.ErrOrStderr()), out: cmd.OutOrStdout()}
+	r := &controlRun{cfg: cfg, log: humanLogger(cmd.ErrOrStderr(), slog.LevelWarn), out: cmd.OutOrStdout()}
 	if g.logLevel != "" {
 		r.log = g.logger(cfg)
 	}
