@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/pelletier/go-toml/v2"
 )
@@ -91,6 +92,9 @@ type Firewall struct {
 	RTPPorts      []PortRange `toml:"rtp_ports"`
 	BanMaxElem    int         `toml:"ban_maxelem"`
 	Allow         []Prefix    `toml:"allow"`
+	// NFLogGroup is the NFLOG group that receives a rate-limited copy of
+	// what the ban and country rules drop (0 = no copy).
+	NFLogGroup uint16 `toml:"nflog_group"`
 	// GeoDrop is not a key: Parse sets it from engine.geo_mode == "drop".
 	// The firewall's last rule drops what no set accepted only when it is
 	// true (and mode is enforce); strict and monitor let those packets in.
@@ -119,6 +123,10 @@ type Push struct {
 	Reseed     Duration `toml:"reseed"`
 	// Resolver is "host:port" of a DNS server; empty means the system's.
 	Resolver string `toml:"resolver"`
+	// Probation lets a dropped push candidate through this long (0 = never).
+	Probation Duration `toml:"probation"`
+	// MaxProbations bounds the probations granted per hour.
+	MaxProbations int `toml:"max_probations"`
 }
 
 type Metrics struct {
@@ -150,6 +158,7 @@ func Default() *Config {
 			TCPPorts:   []PortRange{{5060, 5061}},
 			RTPPorts:   []PortRange{{10000, 20000}},
 			BanMaxElem: 1 << 20,
+			NFLogGroup: 5060,
 		},
 		Engine: Engine{
 			GeoMode: "monitor", MaxFailures: 5, FindTime: Duration(600e9), BanTime: Duration(3600e9),
@@ -169,6 +178,10 @@ func Default() *Config {
 			},
 			LearnTTL: Duration(30 * 24 * 3600e9),
 			Reseed:   Duration(24 * 3600e9),
+			// One minute is enough for a push server's REGISTER retry
+			// (RFC 3261 timer F: 32 s) to reach Asterisk.
+			Probation:     Duration(60e9),
+			MaxProbations: 10,
 		},
 		Metrics: Metrics{Listen: "127.0.0.1:9468"},
 	}
@@ -329,6 +342,12 @@ func (c *Config) validate(data []byte) error {
 	}
 	if c.Firewall.Chain == "" || len(c.Firewall.Chain) > 28 || strings.ContainsAny(c.Firewall.Chain, " \t!") {
 		return bad("firewall.chain", "%q is not a valid chain name (1-28 characters, no spaces)", c.Firewall.Chain)
+	}
+	if c.Push.MaxProbations < 0 {
+		return bad("push.max_probations", "must be 0 or more (0 grants none)")
+	}
+	if c.Push.Probation.D() > time.Hour {
+		return bad("push.probation", "must be at most 1h: a probation lets an unknown foreign address reach Asterisk")
 	}
 	if c.Engine.MaxFailures < 1 {
 		return bad("engine.max_failures", "must be at least 1")
