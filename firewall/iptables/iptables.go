@@ -482,6 +482,7 @@ func (b *Backend) chainRules(fam string) []rule {
 		mkRule(c, "-m", "set", "--match-set", name(firewall.SetAllow), "src", "-j", "RETURN"),
 	}
 	if enforce {
+		rs = append(rs, b.nflogRule(NFLOGPrefixBan, "-m", "set", "--match-set", name(firewall.SetBan), "src")...)
 		rs = append(rs, mkRule(c, "-m", "set", "--match-set", name(firewall.SetBan), "src", "-j", "DROP"))
 	} else {
 		// monitor drops nothing: a banned source is logged (rate limited, so
@@ -498,6 +499,7 @@ func (b *Backend) chainRules(fam string) []rule {
 		// rule only counts them.
 		return append(rs, mkRule(c, "-j", "RETURN"))
 	case enforce:
+		rs = append(rs, b.nflogRule(NFLOGPrefixGeo)...)
 		return append(rs, mkRule(c, "-j", "DROP"))
 	default:
 		return append(rs,
