@@ -56,6 +56,9 @@ type Options struct {
 	UDPPorts, TCPPorts, RTPPorts []firewall.PortRange
 	// BanMaxElem is the ban set's capacity per family; default 1<<20.
 	BanMaxElem int
+	// NFLogGroup, when not 0, puts a rate-limited NFLOG copy before each
+	// DROP so the daemon sees what was refused (dropwatch).
+	NFLogGroup uint16
 	Log        *slog.Logger
 	// Netns, when set, runs every kernel operation (ipset, iptables,
 	// netlink) inside that named network namespace (/run/netns/NAME):
@@ -493,6 +496,7 @@ func (b *Backend) chainRules(fam string) []rule {
 		mkRule(c, "-m", "set", "--match-set", name(firewall.SetAllow), "src", "-j", "RETURN"),
 	}
 	if enforce {
+		rs = append(rs, b.nflogRule(NFLOGPrefixBan, "-m", "set", "--match-set", name(firewall.SetBan), "src")...)
 		rs = append(rs, mkRule(c, "-m", "set", "--match-set", name(firewall.SetBan), "src", "-j", "DROP"))
 	} else {
 		// monitor drops nothing: a banned source is logged (rate limited, so
@@ -509,6 +513,7 @@ func (b *Backend) chainRules(fam string) []rule {
 		// rule only counts them.
 		return append(rs, mkRule(c, "-j", "RETURN"))
 	case enforce:
+		rs = append(rs, b.nflogRule(NFLOGPrefixGeo)...)
 		return append(rs, mkRule(c, "-j", "DROP"))
 	default:
 		return append(rs,

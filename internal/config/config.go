@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/pelletier/go-toml/v2"
 )
@@ -96,6 +97,9 @@ type Firewall struct {
 	RTPPorts      []PortRange `toml:"rtp_ports"`
 	BanMaxElem    int         `toml:"ban_maxelem"`
 	Allow         []Prefix    `toml:"allow"`
+	// NFLogGroup is the NFLOG group that receives a rate-limited copy of
+	// what the ban and country rules drop (0 = no copy).
+	NFLogGroup uint16 `toml:"nflog_group"`
 	// GeoDrop is not a key: Parse sets it from engine.geo_mode == "drop".
 	// The firewall's last rule drops what no set accepted only when it is
 	// true (and mode is enforce); strict and monitor let those packets in.
@@ -124,6 +128,10 @@ type Push struct {
 	Reseed     Duration `toml:"reseed"`
 	// Resolver is "host:port" of a DNS server; empty means the system's.
 	Resolver string `toml:"resolver"`
+	// Probation lets a dropped push candidate through this long (0 = never).
+	Probation Duration `toml:"probation"`
+	// MaxProbations bounds the probations granted per hour.
+	MaxProbations int `toml:"max_probations"`
 }
 
 type Metrics struct {
@@ -165,6 +173,7 @@ func Default() *Config {
 			TCPPorts:   []PortRange{{5060, 5061}},
 			RTPPorts:   []PortRange{{10000, 20000}},
 			BanMaxElem: 1 << 20,
+			NFLogGroup: 5060,
 		},
 		Engine: Engine{
 			GeoMode: "off", MaxFailures: 5, FindTime: Duration(600e9), BanTime: Duration(3600e9),
@@ -184,6 +193,10 @@ func Default() *Config {
 			},
 			LearnTTL: Duration(30 * 24 * 3600e9),
 			Reseed:   Duration(24 * 3600e9),
+			// One minute is enough for a push server's REGISTER retry
+			// (RFC 3261 timer F: 32 s) to reach Asterisk.
+			Probation:     Duration(60e9),
+			MaxProbations: 10,
 		},
 		Metrics: Metrics{Listen: "127.0.0.1:9468"},
 		Control: Control{Socket: "/run/sipsentry/control.sock"},
@@ -359,6 +372,12 @@ func (c *Config) validate(data []byte) error {
 	}
 	if !strings.HasPrefix(c.Control.Socket, "/") {
 		return bad("control.socket", "%q is not an absolute path (e.g. \"/run/sipsentry/control.sock\")", c.Control.Socket)
+	}
+	if c.Push.MaxProbations < 0 {
+		return bad("push.max_probations", "must be 0 or more (0 grants none)")
+	}
+	if c.Push.Probation.D() > time.Hour {
+		return bad("push.probation", "must be at most 1h: a probation lets an unknown foreign address reach Asterisk")
 	}
 	if c.Engine.MaxFailures < 1 {
 		return bad("engine.max_failures", "must be at least 1")
