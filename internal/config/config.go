@@ -32,6 +32,7 @@ type Config struct {
 	Engine   Engine   `toml:"engine"`
 	Push     Push     `toml:"push"`
 	Metrics  Metrics  `toml:"metrics"`
+	Crowdsec Crowdsec `toml:"crowdsec"`
 
 	// Path is the file this was read from ("" for pure defaults).
 	Path string `toml:"-"`
@@ -170,7 +171,8 @@ func Default() *Config {
 			LearnTTL: Duration(30 * 24 * 3600e9),
 			Reseed:   Duration(24 * 3600e9),
 		},
-		Metrics: Metrics{Listen: "127.0.0.1:9468"},
+		Metrics:  Metrics{Listen: "127.0.0.1:9468"},
+		Crowdsec: defaultCrowdsec(),
 	}
 }
 
@@ -338,6 +340,9 @@ func (c *Config) validate(data []byte) error {
 	}
 	if c.Engine.BanTime.D() <= 0 {
 		return bad("engine.ban_time", "must be positive")
+	}
+	if err := c.validateCrowdsec(bad); err != nil {
+		return err
 	}
 	// A daemon that drops everything but nothing is allowed locks the admin out.
 	enforcing := c.Firewall.Mode == "enforce" && c.Engine.GeoMode == "drop"
