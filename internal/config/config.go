@@ -34,6 +34,7 @@ type Config struct {
 	Push     Push     `toml:"push"`
 	Metrics  Metrics  `toml:"metrics"`
 	Control  Control  `toml:"control"`
+	Crowdsec Crowdsec `toml:"crowdsec"`
 
 	// Path is the file this was read from ("" for pure defaults).
 	Path string `toml:"-"`
@@ -198,8 +199,9 @@ func Default() *Config {
 			Probation:     Duration(60e9),
 			MaxProbations: 10,
 		},
-		Metrics: Metrics{Listen: "127.0.0.1:9468"},
-		Control: Control{Socket: "/run/sipsentry/control.sock"},
+		Metrics:  Metrics{Listen: "127.0.0.1:9468"},
+		Control:  Control{Socket: "/run/sipsentry/control.sock"},
+		Crowdsec: defaultCrowdsec(),
 	}
 }
 
@@ -387,6 +389,9 @@ func (c *Config) validate(data []byte) error {
 	}
 	if c.Engine.BanTime.D() <= 0 {
 		return bad("engine.ban_time", "must be positive")
+	}
+	if err := c.validateCrowdsec(bad); err != nil {
+		return err
 	}
 	// A daemon that drops everything but nothing is allowed locks the admin out.
 	enforcing := c.Firewall.Mode == "enforce" && c.Engine.GeoMode == "drop"
