@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/sipsentry/sipsentry/activity"
@@ -34,4 +35,14 @@ func observation(ev *ami.SecurityEvent, k activity.Kind, counted bool, at time.T
 		}
 	}
 	return o
+}
+
+// banned reports whether a holds a ban (or, in monitor mode, a would-ban)
+// that ban() would leave as it is; Handle then makes no second decision for
+// a source whose aggregate was evicted meanwhile.
+func (b *banBook) banned(a netip.Addr, now int64, enforce bool) bool {
+	b.bansMu.Lock()
+	defer b.bansMu.Unlock()
+	bi, ok := b.byAddr[keyOf(a)]
+	return ok && bi.until > now && (!bi.monitor || !enforce)
 }

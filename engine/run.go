@@ -97,6 +97,21 @@ func (e *Engine) Start(ctx context.Context) error {
 			}
 		}
 
+		// Addresses that authenticated within known_for stay known across a
+		// restart (forged UDP failures alone do not ban them).
+		if kf := e.opts().KnownFor; kf > 0 {
+			known := 0
+			if err := st.Authenticated(ctx, now.Add(-kf), func(a netip.Addr, at time.Time) {
+				e.failures.MarkKnown(a.Unmap(), at)
+				known++
+			}); err != nil {
+				return err
+			}
+			if known > 0 {
+				e.log.Info("engine: known addresses restored", "count", known, "known_for", kf)
+			}
+		}
+
 		allows, err := st.LearnedAllows(ctx)
 		if err != nil {
 			return err
@@ -181,6 +196,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	workers(2, func() { e.runPostBan(ctx) })
 
 	flush := time.NewTicker(flushInterval)
+	challenges := time.NewTicker(time.Second) // unanswered-challenge timeouts
+	defer challenges.Stop()
 	sweep := time.NewTicker(sweepInterval)
 	prune := time.NewTicker(pruneInterval)
 	reseedEvery := e.opts().Push.Reseed
@@ -206,6 +223,8 @@ func (e *Engine) Run(ctx context.Context) error {
 			if err := e.Flush(ctx); err != nil && ctx.Err() == nil {
 				e.log.Error("engine: writing state failed; will retry", "err", err)
 			}
+		case <-challenges.C:
+			e.tickFailures(ctx)
 		case <-sweep.C:
 			e.Sweep()
 		case <-prune.C:
@@ -299,11 +318,14 @@ func (e *Engine) Reload(ctx context.Context, o Options) error {
 			return fmt.Errorf("engine: reload: removing static allows: %w", err)
 		}
 	}
+	if err := e.failures.SetOptions(np.failures); err != nil {
+		return fmt.Errorf("engine: reload: %w", err)
+	}
 	e.sources.tableMu.Lock()
-	e.current.Store(np) // under tableMu: Handle sees the new ring size with cleared rings
+	e.current.Store(np)
 	e.sources.tableMu.Unlock()
 	// Held would-bans (or bans) are decided again under a new mode.
-	e.sources.reset(np.GeoMode != old.GeoMode || np.Enforce != old.Enforce, np.ringSize != old.ringSize)
+	e.sources.reset(np.GeoMode != old.GeoMode || np.Enforce != old.Enforce)
 	e.sources.evictBeyond(np.MaxSources)
 	e.writer.queue(func(w *state.Batch) {
 		w.Allows = append(w.Allows, b.Allows...)
