@@ -148,3 +148,29 @@ func TestKnownSeededFromStore(t *testing.T) {
 		t.Error("restore of known addresses not logged")
 	}
 }
+
+// Under a flood the event log keeps eventLogRate rows a second, every row
+// that carries a decision, and counts the rest as dropped writes.
+func TestEventLogSampledUnderFlood(t *testing.T) {
+	r := newRig(t, rigOpt{noRun: true, cfg: func(c *Options) { c.EnumAccounts = 0 }})
+	rng := rand.New(rand.NewPCG(5, 6))
+	const n = 3000
+	for i := range n {
+		src := randomSource(rng).String()
+		if i == n-1 {
+			src = "203.0.113.45"
+			for j := range 4 {
+				r.eng.Handle(context.Background(), ev(ami.EventChallengeResponseFailed, "1001", src, strconv.Itoa(j)))
+			}
+		}
+		r.eng.Handle(context.Background(), ev(ami.EventChallengeResponseFailed, "1001", src, "x"))
+	}
+	rows := len(r.eng.sources.eventRows)
+	dropped := r.eng.Snapshot().DroppedWrites
+	if rows != eventLogRate+1 || uint64(rows)+dropped != n+4 {
+		t.Fatalf("%d rows kept, %d dropped; want %d (the budget and the ban's row), the rest dropped", rows, dropped, eventLogRate+1)
+	}
+	if last := r.eng.sources.eventRows[rows-1]; !strings.Contains(last.Decision, "5 failures") {
+		t.Errorf("last row %+v: the ban's row was sampled out", last)
+	}
+}

@@ -63,7 +63,7 @@ func (e *Engine) Handle(ctx context.Context, ev ami.SecurityEvent) {
 		// no second decision.
 		reason = v.Reason
 	}
-	if len(t.eventRows) < maxPendingEvents {
+	if t.sample.keep(now, reason != "") && len(t.eventRows) < maxPendingEvents {
 		row := state.Event{Time: nowT, Addr: addr, Type: ev.Type, Kind: k.String(), Service: ev.Service, Account: sanitize(ev.AccountID, 64)}
 		row.Decision = reason
 		t.eventRows = append(t.eventRows, row)

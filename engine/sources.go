@@ -24,6 +24,7 @@ type sourceTable struct {
 	evictedRows []state.SourceUpdate
 	eventRows   []state.Event
 	nextSession int64
+	sample      eventSampler // the event log's per-second budget under a flood
 	kinds       [8]uint64
 	lastEvent   time.Time
 
