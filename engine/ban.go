@@ -212,4 +212,3 @@ func (e *Engine) refuseFull(a netip.Addr, reason string, now time.Time, err erro
 	}
 	e.decide(Decision{Time: now, Kind: DecisionRefused, Addr: a, Reason: reason, Err: "ban set full: " + err.Error()})
 }
-

@@ -64,8 +64,8 @@ type BanRecord struct {
 // AllowRecord is one allow-set entry the engine wants.
 type AllowRecord struct {
 	Prefix  netip.Prefix `json:"prefix"`
-	Kind    string       `json:"kind"`            // AllowStatic | AllowLearned | AllowSeeded | AllowManual
-	Until   time.Time    `json:"until,omitzero"`  // zero: permanent
+	Kind    string       `json:"kind"`           // AllowStatic | AllowLearned | AllowSeeded | AllowManual
+	Until   time.Time    `json:"until,omitzero"` // zero: permanent
 	Comment string       `json:"comment,omitempty"`
 	UID     int          `json:"uid"` // the operator's uid of a manual allow; -1 otherwise
 	// Push is the evidence of a learned or seeded push server.
