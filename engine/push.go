@@ -167,6 +167,15 @@ func (e *Engine) examine(ctx context.Context, c pushCand) {
 	e.learn(ctx, c.addr, ev, c.at)
 }
 
+// pushComment is the allow-set comment of a learned or seeded push server.
+func pushComment(how string, ev *state.PushEvidence) string {
+	c := "sipsentry: push " + how
+	if ev != nil && ev.Account != "" {
+		c += " " + ev.Account
+	}
+	return sanitize(c, 200)
+}
+
 func aorOf(c ami.Contact) string {
 	// ObjectName is "<aor>;@<hash>".
 	if i := strings.Index(c.ObjectName, ";@"); i > 0 {
@@ -195,16 +204,16 @@ func (e *Engine) setUA(a netip.Addr, ua string) {
 // learn puts a in the allow set for push.learn_ttl and records the evidence.
 func (e *Engine) learn(ctx context.Context, a netip.Addr, ev state.PushEvidence, now time.Time) {
 	ttl := e.opts().Push.LearnTTL
-	comment := "sipsentry: push " + ev.How
-	if ev.Account != "" {
-		comment += " " + ev.Account
-	}
-	if err := e.fw.Add(ctx, firewall.SetAllow, firewall.Entry{Prefix: prefixOf(a), Timeout: ttl, Comment: sanitize(comment, 200)}); err != nil {
+	e.allows.setMu.Lock()
+	if err := e.fw.Add(ctx, firewall.SetAllow, firewall.Entry{Prefix: prefixOf(a), Timeout: ttl, Comment: pushComment(ev.How, &ev)}); err != nil {
+		e.allows.setMu.Unlock()
 		e.log.Error("engine: adding learned push server to the allow set failed", "addr", a, "err", err)
 		e.decide(Decision{Time: now, Kind: DecisionRefused, Addr: a, Reason: "learn push server", Err: err.Error()})
 		return
 	}
-	e.allows.setPush(a, allowInfo{until: now.Add(ttl).UnixNano(), how: ev.How, last: now.UnixNano()})
+	kept := ev
+	e.allows.setPush(a, allowInfo{until: now.Add(ttl).UnixNano(), how: ev.How, last: now.UnixNano(), evidence: &kept})
+	e.allows.setMu.Unlock()
 	e.writer.queue(func(b *state.Batch) {
 		b.Allows = append(b.Allows, state.Allow{Prefix: prefixOf(a), Until: now.Add(ttl), PushEvidence: ev})
 	})
@@ -218,13 +227,25 @@ func (e *Engine) learn(ctx context.Context, a netip.Addr, ev state.PushEvidence,
 
 func (e *Engine) refreshAllow(ctx context.Context, c pushCand) {
 	ttl := e.opts().Push.LearnTTL
-	al, _ := e.allows.pushInfo(c.addr)
-	if err := e.fw.Add(ctx, firewall.SetAllow, firewall.Entry{Prefix: prefixOf(c.addr), Timeout: ttl, Comment: "sipsentry: push " + al.how}); err != nil {
+	e.allows.setMu.Lock()
+	al, ok := e.allows.pushInfo(c.addr)
+	if !ok { // disallowed meanwhile
+		e.allows.setMu.Unlock()
+		return
+	}
+	if err := e.fw.Add(ctx, firewall.SetAllow, firewall.Entry{Prefix: prefixOf(c.addr), Timeout: ttl, Comment: pushComment(al.how, al.evidence)}); err != nil {
+		e.allows.setMu.Unlock()
 		e.log.Warn("engine: refreshing learned push server failed", "addr", c.addr, "err", err)
 		return
 	}
 	al.until, al.last = c.at.Add(ttl).UnixNano(), c.at.UnixNano()
+	if al.evidence != nil {
+		ev := *al.evidence
+		ev.LastSeen = c.at
+		al.evidence = &ev
+	}
 	e.allows.setPush(c.addr, al)
+	e.allows.setMu.Unlock()
 	e.writer.queue(func(b *state.Batch) {
 		b.Allows = append(b.Allows, state.Allow{Prefix: prefixOf(c.addr), Until: c.at.Add(ttl),
 			PushEvidence: state.PushEvidence{How: al.how, FirstSeen: c.at, LastSeen: c.at}})
@@ -341,7 +362,6 @@ func (e *Engine) Seed(ctx context.Context) error {
 	wg.Wait()
 	now := e.now()
 	ttl := e.opts().Push.LearnTTL
-	var entries []firewall.Entry
 	var rows []state.Allow
 	seen := map[netip.Addr]bool{}
 	failed := 0
@@ -357,32 +377,58 @@ func (e *Engine) Seed(ctx context.Context) error {
 				continue
 			}
 			seen[a] = true
-			entries = append(entries, firewall.Entry{Prefix: prefixOf(a), Timeout: ttl, Comment: sanitize("sipsentry: push seed "+r.host, 200)})
 			rows = append(rows, state.Allow{Prefix: prefixOf(a), Until: now.Add(ttl),
 				PushEvidence: state.PushEvidence{How: state.HowSeed, PTR: r.host, FirstSeen: now, LastSeen: now}})
 		}
 	}
-	if len(entries) == 0 {
+	if len(rows) == 0 {
 		if failed > 0 {
 			return fmt.Errorf("engine: no push host resolved (%d failed); check push.resolver", failed)
 		}
 		return nil
 	}
+	e.allows.setMu.Lock()
+	defer e.allows.setMu.Unlock()
+	// An address learned from its own login keeps that stronger evidence
+	// (name, comment, DB row); the seed only extends it.
+	untilN := now.Add(ttl).UnixNano()
+	entries := make([]firewall.Entry, len(rows))
+	kept := make([]bool, len(rows))
+	e.allows.allowsMu.RLock()
+	for i, row := range rows {
+		ev := row.PushEvidence
+		entries[i] = firewall.Entry{Prefix: row.Prefix, Timeout: ttl, Comment: pushComment(state.HowSeed, &ev)}
+		if prev, ok := e.allows.push[row.Prefix.Addr()]; ok && prev.how != state.HowSeed {
+			kept[i] = true
+			entries[i].Comment = pushComment(prev.how, prev.evidence)
+			if prev.until == 0 {
+				entries[i].Timeout = 0
+			} else if prev.until > untilN {
+				entries[i].Timeout = time.Duration(prev.until - now.UnixNano())
+			}
+		}
+	}
+	e.allows.allowsMu.RUnlock()
 	if err := e.fw.Add(ctx, firewall.SetAllow, entries...); err != nil {
 		return fmt.Errorf("engine: seeding push hosts into the allow set: %w", err)
 	}
 	e.allows.allowsMu.Lock()
-	for _, en := range entries {
-		a := en.Prefix.Addr()
-		prev, ok := e.allows.push[a]
-		if ok && prev.how != state.HowSeed {
-			prev.until = max(prev.until, now.Add(ttl).UnixNano())
-			e.allows.push[a] = prev // keep the stronger evidence's name
+	var newRows []state.Allow
+	for i, row := range rows {
+		a := row.Prefix.Addr()
+		if prev, ok := e.allows.push[a]; ok && kept[i] {
+			if prev.until != 0 {
+				prev.until = max(prev.until, untilN)
+			}
+			e.allows.push[a] = prev
 			continue
 		}
-		e.allows.push[a] = allowInfo{until: now.Add(ttl).UnixNano(), how: state.HowSeed, last: now.UnixNano()}
+		ev := row.PushEvidence
+		e.allows.push[a] = allowInfo{until: untilN, how: state.HowSeed, last: now.UnixNano(), evidence: &ev}
+		newRows = append(newRows, row)
 	}
 	e.allows.allowsMu.Unlock()
+	rows = newRows
 	e.writer.queue(func(b *state.Batch) { b.Allows = append(b.Allows, rows...) })
 	e.log.Info("engine: push hosts seeded", "addresses", len(entries), "hosts", len(e.opts().Push.Hosts), "failed", failed)
 	e.decide(Decision{Time: now, Kind: DecisionSeeded, Reason: fmt.Sprintf("%d addresses from %d push hosts", len(entries), len(e.opts().Push.Hosts)), Duration: ttl})
