@@ -26,3 +26,12 @@ func GeoOptions(c config.Geo, stateDir string) geo.Options {
 		MaxDownloadBytes: c.MaxDownloadBytes,
 	}
 }
+
+// GeoOptionsReadOnly is GeoOptions for the one-shot readers (doctor,
+// lookup, sources, firewall status): the lists are checked exactly as the
+// daemon checks them, but nothing is written under state_dir.
+func GeoOptionsReadOnly(c config.Geo, stateDir string) geo.Options {
+	o := GeoOptions(c, stateDir)
+	o.ReadOnly = true
+	return o
+}
