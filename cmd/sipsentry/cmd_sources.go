@@ -117,7 +117,7 @@ func runSources(ctx context.Context, cmd *cobra.Command, o sourcesOptions, g *gl
 		return err
 	}
 	log := quietLogger(cmd.ErrOrStderr())
-	gdb, err := geo.Open(daemon.GeoOptions(cfg.Geo, cfg.StateDir), log)
+	gdb, err := geo.Open(daemon.GeoOptionsReadOnly(cfg.Geo, cfg.StateDir), log)
 	if err != nil {
 		return usageError{err}
 	}
