@@ -930,7 +930,7 @@ func (d *doctor) checkLists() []Result {
 	gc := g
 	gc.MMDB, gc.ASNMMDB = "", ""
 	logged := &doctorLog{}
-	gdb, err := geo.Open(daemon.GeoOptions(gc, d.cfg.StateDir), slog.New(logged))
+	gdb, err := geo.Open(daemon.GeoOptionsReadOnly(gc, d.cfg.StateDir), slog.New(logged))
 	if err != nil {
 		return []Result{checkFail(name, "correct the setting named in the message", "%v", err)}
 	}
@@ -1013,7 +1013,7 @@ func (d *doctor) checkMMDB(key, path string) Result {
 	if key == "geo.asn_mmdb" {
 		probe = config.Geo{ASNMMDB: path}
 	}
-	if _, err := geo.Open(daemon.GeoOptions(probe, d.cfg.StateDir), slog.New(slog.DiscardHandler)); err != nil {
+	if _, err := geo.Open(daemon.GeoOptionsReadOnly(probe, d.cfg.StateDir), slog.New(slog.DiscardHandler)); err != nil {
 		db.Close()
 		return checkFail(key, "point "+key+" at the right kind of database (country: GeoIP2/GeoLite2-Country or DB-IP/iptoasn country; ASN: GeoLite2-ASN)", "%v", err)
 	}
