@@ -103,7 +103,7 @@ type ClientConfig struct {
 	// and the rest of its items are read and dropped.
 	ListMaxItems int
 	ListMaxBytes int
-	Logger    *slog.Logger
+	Logger       *slog.Logger
 	// OnConnect runs after every successful (re)login, with the reader and
 	// keepalive already running so it can call actions (resync). Its ctx ends
 	// with the connection. An error is logged; the session stays up.
