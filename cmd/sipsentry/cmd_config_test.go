@@ -212,6 +212,8 @@ func TestConfigCheck(t *testing.T) {
 		{"unknown key", "[firewall]\nmodes = \"enforce\"\n", 0o600, "bad.toml:2: firewall.modes: unknown key"},
 		{"secret readable by others", "[ami]\nsecret = \"s3cret\"\n", 0o644, "chmod 600"},
 		{"no secret", "[ami]\nusername = \"x\"\n", 0o600, "neither secret nor secret_file"},
+		// Issue 10: any local user could edit firewall.allow or the mode.
+		{"writable by others", "[ami]\nsecret_file = \"/x\"\n", 0o666, "is mode 0666: group or others can change it"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bad := filepath.Join(t.TempDir(), "bad.toml")

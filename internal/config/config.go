@@ -255,6 +255,9 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := CheckOwner(path); err != nil {
+		return nil, err
+	}
 	if c.AMI.Secret != "" || c.ARI.Password != "" {
 		if err := CheckPrivate(path); err != nil {
 			return nil, err
@@ -441,6 +444,9 @@ func CheckPrivate(path string) error {
 // ReadSecretFile reads a one-line secret file after checking its mode.
 func ReadSecretFile(path string) (string, error) {
 	if err := CheckPrivate(path); err != nil {
+		return "", err
+	}
+	if err := CheckOwner(path); err != nil {
 		return "", err
 	}
 	b, err := os.ReadFile(path)

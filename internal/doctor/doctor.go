@@ -238,6 +238,9 @@ func (d *doctor) checkConfigFile() Result {
 		}
 		return checkFail(name, "make the file readable by the user running sipsentry (root)", "%v", d.cfgErr)
 	}
+	if err := config.CheckOwner(path); err != nil {
+		return checkFail(name, doctorOwnerFix(err, path), "%v", err)
+	}
 	inline := d.cfg.AMI.Secret != "" || d.cfg.ARI.Password != ""
 	if inline && d.cfgMode&0o077 != 0 {
 		return checkFail(name, "chmod 600 "+path+" (or move the secret into secret_file)",
@@ -274,10 +277,21 @@ func (d *doctor) checkSecretFile(key, path string) Result {
 	if st.Mode().Perm()&0o077 != 0 {
 		return checkFail(key, "chmod 600 "+path, "%s is mode %04o: group or others can read the secret", path, st.Mode().Perm())
 	}
+	if err := config.CheckOwner(path); err != nil {
+		return checkFail(key, doctorOwnerFix(err, path), "%v", err)
+	}
 	if _, err := config.ReadSecretFile(path); err != nil {
 		return checkFail(key, "write the secret into "+path+" on one line", "%v", err)
 	}
 	return checkPass(key, "%s is mode %04o and not empty", path, st.Mode().Perm())
+}
+
+// doctorOwnerFix is the command config.CheckOwner's message names.
+func doctorOwnerFix(err error, path string) string {
+	if _, fix, ok := strings.Cut(err.Error(), "; run: "); ok {
+		return fix
+	}
+	return "chown root " + path + " && chmod go-w " + path
 }
 
 // ---- AMI ----
