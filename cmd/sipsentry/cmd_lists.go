@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sipsentry/sipsentry/geo"
+	"github.com/sipsentry/sipsentry/internal/daemon"
 )
 
 func newListsCommand(g *globalOptions) *cobra.Command {
@@ -64,7 +65,7 @@ func openGeoForLists(cmd *cobra.Command, g *globalOptions) (*geo.Geo, error) {
 	}
 	gc := cfg.Geo
 	gc.MMDB, gc.ASNMMDB = "", "" // not needed for lists; don't load 10 MB for nothing
-	gdb, err := geo.Open(gc, cfg.StateDir, g.logger(cfg))
+	gdb, err := geo.Open(daemon.GeoOptions(gc, cfg.StateDir), g.logger(cfg))
 	if err != nil {
 		return nil, usageError{err}
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sipsentry/sipsentry/geo"
 	"github.com/sipsentry/sipsentry/internal/config"
+	"github.com/sipsentry/sipsentry/internal/daemon"
 )
 
 type lookupOptions struct {
@@ -73,7 +74,7 @@ func runLookup(_ context.Context, cmd *cobra.Command, o lookupOptions, g *global
 	if err := applyGeoFlags(cmd, &cfg.Geo, o.mmdb, o.asnMMDB, o.listsDir, o.countries); err != nil {
 		return err
 	}
-	gdb, err := geo.Open(cfg.Geo, cfg.StateDir, g.logger(cfg))
+	gdb, err := geo.Open(daemon.GeoOptions(cfg.Geo, cfg.StateDir), g.logger(cfg))
 	if err != nil {
 		return usageError{err}
 	}

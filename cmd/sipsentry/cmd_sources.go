@@ -18,9 +18,10 @@ import (
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/geo"
 	"github.com/sipsentry/sipsentry/internal/config"
-	"github.com/sipsentry/sipsentry/state"
+	"github.com/sipsentry/sipsentry/internal/daemon"
 	"github.com/sipsentry/sipsentry/report"
 	"github.com/sipsentry/sipsentry/seclog"
+	"github.com/sipsentry/sipsentry/state"
 )
 
 type sourcesOptions struct {
@@ -116,7 +117,7 @@ func runSources(ctx context.Context, cmd *cobra.Command, o sourcesOptions, g *gl
 		return err
 	}
 	log := quietLogger(cmd.ErrOrStderr())
-	gdb, err := geo.Open(cfg.Geo, cfg.StateDir, log)
+	gdb, err := geo.Open(daemon.GeoOptions(cfg.Geo, cfg.StateDir), log)
 	if err != nil {
 		return usageError{err}
 	}

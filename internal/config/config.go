@@ -36,6 +36,9 @@ type Config struct {
 
 	// Path is the file this was read from ("" for pure defaults).
 	Path string `toml:"-"`
+	// Warnings are accepted but deprecated settings (file:line: key: what to
+	// write instead); the daemon logs them at start.
+	Warnings []string `toml:"-"`
 }
 
 type Log struct {
@@ -78,6 +81,7 @@ type Geo struct {
 	Refresh          Duration `toml:"refresh"`
 	MinEntries       int      `toml:"min_entries"`
 	MaxShrink        float64  `toml:"max_shrink"`
+	MaxChurn         float64  `toml:"max_churn"`
 	DownloadTimeout  Duration `toml:"download_timeout"`
 	MaxDownloadBytes int64    `toml:"max_download_bytes"`
 }
@@ -99,7 +103,7 @@ type Firewall struct {
 }
 
 type Engine struct {
-	GeoMode          string   `toml:"geo_mode"` // drop | strict | monitor
+	GeoMode          string   `toml:"geo_mode"` // off | strict | drop ("monitor": deprecated alias of off)
 	MaxFailures      int      `toml:"max_failures"`
 	FindTime         Duration `toml:"find_time"`
 	BanTime          Duration `toml:"ban_time"`
@@ -151,6 +155,7 @@ func Default() *Config {
 			Refresh:          Duration(24 * 3600e9),
 			MinEntries:       50,
 			MaxShrink:        0.2,
+			MaxChurn:         0.25,
 			DownloadTimeout:  Duration(60e9),
 			MaxDownloadBytes: 16 << 20,
 		},
@@ -162,7 +167,7 @@ func Default() *Config {
 			BanMaxElem: 1 << 20,
 		},
 		Engine: Engine{
-			GeoMode: "monitor", MaxFailures: 5, FindTime: Duration(600e9), BanTime: Duration(3600e9),
+			GeoMode: "off", MaxFailures: 5, FindTime: Duration(600e9), BanTime: Duration(3600e9),
 			EscalationFactor: 4, MaxBanTime: Duration(7 * 24 * 3600e9),
 			SlowMaxFailures: 20, SlowFindTime: Duration(24 * 3600e9), EnumAccounts: 3,
 			EventRetention: Duration(30 * 24 * 3600e9), MaxSources: 50000,
@@ -296,11 +301,19 @@ func (c *Config) validate(data []byte) error {
 		oneOf("ami.auth", c.AMI.Auth, "md5", "plain"),
 		oneOf("firewall.mode", c.Firewall.Mode, "enforce", "monitor"),
 		oneOf("firewall.backend", c.Firewall.Backend, "iptables", "dry-run"),
-		oneOf("engine.geo_mode", c.Engine.GeoMode, "drop", "strict", "monitor"),
+		oneOf("engine.geo_mode", c.Engine.GeoMode, "off", "strict", "drop", "monitor"),
 	} {
 		if chk != nil {
 			return chk
 		}
+	}
+	if c.Engine.GeoMode == "monitor" {
+		// Before 2026-12 "monitor" also turned every ban off; firewall.mode
+		// alone decides enforcement now, so the alias keeps only its
+		// country meaning.
+		c.Engine.GeoMode = "off"
+		c.Warnings = append(c.Warnings, (&Error{File: c.Path, Line: lineOf(data, "engine.geo_mode"), Key: "engine.geo_mode",
+			Msg: `"monitor" is deprecated: it now means "off" (countries reported, not acted on); whether bans are enforced is firewall.mode alone`}).Error())
 	}
 	for i, cc := range c.Geo.AllowCountries {
 		up := strings.ToUpper(strings.TrimSpace(cc))
@@ -331,6 +344,9 @@ func (c *Config) validate(data []byte) error {
 	}
 	if c.Geo.MaxShrink < 0 || c.Geo.MaxShrink > 1 {
 		return bad("geo.max_shrink", "must be a share between 0 and 1 (0.2 = 20%%)")
+	}
+	if c.Geo.MaxChurn < 0 || c.Geo.MaxChurn > 1 {
+		return bad("geo.max_churn", "must be a share between 0 and 1 (0.25 = 25%%)")
 	}
 	if c.Firewall.BanMaxElem < 1 {
 		return bad("firewall.ban_maxelem", "must be at least 1")
