@@ -28,8 +28,8 @@ type nsGate struct {
 }
 
 func (g nsGate) AdmitSIP(_ context.Context, a netip.Addr, d time.Duration) error {
-	g.rec.add("admit " + a.String())
 	_, err := g.ns.Exec("ipset", "add", g.set, a.String(), "timeout", strconv.Itoa(int(d.Seconds())), "-exist")
+	g.rec.add("admit " + a.String())
 	return err
 }
 

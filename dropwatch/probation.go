@@ -297,13 +297,11 @@ func (p *Probation) examine(ctx context.Context, c candidate) {
 		return
 	}
 	p.grants = append(p.grants, now)
-	a := &active{c: c}
-	p.running[c.addr] = a
 	p.mu.Unlock()
+	// The probation starts only once the admission is in the kernel: an
+	// outcome taken earlier would revoke an admission not yet made, which
+	// would then open the door after the ban.
 	if err := p.o.Gate.AdmitSIP(ctx, c.addr, p.o.Duration); err != nil {
-		p.mu.Lock()
-		delete(p.running, c.addr)
-		p.mu.Unlock()
 		p.o.Log.Error("dropwatch: opening the firewall for a probation failed", p.attrs(c, "err", err)...)
 		p.refuse(c, "the firewall refused the admission")
 		return
@@ -311,11 +309,10 @@ func (p *Probation) examine(ctx context.Context, c candidate) {
 	p.probations.Inc()
 	p.o.Log.Info("dropwatch: push candidate on probation: let through to the SIP ports", p.attrs(c, "for", p.o.Duration)...)
 	p.state(c.addr, state.PushProbation, now)
-	stop := p.o.Clock.AfterFunc(p.o.Duration, func() { p.silence(c.addr) })
+	a := &active{c: c}
 	p.mu.Lock()
-	if cur := p.running[c.addr]; cur == a {
-		a.stop = stop
-	}
+	p.running[c.addr] = a
+	a.stop = p.o.Clock.AfterFunc(p.o.Duration, func() { p.silence(c.addr) })
 	p.mu.Unlock()
 }
 
