@@ -96,6 +96,8 @@ type daemon struct {
 	ccFP    string // fingerprint of the lists last put into allow-cc
 	handled atomic.Uint64
 	skipped atomic.Uint64
+
+	dw *dropwatchService // nil unless the firewall copies drops to NFLOG
 }
 
 // Run wires the daemon together from cfg and runs it until ctx ends (or, with
@@ -249,6 +251,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if err := d.eng.Start(ctx); err != nil {
 		return fmt.Errorf("run: starting the engine: %w", err)
 	}
+	if d.dw, err = newDropwatchService(d, o.Replay != ""); err != nil {
+		return configError{err}
+	}
 	d.met.SetState(d.metricsState)
 	// The start-up bulk loads (lists, restore scripts, DB rows) leave garbage
 	// several times the size of what stays live; hand it back to the OS now
@@ -297,6 +302,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	}
 	if d.ari != nil {
 		goRun("ari", d.ari.Run)
+	}
+	if d.dw != nil {
+		goRun("dropwatch", d.dw.Run)
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -371,6 +379,7 @@ func (d *daemon) handleMessage(ctx context.Context, m ami.Message) {
 		return
 	}
 	d.eng.Handle(ctx, ev)
+	d.dw.securityEvent(ctx, &ev)
 	d.handled.Add(1)
 	d.recent.add(ev, t0)
 }
