@@ -214,6 +214,7 @@ func (d *doctor) checks(ctx context.Context) []Result {
 	rs = append(rs, d.checkStateDir())
 	rs = append(rs, d.checkLists()...)
 	rs = append(rs, d.checkMMDB("geo.mmdb", d.cfg.Geo.MMDB), d.checkMMDB("geo.asn_mmdb", d.cfg.Geo.ASNMMDB))
+	rs = append(rs, d.checkCrowdsec(ctx)...)
 	return rs
 }
 
