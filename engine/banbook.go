@@ -19,7 +19,7 @@ type banBook struct {
 	// operator (uid) or another decider such as a CrowdSec decision
 	// (origin). Few; kept apart so the 100k-entry map's value stays small.
 	external map[addrKey]externalBan
-	reasons   reasonTable
+	reasons  reasonTable
 }
 
 // banInfo stays 24 bytes (no pointers): it is the value of the ban map.
