@@ -248,7 +248,9 @@ func latency(n int) error {
 	cfg.Push.Hosts = nil
 	cfg.Push.Resolver = "127.0.0.1:1"
 	cfg.AMI.Address = "127.0.0.1:5038"
-	be, err := iptables.NewWithOptions(iptables.Options{Config: cfg.Firewall, Netns: ns.name})
+	fwo := sipdaemon.FirewallOptions(cfg.Firewall, nil, nil).Options
+	fwo.Netns = ns.name
+	be, err := iptables.New(fwo)
 	if err != nil {
 		return err
 	}
@@ -272,7 +274,7 @@ func latency(n int) error {
 	store := st
 	var fw firewall.Backend = be
 	if sepConntrack {
-		be2, err := iptables.NewWithOptions(iptables.Options{Config: cfg.Firewall, Netns: ns.name})
+		be2, err := iptables.New(fwo)
 		if err != nil {
 			return err
 		}
@@ -587,7 +589,9 @@ hosts = []
 resolver = "127.0.0.1:1"
 [metrics]
 listen = "127.0.0.1:9468"
-%s`, filepath.Join(dir, "state"), srv.Addr(), extra)
+[control]
+socket = %q
+%s`, filepath.Join(dir, "state"), srv.Addr(), filepath.Join(dir, "control.sock"), extra)
 	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 		return nil, err
 	}

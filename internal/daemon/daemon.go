@@ -30,8 +30,6 @@ import (
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/engine"
 	"github.com/sipsentry/sipsentry/firewall"
-	"github.com/sipsentry/sipsentry/firewall/dryrun"
-	"github.com/sipsentry/sipsentry/firewall/iptables"
 	"github.com/sipsentry/sipsentry/geo"
 	"github.com/sipsentry/sipsentry/internal/ariwatch"
 	"github.com/sipsentry/sipsentry/internal/config"
@@ -98,6 +96,8 @@ type daemon struct {
 	ccFP    string // fingerprint of the lists last put into allow-cc
 	handled atomic.Uint64
 	skipped atomic.Uint64
+
+	dw *dropwatchService // nil unless the firewall copies drops to NFLOG
 }
 
 // Run wires the daemon together from cfg and runs it until ctx ends (or, with
@@ -162,7 +162,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	}
 	defer d.store.Close()
 
-	d.geo, err = geo.Open(cfg.Geo, cfg.StateDir, log)
+	d.geo, err = geo.Open(GeoOptions(cfg.Geo, cfg.StateDir), log)
 	if err != nil {
 		return err
 	}
@@ -170,9 +170,14 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if err := d.requireAllowedLists(ctx); err != nil {
 		return err
 	}
-	be, err := newBackend(cfg, log, o.Replay != "", d.out)
+	// A replay into a dry-run backend prints every operation on stdout.
+	var dryRunOut io.Writer
+	if o.Replay != "" {
+		dryRunOut = d.out
+	}
+	be, err := OpenFirewall(cfg.Firewall, log, dryRunOut)
 	if err != nil {
-		return err
+		return fmt.Errorf("run: %w", err)
 	}
 	defer be.Close()
 	d.met = metrics.New(nil)
@@ -246,6 +251,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if err := d.eng.Start(ctx); err != nil {
 		return fmt.Errorf("run: starting the engine: %w", err)
 	}
+	if d.dw, err = newDropwatchService(d, o.Replay != ""); err != nil {
+		return configError{err}
+	}
 	d.met.SetState(d.metricsState)
 	// The start-up bulk loads (lists, restore scripts, DB rows) leave garbage
 	// several times the size of what stays live; hand it back to the OS now
@@ -294,6 +302,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	}
 	if d.ari != nil {
 		goRun("ari", d.ari.Run)
+	}
+	if d.dw != nil {
+		goRun("dropwatch", d.dw.Run)
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -348,25 +359,6 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	return runErr
 }
 
-// newBackend builds the firewall backend the config names. A replay into a
-// dry-run backend prints every operation on stdout.
-func newBackend(cfg *config.Config, log *slog.Logger, replay bool, out io.Writer) (firewall.Backend, error) {
-	switch cfg.Firewall.Backend {
-	case "dry-run":
-		o := dryrun.Options{Mode: cfg.Firewall.Mode, MaxElem: cfg.Firewall.BanMaxElem}
-		if replay {
-			o.Log = out
-		}
-		return dryrun.New(o), nil
-	default:
-		b, err := iptables.New(cfg.Firewall, log)
-		if err != nil {
-			return nil, fmt.Errorf("run: %w (or set firewall.backend = \"dry-run\" to try without the kernel)", err)
-		}
-		return b, nil
-	}
-}
-
 // handleMessage is the hot path: one AMI message from the client (or the
 // replay) to a decision.
 func (d *daemon) handleMessage(ctx context.Context, m ami.Message) {
@@ -387,6 +379,7 @@ func (d *daemon) handleMessage(ctx context.Context, m ami.Message) {
 		return
 	}
 	d.eng.Handle(ctx, ev)
+	d.dw.securityEvent(ctx, &ev)
 	d.handled.Add(1)
 	d.recent.add(ev, t0)
 }
@@ -567,7 +560,10 @@ func (d *daemon) firewallUp(ctx context.Context) error {
 	d.ccMu.Lock()
 	defer d.ccMu.Unlock()
 	entries, fp := d.allowCCEntries()
-	if err := firewall.UpWith(ctx, d.fw, entries); err != nil {
+	// firewall.allow's CIDRs are in before any DROP rule (the engine then
+	// owns the whole allow set).
+	if err := firewall.UpFilled(ctx, d.fw, firewall.Fill{Set: firewall.SetAllowCountry, Entries: entries},
+		firewall.Fill{Set: firewall.SetAllow, Entries: FirewallStaticAllows(d.cfg.Firewall), Merge: true}); err != nil {
 		return fmt.Errorf("run: firewall up: %w", err)
 	}
 	d.ccFP = fp
