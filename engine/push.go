@@ -164,7 +164,7 @@ func (e *Engine) examine(ctx context.Context, c pushCand) {
 		e.flag(c, ev.UserAgent, note)
 		return
 	}
-	e.learn(ctx, c.addr, ev, c.at)
+	_ = e.learn(ctx, c.addr, ev, c.at) // logged and counted as a refused decision
 }
 
 // pushComment is the allow-set comment of a learned or seeded push server.
@@ -202,14 +202,14 @@ func (e *Engine) setUA(a netip.Addr, ua string) {
 }
 
 // learn puts a in the allow set for push.learn_ttl and records the evidence.
-func (e *Engine) learn(ctx context.Context, a netip.Addr, ev state.PushEvidence, now time.Time) {
+func (e *Engine) learn(ctx context.Context, a netip.Addr, ev state.PushEvidence, now time.Time) error {
 	ttl := e.opts().Push.LearnTTL
 	e.allows.setMu.Lock()
 	if err := e.fw.Add(ctx, firewall.SetAllow, firewall.Entry{Prefix: prefixOf(a), Timeout: ttl, Comment: pushComment(ev.How, &ev)}); err != nil {
 		e.allows.setMu.Unlock()
 		e.log.Error("engine: adding learned push server to the allow set failed", "addr", a, "err", err)
 		e.decide(Decision{Time: now, Kind: DecisionRefused, Addr: a, Reason: "learn push server", Err: err.Error()})
-		return
+		return fmt.Errorf("engine: learning push server %s: %w", a, err)
 	}
 	kept := ev
 	e.allows.setPush(a, allowInfo{until: now.Add(ttl).UnixNano(), how: ev.How, last: now.UnixNano(), evidence: &kept})
@@ -223,6 +223,25 @@ func (e *Engine) learn(ctx context.Context, a netip.Addr, ev state.PushEvidence,
 	e.log.Info("engine: push server learned", "addr", a, "how", ev.How, "account", sanitize(ev.Account, 40),
 		"user_agent", sanitize(ev.UserAgent, 80), "ptr", ev.PTR, "ttl", ttl)
 	e.decide(Decision{Time: now, Kind: DecisionLearned, Addr: a, Reason: ev.How, Duration: ttl})
+	return nil
+}
+
+// LearnPush learns a as a push server on evidence another detector of the
+// daemon found (dropwatch's probation), the way the engine's own learner
+// does: the allow set for push.learn_ttl, the allow book (so the verifier
+// and `allows` know it), an allows row with the evidence.
+func (e *Engine) LearnPush(ctx context.Context, a netip.Addr, ev state.PushEvidence) error {
+	if !a.IsValid() || ev.How == "" {
+		return fmt.Errorf("%w: a push server needs an address and how it was recognised", ErrInvalid)
+	}
+	now := e.now()
+	if ev.FirstSeen.IsZero() {
+		ev.FirstSeen = now
+	}
+	if ev.LastSeen.IsZero() {
+		ev.LastSeen = now
+	}
+	return e.learn(ctx, a.Unmap(), ev, now)
 }
 
 func (e *Engine) refreshAllow(ctx context.Context, c pushCand) {
