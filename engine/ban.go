@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -82,6 +83,9 @@ type banRequest struct {
 	manual bool
 	uid    int
 	dur    time.Duration
+	// origin of a manual ban that no operator made (a CrowdSec decision:
+	// "crowdsec:<origin>"); "" is state.OriginManual.
+	origin string
 }
 
 // banWith makes r's ban: the never-ban rules, escalation, the set's
@@ -141,11 +145,11 @@ func (e *Engine) banWith(ctx context.Context, r banRequest) (BanRecord, error) {
 	if cur.active && !wasActive {
 		bk.active++ // reserve the slot before the slow call
 	}
-	prevUID, hadUID := bk.manualUID[k]
+	prevExt, hadExt := bk.external[k]
 	if r.manual {
-		bk.manualUID[k] = r.uid
+		bk.external[k] = externalBan{uid: r.uid, origin: cmp.Or(r.origin, state.OriginManual)}
 	} else {
-		delete(bk.manualUID, k)
+		delete(bk.external, k)
 	}
 	bk.bansMu.Unlock()
 
@@ -164,10 +168,10 @@ func (e *Engine) banWith(ctx context.Context, r banRequest) (BanRecord, error) {
 				if !wasActive {
 					bk.active--
 				}
-				if hadUID {
-					bk.manualUID[k] = prevUID
+				if hadExt {
+					bk.external[k] = prevExt
 				} else {
-					delete(bk.manualUID, k)
+					delete(bk.external, k)
 				}
 			}
 			bk.bansMu.Unlock()
@@ -180,7 +184,7 @@ func (e *Engine) banWith(ctx context.Context, r banRequest) (BanRecord, error) {
 			return BanRecord{}, fmt.Errorf("engine: ban of %s not made: %w", a, err)
 		}
 		if r.manual {
-			e.log.Info("engine: banned by an operator", "addr", a, "reason", reason, "for", dur, "offence", offence, "uid", r.uid)
+			e.log.Info("engine: banned by "+cmp.Or(r.origin, "an operator"), "addr", a, "reason", reason, "for", dur, "offence", offence, "uid", r.uid)
 		} else {
 			e.log.Info("engine: banned", "addr", a, "reason", reason, "for", dur, "offence", offence, "latency", d.Latency)
 		}
@@ -191,7 +195,7 @@ func (e *Engine) banWith(ctx context.Context, r banRequest) (BanRecord, error) {
 	row := state.Ban{Addr: a, Until: untilT, Offences: offence, Reason: reason, Created: now, Monitor: monitor,
 		Origin: state.OriginEngine, UID: state.NoUID}
 	if r.manual {
-		row.Origin, row.UID = state.OriginManual, r.uid
+		row.Origin, row.UID = cmp.Or(r.origin, state.OriginManual), r.uid
 	}
 	e.writer.queue(func(b *state.Batch) { b.Bans = append(b.Bans, row) })
 	e.decide(d)

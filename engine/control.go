@@ -86,8 +86,8 @@ func (e *Engine) banRecordLocked(k addrKey, bi banInfo) BanRecord {
 		Enforced: !bi.monitor}
 	if bi.manual {
 		r.Origin = OriginManual
-		if uid, ok := e.bans.manualUID[k]; ok {
-			r.UID = uid
+		if x, ok := e.bans.external[k]; ok {
+			r.UID, r.Origin = x.uid, x.origin
 		}
 	}
 	return r
@@ -145,7 +145,7 @@ func (e *Engine) Unban(ctx context.Context, addr netip.Addr, uid int) error {
 		}
 		b.until = nowN
 		bk.byAddr[k] = b
-		delete(bk.manualUID, k)
+		delete(bk.external, k)
 	}
 	bk.bansMu.Unlock()
 	inKernel := wasActive

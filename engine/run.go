@@ -128,7 +128,7 @@ func (e *Engine) start(ctx context.Context, kernel bool) error {
 			k := keyOf(a)
 			bk.bansMu.Lock()
 			bi := banInfo{until: b.Until.UnixNano(), since: unixSeconds(b.Created), offences: int32(b.Offences),
-				reason: bk.reasons.intern(b.Reason), monitor: b.Monitor, manual: b.Origin == state.OriginManual}
+				reason: bk.reasons.intern(b.Reason), monitor: b.Monitor, manual: b.Origin != "" && b.Origin != state.OriginEngine}
 			if bi.until > nowN && !b.Monitor && e.opts().Enforce {
 				if why := e.neverBan(a); why != "" {
 					e.log.Warn("engine: not restoring a stored ban", "addr", a, "refused_because", why)
@@ -145,7 +145,7 @@ func (e *Engine) start(ctx context.Context, kernel bool) error {
 			}
 			bk.byAddr[k] = bi
 			if bi.manual {
-				bk.manualUID[k] = b.UID
+				bk.external[k] = externalBan{uid: b.UID, origin: b.Origin}
 			}
 			bk.bansMu.Unlock()
 			if len(chunk) == cap(chunk) {

@@ -98,6 +98,7 @@ type daemon struct {
 	skipped atomic.Uint64
 
 	dw *dropwatchService // nil unless the firewall copies drops to NFLOG
+	cs *crowdsecService  // nil unless [crowdsec] is enabled
 }
 
 // Run wires the daemon together from cfg and runs it until ctx ends (or, with
@@ -254,6 +255,11 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if d.dw, err = newDropwatchService(d, o.Replay != ""); err != nil {
 		return configError{err}
 	}
+	if o.Replay == "" {
+		if d.cs, err = newCrowdsecService(d); err != nil {
+			return configError{err}
+		}
+	}
 	d.met.SetState(d.metricsState)
 	// The start-up bulk loads (lists, restore scripts, DB rows) leave garbage
 	// several times the size of what stays live; hand it back to the OS now
@@ -305,6 +311,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	}
 	if d.dw != nil {
 		goRun("dropwatch", d.dw.Run)
+	}
+	if d.cs != nil {
+		goRun("crowdsec", d.cs.Run)
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -617,6 +626,7 @@ func (d *daemon) followLists(ctx context.Context) error {
 // the engine's hot path and must not block.
 func (d *daemon) onDecision(dec engine.Decision) {
 	d.met.Decision(dec.Kind)
+	d.cs.publish(dec)
 	if dec.Kind == engine.DecisionBan && dec.Latency > 0 {
 		// Latency runs from Handle's start to the kernel set add's return.
 		d.met.EventToKernel(dec.Latency)
