@@ -411,12 +411,9 @@ func (d *daemon) onAMIConnect(ctx context.Context, c *ami.Client) error {
 	if err != nil {
 		return fmt.Errorf("resync: PJSIPShowContacts: %w (the AMI user needs read/write=system or reporting)", err)
 	}
-	d.log.Info("run: AMI resync", "contacts", len(cs))
-	if r, ok := any(d.eng).(interface {
-		Resync(context.Context, []ami.Contact)
-	}); ok {
-		r.Resync(ctx, cs)
-	}
+	// The contacts feed the push learner as live registrations would: a push
+	// server that registered while AMI was down is learned (or flagged) now.
+	d.eng.ResyncContacts(ctx, cs)
 	return nil
 }
 
