@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net/netip"
 	"iter"
+	"net/netip"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -323,4 +323,3 @@ func BenchmarkRestore100kFromDB(b *testing.B) {
 	b.ReportMetric(float64(streamed)/float64(base), "bulkload-ratio-vs-raw")
 	b.ReportMetric(float64(chunked)/float64(base), "chunked-ratio-vs-raw")
 }
-
