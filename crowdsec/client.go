@@ -194,6 +194,22 @@ func (c *Client) DecisionsStream(ctx context.Context, startup bool) (Stream, err
 	return s, err
 }
 
+// CheckBouncer proves the bouncer key with a live query (GET /v1/decisions
+// for 127.0.0.1) instead of the stream, so it never moves the stream's
+// "since" mark under a running daemon (the LAPI moves it on a live query
+// only when the last pull is over a minute old, and the daemon pulls far
+// more often).
+func (c *Client) CheckBouncer(ctx context.Context) error {
+	if c.apiKey == "" {
+		return errors.New("crowdsec: no bouncer API key configured (crowdsec.bouncer_key_file)")
+	}
+	var ignored any
+	return c.do(ctx, http.MethodGet, "v1/decisions", url.Values{"ip": {"127.0.0.1"}}, nil, func(r *http.Request) error {
+		r.Header.Set("X-Api-Key", c.apiKey)
+		return nil
+	}, &ignored)
+}
+
 type loginAnswer struct {
 	Code   int    `json:"code"`
 	Expire string `json:"expire"`

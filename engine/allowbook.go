@@ -3,26 +3,46 @@ package engine
 import (
 	"net/netip"
 	"sync"
+
+	"github.com/sipsentry/sipsentry/state"
 )
 
 // allowBook holds what must never be banned beyond the static allows of
-// the settings: the host's own addresses and the AMI peer (never), and the
-// learned and seeded push servers (push), which are in the allow set too.
+// the settings: the host's own addresses and the AMI peer (never), the
+// learned and seeded push servers (push) and the operators' allows
+// (manual). With the static allows, push and manual are the desired
+// content of the kernel allow set (Entries).
 type allowBook struct {
-	allowsMu sync.RWMutex // guards never and push
+	// setMu serialises each change of the book with the kernel allow-set
+	// write that goes with it, so that a Replace (Start, Reload) never
+	// runs between the two and loses an entry.
+	setMu    sync.Mutex
+	allowsMu sync.RWMutex // guards never, push and manual
 	never    map[netip.Addr]string
 	push     map[netip.Addr]allowInfo
+	manual   map[netip.Prefix]manualAllow
 }
 
 type allowInfo struct {
 	until int64 // UnixNano; 0 permanent
 	how   string
 	last  int64 // last refresh (UnixNano)
+	// evidence is why it was learned (few entries: push servers).
+	evidence *state.PushEvidence
+}
+
+// manualAllow is an operator's allow (AllowManual).
+type manualAllow struct {
+	until   int64 // UnixNano; 0 permanent
+	since   int64 // UnixNano
+	comment string
+	uid     int
 }
 
 func (b *allowBook) init() {
 	b.never = map[netip.Addr]string{}
 	b.push = map[netip.Addr]allowInfo{}
+	b.manual = map[netip.Prefix]manualAllow{}
 }
 
 // isNever reports whether a is on the never list (own address, AMI peer).
@@ -42,6 +62,11 @@ func (b *allowBook) neverReason(a netip.Addr, now int64) string {
 	}
 	if al, ok := b.push[a]; ok && (al.until == 0 || al.until > now) {
 		return "learned push server (" + al.how + ")"
+	}
+	for p, m := range b.manual {
+		if (m.until == 0 || m.until > now) && p.Contains(a) {
+			return "manual allow " + p.String()
+		}
 	}
 	return ""
 }
@@ -80,6 +105,11 @@ func (b *allowBook) expire(now int64) {
 	for a, al := range b.push {
 		if al.until != 0 && al.until <= now {
 			delete(b.push, a)
+		}
+	}
+	for p, m := range b.manual {
+		if m.until != 0 && m.until <= now {
+			delete(b.manual, p)
 		}
 	}
 }

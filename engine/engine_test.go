@@ -584,7 +584,7 @@ func TestRestoreAllowsAndUnban(t *testing.T) {
 	for i := range 5 {
 		r1.eng.Handle(context.Background(), ev(ami.EventChallengeResponseFailed, "1001", "203.0.113.78", string(rune('a'+i))))
 	}
-	if err := r1.eng.Unban(context.Background(), netip.MustParseAddr("203.0.113.78")); err != nil {
+	if err := r1.eng.Unban(context.Background(), netip.MustParseAddr("203.0.113.78"), 0); err != nil {
 		t.Fatal(err)
 	}
 	if r1.banned("203.0.113.78") {

@@ -193,5 +193,5 @@ func (e *Engine) foreign(a netip.Addr) bool {
 			return false
 		}
 	}
-	return !e.allows.isNever(a) && !e.d.Geo.Allowed(a)
+	return !e.allows.isNever(a) && e.d.LocalReason(a) == "" && !e.d.Geo.Allowed(a)
 }

@@ -278,6 +278,9 @@ func newRig(t *testing.T, o rigOpt) *rig {
 	if o.deps != nil {
 		o.deps(&d)
 	}
+	if fb, ok := d.Firewall.(*dryrun.Backend); ok {
+		r.fw = fb // a test's shared backend: the rig's assertions read it
+	}
 	e, err := New(r.opts, d)
 	if err != nil {
 		t.Fatal(err)

@@ -19,14 +19,59 @@ func (e *Engine) forgetAfter() time.Duration {
 	return max(e.opts().MaxBanTime, e.opts().EventRetention, e.opts().BanTime)
 }
 
-// Start restores unexpired bans and allows (learned and static) into the
-// kernel (bulk adds: bans in chunks of restoreChunk, streamed from the
-// database), and seeds the push hosts. Call it once,
-// after the firewall is up and before the first Handle.
-func (e *Engine) Start(ctx context.Context) error {
+// Start restores unexpired bans into the kernel (bulk adds in chunks of
+// restoreChunk, streamed from the database), makes the kernel allow set
+// equal to the engine's (static allows from the settings, learned, seeded
+// and manual allows from the database: one Replace, so an entry that is no
+// longer wanted goes whatever its comment), and seeds the push hosts. Call
+// it once, after the firewall is up and before the first Handle.
+func (e *Engine) Start(ctx context.Context) error { return e.start(ctx, true) }
+
+// OpenOffline builds an engine for one operator command while no daemon
+// runs (`sipsentry ban` without the control socket): it loads the bans and
+// allows of d.Store into memory without touching the kernel or starting
+// Run's loops. Then call BanManual, Unban, AllowManual, Disallow, Bans or
+// Allows (each writes the DB before it returns and reaches the kernel
+// through d.Firewall) and Close. The daemon's next Start agrees with what
+// was done.
+func OpenOffline(ctx context.Context, o Options, d Deps) (*Engine, error) {
+	if d.Store == nil {
+		return nil, errors.New("engine: OpenOffline needs the state DB (Deps.Store)")
+	}
+	if d.Resolver == nil {
+		d.Resolver = noResolver{} // an operator command learns nothing
+	}
+	e, err := New(o, d)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.start(ctx, false); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Close writes what is pending to the state DB; the Store and the backend
+// stay open (the caller owns them). For an engine from OpenOffline, or after
+// Run returned.
+func (e *Engine) Close(ctx context.Context) error { return e.Flush(ctx) }
+
+// noResolver answers nothing: OpenOffline neither seeds nor learns.
+type noResolver struct{}
+
+func (noResolver) LookupPTR(context.Context, netip.Addr) ([]string, error) {
+	return nil, errors.New("engine: no DNS in an offline command")
+}
+
+func (noResolver) LookupAddrs(context.Context, string) ([]netip.Addr, error) {
+	return nil, errors.New("engine: no DNS in an offline command")
+}
+
+// start loads the state DB into memory; with kernel, it also restores bans
+// and the allow set into the kernel and seeds the push hosts.
+func (e *Engine) start(ctx context.Context, kernel bool) error {
 	now := e.now()
 	nowN := now.UnixNano()
-	var allowEntries []firewall.Entry
 	var errs []error
 	restored := 0 // bans handed to the kernel
 
@@ -40,6 +85,26 @@ func (e *Engine) Start(ctx context.Context) error {
 		e.sources.nextSession = max(e.sources.nextSession, ms)
 		e.sources.tableMu.Unlock()
 
+		// Allows first, so that a stored ban of an address allowed since is
+		// not restored.
+		allows, err := st.LearnedAllows(ctx)
+		if err != nil {
+			return err
+		}
+		e.allows.allowsMu.Lock()
+		for _, al := range allows {
+			switch {
+			case al.How == state.HowStatic:
+				continue // static allows come from the settings
+			case al.How == state.HowManual:
+				e.allows.manual[al.Prefix.Masked()] = manualAllow{until: ns(al.Until), since: ns(al.FirstSeen), comment: al.Comment, uid: al.UID}
+			case al.Prefix.IsSingleIP():
+				ev := al.PushEvidence
+				e.allows.push[al.Prefix.Addr().Unmap()] = allowInfo{until: ns(al.Until), how: al.How, last: ns(al.LastSeen), evidence: &ev}
+			}
+		}
+		e.allows.allowsMu.Unlock()
+
 		// Longest-running bans first, so that if more are stored than the
 		// set holds (ban_maxelem lowered), the ones left out end soonest.
 		// Streamed in chunks into the kernel: building every row and every
@@ -48,7 +113,7 @@ func (e *Engine) Start(ctx context.Context) error {
 		chunk := make([]firewall.Entry, 0, restoreChunk)
 		var addErr error
 		flush := func() {
-			if len(chunk) > 0 && addErr == nil {
+			if len(chunk) > 0 && addErr == nil && kernel {
 				if err := e.fw.Add(ctx, firewall.SetBan, chunk...); err != nil {
 					addErr = err
 				} else {
@@ -57,26 +122,32 @@ func (e *Engine) Start(ctx context.Context) error {
 			}
 			chunk = chunk[:0]
 		}
+		bk := &e.bans
 		err = st.EachBan(ctx, now.Add(-e.forgetAfter()), func(b state.Ban) error {
 			a := b.Addr.Unmap()
-			bi := banInfo{until: b.Until.UnixNano(), offences: int32(b.Offences), monitor: b.Monitor}
-			e.bans.bansMu.Lock()
+			k := keyOf(a)
+			bk.bansMu.Lock()
+			bi := banInfo{until: b.Until.UnixNano(), since: unixSeconds(b.Created), offences: int32(b.Offences),
+				reason: bk.reasons.intern(b.Reason), monitor: b.Monitor, manual: b.Origin != "" && b.Origin != state.OriginEngine}
 			if bi.until > nowN && !b.Monitor && e.opts().Enforce {
 				if why := e.neverBan(a); why != "" {
 					e.log.Warn("engine: not restoring a stored ban", "addr", a, "refused_because", why)
 					bi.until = nowN
-				} else if e.bans.active >= maxElem {
+				} else if bk.active >= maxElem {
 					bi.until = nowN
 					e.fullRefusals.Add(1)
 				} else {
 					bi.active = true
-					e.bans.active++
+					bk.active++
 					chunk = append(chunk, firewall.Entry{Prefix: prefixOf(a), Timeout: b.Until.Sub(now),
-						Comment: sanitize("sipsentry: "+b.Reason, 200)})
+						Comment: bk.reasons.comment[bi.reason]})
 				}
 			}
-			e.bans.byAddr[keyOf(a)] = bi
-			e.bans.bansMu.Unlock()
+			bk.byAddr[k] = bi
+			if bi.manual {
+				bk.external[k] = externalBan{uid: b.UID, origin: b.Origin}
+			}
+			bk.bansMu.Unlock()
 			if len(chunk) == cap(chunk) {
 				flush()
 			}
@@ -112,49 +183,30 @@ func (e *Engine) Start(ctx context.Context) error {
 			}
 		}
 
-		allows, err := st.LearnedAllows(ctx)
-		if err != nil {
-			return err
-		}
-		e.allows.allowsMu.Lock()
-		for _, al := range allows {
-			if al.How == state.HowStatic || !al.Prefix.IsSingleIP() {
-				continue // static allows come from the config, below
+		if kernel {
+			// The config is the truth for static allows: rewrite their rows.
+			var b state.Batch
+			for _, al := range allows {
+				if al.How == state.HowStatic {
+					b.Unallow = append(b.Unallow, al.Prefix)
+				}
 			}
-			var ttl time.Duration
-			if !al.Until.IsZero() {
-				ttl = al.Until.Sub(now)
+			for _, p := range e.opts().StaticAllows {
+				b.Allows = append(b.Allows, state.Allow{Prefix: p, PushEvidence: state.PushEvidence{How: state.HowStatic, FirstSeen: now, LastSeen: now}})
 			}
-			a := al.Prefix.Addr().Unmap()
-			e.allows.push[a] = allowInfo{until: ns(al.Until), how: al.How, last: ns(al.LastSeen)}
-			allowEntries = append(allowEntries, firewall.Entry{Prefix: al.Prefix, Timeout: ttl, Comment: "sipsentry: push " + al.How})
-		}
-		e.allows.allowsMu.Unlock()
-
-		// The config is the truth for static allows: rewrite their rows.
-		var b state.Batch
-		for _, al := range allows {
-			if al.How == state.HowStatic {
-				b.Unallow = append(b.Unallow, al.Prefix)
+			if err := st.Apply(ctx, &b); err != nil {
+				return err
 			}
 		}
-		for _, p := range e.opts().StaticAllows {
-			b.Allows = append(b.Allows, state.Allow{Prefix: p, PushEvidence: state.PushEvidence{How: state.HowStatic, FirstSeen: now, LastSeen: now}})
-		}
-		if err := st.Apply(ctx, &b); err != nil {
-			return err
-		}
 	}
-	for _, p := range e.opts().StaticAllows {
-		allowEntries = append(allowEntries, firewall.Entry{Prefix: p, Comment: "sipsentry: static allow"})
+	if !kernel {
+		return errors.Join(errs...)
 	}
-
-	if len(allowEntries) > 0 {
-		if err := e.fw.Add(ctx, firewall.SetAllow, allowEntries...); err != nil {
-			errs = append(errs, fmt.Errorf("engine: restoring %d allow entries: %w", len(allowEntries), err))
-		}
+	n, err := e.replaceAllowSet(ctx)
+	if err != nil {
+		errs = append(errs, err)
 	}
-	e.log.Info("engine: state restored", "bans", restored, "allows", len(allowEntries), "geo_mode", e.opts().GeoMode, "enforce", e.opts().Enforce)
+	e.log.Info("engine: state restored", "bans", restored, "allows", n, "geo_mode", e.opts().GeoMode, "enforce", e.opts().Enforce)
 	// Bounded: an unreachable resolver must not hold the first event back.
 	sctx, cancel := context.WithTimeout(ctx, 4*time.Second)
 	defer cancel()
@@ -162,6 +214,18 @@ func (e *Engine) Start(ctx context.Context) error {
 		e.log.Warn("engine: push host seeding failed; will retry at push.reseed", "err", err)
 	}
 	return errors.Join(errs...)
+}
+
+// replaceAllowSet makes the kernel allow set equal to Entries(SetAllow) in
+// one atomic Replace and returns how many entries it holds.
+func (e *Engine) replaceAllowSet(ctx context.Context) (int, error) {
+	e.allows.setMu.Lock()
+	defer e.allows.setMu.Unlock()
+	entries := slices.Collect(e.Entries(firewall.SetAllow))
+	if err := e.fw.Replace(ctx, firewall.SetAllow, entries); err != nil {
+		return 0, fmt.Errorf("engine: loading %d allow entries into the kernel: %w", len(entries), err)
+	}
+	return len(entries), nil
 }
 
 // restoreChunk is how many bans Start hands the kernel per bulk add: large
@@ -281,9 +345,10 @@ func (e *Engine) Sync(ctx context.Context) error {
 	return e.Flush(ctx)
 }
 
-// Reload takes a new configuration (SIGHUP): thresholds, ban times,
-// geo_mode, push patterns and domains, static allows. Static allows are
-// added to and removed from the allow set; the sources' failure rings are
+// Reload takes new settings (SIGHUP): thresholds, ban times, modes, push
+// patterns and domains, static allows. The kernel allow set is made equal
+// to the engine's again (one Replace), so a static allow removed from the
+// config leaves it whatever its comment; the sources' failure rings are
 // cleared when their size changes. The state DB, AMI and firewall backend
 // are not reloadable here.
 func (e *Engine) Reload(ctx context.Context, o Options) error {
@@ -293,29 +358,18 @@ func (e *Engine) Reload(ctx context.Context, o Options) error {
 	}
 	old := e.current.Load()
 	now := e.now()
-	var add []firewall.Entry
-	var del []netip.Prefix
 	var b state.Batch
+	added, removed := 0, 0
 	for _, p := range np.StaticAllows {
 		if !slices.Contains(old.StaticAllows, p) {
-			add = append(add, firewall.Entry{Prefix: p, Comment: "sipsentry: static allow"})
+			added++
 			b.Allows = append(b.Allows, state.Allow{Prefix: p, PushEvidence: state.PushEvidence{How: state.HowStatic, FirstSeen: now, LastSeen: now}})
 		}
 	}
 	for _, p := range old.StaticAllows {
 		if !slices.Contains(np.StaticAllows, p) {
-			del = append(del, p)
+			removed++
 			b.Unallow = append(b.Unallow, p)
-		}
-	}
-	if len(add) > 0 {
-		if err := e.fw.Add(ctx, firewall.SetAllow, add...); err != nil {
-			return fmt.Errorf("engine: reload: adding static allows: %w", err)
-		}
-	}
-	if len(del) > 0 {
-		if err := e.fw.Delete(ctx, firewall.SetAllow, del...); err != nil {
-			return fmt.Errorf("engine: reload: removing static allows: %w", err)
 		}
 	}
 	if err := e.failures.SetOptions(np.failures); err != nil {
@@ -331,7 +385,10 @@ func (e *Engine) Reload(ctx context.Context, o Options) error {
 		w.Allows = append(w.Allows, b.Allows...)
 		w.Unallow = append(w.Unallow, b.Unallow...)
 	})
+	if _, err := e.replaceAllowSet(ctx); err != nil {
+		return fmt.Errorf("engine: reload: %w (the new settings are in force; the allow set is repaired at the next reload or verify)", err)
+	}
 	e.log.Info("engine: configuration reloaded", "geo_mode", np.GeoMode, "enforce", np.Enforce, "max_failures", np.MaxFailures,
-		"static_allows_added", len(add), "static_allows_removed", len(del))
+		"static_allows_added", added, "static_allows_removed", removed)
 	return nil
 }

@@ -112,6 +112,9 @@ func Open(opts Options, log *slog.Logger) (*Geo, error) {
 			}
 		}
 	}
+	if opts.ListsDir != "" && opts.StateDir != "" && sameDir(opts.ListsDir, g.listsCacheDir()) {
+		return nil, fmt.Errorf("geo: geo.lists_dir = %q is where sipsentry keeps the last good copies of the lists (<state_dir>/lists): keep your list files in another directory", opts.ListsDir)
+	}
 	var err error
 	if g.country, err = openDB("geo.mmdb", opts.MMDB, g.mmdbCopyDir(), func(s schema) bool { return s == schemaGeoIP2 || s == schemaFlat }, log); err != nil {
 		return nil, err
@@ -359,6 +362,21 @@ func (g *Geo) mmdbCopyDir() string {
 		return ""
 	}
 	return g.opts.StateDir
+}
+
+// sameDir reports whether a and b name the same directory (absolute,
+// cleaned; symlinks resolved where they exist).
+func sameDir(a, b string) bool {
+	norm := func(p string) string {
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			p = r
+		}
+		if abs, err := filepath.Abs(p); err == nil {
+			p = abs
+		}
+		return filepath.Clean(p)
+	}
+	return norm(a) == norm(b)
 }
 
 // listsCacheDir is where downloaded lists are kept.

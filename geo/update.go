@@ -536,7 +536,12 @@ func errText(err error) string {
 	case errors.As(err, &dns):
 		return fmt.Sprintf("cannot resolve %s (no network or no DNS?)", dns.Name)
 	case errors.As(err, &op) && op.Op == "dial":
-		return fmt.Sprintf("cannot connect to %s: %v", op.Addr, op.Err)
+		cause := op.Err
+		var sys *os.SyscallError
+		if errors.As(cause, &sys) {
+			cause = sys.Err // "connection refused", not "connect: connection refused"
+		}
+		return fmt.Sprintf("cannot connect to %s: %v", op.Addr, cause)
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {

@@ -589,7 +589,9 @@ hosts = []
 resolver = "127.0.0.1:1"
 [metrics]
 listen = "127.0.0.1:9468"
-%s`, filepath.Join(dir, "state"), srv.Addr(), extra)
+[control]
+socket = %q
+%s`, filepath.Join(dir, "state"), srv.Addr(), filepath.Join(dir, "control.sock"), extra)
 	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 		return nil, err
 	}

@@ -127,7 +127,7 @@ func allowedCountryEntries(cfg *config.Config, log *slog.Logger) ([]firewall.Ent
 		return nil, nil
 	}
 	dropping := cfg.Firewall.Mode == "enforce" && cfg.Firewall.GeoDrop
-	gg, err := geo.Open(daemon.GeoOptions(cfg.Geo, cfg.StateDir), log)
+	gg, err := geo.Open(daemon.GeoOptionsReadOnly(cfg.Geo, cfg.StateDir), log)
 	var ps []netip.Prefix
 	if err == nil {
 		ps = gg.AllowedPrefixes()

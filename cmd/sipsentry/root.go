@@ -97,7 +97,7 @@ func (g *globalOptions) loadConfig(cmd *cobra.Command, optional bool) (*config.C
 		}
 	}
 	var ce *config.Error
-	if errors.As(err, &ce) || errors.Is(err, config.ErrInsecure) {
+	if errors.As(err, &ce) || errors.Is(err, config.ErrInsecure) || errors.Is(err, config.ErrUnsafeOwner) {
 		return nil, usageError{err}
 	}
 	return nil, err

@@ -98,6 +98,14 @@ type Backend struct {
 	// verified: the set's kernel sets were seen to be sipsentry's (by Up,
 	// Prepare or a first check), so netlink adds may go straight in.
 	verified map[firewall.Set]*atomic.Bool
+
+	// verifyMu guards what Verify keeps between checks: its own netlink
+	// socket (dumps of 100k members must not hold up the ban path's) and
+	// the rules' fingerprints as last seen right. Taken after mu.
+	verifyMu sync.Mutex
+	vconn    *nlConn
+	golden   map[string]*goldenRules // by family
+	vbufs    verifyBufs
 }
 
 var (
@@ -155,7 +163,7 @@ func New(o Options) (*Backend, error) {
 		return nil, fmt.Errorf("%w: the ipset program is missing (%v): install it (apt install ipset)", firewall.ErrUnavailable, err)
 	}
 	b := &Backend{cfg: o, log: o.Log, prefix: o.SetPrefix, ipset: path, ipt: map[string]*goipt.IPTables{},
-		setMu: map[firewall.Set]*sync.Mutex{}, verified: map[firewall.Set]*atomic.Bool{}}
+		setMu: map[firewall.Set]*sync.Mutex{}, verified: map[firewall.Set]*atomic.Bool{}, golden: map[string]*goldenRules{}}
 	for _, s := range firewall.Sets {
 		b.setMu[s] = &sync.Mutex{}
 		b.verified[s] = &atomic.Bool{}
@@ -201,6 +209,10 @@ func New(o Options) (*Backend, error) {
 			return
 		}
 		b.ctWalker = w
+		if b.vconn, err = openNLConn(); err != nil {
+			probeErr = fmt.Errorf("%w: netlink netfilter socket: %v", firewall.ErrUnavailable, err)
+			return
+		}
 	})
 	if probeErr == nil {
 		probeErr = b.probeKernel()
@@ -240,6 +252,10 @@ func (b *Backend) Close() error {
 	if b.ctWalker != nil {
 		b.ctWalker.Close()
 		b.ctWalker = nil
+	}
+	if b.vconn != nil {
+		b.vconn.close()
+		b.vconn = nil
 	}
 	if b.run != nil {
 		b.run.stop()
@@ -315,6 +331,8 @@ func (b *Backend) spec(set firewall.Set, fam string) setSpec {
 		s.typ, s.timeout = "hash:net", true
 	case firewall.SetBan:
 		s.typ, s.timeout, s.maxElem = "hash:ip", true, b.cfg.BanMaxElem
+	case firewall.SetBanNet:
+		s.typ, s.timeout = "hash:net", true
 	}
 	return s
 }
@@ -440,10 +458,8 @@ func (b *Backend) foreign(inv inventory) error {
 		}
 	}
 	for _, fam := range families {
-		c := inv.chains[fam]
-		if c.exists && !c.ours {
-			errs = append(errs, fmt.Errorf("%w: %s chain %s exists without sipsentry's marker rule (-m comment --comment %s) at its top; rename or delete it (%s -X %s) or set firewall.chain",
-				firewall.ErrNotOurs, iptName(fam), b.cfg.Chain, ownerComment, iptName(fam), b.cfg.Chain))
+		if err := b.chainNotOurs(fam, inv.chains[fam]); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
@@ -485,9 +501,14 @@ func (b *Backend) markerLine() string {
 }
 
 func (b *Backend) chainRules(fam string) []rule {
+	return b.chainRulesFor(fam, b.cfg.Mode, b.cfg.GeoDrop)
+}
+
+// chainRulesFor is the chain's content for a mode and geo drop setting.
+func (b *Backend) chainRulesFor(fam string, mode firewall.Mode, geoDrop bool) []rule {
 	c := b.cfg.Chain
 	name := func(s firewall.Set) string { return b.spec(s, fam).name }
-	enforce := b.cfg.Mode == firewall.ModeEnforce
+	enforce := mode == firewall.ModeEnforce
 	// sipsentry only ever drops. What it lets through goes back to INPUT
 	// (RETURN, not ACCEPT), so the rules below its jump — fail2ban's, the
 	// admin's, a default policy — still see every packet it does not drop.
@@ -495,20 +516,22 @@ func (b *Backend) chainRules(fam string) []rule {
 		mkRule(c, "-m", "comment", "--comment", ownerComment),
 		mkRule(c, "-m", "set", "--match-set", name(firewall.SetAllow), "src", "-j", "RETURN"),
 	}
-	if enforce {
-		rs = append(rs, b.nflogRule(NFLOGPrefixBan, "-m", "set", "--match-set", name(firewall.SetBan), "src")...)
-		rs = append(rs, mkRule(c, "-m", "set", "--match-set", name(firewall.SetBan), "src", "-j", "DROP"))
-	} else {
+	for _, set := range []firewall.Set{firewall.SetBan, firewall.SetBanNet} {
+		if enforce {
+			rs = append(rs, b.nflogRule(NFLOGPrefixBan, "-m", "set", "--match-set", name(set), "src")...)
+			rs = append(rs, mkRule(c, "-m", "set", "--match-set", name(set), "src", "-j", "DROP"))
+			continue
+		}
 		// monitor drops nothing: a banned source is logged (rate limited, so
 		// a scan cannot flood the journal) and counted by the RETURN.
 		rs = append(rs,
-			mkRule(c, "-m", "set", "--match-set", name(firewall.SetBan), "src", "-m", "limit", "--limit", "6/min",
+			mkRule(c, "-m", "set", "--match-set", name(set), "src", "-m", "limit", "--limit", "6/min",
 				"-j", "LOG", "--log-prefix", logBanPrefix),
-			mkRule(c, "-m", "set", "--match-set", name(firewall.SetBan), "src", "-j", "RETURN"))
+			mkRule(c, "-m", "set", "--match-set", name(set), "src", "-j", "RETURN"))
 	}
 	rs = append(rs, mkRule(c, "-m", "set", "--match-set", name(firewall.SetAllowCountry), "src", "-j", "RETURN"))
 	switch {
-	case !b.cfg.GeoDrop:
+	case !geoDrop:
 		// geo_mode strict or monitor: other countries reach Asterisk; the
 		// rule only counts them.
 		return append(rs, mkRule(c, "-j", "RETURN"))
@@ -613,6 +636,11 @@ func (b *Backend) Up(ctx context.Context) error {
 			return err
 		}
 	}
+	b.verifyMu.Lock()
+	for _, fam := range families {
+		b.recordGolden(fam)
+	}
+	b.verifyMu.Unlock()
 	b.log.Info("iptables: firewall up", "chain", b.cfg.Chain, "mode", string(b.cfg.Mode))
 	return nil
 }
@@ -820,6 +848,9 @@ func (b *Backend) Down(ctx context.Context) error {
 	for _, v := range b.verified {
 		v.Store(false)
 	}
+	b.verifyMu.Lock()
+	clear(b.golden)
+	b.verifyMu.Unlock()
 	inv, err := b.inventory(ctx)
 	if err != nil {
 		return err
@@ -840,7 +871,10 @@ func (b *Backend) Down(ctx context.Context) error {
 					}
 				}
 			}
-			if st.exists && st.ours {
+			// The jumps went first: a chain still referenced cannot be
+			// deleted. A chain that lost its marker but holds nothing
+			// foreign (after `iptables -F`) is sipsentry's too.
+			if st.exists && (st.ours || b.adoptable(fam, st.rules)) {
 				if err = ipt.ClearAndDeleteChain(table, b.cfg.Chain); err != nil {
 					errs = append(errs, fmt.Errorf("iptables: delete chain %s (%s): %w", b.cfg.Chain, fam, err))
 				}

@@ -346,7 +346,10 @@ func TestForeignObjectsRefused(t *testing.T) {
 		{"set without comments", [][]string{{"ipset", "create", "sipsentry-allow-v6", "hash:net", "family", "inet6", "timeout", "0"}}},
 		{"set of another family", [][]string{{"ipset", "create", "sipsentry-allow-cc-v4", "hash:net", "family", "inet6", "comment"}}},
 		{"chain without marker", [][]string{{"ip6tables", "-N", "SIPSENTRY"}, {"ip6tables", "-A", "SIPSENTRY", "-j", "RETURN"}}},
-		{"empty chain", [][]string{{"iptables", "-N", "SIPSENTRY"}}},
+		{"chain with a foreign rule next to sipsentry's", [][]string{{"iptables", "-N", "SIPSENTRY"},
+			{"iptables", "-A", "SIPSENTRY", "-m", "set", "--match-set", "f2b-asterisk", "src", "-j", "DROP"}}},
+		// An empty chain of sipsentry's name is no longer refused: #10 asks
+		// for adoption (TestUpAdoptsOwnChain "empty chain made by hand").
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -362,6 +365,9 @@ func TestForeignObjectsRefused(t *testing.T) {
 				t.Fatalf("Up = %v, want ErrNotOurs", err)
 			}
 			t.Logf("message: %v", err)
+			if strings.Contains(c.name, "chain") && !strings.Contains(err.Error(), "-t filter -F SIPSENTRY") {
+				t.Errorf("refusal does not name the command that resolves it: %v", err)
+			}
 			if after := snapshot(t, ns); after != before {
 				t.Fatalf("a refused up changed the namespace:\n%s\n---\n%s", before, after)
 			}

@@ -29,29 +29,29 @@ func defaultCrowdsec() Crowdsec {
 }
 
 // validateCrowdsec checks the [crowdsec] table; bad makes a file:line error.
-func (c *Config) validateCrowdsec(bad func(key, format string, args ...any) error) error {
+func (c *Config) validateCrowdsec(bad func(key, format string, args ...any)) {
 	cs := c.Crowdsec
 	if !cs.Enabled {
-		return nil
+		return
 	}
 	if cs.MachineCredentialsFile == "" && cs.BouncerKeyFile == "" {
-		return bad("crowdsec.enabled", "needs machine_credentials_file (publish bans) or bouncer_key_file (apply the LAPI's decisions), or both")
+		bad("crowdsec.enabled", "needs machine_credentials_file (publish bans) or bouncer_key_file (apply the LAPI's decisions), or both")
 	}
 	if cs.URL != "" {
 		if u, err := url.Parse(cs.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return bad("crowdsec.url", "%q is not http(s)://host:port/ (e.g. \"http://127.0.0.1:8080/\")", cs.URL)
+			bad("crowdsec.url", "%q is not http(s)://host:port/ (e.g. \"http://127.0.0.1:8080/\")", cs.URL)
 		}
 	} else if cs.MachineCredentialsFile == "" {
-		return bad("crowdsec.url", "must be set when there is no machine_credentials_file to take it from")
+		bad("crowdsec.url", "must be set when there is no machine_credentials_file to take it from")
 	}
 	if cs.PollInterval.D() < 1e9 {
-		return bad("crowdsec.poll_interval", "must be at least 1s")
+		bad("crowdsec.poll_interval", "must be at least 1s")
 	}
 	if cs.MaxRangePrefixV4 < 8 || cs.MaxRangePrefixV4 > 32 {
-		return bad("crowdsec.max_range_prefix_v4", "must be between 8 and 32 (16 refuses anything wider than a /16)")
+		bad("crowdsec.max_range_prefix_v4", "must be between 8 and 32 (16 refuses anything wider than a /16)")
 	}
 	if cs.MaxRangePrefixV6 < 16 || cs.MaxRangePrefixV6 > 128 {
-		return bad("crowdsec.max_range_prefix_v6", "must be between 16 and 128")
+		bad("crowdsec.max_range_prefix_v6", "must be between 16 and 128")
 	}
 	for _, f := range []struct{ key, path string }{
 		{"crowdsec.machine_credentials_file", cs.MachineCredentialsFile}, {"crowdsec.bouncer_key_file", cs.BouncerKeyFile},
@@ -60,8 +60,7 @@ func (c *Config) validateCrowdsec(bad func(key, format string, args ...any) erro
 			continue
 		}
 		if err := CheckPrivate(f.path); err != nil {
-			return bad(f.key, "%v", fmt.Sprint(err))
+			bad(f.key, "%v", fmt.Sprint(err))
 		}
 	}
-	return nil
 }

@@ -108,13 +108,15 @@ func Listen(o ServerOptions) (*Server, error) {
 	ln.SetUnlinkOnClose(true)
 	// Between bind and chmod the socket has the umask's mode; that window
 	// grants nothing, because every connection's credentials are checked.
-	mode, gid := os.FileMode(0o600), 0
+	mode := os.FileMode(0o600)
 	if o.Access.GroupSet {
-		mode, gid = 0o660, int(o.Access.Group)
-	}
-	if err := os.Chown(o.Path, 0, gid); err != nil && os.Geteuid() == 0 {
-		ln.Close()
-		return nil, fmt.Errorf("control: chown %s: %w", o.Path, err)
+		mode = 0o660
+		// Giving the file to a group the daemon is not in takes CAP_CHOWN.
+		if err := os.Chown(o.Path, -1, int(o.Access.Group)); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("control: giving %s to control.group (gid %d): %w (under systemd, add CAP_CHOWN to CapabilityBoundingSet and AmbientCapabilities)",
+				o.Path, o.Access.Group, err)
+		}
 	}
 	if err := os.Chmod(o.Path, mode); err != nil {
 		ln.Close()

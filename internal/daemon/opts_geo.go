@@ -9,3 +9,8 @@ import (
 // GeoOptions is geoconf.Options, kept here beside the other translations
 // the daemon's wiring uses.
 func GeoOptions(c config.Geo, stateDir string) geo.Options { return geoconf.Options(c, stateDir) }
+
+// GeoOptionsReadOnly is geoconf.ReadOnly: for the one-shot readers.
+func GeoOptionsReadOnly(c config.Geo, stateDir string) geo.Options {
+	return geoconf.ReadOnly(c, stateDir)
+}

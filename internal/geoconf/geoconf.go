@@ -29,3 +29,12 @@ func Options(c config.Geo, stateDir string) geo.Options {
 		MaxDownloadBytes: c.MaxDownloadBytes,
 	}
 }
+
+// ReadOnly is Options for the one-shot readers (doctor, lookup, sources,
+// firewall status): the lists are checked exactly as the daemon checks
+// them, but nothing is written under state_dir.
+func ReadOnly(c config.Geo, stateDir string) geo.Options {
+	o := Options(c, stateDir)
+	o.ReadOnly = true
+	return o
+}
