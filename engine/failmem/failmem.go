@@ -26,6 +26,7 @@ import (
 	"hash/maphash"
 	"math/rand/v2"
 	"net/netip"
+	"runtime"
 	"sync"
 	"time"
 	"unsafe"
@@ -212,8 +213,8 @@ type Memory struct {
 	fastW    int64 // fast bucket width, seconds
 	slowW    int64
 	horizon  int64 // the longest window, seconds
-	v4       table[[4]byte]
-	v6       table[[16]byte]
+	v4       *table[[4]byte]
+	v6       *table[[16]byte]
 	rng      *rand.Rand
 	evicted  uint64
 	queue    []pendingEntry // challenges waiting for their timeout, in deadline order
@@ -244,10 +245,14 @@ func New(o Options) (*Memory, error) {
 	seed := rand.Uint64()
 	m := &Memory{
 		rng: rand.New(rand.NewPCG(seed, rand.Uint64())),
-		v4:  table[[4]byte]{hash: hash4, seed: seed},
-		v6:  table[[16]byte]{hash: hash16, seed: seed ^ 0x9e3779b97f4a7c15},
+		v4:  &table[[4]byte]{hash: hash4, seed: seed},
+		v6:  &table[[16]byte]{hash: hash16, seed: seed ^ 0x9e3779b97f4a7c15},
 	}
 	m.setOptions(o)
+	// The slots live outside the heap (allocSlots): give them back when the
+	// memory is collected (tests, a rebuilt engine); a daemon keeps its one.
+	runtime.AddCleanup(m, func(t *table[[4]byte]) { freeSlots(t.slots, t.mapped) }, m.v4)
+	runtime.AddCleanup(m, func(t *table[[16]byte]) { freeSlots(t.slots, t.mapped) }, m.v6)
 	return m, nil
 }
 
@@ -342,9 +347,9 @@ func (m *Memory) makeRoom(v4 bool) {
 		}
 		var ok bool
 		if fromV4 {
-			ok = evictOne(m, &m.v4)
+			ok = evictOne(m, m.v4)
 		} else {
-			ok = evictOne(m, &m.v6)
+			ok = evictOne(m, m.v6)
 		}
 		if !ok {
 			return
