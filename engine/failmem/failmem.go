@@ -208,15 +208,18 @@ type pendingEntry struct {
 // Memory is safe for concurrent use.
 type Memory struct {
 	// mu guards everything below.
-	mu       sync.Mutex
-	o        Options
-	fastW    int64 // fast bucket width, seconds
-	slowW    int64
-	horizon  int64 // the longest window, seconds
-	v4       *table[[4]byte]
-	v6       *table[[16]byte]
-	rng      *rand.Rand
-	evicted  uint64
+	mu      sync.Mutex
+	o       Options
+	fastW   int64 // fast bucket width, seconds
+	slowW   int64
+	horizon int64 // the longest window, seconds
+	v4      *table[[4]byte]
+	v6      *table[[16]byte]
+	rng     *rand.Rand
+	evicted uint64
+	// clock is the latest observation's time (Unix seconds): "now" for
+	// eviction scores and re-indexing, on the clock decisions use.
+	clock    int64
 	queue    []pendingEntry // challenges waiting for their timeout, in deadline order
 	qHead    int
 	overflow uint64
@@ -270,7 +273,7 @@ func (m *Memory) SetOptions(o Options) error {
 	if oldFast != m.fastW || oldSlow != m.slowW {
 		// The buckets' counts are kept and taken as counted now: more than
 		// the new window may hold, never less.
-		now := nowSec()
+		now := m.clock
 		fi, si := uint16(now/m.fastW), uint16(now/m.slowW)
 		rebase := func(r *record) {
 			r.fastBase, r.slowBase = fi, si
@@ -372,7 +375,7 @@ func evictOne[K addrKey](m *Memory, t *table[K]) bool {
 	if t.n == 0 {
 		return false
 	}
-	now := nowSec()
+	now := m.clock
 	var zero K
 	best, bestScore := -1, uint64(1<<64-1)
 	i := m.rng.IntN(len(t.slots))
@@ -396,10 +399,6 @@ func evictOne[K addrKey](m *Memory, t *table[K]) bool {
 	t.remove(best)
 	return true
 }
-
-// nowSec is the wall clock for eviction scores only; decisions use the
-// observation's time.
-var nowSec = func() int64 { return time.Now().Unix() }
 
 // keepScore orders records for eviction, lowest first: nothing in any
 // window, then the least progress toward a ban (relative to each
@@ -444,6 +443,7 @@ func (m *Memory) Observe(addr netip.Addr, o Observation) Verdict {
 	}
 	now := o.Time.Unix()
 	m.mu.Lock()
+	m.clock = max(m.clock, now)
 	r := m.recRef(addr, true)
 	if r == nil {
 		m.mu.Unlock()
