@@ -10,14 +10,13 @@ import (
 	"time"
 
 	"github.com/sipsentry/sipsentry/firewall"
-	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/state"
 )
 
 // forgetAfter is how long after a ban ended its offence count still
 // escalates the next ban in memory: max(max_ban_time, event_retention).
 func (e *Engine) forgetAfter() time.Duration {
-	return max(e.pp().maxBanTime, e.pp().cfg.Engine.EventRetention.D(), e.pp().banTime)
+	return max(e.opts().MaxBanTime, e.opts().EventRetention, e.opts().BanTime)
 }
 
 // Start restores unexpired bans and allows (learned and static) into the
@@ -37,15 +36,15 @@ func (e *Engine) Start(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		e.mu.Lock()
-		e.nextSession = max(e.nextSession, ms)
-		e.mu.Unlock()
+		e.sources.tableMu.Lock()
+		e.sources.nextSession = max(e.sources.nextSession, ms)
+		e.sources.tableMu.Unlock()
 
 		// Longest-running bans first, so that if more are stored than the
 		// set holds (ban_maxelem lowered), the ones left out end soonest.
 		// Streamed in chunks into the kernel: building every row and every
 		// set entry first made a 100k-ban restore peak at ~150 MB of heap.
-		maxElem := e.pp().cfg.Firewall.BanMaxElem
+		maxElem := e.opts().BanMaxElem
 		chunk := make([]firewall.Entry, 0, restoreChunk)
 		var addErr error
 		flush := func() {
@@ -61,23 +60,23 @@ func (e *Engine) Start(ctx context.Context) error {
 		err = st.EachBan(ctx, now.Add(-e.forgetAfter()), func(b state.Ban) error {
 			a := b.Addr.Unmap()
 			bi := banInfo{until: b.Until.UnixNano(), offences: int32(b.Offences), monitor: b.Monitor}
-			e.bmu.Lock()
-			if bi.until > nowN && !b.Monitor && e.pp().geoMode != "monitor" {
-				if why := e.neverBanLocked(a); why != "" {
+			e.bans.bansMu.Lock()
+			if bi.until > nowN && !b.Monitor && e.opts().Enforce {
+				if why := e.neverBan(a); why != "" {
 					e.log.Warn("engine: not restoring a stored ban", "addr", a, "refused_because", why)
 					bi.until = nowN
-				} else if e.activeBans >= maxElem {
+				} else if e.bans.active >= maxElem {
 					bi.until = nowN
 					e.fullRefusals.Add(1)
 				} else {
 					bi.active = true
-					e.activeBans++
+					e.bans.active++
 					chunk = append(chunk, firewall.Entry{Prefix: prefixOf(a), Timeout: b.Until.Sub(now),
 						Comment: sanitize("sipsentry: "+b.Reason, 200)})
 				}
 			}
-			e.bans[keyOf(a)] = bi
-			e.bmu.Unlock()
+			e.bans.byAddr[keyOf(a)] = bi
+			e.bans.bansMu.Unlock()
 			if len(chunk) == cap(chunk) {
 				flush()
 			}
@@ -102,7 +101,7 @@ func (e *Engine) Start(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		e.amu.Lock()
+		e.allows.allowsMu.Lock()
 		for _, al := range allows {
 			if al.How == state.HowStatic || !al.Prefix.IsSingleIP() {
 				continue // static allows come from the config, below
@@ -112,10 +111,10 @@ func (e *Engine) Start(ctx context.Context) error {
 				ttl = al.Until.Sub(now)
 			}
 			a := al.Prefix.Addr().Unmap()
-			e.allows[a] = allowInfo{until: ns(al.Until), how: al.How, last: ns(al.LastSeen)}
+			e.allows.push[a] = allowInfo{until: ns(al.Until), how: al.How, last: ns(al.LastSeen)}
 			allowEntries = append(allowEntries, firewall.Entry{Prefix: al.Prefix, Timeout: ttl, Comment: "sipsentry: push " + al.How})
 		}
-		e.amu.Unlock()
+		e.allows.allowsMu.Unlock()
 
 		// The config is the truth for static allows: rewrite their rows.
 		var b state.Batch
@@ -124,14 +123,14 @@ func (e *Engine) Start(ctx context.Context) error {
 				b.Unallow = append(b.Unallow, al.Prefix)
 			}
 		}
-		for _, p := range e.pp().static {
+		for _, p := range e.opts().StaticAllows {
 			b.Allows = append(b.Allows, state.Allow{Prefix: p, PushEvidence: state.PushEvidence{How: state.HowStatic, FirstSeen: now, LastSeen: now}})
 		}
 		if err := st.Apply(ctx, &b); err != nil {
 			return err
 		}
 	}
-	for _, p := range e.pp().static {
+	for _, p := range e.opts().StaticAllows {
 		allowEntries = append(allowEntries, firewall.Entry{Prefix: p, Comment: "sipsentry: static allow"})
 	}
 
@@ -140,7 +139,7 @@ func (e *Engine) Start(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("engine: restoring %d allow entries: %w", len(allowEntries), err))
 		}
 	}
-	e.log.Info("engine: state restored", "bans", restored, "allows", len(allowEntries), "geo_mode", e.pp().geoMode)
+	e.log.Info("engine: state restored", "bans", restored, "allows", len(allowEntries), "geo_mode", e.opts().GeoMode, "enforce", e.opts().Enforce)
 	// Bounded: an unreachable resolver must not hold the first event back.
 	sctx, cancel := context.WithTimeout(ctx, 4*time.Second)
 	defer cancel()
@@ -162,9 +161,6 @@ func ns(t time.Time) int64 {
 	return t.UnixNano()
 }
 
-// neverBanLocked is neverBan for callers holding bmu (it takes amu only).
-func (e *Engine) neverBanLocked(a netip.Addr) string { return e.neverBan(a) }
-
 // Run does the background work until ctx ends: batched DB writes (every
 // 100 ms), push-server examination, conntrack flush and hang-up after bans,
 // expiry and eviction, event-log pruning and push-host reseeding. On return
@@ -181,43 +177,13 @@ func (e *Engine) Run(ctx context.Context) error {
 			go func() { defer wg.Done(); f() }()
 		}
 	}
-	workers(2, func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case c := <-e.pushQ:
-				e.examine(ctx, c)
-			}
-		}
-	})
-	workers(2, func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case f := <-e.postQ:
-				// Take what else is queued: the burst's exact-flow drops and hang-ups
-				// go together (the full conntrack walk is coalesced in ban.go).
-				batch := []flow{f}
-			more:
-				for len(batch) < 256 {
-					select {
-					case f := <-e.postQ:
-						batch = append(batch, f)
-					default:
-						break more
-					}
-				}
-				e.postBan(ctx, batch)
-			}
-		}
-	})
+	workers(2, func() { e.runPushLearner(ctx) })
+	workers(2, func() { e.runPostBan(ctx) })
 
 	flush := time.NewTicker(flushInterval)
 	sweep := time.NewTicker(sweepInterval)
 	prune := time.NewTicker(pruneInterval)
-	reseedEvery := e.pp().cfg.Push.Reseed.D()
+	reseedEvery := e.opts().Push.Reseed
 	if reseedEvery <= 0 {
 		reseedEvery = 24 * time.Hour
 	}
@@ -259,30 +225,15 @@ func (e *Engine) drainQueues() {
 	var queued []netip.Addr
 	for {
 		select {
-		case c := <-e.pushQ:
+		case c := <-e.push.queue:
 			e.finish(c.addr)
-		case f := <-e.postQ:
+		case f := <-e.post.queue:
 			queued = append(queued, f.addr)
-			e.done()
+			e.work.done()
 		default:
 			e.finishWalks(queued)
 			return
 		}
-	}
-}
-
-func (e *Engine) prune(ctx context.Context) {
-	if e.d.Store == nil {
-		return
-	}
-	ret := e.pp().cfg.Engine.EventRetention.D()
-	if ret <= 0 {
-		return
-	}
-	if n, err := e.d.Store.Prune(ctx, e.now().Add(-ret), maxEventLogRows); err != nil {
-		e.log.Warn("engine: pruning the event log failed", "err", err)
-	} else if n > 0 {
-		e.log.Debug("engine: event log pruned", "rows", n)
 	}
 }
 
@@ -293,105 +244,18 @@ func (e *Engine) Sweep() {
 	now := e.now()
 	nowN := now.UnixNano()
 	forget := now.Add(-e.forgetAfter()).UnixNano()
-	e.bmu.Lock()
-	for a, b := range e.bans {
-		if b.active && b.until <= nowN {
-			b.active = false
-			e.activeBans--
-			e.bans[a] = b
-		}
-		if b.until < forget {
-			delete(e.bans, a)
-		}
-	}
-	e.bmu.Unlock()
-	e.amu.Lock()
-	for a, al := range e.allows {
-		if al.until != 0 && al.until <= nowN {
-			delete(e.allows, a)
-		}
-	}
-	for a, t := range e.flagged {
-		if nowN-t >= int64(reflagEvery) {
-			delete(e.flagged, a)
-		}
-	}
-	e.amu.Unlock()
-	e.evictOld(now)
-}
-
-// Flush writes what is pending (sources changed since the last flush, the
-// event log, bans, allows, flags) in one transaction.
-func (e *Engine) Flush(ctx context.Context) error {
-	e.flushMu.Lock()
-	defer e.flushMu.Unlock()
-	b := e.retry
-	e.retry = nil
-	if b == nil {
-		b = &state.Batch{}
-	}
-	e.mu.Lock()
-	for _, s := range e.dirty {
-		if s.dirty {
-			s.dirty = false
-			b.Sources = append(b.Sources, state.SourceUpdate{Session: s.session, Source: cloneSource(&s.src)})
-		}
-	}
-	e.dirty = e.dirty[:0]
-	b.Sources = append(b.Sources, e.evictedUpd...)
-	e.evictedUpd = e.evictedUpd[:0]
-	if len(e.pendEvents) > 0 {
-		b.Events = append(b.Events, e.pendEvents...)
-		e.pendEvents = make([]state.Event, 0, min(len(e.pendEvents), 1024))
-	}
-	e.mu.Unlock()
-	e.bmu.Lock()
-	p := e.pend
-	e.pend = state.Batch{}
-	e.bmu.Unlock()
-	b.Bans = append(b.Bans, p.Bans...)
-	b.Lifts = append(b.Lifts, p.Lifts...)
-	b.Allows = append(b.Allows, p.Allows...)
-	b.Unallow = append(b.Unallow, p.Unallow...)
-	b.Flags = append(b.Flags, p.Flags...)
-	if e.d.Store == nil || b.Empty() {
-		return nil
-	}
-	if err := e.d.Store.Apply(ctx, b); err != nil {
-		// Keep it for the next tick; the event log is the first thing to go.
-		if len(b.Events) > maxPendingEvents {
-			e.droppedWrites.Add(uint64(len(b.Events)))
-			b.Events = nil
-		}
-		if len(b.Sources) > 4*maxPendingSrc {
-			// A DB that keeps failing (disk full) must not grow memory:
-			// aggregates stay in memory, their rows are rewritten when the
-			// sources change again.
-			e.droppedSrc.Add(uint64(len(b.Sources)))
-			b.Sources = nil
-		}
-		e.retry = b
-		return err
-	}
-	return nil
+	e.bans.expire(nowN, forget)
+	e.allows.expire(nowN)
+	e.push.expireFlags(nowN)
+	o := e.opts()
+	e.sources.evictOlderThan(now.Add(-time.Duration(max(o.findTime, o.slowFindTime))))
 }
 
 // Sync waits until the push learner and post-ban work queued so far are
 // done, then flushes. It needs Run to be running (or the queues to be
 // empty); replay and tests use it to get a complete DB.
 func (e *Engine) Sync(ctx context.Context) error {
-	stop := context.AfterFunc(ctx, func() {
-		e.wmu.Lock()
-		e.wcond.Broadcast()
-		e.wmu.Unlock()
-	})
-	defer stop()
-	e.wmu.Lock()
-	for e.inQueue > 0 && ctx.Err() == nil {
-		e.wcond.Wait()
-	}
-	e.wmu.Unlock()
-	if err := ctx.Err(); err != nil {
+	if err := e.work.wait(ctx); err != nil {
 		return err
 	}
 	e.walkNow(ctx) // the coalesced conntrack walk, without waiting for its interval
@@ -403,24 +267,24 @@ func (e *Engine) Sync(ctx context.Context) error {
 // added to and removed from the allow set; the sources' failure rings are
 // cleared when their size changes. The state DB, AMI and firewall backend
 // are not reloadable here.
-func (e *Engine) Reload(ctx context.Context, cfg *config.Config) error {
-	np, err := newParams(cfg)
+func (e *Engine) Reload(ctx context.Context, o Options) error {
+	np, err := newSettings(o)
 	if err != nil {
 		return err
 	}
-	old := e.p.Load()
+	old := e.current.Load()
 	now := e.now()
 	var add []firewall.Entry
 	var del []netip.Prefix
 	var b state.Batch
-	for _, p := range np.static {
-		if !slices.Contains(old.static, p) {
+	for _, p := range np.StaticAllows {
+		if !slices.Contains(old.StaticAllows, p) {
 			add = append(add, firewall.Entry{Prefix: p, Comment: "sipsentry: static allow"})
 			b.Allows = append(b.Allows, state.Allow{Prefix: p, PushEvidence: state.PushEvidence{How: state.HowStatic, FirstSeen: now, LastSeen: now}})
 		}
 	}
-	for _, p := range old.static {
-		if !slices.Contains(np.static, p) {
+	for _, p := range old.StaticAllows {
+		if !slices.Contains(np.StaticAllows, p) {
 			del = append(del, p)
 			b.Unallow = append(b.Unallow, p)
 		}
@@ -435,28 +299,17 @@ func (e *Engine) Reload(ctx context.Context, cfg *config.Config) error {
 			return fmt.Errorf("engine: reload: removing static allows: %w", err)
 		}
 	}
-	e.mu.Lock()
-	e.p.Store(np)
-	if np.ringSize != old.ringSize {
-		for _, s := range e.srcs {
-			s.fails, s.head = nil, 0
-		}
-	}
-	if np.geoMode != old.geoMode {
-		// Held would-bans (or bans) are decided again under the new mode.
-		for _, s := range e.srcs {
-			s.holdUntil = 0
-		}
-	}
-	for len(e.srcs) > np.maxSources {
-		e.evict(e.lruTail)
-	}
-	e.mu.Unlock()
-	e.bmu.Lock()
-	e.pend.Allows = append(e.pend.Allows, b.Allows...)
-	e.pend.Unallow = append(e.pend.Unallow, b.Unallow...)
-	e.bmu.Unlock()
-	e.log.Info("engine: configuration reloaded", "geo_mode", np.geoMode, "max_failures", cfg.Engine.MaxFailures,
+	e.sources.tableMu.Lock()
+	e.current.Store(np) // under tableMu: Handle sees the new ring size with cleared rings
+	e.sources.tableMu.Unlock()
+	// Held would-bans (or bans) are decided again under a new mode.
+	e.sources.reset(np.GeoMode != old.GeoMode || np.Enforce != old.Enforce, np.ringSize != old.ringSize)
+	e.sources.evictBeyond(np.MaxSources)
+	e.writer.queue(func(w *state.Batch) {
+		w.Allows = append(w.Allows, b.Allows...)
+		w.Unallow = append(w.Unallow, b.Unallow...)
+	})
+	e.log.Info("engine: configuration reloaded", "geo_mode", np.GeoMode, "enforce", np.Enforce, "max_failures", np.MaxFailures,
 		"static_allows_added", len(add), "static_allows_removed", len(del))
 	return nil
 }

@@ -454,3 +454,28 @@ func gatherMetrics(t *testing.T, g *Geo) map[string]float64 {
 	}
 	return got
 }
+
+// TestReadersWriteNothing: without StoreLastGood (doctor, lookup, sources)
+// the lists are checked against the stored copies, but nothing is written.
+func TestReadersWriteNothing(t *testing.T) {
+	dir, _, _, jp4, _ := localJP(t)
+	state := t.TempDir()
+	o := localOptions(dir, state)
+	o.StoreLastGood = false
+	g, err := Open(o, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !g.Allowed(jp4) {
+		t.Fatal("the local list is not in effect")
+	}
+	if _, err := g.Update(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(state); len(ents) != 0 {
+		t.Fatalf("a reader wrote %v into the state dir", ents)
+	}
+	if _, err := g.Accept(filepath.Join(dir, "jp-ipv4.txt")); err == nil {
+		t.Fatal("a reader accepted a list")
+	}
+}

@@ -75,7 +75,7 @@ func TestExampleConfigParsesWithDefaults(t *testing.T) {
 	if c.AMI.SecretFile != "/etc/sipsentry/ami.secret" || !reflect.DeepEqual(c.Geo.AllowCountries, []string{"JP"}) {
 		t.Errorf("example: secret_file %q, allow_countries %v", c.AMI.SecretFile, c.Geo.AllowCountries)
 	}
-	if c.Firewall.Mode != "monitor" || c.Engine.GeoMode != "monitor" {
+	if c.Firewall.Mode != "monitor" || c.Engine.GeoMode != "off" {
 		t.Errorf("the example must start in monitor mode, has firewall.mode %q, geo_mode %q", c.Firewall.Mode, c.Engine.GeoMode)
 	}
 	c.AMI.SecretFile, c.Geo.AllowCountries, c.Path = "", nil, ""
@@ -199,7 +199,7 @@ func TestConfigCheck(t *testing.T) {
 	if err != nil {
 		t.Fatalf("config check of the example: %v", err)
 	}
-	if !strings.Contains(out, good+": ok (firewall.mode = monitor, engine.geo_mode = monitor)") {
+	if !strings.Contains(out, good+": ok (firewall.mode = monitor, engine.geo_mode = off)") {
 		t.Errorf("unexpected output %q", out)
 	}
 

@@ -57,7 +57,7 @@ type member struct {
 type Backend struct {
 	mu      sync.Mutex
 	now     func() time.Time
-	mode    string
+	mode    firewall.Mode
 	maxElem int
 	up      bool
 	sets    map[firewall.Set]map[netip.Prefix]member
@@ -67,7 +67,7 @@ type Backend struct {
 
 // Options configure a Backend; zero values are usable.
 type Options struct {
-	Mode    string           // reported in Status; default "monitor"
+	Mode    firewall.Mode    // reported in Status; default monitor
 	MaxElem int              // ban set capacity; default 1<<20
 	Now     func() time.Time // clock for timeouts; default time.Now
 	Log     io.Writer        // if set, each operation is printed as a line
@@ -75,7 +75,7 @@ type Options struct {
 
 func New(o Options) *Backend {
 	if o.Mode == "" {
-		o.Mode = "monitor"
+		o.Mode = firewall.ModeMonitor
 	}
 	if o.MaxElem == 0 {
 		o.MaxElem = 1 << 20
@@ -290,7 +290,7 @@ func (b *Backend) DropFlow(_ context.Context, proto string, remote, local netip.
 func (b *Backend) Status(context.Context) (firewall.Status, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	st := firewall.Status{Backend: "dry-run", Mode: b.mode, Up: b.up}
+	st := firewall.Status{Backend: "dry-run", Mode: string(b.mode), Up: b.up}
 	for _, s := range firewall.Sets {
 		b.expire(b.sets[s])
 		n4, n6 := 0, 0

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/pelletier/go-toml/v2"
 )
@@ -32,9 +33,14 @@ type Config struct {
 	Engine   Engine   `toml:"engine"`
 	Push     Push     `toml:"push"`
 	Metrics  Metrics  `toml:"metrics"`
+	Control  Control  `toml:"control"`
+	Crowdsec Crowdsec `toml:"crowdsec"`
 
 	// Path is the file this was read from ("" for pure defaults).
 	Path string `toml:"-"`
+	// Warnings are accepted but deprecated settings (file:line: key: what to
+	// write instead); the daemon logs them at start.
+	Warnings []string `toml:"-"`
 }
 
 type Log struct {
@@ -92,6 +98,9 @@ type Firewall struct {
 	RTPPorts      []PortRange `toml:"rtp_ports"`
 	BanMaxElem    int         `toml:"ban_maxelem"`
 	Allow         []Prefix    `toml:"allow"`
+	// NFLogGroup is the NFLOG group that receives a rate-limited copy of
+	// what the ban and country rules drop (0 = no copy).
+	NFLogGroup uint16 `toml:"nflog_group"`
 	// GeoDrop is not a key: Parse sets it from engine.geo_mode == "drop".
 	// The firewall's last rule drops what no set accepted only when it is
 	// true (and mode is enforce); strict and monitor let those packets in.
@@ -99,7 +108,7 @@ type Firewall struct {
 }
 
 type Engine struct {
-	GeoMode          string   `toml:"geo_mode"` // drop | strict | monitor
+	GeoMode          string   `toml:"geo_mode"` // off | strict | drop ("monitor": deprecated alias of off)
 	MaxFailures      int      `toml:"max_failures"`
 	FindTime         Duration `toml:"find_time"`
 	BanTime          Duration `toml:"ban_time"`
@@ -120,10 +129,23 @@ type Push struct {
 	Reseed     Duration `toml:"reseed"`
 	// Resolver is "host:port" of a DNS server; empty means the system's.
 	Resolver string `toml:"resolver"`
+	// Probation lets a dropped push candidate through this long (0 = never).
+	Probation Duration `toml:"probation"`
+	// MaxProbations bounds the probations granted per hour.
+	MaxProbations int `toml:"max_probations"`
 }
 
 type Metrics struct {
 	Listen string `toml:"listen"` // empty disables
+}
+
+// Control is the daemon's control socket (`sipsentry ban`, `bans`, ...).
+type Control struct {
+	// Socket is the unix socket's path (absolute).
+	Socket string `toml:"socket"`
+	// Group (a name or a numeric gid), when set, may read and act through
+	// the socket besides root; the socket is then 0660 with that group.
+	Group string `toml:"group"`
 }
 
 // Default returns the built-in configuration: monitor mode, nothing dropped.
@@ -152,9 +174,10 @@ func Default() *Config {
 			TCPPorts:   []PortRange{{5060, 5061}},
 			RTPPorts:   []PortRange{{10000, 20000}},
 			BanMaxElem: 1 << 20,
+			NFLogGroup: 5060,
 		},
 		Engine: Engine{
-			GeoMode: "monitor", MaxFailures: 5, FindTime: Duration(600e9), BanTime: Duration(3600e9),
+			GeoMode: "off", MaxFailures: 5, FindTime: Duration(600e9), BanTime: Duration(3600e9),
 			EscalationFactor: 4, MaxBanTime: Duration(7 * 24 * 3600e9),
 			SlowMaxFailures: 20, SlowFindTime: Duration(24 * 3600e9), EnumAccounts: 3,
 			EventRetention: Duration(30 * 24 * 3600e9), MaxSources: 50000,
@@ -171,8 +194,14 @@ func Default() *Config {
 			},
 			LearnTTL: Duration(30 * 24 * 3600e9),
 			Reseed:   Duration(24 * 3600e9),
+			// One minute is enough for a push server's REGISTER retry
+			// (RFC 3261 timer F: 32 s) to reach Asterisk.
+			Probation:     Duration(60e9),
+			MaxProbations: 10,
 		},
-		Metrics: Metrics{Listen: "127.0.0.1:9468"},
+		Metrics:  Metrics{Listen: "127.0.0.1:9468"},
+		Control:  Control{Socket: "/run/sipsentry/control.sock"},
+		Crowdsec: defaultCrowdsec(),
 	}
 }
 
@@ -287,11 +316,19 @@ func (c *Config) validate(data []byte) error {
 		oneOf("ami.auth", c.AMI.Auth, "md5", "plain"),
 		oneOf("firewall.mode", c.Firewall.Mode, "enforce", "monitor"),
 		oneOf("firewall.backend", c.Firewall.Backend, "iptables", "dry-run"),
-		oneOf("engine.geo_mode", c.Engine.GeoMode, "drop", "strict", "monitor"),
+		oneOf("engine.geo_mode", c.Engine.GeoMode, "off", "strict", "drop", "monitor"),
 	} {
 		if chk != nil {
 			return chk
 		}
+	}
+	if c.Engine.GeoMode == "monitor" {
+		// Before 2026-12 "monitor" also turned every ban off; firewall.mode
+		// alone decides enforcement now, so the alias keeps only its
+		// country meaning.
+		c.Engine.GeoMode = "off"
+		c.Warnings = append(c.Warnings, (&Error{File: c.Path, Line: lineOf(data, "engine.geo_mode"), Key: "engine.geo_mode",
+			Msg: `"monitor" is deprecated: it now means "off" (countries reported, not acted on); whether bans are enforced is firewall.mode alone`}).Error())
 	}
 	for i, cc := range c.Geo.AllowCountries {
 		up := strings.ToUpper(strings.TrimSpace(cc))
@@ -335,6 +372,15 @@ func (c *Config) validate(data []byte) error {
 	if c.Firewall.Chain == "" || len(c.Firewall.Chain) > 28 || strings.ContainsAny(c.Firewall.Chain, " \t!") {
 		return bad("firewall.chain", "%q is not a valid chain name (1-28 characters, no spaces)", c.Firewall.Chain)
 	}
+	if !strings.HasPrefix(c.Control.Socket, "/") {
+		return bad("control.socket", "%q is not an absolute path (e.g. \"/run/sipsentry/control.sock\")", c.Control.Socket)
+	}
+	if c.Push.MaxProbations < 0 {
+		return bad("push.max_probations", "must be 0 or more (0 grants none)")
+	}
+	if c.Push.Probation.D() > time.Hour {
+		return bad("push.probation", "must be at most 1h: a probation lets an unknown foreign address reach Asterisk")
+	}
 	if c.Engine.MaxFailures < 1 {
 		return bad("engine.max_failures", "must be at least 1")
 	}
@@ -343,6 +389,9 @@ func (c *Config) validate(data []byte) error {
 	}
 	if c.Engine.BanTime.D() <= 0 {
 		return bad("engine.ban_time", "must be positive")
+	}
+	if err := c.validateCrowdsec(bad); err != nil {
+		return err
 	}
 	// A daemon that drops everything but nothing is allowed locks the admin out.
 	enforcing := c.Firewall.Mode == "enforce" && c.Engine.GeoMode == "drop"

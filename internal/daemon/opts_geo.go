@@ -3,35 +3,15 @@ package daemon
 import (
 	"github.com/sipsentry/sipsentry/geo"
 	"github.com/sipsentry/sipsentry/internal/config"
+	"github.com/sipsentry/sipsentry/internal/geoconf"
 )
 
-// GeoOptions translates the [geo] settings and state_dir into geo's own
-// options: the one place geo's settings are read, for the daemon and for
-// every command that opens the lists or databases. The country codes were
-// validated by config.Parse (or by the command flag that set them).
+// GeoOptions is geoconf.Options for the daemon and the commands that
+// maintain the lists (lists update, lists accept): they keep the last good
+// copies under state_dir. One-shot readers use geoconf.Options, which
+// writes nothing.
 func GeoOptions(c config.Geo, stateDir string) geo.Options {
-	return geo.Options{
-		AllowCountries:   c.AllowCountries,
-		MMDB:             c.MMDB,
-		ASNMMDB:          c.ASNMMDB,
-		ListURLv4:        c.ListURLv4,
-		ListURLv6:        c.ListURLv6,
-		ListsDir:         c.ListsDir,
-		StateDir:         stateDir,
-		Refresh:          c.Refresh.D(),
-		MinEntries:       c.MinEntries,
-		MaxShrink:        c.MaxShrink,
-		MaxChurn:         c.MaxChurn,
-		DownloadTimeout:  c.DownloadTimeout.D(),
-		MaxDownloadBytes: c.MaxDownloadBytes,
-	}
-}
-
-// GeoOptionsReadOnly is GeoOptions for the one-shot readers (doctor,
-// lookup, sources, firewall status): the lists are checked exactly as the
-// daemon checks them, but nothing is written under state_dir.
-func GeoOptionsReadOnly(c config.Geo, stateDir string) geo.Options {
-	o := GeoOptions(c, stateDir)
-	o.ReadOnly = true
+	o := geoconf.Options(c, stateDir)
+	o.StoreLastGood = true
 	return o
 }
