@@ -187,6 +187,17 @@ func TestLocalListNoGoodCopy(t *testing.T) {
 	if n := refusedCount(t, g, "jp-ipv4", CheckFloor); n != 1 {
 		t.Errorf("refused_total = %v", n)
 	}
+	m := gatherMetrics(t, g)
+	for key, want := range map[string]float64{
+		"sipsentry_geo_list_degraded,list=jp-ipv4":      1,
+		"sipsentry_geo_list_unenforceable,list=jp-ipv4": 1,
+		"sipsentry_geo_list_degraded,list=jp-ipv6":      0,
+		"sipsentry_geo_list_unenforceable,list=jp-ipv6": 0,
+	} {
+		if v, ok := m[key]; !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v", key, v, ok, want)
+		}
+	}
 }
 
 // TestMinEntriesCountsLines: geo.min_entries counts CIDR lines as written

@@ -305,7 +305,14 @@ func newListsShowCommand(g *globalOptions) *cobra.Command {
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", l.Name, allowed, l.Entries, age, l.Source)
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			// What the table cannot show: a source refused, or no good copy.
+			for _, p := range gdb.Health() {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+p.String())
+			}
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&o.json, "json", false, "print JSON")
