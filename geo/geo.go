@@ -274,7 +274,7 @@ func (g *Geo) Run(ctx context.Context) error {
 			next := jitter(refresh)
 			if err != nil && ctx.Err() == nil {
 				next = jitter(min(refresh, retryAfterFailure))
-				g.log.Warn("geo: list refresh incomplete; the last good lists stay in use", "err", err, "retry_in", next.Round(time.Second))
+				g.log.Warn("geo: list refresh incomplete (each list's line above says what is in use)", "err", err, "retry_in", next.Round(time.Second))
 			}
 			schedule(next)
 		}
