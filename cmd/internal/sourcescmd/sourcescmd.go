@@ -199,7 +199,7 @@ func Run(ctx context.Context, cmd *cobra.Command, o Options, args []string, env 
 		return err
 	}
 	log := quietLogger(cmd.ErrOrStderr())
-	gdb, err := geo.Open(geoconf.ReadOnly(cfg.Geo, cfg.StateDir), log)
+	gdb, err := geo.Open(geoconf.Options(cfg.Geo, cfg.StateDir), log)
 	if err != nil {
 		return cliexit.UsageError{Err: err}
 	}
