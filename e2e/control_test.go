@@ -260,7 +260,7 @@ func TestControlBanWhileDaemonRuns(t *testing.T) {
 		t.Errorf("203.0.113.50 not in the kernel ban set after `ban` returned: %v", setMembers(t, s.ns, "sipsentry-ban-v4"))
 	}
 	b, ok := s.bans(t)["203.0.113.50"]
-	if !ok || b.Origin != "manual" || b.UID == nil || *b.UID != 0 || b.Reason != "seen in the CDRs" || b.Left < 7000 || b.Monitor {
+	if !ok || b.Origin != "manual" || b.UID == nil || *b.UID != 0 || !strings.Contains(b.Reason, "seen in the CDRs") || b.Left < 7000 || b.Monitor {
 		t.Errorf("bans --json row for 203.0.113.50: %+v (present %v)", b, ok)
 	}
 	eventually(t, "the manual ban in the state DB", func() (bool, string) { return s.dbBanned(t, "203.0.113.50") })
@@ -323,7 +323,7 @@ func TestControlBanWhileDaemonRuns(t *testing.T) {
 		t.Error("the unbanned scanner is back in the kernel after the restart")
 	}
 	bans := s.bans(t)
-	if b := bans["203.0.113.50"]; b.Origin != "manual" || b.Reason != "seen in the CDRs" {
+	if b := bans["203.0.113.50"]; b.Origin != "manual" || !strings.Contains(b.Reason, "seen in the CDRs") {
 		t.Errorf("after restart, bans row %+v", b)
 	}
 	if _, ok := bans["203.0.113.11"]; ok {
@@ -368,7 +368,7 @@ func TestControlWithoutDaemon(t *testing.T) {
 		return s.inKernel(t, "203.0.113.60"), fmt.Sprint(setMembers(t, s.ns, "sipsentry-ban-v4"))
 	})
 	bans := s.bans(t)
-	if b, ok := bans["203.0.113.60"]; !ok || b.Origin != "manual" || b.Reason != "offline" {
+	if b, ok := bans["203.0.113.60"]; !ok || b.Origin != "manual" || !strings.Contains(b.Reason, "offline") {
 		t.Errorf("the daemon's bans row for the offline ban: %+v (present %v)", b, ok)
 	}
 	if _, ok := bans["203.0.113.62"]; ok || s.inKernel(t, "203.0.113.62") {
