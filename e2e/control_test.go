@@ -264,6 +264,18 @@ func TestControlBanWhileDaemonRuns(t *testing.T) {
 		t.Errorf("bans --json row for 203.0.113.50: %+v (present %v)", b, ok)
 	}
 	eventually(t, "the manual ban in the state DB", func() (bool, string) { return s.dbBanned(t, "203.0.113.50") })
+	// status and the metrics count it like the engine's own.
+	if _, m := nsGet(t, s.ns, "http://127.0.0.1:9468/metrics"); !strings.Contains(m, `sipsentry_decisions_total{kind="ban"} 1`) {
+		t.Errorf("/metrics does not count the manual ban as a ban decision")
+	}
+	var st struct {
+		Engine struct {
+			ActiveBans int `json:"active_bans"`
+		} `json:"engine"`
+	}
+	if out := s.mustCLI(t, "status", "--json"); json.Unmarshal([]byte(out), &st) != nil || st.Engine.ActiveBans != 1 {
+		t.Errorf("status --json: active bans %d, want the manual ban:\n%s", st.Engine.ActiveBans, out)
+	}
 	var srcs []struct {
 		IP     string `json:"ip"`
 		Status string `json:"status"`
