@@ -251,13 +251,3 @@ func singleAddr(s string) (netip.Addr, error) {
 	}
 	return p.Addr(), nil
 }
-
-// inStaticAllow reports the firewall.allow entry that holds a, if any.
-func inStaticAllow(cfg config.Firewall, a netip.Addr) (netip.Prefix, bool) {
-	for _, p := range cfg.Allow {
-		if p.Contains(a) {
-			return p.Prefix, true
-		}
-	}
-	return netip.Prefix{}, false
-}
