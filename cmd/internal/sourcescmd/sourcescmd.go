@@ -440,6 +440,16 @@ func readAMICapture(path string, agg *report.Aggregator) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("sources: %s: %w", path, err)
 		}
+		if m.Get("Event") == "ContactList" {
+			// A registration's user agent (PJSIPShowContacts), kept for
+			// the address it registered from.
+			if c, err := ami.ParseContact(&m); err == nil {
+				if via, ok := c.Via(); ok {
+					agg.AddContact(via.Addr(), c.UserAgent)
+				}
+			}
+			continue
+		}
 		if !ami.IsSecurityEvent(&m) {
 			continue
 		}
