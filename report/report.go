@@ -56,6 +56,13 @@ type GeoInfo struct {
 	MMDBLoaded     bool
 	ASNLoaded      bool // show the ASN/org columns
 	AllowCountries []string
+	// StaticAllow is firewall.allow: addresses the firewall always lets in.
+	StaticAllow []netip.Prefix
+	// Enforce is firewall.mode = "enforce"; GeoMode is engine.geo_mode.
+	// Together they say whether a source outside the allowed countries is
+	// dropped, would be dropped (monitor), or neither.
+	Enforce bool
+	GeoMode string
 }
 
 // Row is one line of the report. JSON keys are stable (snake_case).
@@ -186,6 +193,9 @@ type Options struct {
 	Sort        string // last | failures | ip | country
 	Limit       int    // 0 = all
 }
+
+// StatusFilters are the accepted --status values.
+var StatusFilters = []string{StatusAllowed, StatusLearnedPush, StatusBanned, StatusWouldBan, StatusFlagged, StatusNone}
 
 // SortKeys are the accepted --sort values.
 var SortKeys = []string{"last", "failures", "ip", "country"}

@@ -30,8 +30,6 @@ import (
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/engine"
 	"github.com/sipsentry/sipsentry/firewall"
-	"github.com/sipsentry/sipsentry/firewall/dryrun"
-	"github.com/sipsentry/sipsentry/firewall/iptables"
 	"github.com/sipsentry/sipsentry/geo"
 	"github.com/sipsentry/sipsentry/internal/ariwatch"
 	"github.com/sipsentry/sipsentry/internal/config"
@@ -119,6 +117,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	defer stopTrim()
 	go trimWhenIdle(tctx)
 	var err error
+	for _, w := range cfg.Warnings {
+		log.Warn("run: deprecated setting", "warning", w)
+	}
 	d := &daemon{cfg: cfg, cfgPath: o.ConfigPath, log: log, version: o.Version, started: time.Now(), replay: o.Replay, recent: newRecentEvents(20), out: out}
 	if o.Replay != "" {
 		if _, err := os.Stat(o.Replay); err != nil {
@@ -161,7 +162,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	}
 	defer d.store.Close()
 
-	d.geo, err = geo.Open(cfg.Geo, cfg.StateDir, log)
+	d.geo, err = geo.Open(GeoOptions(cfg.Geo, cfg.StateDir), log)
 	if err != nil {
 		return err
 	}
@@ -169,9 +170,14 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if err := d.requireAllowedLists(ctx); err != nil {
 		return err
 	}
-	be, err := newBackend(cfg, log, o.Replay != "", d.out)
+	// A replay into a dry-run backend prints every operation on stdout.
+	var dryRunOut io.Writer
+	if o.Replay != "" {
+		dryRunOut = d.out
+	}
+	be, err := OpenFirewall(cfg.Firewall, log, dryRunOut)
 	if err != nil {
-		return err
+		return fmt.Errorf("run: %w", err)
 	}
 	defer be.Close()
 	d.met = metrics.New(nil)
@@ -202,7 +208,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			deps.Hangup = d.ari.Hangup
 		}
 	}
-	d.eng, err = engine.New(cfg, deps)
+	d.eng, err = engine.New(EngineOptions(cfg), deps)
 	if err != nil {
 		return configError{err}
 	}
@@ -353,25 +359,6 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	return runErr
 }
 
-// newBackend builds the firewall backend the config names. A replay into a
-// dry-run backend prints every operation on stdout.
-func newBackend(cfg *config.Config, log *slog.Logger, replay bool, out io.Writer) (firewall.Backend, error) {
-	switch cfg.Firewall.Backend {
-	case "dry-run":
-		o := dryrun.Options{Mode: cfg.Firewall.Mode, MaxElem: cfg.Firewall.BanMaxElem}
-		if replay {
-			o.Log = out
-		}
-		return dryrun.New(o), nil
-	default:
-		b, err := iptables.New(cfg.Firewall, log)
-		if err != nil {
-			return nil, fmt.Errorf("run: %w (or set firewall.backend = \"dry-run\" to try without the kernel)", err)
-		}
-		return b, nil
-	}
-}
-
 // handleMessage is the hot path: one AMI message from the client (or the
 // replay) to a decision.
 func (d *daemon) handleMessage(ctx context.Context, m ami.Message) {
@@ -500,7 +487,7 @@ func (d *daemon) reload(ctx context.Context) {
 		d.log.Warn("run: changes to state_dir, [ami], [ari], [metrics], firewall.backend/mode and the geo countries, lists_dir and databases take effect at the next restart")
 	}
 	// Thresholds, geo_mode, push patterns and static allows apply now.
-	if err := d.eng.Reload(ctx, nc); err != nil {
+	if err := d.eng.Reload(ctx, EngineOptions(nc)); err != nil {
 		d.met.Reload(false)
 		d.log.Error("run: engine refused the new configuration; keeping the running one", "err", err)
 		return
@@ -573,7 +560,10 @@ func (d *daemon) firewallUp(ctx context.Context) error {
 	d.ccMu.Lock()
 	defer d.ccMu.Unlock()
 	entries, fp := d.allowCCEntries()
-	if err := firewall.UpWith(ctx, d.fw, entries); err != nil {
+	// firewall.allow's CIDRs are in before any DROP rule (the engine then
+	// owns the whole allow set).
+	if err := firewall.UpFilled(ctx, d.fw, firewall.Fill{Set: firewall.SetAllowCountry, Entries: entries},
+		firewall.Fill{Set: firewall.SetAllow, Entries: FirewallStaticAllows(d.cfg.Firewall), Merge: true}); err != nil {
 		return fmt.Errorf("run: firewall up: %w", err)
 	}
 	d.ccFP = fp

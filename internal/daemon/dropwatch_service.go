@@ -69,7 +69,7 @@ func newDropwatchService(d *daemon, replay bool) (*dropwatchService, error) {
 			AORExists: nil,
 			Resolver:  fcrdns{res},
 			Gate:      allowGate{d.fw},
-			Banner:    d.eng,
+			Banner:    engineBanner{d.eng},
 			Learner:   learner{d: d},
 			Log:       d.log,
 		})
@@ -188,4 +188,12 @@ func (l learner) Learn(ctx context.Context, a netip.Addr, ev state.PushEvidence)
 		return err
 	}
 	return l.d.store.Apply(ctx, &state.Batch{Allows: []state.Allow{{Prefix: hostPrefix(a), Until: time.Now().Add(ttl), PushEvidence: ev}}})
+}
+
+// engineBanner hands a probation's failure to the engine, which decides
+// (never-ban list, escalation, enforcement) as for any ban.
+type engineBanner struct{ e *engine.Engine }
+
+func (b engineBanner) Ban(ctx context.Context, a netip.Addr, reason string) {
+	_ = b.e.BanFor(ctx, a, reason) // the engine logs and counts refusals
 }

@@ -151,6 +151,8 @@ func TestDoctorConfigFile(t *testing.T) {
 		{"inline secret readable by others", "[ami]\nsecret = \"s3cret\"\n", 0o644, true, Fail, "mode 0644 and holds a secret", "chmod 600"},
 		{"inline secret private", "[ami]\nsecret = \"s3cret\"\n", 0o600, true, Pass, "holds a secret, readable by its owner only", ""},
 		{"no secret, world readable is fine", "[ami]\nsecret_file = \"/x\"\n", 0o644, true, Pass, "mode 0644, no secret inside", ""},
+		// Issue 10: a 0666 file let any local user edit firewall.allow; doctor said PASS.
+		{"writable by others", "[ami]\nsecret_file = \"/x\"\n", 0o666, true, Fail, "mode 0666: group or others can change it", "chmod go-w "},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env, _, _ := testDoctorEnv(t, tc.text, tc.mode)
@@ -162,6 +164,20 @@ func TestDoctorConfigFile(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A config file owned by another local user fails with the chown to run
+// (as root the file is handed to nobody; otherwise there is no other user
+// this test may create files for, and config's own test covers the rule).
+func TestDoctorConfigFileForeignOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to chown a file to another user (config.TestCheckOwnerRefusesAForeignOwner covers the rule)")
+	}
+	env, _, _ := testDoctorEnv(t, "[ami]\nsecret_file = \"/x\"\n", 0o644)
+	if err := os.Chown(env.ConfigPath, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	wantResult(t, newDoctor(env).checkConfigFile(), Fail, "owned by uid 65534", "chown root "+env.ConfigPath)
 }
 
 func TestDoctorSecretFiles(t *testing.T) {
