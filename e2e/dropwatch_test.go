@@ -3,12 +3,16 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -242,5 +246,169 @@ socket = %q
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+}
+
+// floodIPv6 sends UDP REGISTERs to [dst]:5060 from `sources` spoofed
+// sources in 2001:db8:ff::/96 through a raw socket opened in ns, for d, as
+// fast as it can; it returns how many it sent.
+func floodIPv6(t *testing.T, ns *netnstest.NS, dst netip.Addr, sources int, d time.Duration) int {
+	t.Helper()
+	var fd int
+	if err := ns.Do(func() (err error) {
+		fd, err = syscall.Socket(syscall.AF_INET6, syscall.SOCK_RAW, syscall.IPPROTO_RAW)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	payload := pushRegister("friendly-scanner", "2001:db8:ff::1")
+	pkt := make([]byte, 48+len(payload))
+	binary.BigEndian.PutUint32(pkt[0:], 0x60000000)
+	binary.BigEndian.PutUint16(pkt[4:], uint16(8+len(payload)))
+	pkt[6], pkt[7] = 17, 64
+	src := netip.MustParseAddr("2001:db8:ff::").As16()
+	copy(pkt[8:], src[:])
+	d16 := dst.As16()
+	copy(pkt[24:], d16[:])
+	binary.BigEndian.PutUint16(pkt[40:], 5070)
+	binary.BigEndian.PutUint16(pkt[42:], 5060)
+	binary.BigEndian.PutUint16(pkt[44:], uint16(8+len(payload)))
+	copy(pkt[48:], payload)
+	sa := &syscall.SockaddrInet6{Addr: d16}
+	end := time.Now().Add(d)
+	n := 0
+	for ; n%1024 != 0 || time.Now().Before(end); n++ {
+		binary.BigEndian.PutUint32(pkt[20:], uint32(n%sources))
+		if err := syscall.Sendto(fd, pkt, 0, sa); err != nil && err != syscall.ENOBUFS {
+			t.Fatal(err)
+		}
+	}
+	return n
+}
+
+// procRSS reads a process's VmRSS or VmHWM in bytes.
+func procRSS(t *testing.T, pid int, field string) uint64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, field); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// TestDropModeFloodKeepsAMI: while 100,000 spoofed foreign sources flood
+// the PBX's SIP port for 10 s (all dropped by the country rule, copies
+// capped at 1000/s by the kernel), the daemon reads and aggregates the
+// copies, handles every AMI security event of a scan (none dropped, the
+// scanner banned), and its RSS stays within the engine's flood budget
+// (100 MB, issue 11).
+func TestDropModeFloodKeepsAMI(t *testing.T) {
+	netnstest.RequireRoot(t)
+	netnstest.RequireTool(t, "ip", "ipset", "iptables", "ip6tables")
+	if testing.Short() {
+		t.Skip("a 10 s flood; run without -short")
+	}
+	bin := buildBinary(t)
+	pbx := netnstest.NewNS(t, "dwfld")
+	peer := netnstest.NewNS(t, "dwfls")
+	netnstest.Veth(t, pbx, peer, []string{"203.0.113.1/24", "2001:db8::1/64"}, []string{"203.0.113.66/24", "2001:db8::66/64"})
+	dir := t.TempDir()
+	var srv *amitest.Server
+	if err := pbx.Do(func() (err error) {
+		srv, err = amitest.Start(amitest.Options{Listen: "127.0.0.1:0"})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	lists := filepath.Join(dir, "lists")
+	geotest.WriteLists(t, lists, map[string][]string{"JP": {"198.51.100.0/24"}, "CN": {"203.0.113.0/24", "2001:db8::/32"}})
+	stateDir := filepath.Join(dir, "state")
+	cfg := filepath.Join(dir, "sipsentry.toml")
+	writeConfig(t, cfg, fmt.Sprintf(`state_dir = %q
+[ami]
+address = %q
+username = "sentry"
+secret = "sentry-secret"
+ping_interval = "1s"
+timeout = "2s"
+reconnect_max = "1s"
+[geo]
+allow_countries = ["JP"]
+lists_dir = %q
+min_entries = 0
+[firewall]
+mode = "enforce"
+backend = "iptables"
+nflog_group = %d
+[engine]
+geo_mode = "drop"
+[push]
+hosts = []
+resolver = "127.0.0.1:1"
+[metrics]
+listen = "127.0.0.1:9468"
+[control]
+socket = %q
+`, stateDir, srv.Addr(), lists, 6000+time.Now().Nanosecond()%2000, filepath.Join(dir, "control.sock")))
+	d := startDaemon(t, pbx, bin, cfg)
+	if !srv.WaitLogins(1) {
+		t.Fatal("the daemon never logged in to the fake AMI server")
+	}
+	eventually(t, "the daemon reading the NFLOG group", func() (bool, string) {
+		_, body := nsGet(t, pbx, "http://127.0.0.1:9468/metrics")
+		return strings.Contains(body, "sipsentry_dropped_sources "), "no sipsentry_dropped_sources metric yet"
+	})
+	pid := d.cmd.Process.Pid
+	rss0 := procRSS(t, pid, "VmRSS:")
+
+	scan := rewriteAMI(asterisk(t, "ami-s1-scanner-register.raw"))
+	sent := make(chan int, 1)
+	go func() { sent <- floodIPv6(t, peer, netip.MustParseAddr("2001:db8::1"), 100_000, 10*time.Second) }()
+	// The scan's 100 security events arrive in the middle of the flood.
+	time.Sleep(3 * time.Second)
+	srv.Send(scan)
+	n := <-sent
+	metric := func(body, name string) float64 {
+		var sum float64
+		for _, l := range strings.Split(body, "\n") {
+			if strings.HasPrefix(l, name) {
+				f := strings.Fields(l)
+				v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+				sum += v
+			}
+		}
+		return sum
+	}
+	var body string
+	eventually(t, "every AMI event of the scan handled and the scanner banned", func() (bool, string) {
+		_, body = nsGet(t, pbx, "http://127.0.0.1:9468/metrics")
+		ok := metric(body, "sipsentry_ami_events_total{type=\"InvalidAccountID\"}") == 50 &&
+			metric(body, "sipsentry_ami_events_total{type=\"ChallengeSent\"}") == 50 &&
+			slices.Contains(setMembers(t, pbx, "sipsentry-ban-v4"), "203.0.113.11")
+		return ok, "metrics: " + fmt.Sprint(metric(body, "sipsentry_ami_events_total"))
+	})
+	if v := metric(body, "sipsentry_ami_events_dropped_total"); v != 0 {
+		t.Errorf("%v AMI events dropped during the flood", v)
+	}
+	dropped := metric(body, `sipsentry_dropped_packets_total{country="CN",reason="geo"}`)
+	sources := metric(body, "sipsentry_dropped_sources ")
+	peak, rss := procRSS(t, pid, "VmHWM:"), procRSS(t, pid, "VmRSS:")
+	t.Logf("flood: %d packets sent in 10 s (%.0f/s); copies read %v (kernel limit 1000/s), sources %v, overruns %v; daemon RSS %.1f MB before, %.1f MB after, peak %.1f MB",
+		n, float64(n)/10, dropped, sources, metric(body, "sipsentry_nflog_overruns_total"), float64(rss0)/1e6, float64(rss)/1e6, float64(peak)/1e6)
+	if dropped == 0 || sources == 0 {
+		t.Fatal("the flood's copies were not read")
+	}
+	if dropped > 1000*12+200 {
+		t.Errorf("%v copies read in ~10 s: more than the kernel limit lets through", dropped)
+	}
+	if peak > 100<<20 {
+		t.Errorf("daemon peak RSS %.1f MB during the flood, budget 100 MB", float64(peak)/1e6)
 	}
 }
