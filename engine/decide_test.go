@@ -174,3 +174,18 @@ func TestEventLogSampledUnderFlood(t *testing.T) {
 		t.Errorf("last row %+v: the ban's row was sampled out", last)
 	}
 }
+
+// A successful login during a flood keeps its event-log row: known
+// addresses are restored from those rows at the next start.
+func TestAuthRowKeptUnderFlood(t *testing.T) {
+	r := newRig(t, rigOpt{noRun: true})
+	rng := rand.New(rand.NewPCG(7, 8))
+	for range eventLogRate + 10 {
+		r.eng.Handle(context.Background(), ev(ami.EventInvalidAccountID, "u", randomSource(rng).String(), ""))
+	}
+	r.eng.Handle(context.Background(), ev(ami.EventSuccessfulAuth, "1001", "203.0.113.46", "reg"))
+	rows := r.eng.sources.eventRows
+	if last := rows[len(rows)-1]; last.Kind != "auth_ok" || last.Addr != netip.MustParseAddr("203.0.113.46") {
+		t.Fatalf("last row %+v: the login's row was sampled out", last)
+	}
+}
