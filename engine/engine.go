@@ -180,6 +180,7 @@ type Engine struct {
 	// failures decides: what counts toward a ban, per address
 	// (engine/failmem); it never forgets a source on its way to a ban.
 	failures *failmem.Memory
+	applier  lowApplier // the state writer's transactions at low CPU priority (flusher.go)
 
 	events, malformed, droppedWrites, droppedPush atomic.Uint64
 	fullRefusals, fullUnlogged                    atomic.Uint64
@@ -216,6 +217,7 @@ func New(o Options, d Deps) (*Engine, error) {
 	}
 	e := &Engine{d: d, log: d.Logger, now: d.Now, fw: d.Firewall}
 	e.current.Store(p)
+	e.applier.init()
 	// Static allows and learned push servers need no "known" status: they
 	// are never banned at all (neverBan refuses, with the reason logged).
 	if e.failures, err = failmem.New(p.failures); err != nil {
