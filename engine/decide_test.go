@@ -119,8 +119,12 @@ func TestEngineFailuresSurviveAggregateEviction(t *testing.T) {
 	for range 20000 {
 		r.eng.Handle(context.Background(), ev(ami.EventChallengeResponseFailed, "1001", randomSource(rng).String(), "x"))
 	}
-	if st := r.eng.Snapshot(); st.Evicted < 19000 {
+	st := r.eng.Snapshot()
+	if st.Evicted < 19000 {
 		t.Fatalf("only %d aggregates evicted: the flood did not push the source out", st.Evicted)
+	}
+	if fm := st.FailureMemory; fm.Tracked < 20000 || fm.Evicted != 0 || fm.Bytes == 0 {
+		t.Fatalf("failure memory %+v: want every source tracked, none evicted", fm)
 	}
 	r.eng.Handle(context.Background(), ev(ami.EventChallengeResponseFailed, "1001", src, "5"))
 	if !r.banned(src) {

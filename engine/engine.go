@@ -130,6 +130,10 @@ type Status struct {
 	FullRefusals  uint64            `json:"full_refusals"`       // bans refused because the ban set was full
 	LastEvent     time.Time         `json:"last_event"`
 	Recent        []Decision        `json:"recent"`
+
+	// FailureMemory is the failure memory's size (engine/failmem): the
+	// addresses it tracks, what it evicted, its slots' bytes.
+	FailureMemory failmem.Stats `json:"failure_memory"`
 }
 
 const (
@@ -341,6 +345,7 @@ func (e *Engine) Snapshot() Status {
 	st.Events = e.events.Load()
 	st.Malformed = e.malformed.Load()
 	st.Evicted = e.sources.evicted.Load()
+	st.FailureMemory = e.failures.Stats()
 	st.DroppedWrites = e.droppedWrites.Load()
 	st.DroppedSource = e.sources.droppedRows.Load()
 	st.DroppedPush = e.droppedPush.Load()

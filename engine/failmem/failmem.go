@@ -188,11 +188,11 @@ func (o *Options) Check() error {
 
 // Stats are the memory's counters.
 type Stats struct {
-	Tracked  int // addresses with a record
-	Bytes    int // table memory (slots allocated)
-	Evicted  uint64
-	Pending  int    // challenges queued for their timeout
-	Overflow uint64 // challenges not queued (queue full): realized at the address's next event
+	Tracked  int    `json:"tracked"` // addresses with a record
+	Bytes    int    `json:"bytes"`   // table memory (slots allocated)
+	Evicted  uint64 `json:"evicted"`
+	Pending  int    `json:"pending_challenges"` // challenges queued for their timeout
+	Overflow uint64 `json:"pending_overflow"`   // challenges not queued (queue full): realized at the address's next event
 }
 
 // maxPendingQueue bounds the timeout queue (24 bytes an entry, 1.5 MiB).
