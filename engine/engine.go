@@ -1,11 +1,13 @@
-// Package engine turns typed AMI security events into decisions: per-source
-// sliding windows (fast, slow scan, user enumeration), injection bans, geo
-// strictness, escalation for repeat offenders, and push-server learning.
+// Package engine turns typed AMI security events into decisions: per-address
+// windows (fast, slow scan, user enumeration, unanswered challenges, kept by
+// engine/failmem), known addresses that forged UDP failures cannot ban,
+// injection bans, geo strictness, escalation for repeat offenders, and
+// push-server learning.
 //
-// Handle is the hot path: it touches memory only (one map, one ring of
-// timestamps per source) and calls the firewall only when it bans. Database
-// writes, contact look-ups, DNS, conntrack and ARI hang-ups run in the
-// background goroutines of Run.
+// Handle is the hot path: it touches memory only (the failure memory's
+// fixed-size record and the report's per-source aggregate) and calls the
+// firewall only when it bans. Database writes, contact look-ups, DNS,
+// conntrack and ARI hang-ups run in the background goroutines of Run.
 //
 // It must never ban an address taken from an attacker-controlled field (only
 // SecurityEvent.Remote, the true source), never ban what the admin or the
@@ -17,6 +19,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -26,6 +29,7 @@ import (
 
 	"github.com/sipsentry/sipsentry/activity"
 	"github.com/sipsentry/sipsentry/ami"
+	"github.com/sipsentry/sipsentry/engine/failmem"
 	"github.com/sipsentry/sipsentry/firewall"
 	"github.com/sipsentry/sipsentry/state"
 )
@@ -164,7 +168,7 @@ type Engine struct {
 	// current holds the settings; Reload swaps it.
 	current atomic.Pointer[settings]
 
-	sources   sourceTable // decide: per-source windows and aggregates
+	sources   sourceTable // per-source aggregates for the report (bounded, evictable)
 	bans      banBook     // bans, escalation, the desired ban set
 	allows    allowBook   // never-ban reasons and learned push allows
 	push      pushLearner // push-server learning: queue, DNS, contacts
@@ -172,6 +176,10 @@ type Engine struct {
 	post      postBanWork // after a ban: flows, conntrack walk, hang-ups
 	work      inFlight    // push examinations and post-ban jobs not yet done (Sync)
 	decisions decisionLog // counts and recent decisions (status)
+
+	// failures decides: what counts toward a ban, per address
+	// (engine/failmem); it never forgets a source on its way to a ban.
+	failures *failmem.Memory
 
 	events, malformed, droppedWrites, droppedPush atomic.Uint64
 	fullRefusals, fullUnlogged                    atomic.Uint64
@@ -208,6 +216,11 @@ func New(o Options, d Deps) (*Engine, error) {
 	}
 	e := &Engine{d: d, log: d.Logger, now: d.Now, fw: d.Firewall}
 	e.current.Store(p)
+	// Static allows and learned push servers need no "known" status: they
+	// are never banned at all (neverBan refuses, with the reason logged).
+	if e.failures, err = failmem.New(p.failures); err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
+	}
 	e.sources.init()
 	e.bans.init()
 	e.allows.init()

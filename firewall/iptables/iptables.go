@@ -105,6 +105,7 @@ type Backend struct {
 	verifyMu sync.Mutex
 	vconn    *nlConn
 	golden   map[string]*goldenRules // by family
+	vbufs    verifyBufs
 }
 
 var (

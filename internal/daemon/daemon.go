@@ -153,6 +153,11 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		}
 		defer metricsLn.Close() // Serve closes it too; this covers an early return
 	}
+	ctl, err := newControlService(d, o.Replay != "") // the control socket: same reason
+	if err != nil {
+		return err
+	}
+	defer ctl.Close()
 
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("run: creating state_dir: %w", err)
@@ -315,6 +320,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if d.cs != nil {
 		goRun("crowdsec", d.cs.Run)
 	}
+	goRun("control", ctl.Run)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)

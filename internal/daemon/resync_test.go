@@ -19,12 +19,12 @@ type homeGeo struct{ home netip.Prefix }
 
 func (g homeGeo) Allowed(a netip.Addr) bool { return g.home.Contains(a) }
 
-type noDNS struct{}
+type failingDNS struct{}
 
-func (noDNS) LookupPTR(context.Context, netip.Addr) ([]string, error) {
+func (failingDNS) LookupPTR(context.Context, netip.Addr) ([]string, error) {
 	return nil, errors.New("no DNS")
 }
-func (noDNS) LookupAddrs(context.Context, string) ([]netip.Addr, error) {
+func (failingDNS) LookupAddrs(context.Context, string) ([]netip.Addr, error) {
 	return nil, errors.New("no DNS")
 }
 
@@ -40,7 +40,7 @@ func TestOnAMIConnectResync(t *testing.T) {
 	fw := dryrun.New(dryrun.Options{Mode: "enforce"})
 	o := engine.DefaultOptions()
 	o.Enforce, o.GeoMode = true, engine.GeoDrop
-	eng, err := engine.New(o, engine.Deps{Firewall: fw, Geo: homeGeo{netip.MustParsePrefix("198.51.100.0/24")}, Resolver: noDNS{},
+	eng, err := engine.New(o, engine.Deps{Firewall: fw, Geo: homeGeo{netip.MustParsePrefix("198.51.100.0/24")}, Resolver: failingDNS{},
 		HostAddrs: []netip.Addr{}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
