@@ -192,7 +192,8 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		log.Warn("run: geo metrics not exported", "err", err)
 	}
 
-	deps := engine.Deps{Firewall: d.fw, Geo: d.geo, Store: d.store, Logger: log, OnDecision: d.onDecision}
+	deps := engine.Deps{Firewall: d.fw, Geo: d.geo, Store: d.store, Logger: log, OnDecision: d.onDecision,
+		LocalReason: hostLocalReason(ctx, log)}
 	if o.Replay == "" {
 		cc, err := AMIClientConfig(cfg, amiSecret, log)
 		if err != nil {
