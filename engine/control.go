@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/sipsentry/sipsentry/firewall"
@@ -341,6 +342,7 @@ func (e *Engine) Allows(now time.Time) []AllowRecord {
 		} else {
 			r.Push = &state.PushEvidence{How: al.how}
 		}
+		r.Comment = pushSummary(r.Push)
 		out = append(out, r)
 	}
 	for p, m := range ab.manual {
@@ -356,6 +358,25 @@ func (e *Engine) Allows(now time.Time) []AllowRecord {
 		return x.Prefix.Addr().Compare(y.Prefix.Addr())
 	})
 	return out
+}
+
+// pushSummary is a push allow's evidence in one line for `allows`.
+func pushSummary(ev *state.PushEvidence) string {
+	var parts []string
+	if ev.PTR != "" {
+		parts = append(parts, "PTR "+ev.PTR)
+	}
+	if ev.UserAgent != "" {
+		parts = append(parts, "UA "+sanitize(ev.UserAgent, 80))
+	}
+	if ev.Account != "" {
+		parts = append(parts, "account "+sanitize(ev.Account, 40))
+	}
+	s := "push server (" + ev.How + ")"
+	if len(parts) > 0 {
+		s += ": " + strings.Join(parts, ", ")
+	}
+	return s
 }
 
 func kindOrder(k string) int {
