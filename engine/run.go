@@ -346,11 +346,12 @@ func (e *Engine) Sync(ctx context.Context) error {
 }
 
 // Reload takes new settings (SIGHUP): thresholds, ban times, modes, push
-// patterns and domains, static allows. The kernel allow set is made equal
-// to the engine's again (one Replace), so a static allow removed from the
-// config leaves it whatever its comment; the sources' failure rings are
-// cleared when their size changes. The state DB, AMI and firewall backend
-// are not reloadable here.
+// patterns and domains, static allows. Invalid settings are refused with
+// nothing changed. The kernel allow set is made equal to the engine's again
+// (one Replace), so a static allow removed from the config leaves it
+// whatever its comment; the sources' failure rings are cleared when their
+// size changes. The state DB, AMI and firewall backend are not reloadable
+// here.
 func (e *Engine) Reload(ctx context.Context, o Options) error {
 	np, err := newSettings(o)
 	if err != nil {
@@ -386,7 +387,9 @@ func (e *Engine) Reload(ctx context.Context, o Options) error {
 		w.Unallow = append(w.Unallow, b.Unallow...)
 	})
 	if _, err := e.replaceAllowSet(ctx); err != nil {
-		return fmt.Errorf("engine: reload: %w (the new settings are in force; the allow set is repaired at the next reload or verify)", err)
+		// The new settings are in force already; the verifier repairs the
+		// kernel set from Entries, so the reload itself stands.
+		e.log.Error("engine: reload: the kernel allow set was not replaced; the firewall verifier repairs it", "err", err)
 	}
 	e.log.Info("engine: configuration reloaded", "geo_mode", np.GeoMode, "enforce", np.Enforce, "max_failures", np.MaxFailures,
 		"static_allows_added", added, "static_allows_removed", removed)
