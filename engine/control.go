@@ -58,7 +58,8 @@ type BanRecord struct {
 	Since   time.Time  `json:"since"`
 	Until   time.Time  `json:"until"`
 	// Enforced: in the kernel ban set. False: a would-ban (firewall
-	// monitor mode), recorded only.
+	// monitor mode), or a stored ban the engine keeps out of the kernel
+	// because its address is allowed now; recorded only.
 	Enforced bool `json:"enforced"`
 }
 
@@ -84,7 +85,7 @@ func (e *Engine) banRecordOf(a netip.Addr, bi banInfo) BanRecord {
 func (e *Engine) banRecordLocked(k addrKey, bi banInfo) BanRecord {
 	r := BanRecord{Addr: k.addr(), Reason: e.bans.reasons.text[bi.reason], Origin: OriginEngine, UID: state.NoUID,
 		Offence: int(bi.offences), Since: time.Unix(int64(bi.since), 0).UTC(), Until: time.Unix(0, bi.until).UTC(),
-		Enforced: !bi.monitor}
+		Enforced: bi.active}
 	if bi.manual {
 		r.Origin = OriginManual
 		if x, ok := e.bans.external[k]; ok {
@@ -138,7 +139,6 @@ func (e *Engine) Unban(ctx context.Context, addr netip.Addr, uid int) error {
 	bk.bansMu.Lock()
 	b, ok := bk.byAddr[k]
 	running := ok && b.until > nowN
-	wasActive := ok && b.active
 	if running {
 		if b.active {
 			b.active = false
@@ -149,22 +149,22 @@ func (e *Engine) Unban(ctx context.Context, addr netip.Addr, uid int) error {
 		delete(bk.external, k)
 	}
 	bk.bansMu.Unlock()
-	inKernel := wasActive
 	if !running {
 		// The kernel may hold what the engine does not (a ban made behind
 		// its back, or by an older sipsentry's CLI).
-		var err error
-		if inKernel, err = e.fw.Contains(ctx, firewall.SetBan, a); err != nil {
+		inKernel, err := e.fw.Contains(ctx, firewall.SetBan, a)
+		if err != nil {
 			return fmt.Errorf("engine: unban %s: reading the ban set: %w", a, err)
 		}
 		if !inKernel {
 			return fmt.Errorf("%w: %s", ErrNotBanned, a)
 		}
 	}
-	if inKernel {
-		if err := e.fw.Delete(ctx, firewall.SetBan, prefixOf(a)); err != nil {
-			return fmt.Errorf("engine: unban %s: %w", a, err)
-		}
+	// Always, not only when the engine put it there: Delete of an absent
+	// entry is no error, and a ban the kernel holds against the engine's
+	// view (drift) must go too.
+	if err := e.fw.Delete(ctx, firewall.SetBan, prefixOf(a)); err != nil {
+		return fmt.Errorf("engine: unban %s: %w", a, err)
 	}
 	e.writer.queue(func(b *state.Batch) { b.Lifts = append(b.Lifts, a) })
 	e.sources.release(a)

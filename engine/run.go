@@ -131,8 +131,9 @@ func (e *Engine) start(ctx context.Context, kernel bool) error {
 				reason: bk.reasons.intern(b.Reason), monitor: b.Monitor, manual: b.Origin != "" && b.Origin != state.OriginEngine}
 			if bi.until > nowN && !b.Monitor && e.opts().Enforce {
 				if why := e.neverBan(a); why != "" {
-					e.log.Warn("engine: not restoring a stored ban", "addr", a, "refused_because", why)
-					bi.until = nowN
+					// Kept as the DB has it (Bans lists it, Unban lifts it)
+					// but not put in the kernel: the allow wins.
+					e.log.Warn("engine: stored ban not put in the kernel", "addr", a, "refused_because", why)
 				} else if bk.active >= maxElem {
 					bi.until = nowN
 					e.fullRefusals.Add(1)
