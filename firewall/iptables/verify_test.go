@@ -3,6 +3,7 @@ package iptables
 import (
 	"errors"
 	"fmt"
+	"iter"
 	"net/netip"
 	"regexp"
 	"strings"
@@ -285,5 +286,52 @@ func TestDownAfterFlush(t *testing.T) {
 				t.Fatalf("down left traces:\nbefore up:\n%s\nafter down:\n%s", empty, after)
 			}
 		})
+	}
+}
+
+// addingDesired adds a ban to the kernel while Verify iterates the
+// desired bans, as the engine may ban between Verify's kernel read and its
+// iteration.
+type addingDesired struct {
+	firewall.DesiredSets
+	b     *Backend
+	extra firewall.Entry
+	t     *testing.T
+}
+
+func (a addingDesired) Entries(set firewall.Set) iter.Seq[firewall.Entry] {
+	if set != firewall.SetBan {
+		return a.DesiredSets.Entries(set)
+	}
+	return func(yield func(firewall.Entry) bool) {
+		if err := a.b.nlAdd(firewall.SetBan, a.extra); err != nil {
+			a.t.Error(err)
+		}
+		if !yield(a.extra) {
+			return
+		}
+		for e := range a.DesiredSets.Entries(set) {
+			if !yield(e) {
+				return
+			}
+		}
+	}
+}
+
+// TestVerifyKeepsBanAddedDuringCheck: a ban that reaches the kernel after
+// Verify read it, and the desired state before Verify iterated it, is
+// neither removed nor reported as drift.
+func TestVerifyKeepsBanAddedDuringCheck(t *testing.T) {
+	requireKernel(t)
+	ns := netnstest.NewNS(t, "vrace")
+	b, want := desiredWorld(t, ns, "enforce", 50)
+	ban := firewall.Entry{Prefix: netip.MustParsePrefix("203.0.113.200/32"), Timeout: time.Hour, Comment: "during the check"}
+	d := mustVerify(t, b, addingDesired{DesiredSets: want, b: b, extra: ban, t: t}, true)
+	if !d.Clean() {
+		t.Fatalf("a ban added during the check was reported: %s", d)
+	}
+	in, err := b.Contains(ctx, firewall.SetBan, ban.Prefix.Addr())
+	if err != nil || !in {
+		t.Fatalf("ban added during the check: in the set %v (%v), want kept", in, err)
 	}
 }
