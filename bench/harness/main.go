@@ -284,7 +284,7 @@ func latency(n int) error {
 	if noConntrack {
 		fw = noFlowsBackend{be}
 	}
-	eng, err := engine.New(cfg, engine.Deps{Firewall: fw, Geo: foreign{}, Store: store, Logger: log, HostAddrs: []netip.Addr{},
+	eng, err := engine.New(sipdaemon.EngineOptions(cfg), engine.Deps{Firewall: fw, Geo: foreign{}, Store: store, Logger: log, HostAddrs: []netip.Addr{},
 		OnDecision: func(d engine.Decision) {
 			if d.Kind == engine.DecisionBan {
 				bans++
@@ -589,7 +589,9 @@ hosts = []
 resolver = "127.0.0.1:1"
 [metrics]
 listen = "127.0.0.1:9468"
-%s`, filepath.Join(dir, "state"), srv.Addr(), extra)
+[control]
+socket = %q
+%s`, filepath.Join(dir, "state"), srv.Addr(), filepath.Join(dir, "control.sock"), extra)
 	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sipsentry/sipsentry/firewall"
 	"github.com/sipsentry/sipsentry/internal/daemon"
+	"github.com/sipsentry/sipsentry/internal/metrics"
 	"github.com/sipsentry/sipsentry/state"
 )
 
@@ -51,17 +52,23 @@ func runStatus(ctx context.Context, cmd *cobra.Command, o statusOptions, g *glob
 	var r daemon.StatusReport
 	fetchErr := errors.New("[metrics] listen is empty: the daemon serves no status page")
 	if cfg.Metrics.Listen != "" {
-		fetchErr = fetchStatus(ctx, "http://"+cfg.Metrics.Listen+"/status", o.timeout, &r)
+		hc, base := metrics.StatusClient(cfg.Metrics.Listen, o.timeout)
+		fetchErr = fetchStatus(ctx, hc, base+"/status", o.timeout, &r)
 	}
 	if fetchErr != nil {
 		r = daemon.StatusReport{Running: false, Error: fetchErr.Error()}
-		// The daemon is not answering: show what the state DB remembers.
+	}
+	// The totals come from the state DB, which outlives the process: the
+	// daemon's own counters start at zero with every restart.
+	if r.DB == nil {
 		if st, err := state.OpenReadOnly(state.Path(cfg.StateDir)); err == nil {
 			if sm, err := st.Summary(ctx); err == nil {
 				r.DB = &sm
 			}
-			if bans, err := st.ActiveBans(ctx); err == nil {
-				r.Bans = bans
+			if !r.Running {
+				if bans, err := st.ActiveBans(ctx); err == nil {
+					r.Bans = bans
+				}
 			}
 			st.Close()
 		}
@@ -81,14 +88,14 @@ func runStatus(ctx context.Context, cmd *cobra.Command, o statusOptions, g *glob
 	return nil
 }
 
-func fetchStatus(ctx context.Context, url string, timeout time.Duration, r *daemon.StatusReport) error {
+func fetchStatus(ctx context.Context, hc *http.Client, url string, timeout time.Duration, r *daemon.StatusReport) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return err
 	}
@@ -115,16 +122,14 @@ func printStatus(w io.Writer, r *daemon.StatusReport) {
 	defer tw.Flush()
 	if !r.Running {
 		fmt.Fprintf(tw, "daemon\tnot running (%s)\n", r.Error)
-		if r.DB != nil {
-			fmt.Fprintf(tw, "state DB\t%d sources, %d events, %d active bans, %d learned allows, %d flags\n",
-				r.DB.Sources, r.DB.Events, r.DB.ActiveBans, r.DB.LearnedAllows, r.DB.Flags)
-		}
+		printDBTotals(tw, r)
 		for _, b := range r.Bans {
 			fmt.Fprintf(tw, "  ban\t%s until %s (%s)\n", b.Addr, b.Until.Local().Format(time.DateTime), b.Reason)
 		}
 		return
 	}
 	fmt.Fprintf(tw, "daemon\trunning since %s (pid %d, %s)\n", r.Started.Local().Format(time.DateTime), r.PID, r.Version)
+	printDBTotals(tw, r)
 	if r.Replay != "" {
 		fmt.Fprintf(tw, "source\treplay of %s\n", r.Replay)
 	}
@@ -167,7 +172,7 @@ func printStatus(w io.Writer, r *daemon.StatusReport) {
 		fmt.Fprintf(tw, "list %s\t%d prefixes, age %s%s\n", l.Name, l.Entries, age, yesNo(l.Allowed, "", " (not allowed)"))
 	}
 	if e := r.Engine; e != nil {
-		fmt.Fprintf(tw, "engine\t%d events, %d sources, %d active bans, %d would-bans, %d learned allows\n",
+		fmt.Fprintf(tw, "since start\t%d events, %d sources, %d active bans, %d would-bans, %d learned allows\n",
 			e.Events, e.Sources, e.ActiveBans, e.WouldBans, e.LearnedAllows)
 		kinds := make([]string, 0, len(e.Decisions))
 		for k, n := range e.Decisions {
@@ -189,4 +194,15 @@ func printStatus(w io.Writer, r *daemon.StatusReport) {
 				yesNo(e.Suspect, " (injection suspected)", ""))
 		}
 	}
+}
+
+// printDBTotals prints the state DB's totals: every source and event kept
+// (within engine.event_retention), across restarts.
+func printDBTotals(w io.Writer, r *daemon.StatusReport) {
+	if r.DB == nil {
+		fmt.Fprintf(w, "state DB\tnot readable (no totals)\n")
+		return
+	}
+	fmt.Fprintf(w, "state DB\t%d sources, %d events, %d active bans, %d learned allows, %d flags\n",
+		r.DB.Sources, r.DB.Events, r.DB.ActiveBans, r.DB.LearnedAllows, r.DB.Flags)
 }

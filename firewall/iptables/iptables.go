@@ -56,6 +56,9 @@ type Options struct {
 	UDPPorts, TCPPorts, RTPPorts []firewall.PortRange
 	// BanMaxElem is the ban set's capacity per family; default 1<<20.
 	BanMaxElem int
+	// NFLogGroup, when not 0, puts a rate-limited NFLOG copy before each
+	// DROP so the daemon sees what was refused (dropwatch).
+	NFLogGroup uint16
 	Log        *slog.Logger
 	// Netns, when set, runs every kernel operation (ipset, iptables,
 	// netlink) inside that named network namespace (/run/netns/NAME):
@@ -328,6 +331,8 @@ func (b *Backend) spec(set firewall.Set, fam string) setSpec {
 		s.typ, s.timeout = "hash:net", true
 	case firewall.SetBan:
 		s.typ, s.timeout, s.maxElem = "hash:ip", true, b.cfg.BanMaxElem
+	case firewall.SetBanNet:
+		s.typ, s.timeout = "hash:net", true
 	}
 	return s
 }
@@ -511,15 +516,18 @@ func (b *Backend) chainRulesFor(fam string, mode firewall.Mode, geoDrop bool) []
 		mkRule(c, "-m", "comment", "--comment", ownerComment),
 		mkRule(c, "-m", "set", "--match-set", name(firewall.SetAllow), "src", "-j", "RETURN"),
 	}
-	if enforce {
-		rs = append(rs, mkRule(c, "-m", "set", "--match-set", name(firewall.SetBan), "src", "-j", "DROP"))
-	} else {
+	for _, set := range []firewall.Set{firewall.SetBan, firewall.SetBanNet} {
+		if enforce {
+			rs = append(rs, b.nflogRule(NFLOGPrefixBan, "-m", "set", "--match-set", name(set), "src")...)
+			rs = append(rs, mkRule(c, "-m", "set", "--match-set", name(set), "src", "-j", "DROP"))
+			continue
+		}
 		// monitor drops nothing: a banned source is logged (rate limited, so
 		// a scan cannot flood the journal) and counted by the RETURN.
 		rs = append(rs,
-			mkRule(c, "-m", "set", "--match-set", name(firewall.SetBan), "src", "-m", "limit", "--limit", "6/min",
+			mkRule(c, "-m", "set", "--match-set", name(set), "src", "-m", "limit", "--limit", "6/min",
 				"-j", "LOG", "--log-prefix", logBanPrefix),
-			mkRule(c, "-m", "set", "--match-set", name(firewall.SetBan), "src", "-j", "RETURN"))
+			mkRule(c, "-m", "set", "--match-set", name(set), "src", "-j", "RETURN"))
 	}
 	rs = append(rs, mkRule(c, "-m", "set", "--match-set", name(firewall.SetAllowCountry), "src", "-j", "RETURN"))
 	switch {
@@ -528,6 +536,7 @@ func (b *Backend) chainRulesFor(fam string, mode firewall.Mode, geoDrop bool) []
 		// rule only counts them.
 		return append(rs, mkRule(c, "-j", "RETURN"))
 	case enforce:
+		rs = append(rs, b.nflogRule(NFLOGPrefixGeo)...)
 		return append(rs, mkRule(c, "-j", "DROP"))
 	default:
 		return append(rs,

@@ -96,6 +96,9 @@ type daemon struct {
 	ccFP    string // fingerprint of the lists last put into allow-cc
 	handled atomic.Uint64
 	skipped atomic.Uint64
+
+	dw *dropwatchService // nil unless the firewall copies drops to NFLOG
+	cs *crowdsecService  // nil unless [crowdsec] is enabled
 }
 
 // Run wires the daemon together from cfg and runs it until ctx ends (or, with
@@ -115,6 +118,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	defer stopTrim()
 	go trimWhenIdle(tctx)
 	var err error
+	for _, w := range cfg.Warnings {
+		log.Warn("run: deprecated setting", "warning", w)
+	}
 	d := &daemon{cfg: cfg, cfgPath: o.ConfigPath, log: log, version: o.Version, started: time.Now(), replay: o.Replay, recent: newRecentEvents(20), out: out}
 	if o.Replay != "" {
 		if _, err := os.Stat(o.Replay); err != nil {
@@ -147,6 +153,11 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		}
 		defer metricsLn.Close() // Serve closes it too; this covers an early return
 	}
+	ctl, err := newControlService(d, o.Replay != "") // the control socket: same reason
+	if err != nil {
+		return err
+	}
+	defer ctl.Close()
 
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("run: creating state_dir: %w", err)
@@ -157,7 +168,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	}
 	defer d.store.Close()
 
-	d.geo, err = geo.Open(cfg.Geo, cfg.StateDir, log)
+	d.geo, err = geo.Open(GeoOptions(cfg.Geo, cfg.StateDir), log)
 	if err != nil {
 		return err
 	}
@@ -203,7 +214,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			deps.Hangup = d.ari.Hangup
 		}
 	}
-	d.eng, err = engine.New(cfg, deps)
+	d.eng, err = engine.New(EngineOptions(cfg), deps)
 	if err != nil {
 		return configError{err}
 	}
@@ -245,6 +256,14 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	}
 	if err := d.eng.Start(ctx); err != nil {
 		return fmt.Errorf("run: starting the engine: %w", err)
+	}
+	if d.dw, err = newDropwatchService(d, o.Replay != ""); err != nil {
+		return configError{err}
+	}
+	if o.Replay == "" {
+		if d.cs, err = newCrowdsecService(d); err != nil {
+			return configError{err}
+		}
 	}
 	d.met.SetState(d.metricsState)
 	// The start-up bulk loads (lists, restore scripts, DB rows) leave garbage
@@ -295,6 +314,13 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if d.ari != nil {
 		goRun("ari", d.ari.Run)
 	}
+	if d.dw != nil {
+		goRun("dropwatch", d.dw.Run)
+	}
+	if d.cs != nil {
+		goRun("crowdsec", d.cs.Run)
+	}
+	goRun("control", ctl.Run)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -368,6 +394,7 @@ func (d *daemon) handleMessage(ctx context.Context, m ami.Message) {
 		return
 	}
 	d.eng.Handle(ctx, ev)
+	d.dw.securityEvent(ctx, &ev)
 	d.handled.Add(1)
 	d.recent.add(ev, t0)
 }
@@ -390,12 +417,9 @@ func (d *daemon) onAMIConnect(ctx context.Context, c *ami.Client) error {
 	if err != nil {
 		return fmt.Errorf("resync: PJSIPShowContacts: %w (the AMI user needs read/write=system or reporting)", err)
 	}
-	d.log.Info("run: AMI resync", "contacts", len(cs))
-	if r, ok := any(d.eng).(interface {
-		Resync(context.Context, []ami.Contact)
-	}); ok {
-		r.Resync(ctx, cs)
-	}
+	// The contacts feed the push learner as live registrations would: a push
+	// server that registered while AMI was down is learned (or flagged) now.
+	d.eng.ResyncContacts(ctx, cs)
 	return nil
 }
 
@@ -475,7 +499,7 @@ func (d *daemon) reload(ctx context.Context) {
 		d.log.Warn("run: changes to state_dir, [ami], [ari], [metrics], firewall.backend/mode and the geo countries, lists_dir and databases take effect at the next restart")
 	}
 	// Thresholds, geo_mode, push patterns and static allows apply now.
-	if err := d.eng.Reload(ctx, nc); err != nil {
+	if err := d.eng.Reload(ctx, EngineOptions(nc)); err != nil {
 		d.met.Reload(false)
 		d.log.Error("run: engine refused the new configuration; keeping the running one", "err", err)
 		return
@@ -608,6 +632,7 @@ func (d *daemon) followLists(ctx context.Context) error {
 // the engine's hot path and must not block.
 func (d *daemon) onDecision(dec engine.Decision) {
 	d.met.Decision(dec.Kind)
+	d.cs.publish(dec)
 	if dec.Kind == engine.DecisionBan && dec.Latency > 0 {
 		// Latency runs from Handle's start to the kernel set add's return.
 		d.met.EventToKernel(dec.Latency)

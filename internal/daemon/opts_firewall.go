@@ -24,6 +24,7 @@ func FirewallOptions(c config.Firewall, log *slog.Logger, dryRunOut io.Writer) f
 	o.TCPPorts = portRanges(c.TCPPorts)
 	o.RTPPorts = portRanges(c.RTPPorts)
 	o.BanMaxElem = c.BanMaxElem
+	o.NFLogGroup = c.NFLogGroup
 	o.Log = log
 	return o
 }
