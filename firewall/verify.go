@@ -216,7 +216,9 @@ func (c *RepairCounter) Collect(ch chan<- prometheus.Metric) {
 type Loader interface {
 	// BulkLoad adds every entry of seq to set (present ones refreshed).
 	// Invalid entries are skipped and counted, never sent; the first kernel
-	// error stops the load. It returns how many entries were loaded.
+	// error stops the load. It returns how many entries were loaded. Other
+	// writes to set wait until the load ends, so seq must not call the
+	// backend.
 	BulkLoad(ctx context.Context, set Set, seq iter.Seq[Entry]) (BulkResult, error)
 }
 
