@@ -143,6 +143,15 @@ type BulkFlowDropper interface {
 	DropFlowsOf(ctx context.Context, addrs []netip.Addr) error
 }
 
+// SetStatter is implemented by backends that can report their sets' sizes
+// without Status's rule listing: a cost independent of the number of
+// entries and of processes, for /status and health checks.
+type SetStatter interface {
+	// SetInfos returns each set's size per family; a missing kernel set
+	// is left out.
+	SetInfos(ctx context.Context) ([]SetInfo, error)
+}
+
 // Preparer is implemented by backends that can create their sets without
 // the rules that consult them, so that the allow sets can be filled before
 // any DROP rule exists (no lock-out window on a first up).

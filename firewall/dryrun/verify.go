@@ -137,3 +137,11 @@ func (b *Backend) BulkLoad(_ context.Context, set firewall.Set, seq iter.Seq[fir
 	}
 	return r, flush()
 }
+
+var _ firewall.SetStatter = (*Backend)(nil)
+
+// SetInfos is Status's set sizes.
+func (b *Backend) SetInfos(ctx context.Context) ([]firewall.SetInfo, error) {
+	st, err := b.Status(ctx)
+	return st.Sets, err
+}

@@ -111,6 +111,9 @@ type Backend struct {
 	vconn    *nlConn
 	golden   map[string]*goldenRules // by family
 	vbufs    verifyBufs
+
+	statMu sync.Mutex // guards sconn, SetInfos' own netlink socket
+	sconn  *nlConn
 }
 
 var (
@@ -262,6 +265,12 @@ func (b *Backend) Close() error {
 		b.vconn.close()
 		b.vconn = nil
 	}
+	b.statMu.Lock()
+	if b.sconn != nil {
+		b.sconn.close()
+		b.sconn = nil
+	}
+	b.statMu.Unlock()
 	if b.run != nil {
 		b.run.stop()
 		b.run = nil
