@@ -2,6 +2,7 @@ package iptables
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -47,6 +48,13 @@ func (b *Backend) Verify(ctx context.Context, want firewall.Desired, repair bool
 	for _, set := range firewall.Sets {
 		if err := b.verifySet(ctx, &d, set, want, repair); err != nil {
 			return d, err
+		}
+	}
+	// Rules that would name a set that is not sipsentry's are not made
+	// (Up refuses the same way).
+	for _, o := range d.Objects {
+		if errors.Is(o.Refused, firewall.ErrNotOurs) {
+			repair = false
 		}
 	}
 	for _, fam := range families {

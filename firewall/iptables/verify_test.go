@@ -335,3 +335,30 @@ func TestVerifyKeepsBanAddedDuringCheck(t *testing.T) {
 		t.Fatalf("ban added during the check: in the set %v (%v), want kept", in, err)
 	}
 }
+
+// TestVerifyForeignSet: a set of sipsentry's name replaced by someone
+// else's is reported, never written into, and no rule is made to use it.
+func TestVerifyForeignSet(t *testing.T) {
+	requireKernel(t)
+	ns := netnstest.NewNS(t, "vfs")
+	b, want := desiredWorld(t, ns, "enforce", 10)
+	// Another tool takes the name: chain, jumps and the v6 ban set go.
+	ns.MustExec("ip6tables", "-D", "INPUT", "-p", "udp", "-m", "multiport", "--dports", "5060,10000:20000", "-m", "comment", "--comment", "sipsentry", "-j", "SIPSENTRY")
+	ns.MustExec("ip6tables", "-D", "INPUT", "-p", "tcp", "-m", "multiport", "--dports", "5060:5061", "-m", "comment", "--comment", "sipsentry", "-j", "SIPSENTRY")
+	ns.MustExec("ip6tables", "-F", "SIPSENTRY")
+	ns.MustExec("ip6tables", "-X", "SIPSENTRY")
+	ns.MustExec("ipset", "destroy", "sipsentry-ban-v6")
+	ns.MustExec("ipset", "create", "sipsentry-ban-v6", "hash:net", "family", "inet6")
+	before := snapshot(t, ns)
+	d := mustVerify(t, b, want, true)
+	o, ok := findObject(d, "ban-v6")
+	if !ok || o.Repaired || !errors.Is(o.Refused, firewall.ErrNotOurs) {
+		t.Fatalf("foreign set: %s; want ban-v6 refused with ErrNotOurs", d)
+	}
+	if c, ok := findObject(d, "chain-v6"); !ok || c.Repaired {
+		t.Fatalf("chain-v6 with a foreign set: %s; want reported, not re-created", d)
+	}
+	if after := snapshot(t, ns); after != before {
+		t.Fatalf("Verify(repair) changed the namespace around a foreign set:\n%s\n---\n%s", before, after)
+	}
+}
