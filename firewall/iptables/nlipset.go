@@ -236,12 +236,16 @@ func (bt *batch) readErrors(b []byte) {
 }
 
 func (bt *batch) fail(seq uint32, errno int32) {
-	op := nlOp{seq: seq}
+	var op nlOp
+	found := false
 	for _, o := range bt.ops {
 		if o.seq == seq {
-			op = o
+			op, found = o, true
 			break
 		}
+	}
+	if !found {
+		return // a late answer to an earlier request (e.g. a failed dump's)
 	}
 	if bt.cmd == nl.IPSET_CMD_DEL && errno == nl.IPSET_ERR_EXIST {
 		return // not in the set: nothing to delete
