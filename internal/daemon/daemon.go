@@ -192,7 +192,10 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		log.Warn("run: geo metrics not exported", "err", err)
 	}
 
-	deps := engine.Deps{Firewall: d.fw, Geo: d.geo, Store: d.store, Logger: log, OnDecision: d.onDecision}
+	hostCtx, stopHostWatch := context.WithCancel(ctx)
+	defer stopHostWatch()
+	deps := engine.Deps{Firewall: d.fw, Geo: d.geo, Store: d.store, Logger: log, OnDecision: d.onDecision,
+		LocalReason: localReason(hostCtx, log)}
 	if o.Replay == "" {
 		cc, err := AMIClientConfig(cfg, amiSecret, log)
 		if err != nil {
