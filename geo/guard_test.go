@@ -442,6 +442,9 @@ func TestStoredCopyChangedOnDisk(t *testing.T) {
 	if got := g2.Unenforceable(); !slices.Equal(got, []string{"jp-ipv4"}) {
 		t.Fatalf("Unenforceable = %v, want the truncated jp-ipv4", got)
 	}
+	if hs := g2.Health(); len(hs) != 1 || hs[0].Check != CheckCache || !strings.Contains(hs[0].Reason, cached) {
+		t.Errorf("Health = %+v, want the stored copy named as unusable", hs)
+	}
 }
 
 // gatherMetrics flattens g's metrics into name,label=value keys.
