@@ -192,8 +192,10 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		log.Warn("run: geo metrics not exported", "err", err)
 	}
 
+	hostCtx, stopHostWatch := context.WithCancel(ctx)
+	defer stopHostWatch()
 	deps := engine.Deps{Firewall: d.fw, Geo: d.geo, Store: d.store, Logger: log, OnDecision: d.onDecision,
-		LocalReason: hostLocalReason(ctx, log)}
+		LocalReason: localReason(hostCtx, log)}
 	if o.Replay == "" {
 		cc, err := AMIClientConfig(cfg, amiSecret, log)
 		if err != nil {
