@@ -139,6 +139,10 @@ type Status struct {
 	FullRefusals  uint64            `json:"full_refusals"`       // bans refused because the ban set was full
 	LastEvent     time.Time         `json:"last_event"`
 	Recent        []Decision        `json:"recent"`
+
+	// FailureMemory is the failure memory's size (engine/failmem): the
+	// addresses it tracks, what it evicted, its slots' bytes.
+	FailureMemory failmem.Stats `json:"failure_memory"`
 }
 
 const (
@@ -189,6 +193,7 @@ type Engine struct {
 	// failures decides: what counts toward a ban, per address
 	// (engine/failmem); it never forgets a source on its way to a ban.
 	failures *failmem.Memory
+	applier  lowApplier // the state writer's transactions at low CPU priority (flusher.go)
 
 	events, malformed, droppedWrites, droppedPush atomic.Uint64
 	fullRefusals, fullUnlogged                    atomic.Uint64
@@ -225,6 +230,7 @@ func New(o Options, d Deps) (*Engine, error) {
 	}
 	e := &Engine{d: d, log: d.Logger, now: d.Now, fw: d.Firewall}
 	e.current.Store(p)
+	e.applier.init()
 	// Static allows and learned push servers need no "known" status: they
 	// are never banned at all (neverBan refuses, with the reason logged).
 	if e.failures, err = failmem.New(p.failures); err != nil {
@@ -348,6 +354,7 @@ func (e *Engine) Snapshot() Status {
 	st.Events = e.events.Load()
 	st.Malformed = e.malformed.Load()
 	st.Evicted = e.sources.evicted.Load()
+	st.FailureMemory = e.failures.Stats()
 	st.DroppedWrites = e.droppedWrites.Load()
 	st.DroppedSource = e.sources.droppedRows.Load()
 	st.DroppedPush = e.droppedPush.Load()

@@ -259,6 +259,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	workers(2, func() { e.runPushLearner(ctx) })
 	workers(2, func() { e.runPostBan(ctx) })
+	if e.d.Store != nil {
+		workers(1, func() { e.runApplier(ctx) })
+	}
 
 	flush := time.NewTicker(flushInterval)
 	challenges := time.NewTicker(time.Second) // unanswered-challenge timeouts
