@@ -11,6 +11,7 @@ package daemon
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -93,6 +94,12 @@ type daemon struct {
 	replay string
 	recent *recentEvents
 	out    io.Writer // replay output (decisions, dry-run operations)
+
+	// Cached parts of /status, /healthz and /metrics (status.go).
+	snap      *cached[engine.Status]
+	fwStatus  *cached[fwStatusResult]
+	dbSummary *cached[*state.Summary]
+	statusDoc *cached[json.RawMessage]
 
 	ccMu    sync.Mutex
 	ccFP    string // fingerprint of the lists last put into allow-cc
@@ -243,6 +250,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if err := d.eng.Start(ctx); err != nil {
 		return fmt.Errorf("run: starting the engine: %w", err)
 	}
+	d.initStatusCaches()
 	d.met.SetState(d.metricsState)
 	// The start-up bulk loads (lists, restore scripts, DB rows) leave garbage
 	// several times the size of what stays live; hand it back to the OS now
@@ -522,7 +530,7 @@ func (d *daemon) metricsState() metrics.State {
 	if d.ari != nil {
 		s.ARIConnected = d.ari.Connected()
 	}
-	snap := d.eng.Snapshot()
+	snap := d.snap.get(context.Background())
 	s.BansActive, s.LearnedAllows = snap.ActiveBans, snap.LearnedAllows
 	s.SourcesTracked, s.SourcesEvicted, s.Unattributed = snap.Sources, snap.Evicted, snap.Malformed
 	s.EventLogDropped, s.PushDropped = snap.DroppedWrites, snap.DroppedPush

@@ -233,7 +233,7 @@ func (m *Metrics) Health() error {
 }
 
 // Handler serves /metrics, /healthz and, when status is non-nil, /status
-// (the JSON value status returns).
+// (the JSON value status returns; a json.RawMessage is written as it is).
 func (m *Metrics) Handler(status func(ctx context.Context) (any, error)) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
@@ -254,6 +254,10 @@ func (m *Metrics) Handler(status func(ctx context.Context) (any, error)) http.Ha
 				return
 			}
 			w.Header().Set("Content-Type", "application/json")
+			if raw, ok := v.(json.RawMessage); ok { // encoded already (the daemon caches it)
+				w.Write(raw)
+				return
+			}
 			enc := json.NewEncoder(w)
 			enc.SetIndent("", "  ")
 			enc.Encode(v)
