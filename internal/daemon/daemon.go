@@ -56,6 +56,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Version is logged at start and shown on the status page.
 	Version string
+	// Backend, when set, is used instead of the one the config names (tests
+	// hand in a dry-run backend that plays the kernel). Run closes it.
+	Backend firewall.Backend
 }
 
 // ErrConfig matches the errors caused by the configuration, the secrets or
@@ -160,7 +163,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("run: creating state_dir: %w", err)
 	}
-	d.store, err = state.Open(state.Path(cfg.StateDir))
+	rebuilt, err := d.openState(ctx)
 	if err != nil {
 		return err
 	}
@@ -174,13 +177,18 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if err := d.requireAllowedLists(ctx); err != nil {
 		return err
 	}
-	be, err := newBackend(cfg, log, o.Replay != "", d.out)
-	if err != nil {
-		return err
+	be := o.Backend
+	if be == nil {
+		if be, err = newBackend(cfg, log, o.Replay != "", d.out); err != nil {
+			return err
+		}
 	}
 	defer be.Close()
 	d.met = metrics.New(nil)
 	d.fw = be
+	if rebuilt {
+		d.adoptKernelSets(ctx)
+	}
 	if err := d.met.Register(d.geo); err != nil {
 		log.Warn("run: geo metrics not exported", "err", err)
 	}
