@@ -136,8 +136,9 @@ type Client struct {
 	events chan Message
 	ids    atomic.Uint64
 
-	mu   sync.Mutex
-	sess *session // logged-in session, nil otherwise
+	mu        sync.Mutex
+	sess      *session  // logged-in session, nil otherwise
+	downSince time.Time // when the last session ended (or NewClient), while sess is nil
 
 	logins, queued, dropped, timeouts, malformed, oversized atomic.Uint64
 	listOverflows, listDropped, listPeak                    atomic.Uint64
@@ -167,7 +168,7 @@ func NewClient(cfg ClientConfig) *Client {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Client{cfg: cfg, log: log.With("ami", cfg.Address), events: make(chan Message, cfg.QueueSize)}
+	return &Client{cfg: cfg, log: log.With("ami", cfg.Address), events: make(chan Message, cfg.QueueSize), downSince: time.Now()}
 }
 
 // Stats returns the client's counters.
@@ -193,8 +194,30 @@ func (c *Client) current() *session {
 
 func (c *Client) setCurrent(s *session) {
 	c.mu.Lock()
+	if s == nil && c.sess != nil {
+		c.downSince = time.Now()
+	}
 	c.sess = s
 	c.mu.Unlock()
+}
+
+// DownFor is how long the client has had no logged-in session: 0 while one
+// is up, else the time since the last one ended (or since NewClient).
+func (c *Client) DownFor() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sess != nil {
+		return 0
+	}
+	return time.Since(c.downSince)
+}
+
+// ReconnectBudget is how long a healthy reconnect may take: two backoff
+// waits at the ceiling plus a dial and a login. Down longer than this, the
+// connection is not coming back by itself (Asterisk stopped, AMI disabled,
+// a firewall in between) and a person should know.
+func (c *Client) ReconnectBudget() time.Duration {
+	return 2*c.cfg.ReconnectMax + 2*c.cfg.Timeout
 }
 
 // TLSConfig builds client TLS settings for AMI over TLS (manager.conf

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"modernc.org/sqlite"
@@ -134,4 +135,38 @@ func (s *Store) AdoptKernel(ctx context.Context, bans, allows []KernelEntry) (nB
 		return 0, 0, err
 	}
 	return len(b.Bans), len(b.Allows), nil
+}
+
+// writeHealth remembers whether the last writes failed (a full disk, a
+// read-only file system) so that health checks can say so.
+type writeHealth struct {
+	mu           sync.Mutex // guards the fields below
+	failingSince time.Time  // zero while the last write succeeded
+	lastErr      error
+	failures     uint64
+}
+
+func (w *writeHealth) note(ctx context.Context, err error) {
+	if err != nil && ctx.Err() != nil {
+		return // cancelled at shutdown: not the database's fault
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err == nil {
+		w.failingSince, w.lastErr = time.Time{}, nil
+		return
+	}
+	if w.failingSince.IsZero() {
+		w.failingSince = time.Now()
+	}
+	w.lastErr = err
+	w.failures++
+}
+
+// WriteHealth reports whether writes are failing: since when (zero: the
+// last write succeeded), the last error, and the failed writes in total.
+func (s *Store) WriteHealth() (failingSince time.Time, lastErr error, failures uint64) {
+	s.writes.mu.Lock()
+	defer s.writes.mu.Unlock()
+	return s.writes.failingSince, s.writes.lastErr, s.writes.failures
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -138,5 +139,45 @@ func TestMoveAsideAndAdoptKernel(t *testing.T) {
 	allows, _ := st.LearnedAllows(context.Background())
 	if len(allows) != 1 || allows[0].Prefix != push || allows[0].How != HowKernel {
 		t.Errorf("allows = %+v", allows)
+	}
+}
+
+// A full disk (SQLite's max_page_count reached: the same SQLITE_FULL) shows
+// in WriteHealth until a write succeeds again.
+func TestWriteHealthOnAFullDatabase(t *testing.T) {
+	st, err := Open(Path(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	st.db.SetMaxOpenConns(1) // the pragma below is per connection
+	var pages int64
+	if err := st.db.QueryRow("PRAGMA page_count").Scan(&pages); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.db.Exec(fmt.Sprintf("PRAGMA max_page_count = %d", pages)); err != nil {
+		t.Fatal(err)
+	}
+	big := Batch{}
+	for i := range 500 {
+		big.Events = append(big.Events, Event{Time: time.Now(), Addr: netip.AddrFrom4([4]byte{203, 0, 113, byte(i)}),
+			Type: "InvalidPassword", Kind: "auth_failed", Service: "PJSIP", Account: strings.Repeat("x", 200)})
+	}
+	werr := st.Apply(context.Background(), &big)
+	if werr == nil {
+		t.Fatal("a write into a full database succeeded")
+	}
+	since, last, n := st.WriteHealth()
+	if since.IsZero() || last == nil || n != 1 {
+		t.Fatalf("WriteHealth = %v, %v, %d; want failing since now with the error", since, last, n)
+	}
+	if _, err := st.db.Exec("PRAGMA max_page_count = 1000000"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Apply(context.Background(), &Batch{Flags: []Flag{{Addr: netip.MustParseAddr("203.0.113.1"), Kind: "k", Note: "n", Time: time.Now()}}}); err != nil {
+		t.Fatal(err)
+	}
+	if since, last, _ := st.WriteHealth(); !since.IsZero() || last != nil {
+		t.Errorf("after a good write: WriteHealth = %v, %v; want healthy", since, last)
 	}
 }
