@@ -104,6 +104,11 @@ type daemon struct {
 	dbSummary *cached[*state.Summary]
 	statusDoc *cached[json.RawMessage]
 
+	// health holds the conditions services report (health.go); writes is
+	// the state DB's write health (the store, or a test's fake).
+	health healthBoard
+	writes stateWriteHealth
+
 	ccMu    sync.Mutex
 	ccFP    string // fingerprint of the lists last put into allow-cc
 	handled atomic.Uint64
@@ -119,6 +124,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// A fault that repeats (a full disk under the engine's writer, ten
+	// times a second) is logged once a minute with a count.
+	log = slog.New(newRateLimited(log.Handler(), time.Minute))
 	out := o.Out
 	if out == nil {
 		out = io.Discard
@@ -168,6 +176,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		return err
 	}
 	defer d.store.Close()
+	d.writes = d.store
 
 	d.geo, err = geo.Open(cfg.Geo, cfg.StateDir, log)
 	if err != nil {
@@ -527,9 +536,12 @@ func (d *daemon) reload(ctx context.Context) {
 }
 
 func (d *daemon) metricsState() metrics.State {
-	s := metrics.State{FirewallUp: d.fwUp.Load(), ARIEnabled: d.ari != nil}
+	s := metrics.State{FirewallUp: d.fwUp.Load(), ARIEnabled: d.ari != nil, Degraded: d.degraded()}
 	if d.amiC != nil {
 		s.AMIConnected = d.amiC.Connected()
+		if !s.AMIConnected && d.amiC.DownFor() <= d.amiC.ReconnectBudget() {
+			s.AMIReconnecting = true
+		}
 		st := d.amiC.Stats()
 		s.AMILogins, s.AMIEventsDropped = st.Logins, st.EventsDropped
 	} else {

@@ -27,6 +27,7 @@ type StatusReport struct {
 	ARI            *ARIStatus      `json:"ari,omitempty"`
 	Firewall       *FirewallStatus `json:"firewall,omitempty"`
 	Lists          []ListStatus    `json:"lists,omitempty"`
+	Health         *HealthStatus   `json:"health,omitempty"`
 	Engine         *engine.Status  `json:"engine,omitempty"`
 	LastEvents     []RecentEvent   `json:"last_events,omitempty"`
 	DB             *state.Summary  `json:"db,omitempty"`
@@ -125,7 +126,7 @@ func (d *daemon) status(ctx context.Context) (any, error) {
 // buildStatus assembles the document from the cached parts.
 func (d *daemon) buildStatus(ctx context.Context) StatusReport {
 	r := StatusReport{Running: true, Version: d.version, PID: os.Getpid(), Started: d.started.UTC(),
-		Replay: d.replay, Config: d.cfgPath, AllowCountries: d.geo.AllowCountries()}
+		Replay: d.replay, Config: d.cfgPath, AllowCountries: d.geo.AllowCountries(), Health: d.healthStatus()}
 	if d.amiC != nil {
 		st := d.amiC.Stats()
 		r.AMI = &AMIStatus{Address: d.cfg.AMI.Address, Connected: d.amiC.Connected(), Logins: st.Logins,
