@@ -139,6 +139,9 @@ type Client struct {
 	mu        sync.Mutex
 	sess      *session  // logged-in session, nil otherwise
 	downSince time.Time // when the last session ended (or NewClient), while sess is nil
+	banner    string    // the last banner read
+	loginMsg  string    // Message of the last accepted login's response
+	stopOnce  func()    // ends Connect's dispatcher (nil without Connect)
 
 	logins, queued, dropped, timeouts, malformed, oversized atomic.Uint64
 	listOverflows, listDropped, listPeak                    atomic.Uint64
@@ -384,6 +387,9 @@ func (c *Client) dial(ctx context.Context) (net.Conn, *Reader, error) {
 		return nil, nil, fmt.Errorf("ami: %s: %w", c.cfg.Address, err)
 	}
 	c.log.Debug("ami: connected", "banner", banner)
+	c.mu.Lock()
+	c.banner = banner
+	c.mu.Unlock()
 	return nc, rd, nil
 }
 
@@ -640,7 +646,18 @@ func (s *session) login(ctx context.Context) error {
 	if !strings.EqualFold(cl.resp.Get("Response"), "Success") {
 		return &AuthError{User: cfg.Username, Address: cfg.Address, Message: cl.resp.Get("Message")}
 	}
+	s.c.mu.Lock()
+	s.c.loginMsg = cl.resp.Get("Message")
+	s.c.mu.Unlock()
 	return nil
+}
+
+// LoginMessage is the Message of the last accepted login's response
+// (Asterisk says "Authentication accepted").
+func (c *Client) LoginMessage() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.loginMsg
 }
 
 // keepalive pings; a Ping unanswered within Timeout means the peer is dead
@@ -673,6 +690,68 @@ func (s *session) logoff() {
 		s.c.log.Debug("ami: Logoff", "err", err)
 	}
 	s.close(nil)
+}
+
+// Banner is the banner the last connection read ("" before one was read):
+// whether the address answered as an Asterisk manager at all.
+func (c *Client) Banner() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.banner
+}
+
+// Connect is Run's login once, for a short session (`sipsentry doctor`):
+// dial, banner, login, with no keepalive and no reconnect. After it returns
+// nil, actions may be called and events reach OnMessage until Close. A
+// refused login is an error wrapping ErrAuth, as with Run. Use either Run
+// or Connect on a client, once.
+func (c *Client) Connect(ctx context.Context) error {
+	nc, rd, err := c.dial(ctx)
+	if err != nil {
+		return err
+	}
+	s := &session{c: c, nc: nc, pending: map[string]*call{}, done: make(chan struct{})}
+	go s.read(rd)
+	dctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); c.dispatch(dctx) }()
+	stopDispatch := func() { stop(); wg.Wait() }
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { // a connection lost during the login ends it at once
+		select {
+		case <-s.done:
+			cancel()
+		case <-lctx.Done():
+		}
+	}()
+	if err := s.login(lctx); err != nil {
+		s.close(nil)
+		stopDispatch()
+		return err
+	}
+	c.logins.Add(1)
+	c.mu.Lock()
+	c.sess, c.stopOnce = s, stopDispatch
+	c.mu.Unlock()
+	c.log.Info("ami: logged in (one session)", "user", c.cfg.Username, "events", c.cfg.Events)
+	return nil
+}
+
+// Close ends Connect's session with a Logoff.
+func (c *Client) Close() {
+	c.mu.Lock()
+	s, stop := c.sess, c.stopOnce
+	c.stopOnce = nil
+	c.mu.Unlock()
+	if s != nil {
+		s.logoff()
+		c.setCurrent(nil)
+	}
+	if stop != nil {
+		stop()
+	}
 }
 
 // Action sends m (an "Action:" message) and returns its response. A
