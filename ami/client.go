@@ -109,8 +109,16 @@ type ClientConfig struct {
 	// with the connection. An error is logged; the session stays up.
 	OnConnect func(ctx context.Context, c *Client) error
 	// OnMessage receives every event in order, from one goroutine. Responses
-	// to actions and list items go to their callers instead.
+	// to actions and list items go to their callers instead. With
+	// OnSecurityEvent set, security events go there instead.
 	OnMessage func(Message)
+	// OnSecurityEvent, when set, receives each security event parsed
+	// (ParseSecurityEvent), in order, from the same goroutine, with Run's
+	// context: the engine subscribes here. Events without a usable source
+	// are counted (Stats.Unusable), never delivered.
+	OnSecurityEvent SecurityHandler
+	// OnEventType, when set, sees each event's EventLabel (for counting).
+	OnEventType func(label string)
 }
 
 // ClientStats are counters since NewClient.
@@ -127,6 +135,10 @@ type ClientStats struct {
 	ListItemsDropped uint64
 	// ListItemsPeak is the most items one list action held at once.
 	ListItemsPeak uint64
+	// SecurityEvents were parsed and handed to OnSecurityEvent; Unusable
+	// were security events without a usable source address.
+	SecurityEvents uint64
+	Unusable       uint64
 }
 
 // Client is an AMI client. Create it with NewClient, then call Run once.
@@ -145,6 +157,7 @@ type Client struct {
 
 	logins, queued, dropped, timeouts, malformed, oversized atomic.Uint64
 	listOverflows, listDropped, listPeak                    atomic.Uint64
+	security, unusable                                      atomic.Uint64
 }
 
 // NewClient returns a client; nothing happens until Run.
@@ -179,7 +192,8 @@ func (c *Client) Stats() ClientStats {
 	return ClientStats{Logins: c.logins.Load(), Events: c.queued.Load(),
 		EventsDropped: c.dropped.Load(), Timeouts: c.timeouts.Load(),
 		Malformed: c.malformed.Load(), Oversized: c.oversized.Load(),
-		ListOverflows: c.listOverflows.Load(), ListItemsDropped: c.listDropped.Load(), ListItemsPeak: c.listPeak.Load()}
+		ListOverflows: c.listOverflows.Load(), ListItemsDropped: c.listDropped.Load(), ListItemsPeak: c.listPeak.Load(),
+		SecurityEvents: c.security.Load(), Unusable: c.unusable.Load()}
 }
 
 // Connected reports whether a logged-in session is up.
@@ -295,13 +309,13 @@ func (c *Client) dispatch(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case m := <-c.events:
-			c.cfg.OnMessage(m)
+			c.route(ctx, m)
 		}
 	}
 }
 
 func (c *Client) enqueue(m Message) {
-	if c.cfg.OnMessage == nil {
+	if c.cfg.OnMessage == nil && c.cfg.OnSecurityEvent == nil && c.cfg.OnEventType == nil {
 		return
 	}
 	select {

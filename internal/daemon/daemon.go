@@ -88,11 +88,14 @@ type daemon struct {
 	geo   *geo.Geo
 	// fw is handed to the engine unwrapped, so the optional interfaces it
 	// probes (firewall.FlowDropper, BulkFlowDropper) stay visible.
-	fw     firewall.Backend
-	fwUp   atomic.Bool // for /healthz and status
-	eng    *engine.Engine
-	met    *metrics.Metrics
-	amiC   *ami.Client // nil with --replay
+	fw   firewall.Backend
+	fwUp atomic.Bool // for /healthz and status
+	eng  *engine.Engine
+	met  *metrics.Metrics
+	amiC *ami.Client // nil with --replay
+	// events is the client whose dispatcher hands security events to the
+	// engine: amiC, or with --replay a client that is only fed the capture.
+	events *ami.Client
 	ari    *ariwatch.Watcher
 	replay string
 	recent *recentEvents
@@ -109,10 +112,8 @@ type daemon struct {
 	health healthBoard
 	writes stateWriteHealth
 
-	ccMu    sync.Mutex
-	ccFP    string // fingerprint of the lists last put into allow-cc
-	handled atomic.Uint64
-	skipped atomic.Uint64
+	ccMu sync.Mutex
+	ccFP string // fingerprint of the lists last put into allow-cc
 }
 
 // Run wires the daemon together from cfg and runs it until ctx ends (or, with
@@ -209,9 +210,11 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			return err
 		}
 		cc.OnConnect = d.onAMIConnect
-		cc.OnMessage = func(m ami.Message) { d.handleMessage(ctx, m) }
 		d.amiC = ami.NewClient(cc)
+		d.events = d.amiC
 		deps.Contacts = d.amiC
+	} else {
+		d.events = ami.NewClient(ami.ClientConfig{Logger: log})
 	}
 	if cfg.ARI.URL != "" && o.Replay == "" {
 		acfg := ariwatch.FromConfig(cfg.ARI, ariPassword, log)
@@ -228,6 +231,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if err != nil {
 		return configError{err}
 	}
+	d.subscribe()
 
 	// The engine protects ami.address when it is an IP literal; a host name
 	// is resolved here so Asterisk's own address is never banned either.
@@ -366,7 +370,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if o.Replay != "" && runErr == nil {
 		d.printReplaySummary(d.out)
 	}
-	log.Info("run: stopped", "events", d.handled.Load())
+	log.Info("run: stopped", "events", d.events.Stats().SecurityEvents)
 	return runErr
 }
 
@@ -387,41 +391,6 @@ func newBackend(cfg *config.Config, log *slog.Logger, replay bool, out io.Writer
 		}
 		return b, nil
 	}
-}
-
-// handleMessage is the hot path: one AMI message from the client (or the
-// replay) to a decision.
-func (d *daemon) handleMessage(ctx context.Context, m ami.Message) {
-	t0 := time.Now()
-	typ := m.Get("Event")
-	if typ == "" {
-		return
-	}
-	if !ami.IsSecurityEvent(&m) {
-		d.met.AMIEvent(otherEventLabel(typ))
-		return
-	}
-	d.met.AMIEvent(typ) // one of the fixed security types
-	ev, err := ami.ParseSecurityEvent(&m)
-	if err != nil {
-		d.skipped.Add(1)
-		d.log.Debug("run: security event without a usable source", "event", typ, "err", err)
-		return
-	}
-	d.eng.Handle(ctx, ev)
-	d.handled.Add(1)
-	d.recent.add(ev, t0)
-}
-
-// otherEventLabel bounds the metric label of non-security events: an
-// injected "Event:" header (recorded s9-11) must not mint a time series per
-// attacker-chosen value.
-func otherEventLabel(typ string) string {
-	switch typ {
-	case "ContactStatus", "PeerStatus", "DeviceStateChange", "FullyBooted", "Shutdown", "Reload":
-		return typ
-	}
-	return "other"
 }
 
 // onAMIConnect runs after every (re)login: resynchronise what may have
@@ -462,11 +431,11 @@ func (d *daemon) runReplay(ctx context.Context, path string) error {
 		if err != nil {
 			return configErrorf("run: --replay %s: %v", path, err)
 		}
-		d.handleMessage(ctx, m)
+		d.events.Feed(ctx, m)
 	}
-	st := rd.Stats()
+	st, es := rd.Stats(), d.events.Stats()
 	d.log.Info("run: replay finished", "file", path, "messages", st.Messages, "malformed", st.Malformed,
-		"oversized", st.Oversized, "security_events", d.handled.Load(), "without_source", d.skipped.Load())
+		"oversized", st.Oversized, "security_events", es.SecurityEvents, "without_source", es.Unusable)
 	return nil
 }
 
@@ -479,7 +448,7 @@ func (d *daemon) printReplaySummary(w io.Writer) {
 		return
 	}
 	fmt.Fprintf(w, "replay: %d security events, %d without a usable source; %d active bans:\n",
-		d.handled.Load(), d.skipped.Load(), len(bans))
+		d.events.Stats().SecurityEvents, d.events.Stats().Unusable, len(bans))
 	for _, b := range bans {
 		tag := ""
 		if b.Monitor {
