@@ -481,6 +481,7 @@ func (s *session) read(rd *Reader) {
 			continue
 		}
 		if m.Has("Event") {
+			m.Received = time.Now()
 			s.c.enqueue(m)
 		}
 	}

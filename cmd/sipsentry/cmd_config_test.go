@@ -75,7 +75,7 @@ func TestExampleConfigParsesWithDefaults(t *testing.T) {
 	if c.AMI.SecretFile != "/etc/sipsentry/ami.secret" || !reflect.DeepEqual(c.Geo.AllowCountries, []string{"JP"}) {
 		t.Errorf("example: secret_file %q, allow_countries %v", c.AMI.SecretFile, c.Geo.AllowCountries)
 	}
-	if c.Firewall.Mode != "monitor" || c.Engine.GeoMode != "monitor" {
+	if c.Firewall.Mode != "monitor" || c.Engine.GeoMode != "off" {
 		t.Errorf("the example must start in monitor mode, has firewall.mode %q, geo_mode %q", c.Firewall.Mode, c.Engine.GeoMode)
 	}
 	c.AMI.SecretFile, c.Geo.AllowCountries, c.Path = "", nil, ""
@@ -199,7 +199,7 @@ func TestConfigCheck(t *testing.T) {
 	if err != nil {
 		t.Fatalf("config check of the example: %v", err)
 	}
-	if !strings.Contains(out, good+": ok (firewall.mode = monitor, engine.geo_mode = monitor)") {
+	if !strings.Contains(out, good+": ok (firewall.mode = monitor, engine.geo_mode = off)") {
 		t.Errorf("unexpected output %q", out)
 	}
 
@@ -235,5 +235,36 @@ func TestConfigCheck(t *testing.T) {
 	var ue usageError
 	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "does not exist") {
 		t.Errorf("missing file: err = %v, want a usage error saying it does not exist", err)
+	}
+}
+
+// What run refuses, config check refuses (issue 13): the unit's
+// ExecStartPre must stop a restart loop before it starts.
+func TestConfigCheckRefusesWhatRunRefuses(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "ami.secret")
+	writeFile(t, secret, "s3cret\n", 0o600)
+	for _, tc := range []struct{ name, text, errHas string }{
+		{"allow everything", "[firewall]\nallow = [\"0.0.0.0/0\"]\n", ":4: firewall.allow: 0.0.0.0/0 covers the whole address space"},
+		{"missing secret file", "[ami]\nsecret_file = \"" + filepath.Join(dir, "nope") + "\"\n", ":2: ami.secret_file: " + filepath.Join(dir, "nope") + " does not exist: create it"},
+		{"metrics on every address", "[metrics]\nlisten = \"0.0.0.0:9468\"\n", "metrics.listen: \"0.0.0.0:9468\" is not a loopback address"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := filepath.Join(t.TempDir(), "sipsentry.toml")
+			text := tc.text
+			if !strings.Contains(text, "secret_file") {
+				text = "[ami]\nsecret_file = \"" + secret + "\"\n" + text // two lines before the case's own
+			}
+			writeFile(t, cfg, text, 0o600)
+			_, err := execRoot(t, "config", "check", "--config", cfg)
+			if exitCode(err) != exitUsage || !strings.Contains(err.Error(), tc.errHas) {
+				t.Fatalf("config check: %v (exit %d), want exit 2 with %q", err, exitCode(err), tc.errHas)
+			}
+			// run reads the config through the same function: same refusal.
+			_, runErr := execRoot(t, "run", "--config", cfg)
+			if runErr == nil || runErr.Error() != err.Error() || exitCode(runErr) != exitUsage {
+				t.Errorf("run: %v, want the same refusal as config check (%v)", runErr, err)
+			}
+		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/internal/daemon"
 )
 
@@ -46,9 +47,10 @@ kernel is not touched and every operation it would make is printed.`,
 }
 
 func runRun(ctx context.Context, cmd *cobra.Command, o runOptions, g *globalOptions) error {
-	cfg, err := g.loadConfig(cmd, false)
+	// The same check as `config check` (the unit's ExecStartPre).
+	cfg, err := config.LoadForRun(g.configPath, o.replay != "")
 	if err != nil {
-		return err
+		return usageError{err}
 	}
 	err = daemon.Run(ctx, cfg, daemon.Options{
 		ConfigPath: g.configPath,

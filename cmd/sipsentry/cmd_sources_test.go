@@ -5,7 +5,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"net/netip"
@@ -17,8 +16,8 @@ import (
 	"time"
 
 	"github.com/sipsentry/sipsentry/activity"
-	"github.com/sipsentry/sipsentry/state"
 	"github.com/sipsentry/sipsentry/internal/testpath"
+	"github.com/sipsentry/sipsentry/state"
 )
 
 var (
@@ -362,16 +361,15 @@ func TestSourcesGarbageCounted(t *testing.T) {
 
 func TestSourcesMissingFile(t *testing.T) {
 	_, _, err := runSourcesCmd(t, "--from-log", filepath.Join(t.TempDir(), "nope.log"))
-	var ue usageError
-	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "nope.log: no such file") {
+	if exitCode(err) != exitUsage || !strings.Contains(err.Error(), "nope.log: no such file") {
 		t.Fatalf("err %v, want a usage error (exit 2) naming the file", err)
 	}
 	_, _, err = runSourcesCmd(t, "--from-ami", filepath.Join(t.TempDir(), "nope.raw"))
-	if !errors.As(err, &ue) {
+	if exitCode(err) != exitUsage {
 		t.Fatalf("--from-ami: err %v, want a usage error", err)
 	}
 	_, _, err = runSourcesCmd(t, "--db", filepath.Join(t.TempDir(), "nope.db"))
-	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "--from-log") {
+	if exitCode(err) != exitUsage || !strings.Contains(err.Error(), "--from-log") {
 		t.Fatalf("--db: err %v, want a usage error with a hint", err)
 	}
 }
@@ -381,8 +379,7 @@ func TestSourcesBadFlags(t *testing.T) {
 		{"--sort", "bogus"}, {"--status", "bogus"}, {"--since", "yesterday-ish"}, {"--country", "XX"},
 	} {
 		_, _, err := runSourcesCmd(t, append(sampleArgs(t), args...)...)
-		var ue usageError
-		if !errors.As(err, &ue) {
+		if exitCode(err) != exitUsage {
 			t.Errorf("%v: err %v, want a usage error", args, err)
 		}
 	}

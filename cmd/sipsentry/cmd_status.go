@@ -57,13 +57,18 @@ func runStatus(ctx context.Context, cmd *cobra.Command, o statusOptions, g *glob
 	}
 	if fetchErr != nil {
 		r = daemon.StatusReport{Running: false, Error: fetchErr.Error()}
-		// The daemon is not answering: show what the state DB remembers.
+	}
+	// The totals come from the state DB, which outlives the process: the
+	// daemon's own counters start at zero with every restart.
+	if r.DB == nil {
 		if st, err := state.OpenReadOnly(state.Path(cfg.StateDir)); err == nil {
 			if sm, err := st.Summary(ctx); err == nil {
 				r.DB = &sm
 			}
-			if bans, err := st.ActiveBans(ctx); err == nil {
-				r.Bans = bans
+			if !r.Running {
+				if bans, err := st.ActiveBans(ctx); err == nil {
+					r.Bans = bans
+				}
 			}
 			st.Close()
 		}
@@ -117,10 +122,7 @@ func printStatus(w io.Writer, r *daemon.StatusReport) {
 	defer tw.Flush()
 	if !r.Running {
 		fmt.Fprintf(tw, "daemon\tnot running (%s)\n", r.Error)
-		if r.DB != nil {
-			fmt.Fprintf(tw, "state DB\t%d sources, %d events, %d active bans, %d learned allows, %d flags\n",
-				r.DB.Sources, r.DB.Events, r.DB.ActiveBans, r.DB.LearnedAllows, r.DB.Flags)
-		}
+		printDBTotals(tw, r)
 		for _, b := range r.Bans {
 			fmt.Fprintf(tw, "  ban\t%s until %s (%s)\n", b.Addr, b.Until.Local().Format(time.DateTime), b.Reason)
 		}
@@ -139,6 +141,7 @@ func printStatus(w io.Writer, r *daemon.StatusReport) {
 			}
 		}
 	}
+	printDBTotals(tw, r)
 	if r.Replay != "" {
 		fmt.Fprintf(tw, "source\treplay of %s\n", r.Replay)
 	}
@@ -181,7 +184,7 @@ func printStatus(w io.Writer, r *daemon.StatusReport) {
 		fmt.Fprintf(tw, "list %s\t%d prefixes, age %s%s\n", l.Name, l.Entries, age, yesNo(l.Allowed, "", " (not allowed)"))
 	}
 	if e := r.Engine; e != nil {
-		fmt.Fprintf(tw, "engine\t%d events, %d sources, %d active bans, %d would-bans, %d learned allows\n",
+		fmt.Fprintf(tw, "since start\t%d events, %d sources, %d active bans, %d would-bans, %d learned allows\n",
 			e.Events, e.Sources, e.ActiveBans, e.WouldBans, e.LearnedAllows)
 		kinds := make([]string, 0, len(e.Decisions))
 		for k, n := range e.Decisions {
@@ -203,4 +206,15 @@ func printStatus(w io.Writer, r *daemon.StatusReport) {
 				yesNo(e.Suspect, " (injection suspected)", ""))
 		}
 	}
+}
+
+// printDBTotals prints the state DB's totals: every source and event kept
+// (within engine.event_retention), across restarts.
+func printDBTotals(w io.Writer, r *daemon.StatusReport) {
+	if r.DB == nil {
+		fmt.Fprintf(w, "state DB\tnot readable (no totals)\n")
+		return
+	}
+	fmt.Fprintf(w, "state DB\t%d sources, %d events, %d active bans, %d learned allows, %d flags\n",
+		r.DB.Sources, r.DB.Events, r.DB.ActiveBans, r.DB.LearnedAllows, r.DB.Flags)
 }

@@ -4,18 +4,20 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/sipsentry/sipsentry/cmd/internal/cliexit"
 )
 
-// Exit codes, each with one meaning.
+// Exit codes, each with one meaning (cmd/internal/cliexit documents them;
+// sipsentry-report uses the same).
 const (
-	exitOK      = 0 // success
-	exitFailure = 1 // the command ran and failed (AMI unreachable, kernel refused, a list rejected)
-	exitUsage   = 2 // bad usage, bad config or bad input file: nothing was changed
+	exitOK      = cliexit.OK      // success
+	exitFailure = cliexit.Failure // the command ran and failed (AMI unreachable, kernel refused, a list rejected)
+	exitUsage   = cliexit.Usage   // bad usage, bad config or bad input file: nothing was changed
 )
 
 // usageError marks errors caused by the user's input; they exit with exitUsage.
@@ -23,6 +25,9 @@ type usageError struct{ err error }
 
 func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
+
+// ExitCode makes usageError recognisable by cliexit.Code through any wrapping.
+func (e usageError) ExitCode() int { return exitUsage }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
 
@@ -35,9 +40,9 @@ func main() {
 		os.Exit(exitOK)
 	}
 	fmt.Fprintf(os.Stderr, "sipsentry: %v\n", err)
-	var ue usageError
-	if errors.As(err, &ue) || isFlagError(err) {
-		os.Exit(exitUsage)
-	}
-	os.Exit(exitFailure)
+	os.Exit(exitCode(err))
 }
+
+// exitCode maps an error to the process exit status: usage errors of every
+// command (and cobra's argument and flag errors) exit 2, other failures 1.
+func exitCode(err error) int { return cliexit.Code(err) }

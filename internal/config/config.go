@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/pelletier/go-toml/v2"
 )
@@ -32,9 +33,14 @@ type Config struct {
 	Engine   Engine   `toml:"engine"`
 	Push     Push     `toml:"push"`
 	Metrics  Metrics  `toml:"metrics"`
+	Control  Control  `toml:"control"`
+	Crowdsec Crowdsec `toml:"crowdsec"`
 
 	// Path is the file this was read from ("" for pure defaults).
 	Path string `toml:"-"`
+	// Warnings are accepted but deprecated settings (file:line: key: what to
+	// write instead); the daemon logs them at start.
+	Warnings []string `toml:"-"`
 }
 
 type Log struct {
@@ -77,6 +83,7 @@ type Geo struct {
 	Refresh          Duration `toml:"refresh"`
 	MinEntries       int      `toml:"min_entries"`
 	MaxShrink        float64  `toml:"max_shrink"`
+	MaxChurn         float64  `toml:"max_churn"`
 	DownloadTimeout  Duration `toml:"download_timeout"`
 	MaxDownloadBytes int64    `toml:"max_download_bytes"`
 }
@@ -91,6 +98,9 @@ type Firewall struct {
 	RTPPorts      []PortRange `toml:"rtp_ports"`
 	BanMaxElem    int         `toml:"ban_maxelem"`
 	Allow         []Prefix    `toml:"allow"`
+	// NFLogGroup is the NFLOG group that receives a rate-limited copy of
+	// what the ban and country rules drop (0 = no copy).
+	NFLogGroup uint16 `toml:"nflog_group"`
 	// GeoDrop is not a key: Parse sets it from engine.geo_mode == "drop".
 	// The firewall's last rule drops what no set accepted only when it is
 	// true (and mode is enforce); strict and monitor let those packets in.
@@ -98,7 +108,7 @@ type Firewall struct {
 }
 
 type Engine struct {
-	GeoMode          string   `toml:"geo_mode"` // drop | strict | monitor
+	GeoMode          string   `toml:"geo_mode"` // off | strict | drop ("monitor": deprecated alias of off)
 	MaxFailures      int      `toml:"max_failures"`
 	FindTime         Duration `toml:"find_time"`
 	BanTime          Duration `toml:"ban_time"`
@@ -109,6 +119,9 @@ type Engine struct {
 	EnumAccounts     int      `toml:"enum_accounts"`
 	EventRetention   Duration `toml:"event_retention"`
 	MaxSources       int      `toml:"max_sources"`
+	// KnownFor / KnownMaxFailures: forged-source resistance (engine.Options).
+	KnownFor         Duration `toml:"known_for"`
+	KnownMaxFailures int      `toml:"known_max_failures"`
 }
 
 type Push struct {
@@ -119,10 +132,23 @@ type Push struct {
 	Reseed     Duration `toml:"reseed"`
 	// Resolver is "host:port" of a DNS server; empty means the system's.
 	Resolver string `toml:"resolver"`
+	// Probation lets a dropped push candidate through this long (0 = never).
+	Probation Duration `toml:"probation"`
+	// MaxProbations bounds the probations granted per hour.
+	MaxProbations int `toml:"max_probations"`
 }
 
 type Metrics struct {
 	Listen string `toml:"listen"` // empty disables
+}
+
+// Control is the daemon's control socket (`sipsentry ban`, `bans`, ...).
+type Control struct {
+	// Socket is the unix socket's path (absolute).
+	Socket string `toml:"socket"`
+	// Group (a name or a numeric gid), when set, may read and act through
+	// the socket besides root; the socket is then 0660 with that group.
+	Group string `toml:"group"`
 }
 
 // Default returns the built-in configuration: monitor mode, nothing dropped.
@@ -141,6 +167,7 @@ func Default() *Config {
 			Refresh:          Duration(24 * 3600e9),
 			MinEntries:       50,
 			MaxShrink:        0.2,
+			MaxChurn:         0.25,
 			DownloadTimeout:  Duration(60e9),
 			MaxDownloadBytes: 16 << 20,
 		},
@@ -150,12 +177,14 @@ func Default() *Config {
 			TCPPorts:   []PortRange{{5060, 5061}},
 			RTPPorts:   []PortRange{{10000, 20000}},
 			BanMaxElem: 1 << 20,
+			NFLogGroup: 5060,
 		},
 		Engine: Engine{
-			GeoMode: "monitor", MaxFailures: 5, FindTime: Duration(600e9), BanTime: Duration(3600e9),
+			GeoMode: "off", MaxFailures: 5, FindTime: Duration(600e9), BanTime: Duration(3600e9),
 			EscalationFactor: 4, MaxBanTime: Duration(7 * 24 * 3600e9),
 			SlowMaxFailures: 20, SlowFindTime: Duration(24 * 3600e9), EnumAccounts: 3,
 			EventRetention: Duration(30 * 24 * 3600e9), MaxSources: 50000,
+			KnownFor: Duration(7 * 24 * 3600e9), KnownMaxFailures: 50,
 		},
 		Push: Push{
 			UserAgents: mustRegexps(`(?i)^Bria Push`, `(?i)^CounterPath Push`),
@@ -169,8 +198,14 @@ func Default() *Config {
 			},
 			LearnTTL: Duration(30 * 24 * 3600e9),
 			Reseed:   Duration(24 * 3600e9),
+			// One minute is enough for a push server's REGISTER retry
+			// (RFC 3261 timer F: 32 s) to reach Asterisk.
+			Probation:     Duration(60e9),
+			MaxProbations: 10,
 		},
-		Metrics: Metrics{Listen: "127.0.0.1:9468"},
+		Metrics:  Metrics{Listen: "127.0.0.1:9468"},
+		Control:  Control{Socket: "/run/sipsentry/control.sock"},
+		Crowdsec: defaultCrowdsec(),
 	}
 }
 
@@ -190,7 +225,10 @@ type Error struct {
 	Line int    // 0 when the problem is not on one line
 	Key  string // dotted key, e.g. "firewall.mode"
 	Msg  string
+	Err  error // the cause, e.g. ErrInsecure; may be nil
 }
+
+func (e *Error) Unwrap() error { return e.Err }
 
 func (e *Error) Error() string {
 	var b strings.Builder
@@ -227,28 +265,43 @@ func Load(path string) (*Config, error) {
 	if err := CheckOwner(path); err != nil {
 		return nil, err
 	}
+	return c, checkFileMode(c, path, data)
+}
+
+// checkFileMode refuses a config file holding a secret inline that group
+// or others can read.
+func checkFileMode(c *Config, path string, data []byte) error {
 	if c.AMI.Secret != "" || c.ARI.Password != "" {
 		if err := CheckPrivate(path); err != nil {
-			return nil, err
+			key := "ami.secret"
+			if c.AMI.Secret == "" {
+				key = "ari.password"
+			}
+			return &Error{File: path, Line: lineOf(data, key), Key: key, Msg: strings.TrimPrefix(err.Error(), ErrInsecure.Error()+": "), Err: err}
 		}
 	}
-	return c, nil
+	return nil
 }
 
 // Parse decodes data (named path in errors) over the defaults and validates it.
 func Parse(path string, data []byte) (*Config, error) {
 	c := Default()
 	c.Path = path
+	// Every unknown key and wrongly typed value at once, in words; the
+	// decoder below would stop at the first, in Go's terms.
+	if errs := checkDocument(path, data); len(errs) > 0 {
+		return nil, errs
+	}
 	// Lists given in the file replace the defaults rather than append to them.
 	dec := toml.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(c); err != nil {
 		return nil, decodeError(path, err)
 	}
-	if err := c.validate(data); err != nil {
-		return nil, err
-	}
 	c.Firewall.GeoDrop = c.Engine.GeoMode == "drop"
+	if err := c.validate(data); err != nil {
+		return nil, validated{c, err}
+	}
 	return c, nil
 }
 
@@ -263,7 +316,7 @@ func decodeError(path string, err error) error {
 	var de *toml.DecodeError
 	if errors.As(err, &de) {
 		line, _ := de.Position()
-		return &Error{File: path, Line: line, Key: strings.Join(de.Key(), "."), Msg: de.Error()}
+		return &Error{File: path, Line: line, Key: strings.Join(de.Key(), "."), Msg: strings.TrimPrefix(de.Error(), "toml: ")}
 	}
 	return &Error{File: path, Msg: err.Error()}
 }
@@ -271,84 +324,118 @@ func decodeError(path string, err error) error {
 // validate checks values that no type can check alone. data is the file's
 // text, used to find the line a key is on.
 func (c *Config) validate(data []byte) error {
-	bad := func(key, format string, args ...any) error {
-		return &Error{File: c.Path, Line: lineOf(data, key), Key: key, Msg: fmt.Sprintf(format, args...)}
+	var errs Errors
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &Error{File: c.Path, Line: lineOf(data, key), Key: key, Msg: fmt.Sprintf(format, args...)})
 	}
-	oneOf := func(key, v string, allowed ...string) error {
+	oneOf := func(key, v string, allowed ...string) *Error {
 		for _, a := range allowed {
 			if v == a {
 				return nil
 			}
 		}
-		return bad(key, "%q is not one of %s", v, strings.Join(allowed, ", "))
+		return &Error{File: c.Path, Line: lineOf(data, key), Key: key,
+			Msg: fmt.Sprintf("%q is not one of %s", v, strings.Join(allowed, ", "))}
 	}
-	for _, chk := range []error{
+	for _, chk := range []*Error{
 		oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error"),
 		oneOf("log.format", c.Log.Format, "auto", "text", "json"),
 		oneOf("ami.auth", c.AMI.Auth, "md5", "plain"),
 		oneOf("firewall.mode", c.Firewall.Mode, "enforce", "monitor"),
 		oneOf("firewall.backend", c.Firewall.Backend, "iptables", "dry-run"),
-		oneOf("engine.geo_mode", c.Engine.GeoMode, "drop", "strict", "monitor"),
+		oneOf("engine.geo_mode", c.Engine.GeoMode, "off", "strict", "drop", "monitor"),
 	} {
 		if chk != nil {
-			return chk
+			errs = append(errs, chk)
 		}
+	}
+	if c.Engine.GeoMode == "monitor" {
+		// Before 2026-12 "monitor" also turned every ban off; firewall.mode
+		// alone decides enforcement now, so the alias keeps only its
+		// country meaning.
+		c.Engine.GeoMode = "off"
+		c.Warnings = append(c.Warnings, (&Error{File: c.Path, Line: lineOf(data, "engine.geo_mode"), Key: "engine.geo_mode",
+			Msg: `"monitor" is deprecated: it now means "off" (countries reported, not acted on); whether bans are enforced is firewall.mode alone`}).Error())
 	}
 	for i, cc := range c.Geo.AllowCountries {
 		up := strings.ToUpper(strings.TrimSpace(cc))
 		if !isKnownCountry(up) {
-			return bad("geo.allow_countries", "unknown country code %q: want an ISO 3166-1 alpha-2 code such as \"JP\"", cc)
+			bad("geo.allow_countries", "unknown country code %q: want an ISO 3166-1 alpha-2 code such as \"JP\"", cc)
+			continue
 		}
 		c.Geo.AllowCountries[i] = up
 	}
 	if c.StateDir == "" {
-		return bad("state_dir", "must not be empty")
+		bad("state_dir", "must not be empty")
 	}
 	if _, _, err := net.SplitHostPort(c.AMI.Address); err != nil {
-		return bad("ami.address", "%q is not host:port (e.g. \"127.0.0.1:5038\")", c.AMI.Address)
+		bad("ami.address", "%q is not host:port (e.g. \"127.0.0.1:5038\")", c.AMI.Address)
 	}
 	if c.AMI.Secret != "" && c.AMI.SecretFile != "" {
-		return bad("ami.secret_file", "set either secret or secret_file, not both")
+		bad("ami.secret_file", "set either secret or secret_file, not both")
 	}
 	if c.ARI.Password != "" && c.ARI.PasswordFile != "" {
-		return bad("ari.password_file", "set either password or password_file, not both")
+		bad("ari.password_file", "set either password or password_file, not both")
 	}
 	for _, k := range []struct{ key, tmpl string }{{"geo.list_url_v4", c.Geo.ListURLv4}, {"geo.list_url_v6", c.Geo.ListURLv6}} {
 		if c.Geo.ListsDir == "" && !strings.Contains(k.tmpl, "{cc}") {
-			return bad(k.key, "template %q has no {cc} placeholder for the country code", k.tmpl)
+			bad(k.key, "template %q has no {cc} placeholder for the country code", k.tmpl)
 		}
 	}
 	if c.Geo.MinEntries < 0 {
-		return bad("geo.min_entries", "must be 0 or more")
+		bad("geo.min_entries", "must be 0 or more")
 	}
 	if c.Geo.MaxShrink < 0 || c.Geo.MaxShrink > 1 {
-		return bad("geo.max_shrink", "must be a share between 0 and 1 (0.2 = 20%%)")
+		bad("geo.max_shrink", "must be a share between 0 and 1 (0.2 = 20%%)")
+	}
+	if c.Geo.MaxChurn < 0 || c.Geo.MaxChurn > 1 {
+		bad("geo.max_churn", "must be a share between 0 and 1 (0.25 = 25%%)")
 	}
 	if c.Firewall.BanMaxElem < 1 {
-		return bad("firewall.ban_maxelem", "must be at least 1")
+		bad("firewall.ban_maxelem", "must be at least 1")
 	}
 	if c.Firewall.InputPosition < 1 {
-		return bad("firewall.input_position", "must be 1 or more")
+		bad("firewall.input_position", "must be 1 or more")
 	}
 	if c.Firewall.Chain == "" || len(c.Firewall.Chain) > 28 || strings.ContainsAny(c.Firewall.Chain, " \t!") {
-		return bad("firewall.chain", "%q is not a valid chain name (1-28 characters, no spaces)", c.Firewall.Chain)
+		bad("firewall.chain", "%q is not a valid chain name (1-28 characters, no spaces)", c.Firewall.Chain)
+	}
+	if !strings.HasPrefix(c.Control.Socket, "/") {
+		bad("control.socket", "%q is not an absolute path (e.g. \"/run/sipsentry/control.sock\")", c.Control.Socket)
+	}
+	if c.Push.MaxProbations < 0 {
+		bad("push.max_probations", "must be 0 or more (0 grants none)")
+	}
+	if c.Push.Probation.D() > time.Hour {
+		bad("push.probation", "must be at most 1h: a probation lets an unknown foreign address reach Asterisk")
 	}
 	if c.Engine.MaxFailures < 1 {
-		return bad("engine.max_failures", "must be at least 1")
+		bad("engine.max_failures", "must be at least 1")
+	}
+	if d := c.Engine.FindTime.D(); d < 3*time.Second || d > 18*time.Hour {
+		bad("engine.find_time", "must be between 3s and 18h (longer windows are slow_find_time's)")
+	}
+	if c.Engine.KnownFor.D() < 0 {
+		bad("engine.known_for", "must not be negative (0: no address is known by a successful login)")
+	}
+	if c.Engine.KnownMaxFailures < 0 {
+		bad("engine.known_max_failures", "must not be negative (0: UDP failures never ban a known address)")
 	}
 	if c.Engine.EscalationFactor < 1 {
-		return bad("engine.escalation_factor", "must be 1 or more")
+		bad("engine.escalation_factor", "must be 1 or more")
 	}
 	if c.Engine.BanTime.D() <= 0 {
-		return bad("engine.ban_time", "must be positive")
+		bad("engine.ban_time", "must be positive")
 	}
+	c.validateCrowdsec(bad)
 	// A daemon that drops everything but nothing is allowed locks the admin out.
 	enforcing := c.Firewall.Mode == "enforce" && c.Engine.GeoMode == "drop"
 	if enforcing && len(c.Geo.AllowCountries) == 0 && len(c.Firewall.Allow) == 0 {
-		return &Error{File: c.Path, Key: "geo.allow_countries",
-			Msg: "firewall.mode = \"enforce\" with geo_mode = \"drop\" but no allowed country and no firewall.allow entry would lock every phone out: add allow_countries or allow CIDRs, or use mode = \"monitor\""}
+		errs = append(errs, &Error{File: c.Path, Line: lineOf(data, "engine.geo_mode"), Key: "geo.allow_countries",
+			Msg: "firewall.mode = \"enforce\" with geo_mode = \"drop\" but no allowed country and no firewall.allow entry would lock every phone out: add allow_countries or allow CIDRs, or use mode = \"monitor\""})
 	}
-	return nil
+	errs = append(errs, c.validateRun(data)...)
+	return errs.sorted().orNil()
 }
 
 // lineOf finds the line of a dotted key's last element inside its table.

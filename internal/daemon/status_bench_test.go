@@ -29,7 +29,7 @@ func statusDaemon(tb testing.TB, n int) *daemon {
 	cfg.Firewall.Backend, cfg.Firewall.Mode, cfg.Engine.GeoMode = "dry-run", "enforce", "strict"
 	cfg.Firewall.BanMaxElem = 2 * n
 	fw := &nopBackend{Backend: dryrun.New(dryrun.Options{Mode: "enforce", MaxElem: 2 * n})}
-	g, err := geo.Open(config.Geo{}, cfg.StateDir, nil)
+	g, err := geo.Open(GeoOptions(config.Geo{}, cfg.StateDir), nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -38,7 +38,7 @@ func statusDaemon(tb testing.TB, n int) *daemon {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { st.Close() })
-	eng, err := engine.New(cfg, engine.Deps{Firewall: fw, HostAddrs: []netip.Addr{}})
+	eng, err := engine.New(EngineOptions(cfg), engine.Deps{Firewall: fw, HostAddrs: []netip.Addr{}})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -32,10 +32,10 @@ import (
 
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/firewall"
-	"github.com/sipsentry/sipsentry/firewall/fwopen"
 	"github.com/sipsentry/sipsentry/geo"
 	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/internal/daemon"
+	"github.com/sipsentry/sipsentry/internal/geoconf"
 )
 
 // Status is a check's verdict. Only fail makes doctor exit 1.
@@ -133,7 +133,7 @@ func SystemEnv(configPath string, given bool) Env {
 		FirewallStatus: func(ctx context.Context, cfg config.Firewall) (firewall.Status, error) {
 			// The one backend chooser, as run and the CLI build it: what the
 			// config names, not always iptables.
-			b, err := fwopen.Open(cfg, slog.New(slog.DiscardHandler), nil)
+			b, err := daemon.OpenFirewall(cfg, slog.New(slog.DiscardHandler), nil)
 			if err != nil {
 				return firewall.Status{}, err
 			}
@@ -214,6 +214,7 @@ func (d *doctor) checks(ctx context.Context) []Result {
 	rs = append(rs, d.checkStateDir())
 	rs = append(rs, d.checkLists()...)
 	rs = append(rs, d.checkMMDB("geo.mmdb", d.cfg.Geo.MMDB), d.checkMMDB("geo.asn_mmdb", d.cfg.Geo.ASNMMDB))
+	rs = append(rs, d.checkCrowdsec(ctx)...)
 	return rs
 }
 
@@ -853,7 +854,7 @@ func (d *doctor) checkLists() []Result {
 	gc := g
 	gc.MMDB, gc.ASNMMDB = "", ""
 	logged := &doctorLog{}
-	gdb, err := geo.Open(gc, d.cfg.StateDir, slog.New(logged))
+	gdb, err := geo.Open(geoconf.Options(gc, d.cfg.StateDir), slog.New(logged))
 	if err != nil {
 		return []Result{checkFail(name, "correct the setting named in the message", "%v", err)}
 	}
@@ -936,7 +937,7 @@ func (d *doctor) checkMMDB(key, path string) Result {
 	if key == "geo.asn_mmdb" {
 		probe = config.Geo{ASNMMDB: path}
 	}
-	if _, err := geo.Open(probe, d.cfg.StateDir, slog.New(slog.DiscardHandler)); err != nil {
+	if _, err := geo.Open(geoconf.Options(probe, d.cfg.StateDir), slog.New(slog.DiscardHandler)); err != nil {
 		db.Close()
 		return checkFail(key, "point "+key+" at the right kind of database (country: GeoIP2/GeoLite2-Country or DB-IP/iptoasn country; ASN: GeoLite2-ASN)", "%v", err)
 	}
