@@ -17,7 +17,9 @@ func (d *daemon) subscribe() {
 }
 
 // observe is the drop watcher as a security-event subscriber (nil: none).
-func (s *dropwatchService) observe(ctx context.Context, ev ami.SecurityEvent) { s.securityEvent(ctx, &ev) }
+func (s *dropwatchService) observe(ctx context.Context, ev ami.SecurityEvent) {
+	s.securityEvent(ctx, &ev)
+}
 
 // observe is the recent list as a security-event subscriber.
 func (r *recentEvents) observe(_ context.Context, ev ami.SecurityEvent) { r.add(ev, time.Now()) }
