@@ -258,11 +258,13 @@ func Load(path string) (*Config, error) {
 		}
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	c, err := Parse(path, data)
-	if err != nil {
+	// Who may write the file is judged first: a file another user can
+	// change is refused whatever it says.
+	if err := CheckOwner(path); err != nil {
 		return nil, err
 	}
-	if err := CheckOwner(path); err != nil {
+	c, err := Parse(path, data)
+	if err != nil {
 		return nil, err
 	}
 	return c, checkFileMode(c, path, data)
