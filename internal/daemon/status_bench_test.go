@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -24,11 +25,15 @@ import (
 // Run wires /status, /healthz and /metrics.
 func statusDaemon(tb testing.TB, n int) *daemon {
 	tb.Helper()
+	return statusDaemonWith(tb, n, &nopBackend{Backend: dryrun.New(dryrun.Options{Mode: "enforce", MaxElem: 2 * n})})
+}
+
+func statusDaemonWith(tb testing.TB, n int, fw firewall.Backend) *daemon {
+	tb.Helper()
 	cfg := config.Default()
 	cfg.StateDir = tb.TempDir()
 	cfg.Firewall.Backend, cfg.Firewall.Mode, cfg.Engine.GeoMode = "dry-run", "enforce", "strict"
 	cfg.Firewall.BanMaxElem = 2 * n
-	fw := &nopBackend{Backend: dryrun.New(dryrun.Options{Mode: "enforce", MaxElem: 2 * n})}
 	g, err := geo.Open(GeoOptions(config.Geo{}, cfg.StateDir), nil)
 	if err != nil {
 		tb.Fatal(err)
@@ -43,7 +48,8 @@ func statusDaemon(tb testing.TB, n int) *daemon {
 		tb.Fatal(err)
 	}
 	d := &daemon{cfg: cfg, started: time.Now(), recent: newRecentEvents(20), fw: fw, geo: g, eng: eng, store: st,
-		met: metrics.New(nil)}
+		met: metrics.New(nil), verifyReq: make(chan struct{}, 1), repairs: firewall.NewRepairCounter(), log: slog.New(slog.DiscardHandler)}
+	d.verifier, _ = fw.(firewall.Verifier)
 	d.fwUp.Store(true)
 	ctx := context.Background()
 	for i := range n {
