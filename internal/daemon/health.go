@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,7 +57,44 @@ func (d *daemon) degraded() map[string]string {
 	if why := stateDBCondition(d.writes); why != "" {
 		out[metrics.CondStateDB] = why
 	}
+	if why := d.listsCondition(time.Now()); why != "" {
+		out[metrics.CondLists] = why
+	}
 	return out
+}
+
+// listsCondition says which allowed country lists were refused (geo keeps
+// the last good copy, or has none) or are missing or stale: not confirmed
+// current within 2 × geo.refresh (what doctor calls stale too).
+func (d *daemon) listsCondition(now time.Time) string {
+	if d.geo == nil || len(d.geo.AllowCountries()) == 0 {
+		return ""
+	}
+	var bad []string
+	for _, p := range d.geo.Health() {
+		bad = append(bad, "refused: "+p.String())
+	}
+	refresh := d.cfg.Geo.Refresh.D()
+	if refresh <= 0 {
+		refresh = 24 * time.Hour
+	}
+	ages := d.geo.ListAges()
+	for _, cc := range d.geo.AllowCountries() {
+		for _, fam := range []string{"ipv4", "ipv6"} {
+			list := strings.ToLower(cc) + "-" + fam
+			age, ok := ages[list]
+			switch {
+			case !ok:
+				bad = append(bad, list+": not loaded")
+			case age > 2*refresh:
+				bad = append(bad, fmt.Sprintf("%s: stale, last confirmed %s ago (limit 2 × geo.refresh = %s)", list, age.Round(time.Minute), 2*refresh))
+			}
+		}
+	}
+	if len(bad) == 0 {
+		return ""
+	}
+	return "country lists: " + strings.Join(bad, "; ") + " (sipsentry lists update, or fix geo.lists_dir)"
 }
 
 // stateDBCondition says why the state DB is degraded, or "".

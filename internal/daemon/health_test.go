@@ -5,14 +5,19 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/sipsentry/sipsentry/geo"
+	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/internal/metrics"
 )
 
@@ -121,5 +126,36 @@ func TestRateLimitedLog(t *testing.T) {
 	}
 	if !strings.Contains(out, "another fault") || strings.Count(out, "level=INFO") != 1 || !strings.Contains(out, "component=engine") {
 		t.Errorf("other lines were held back:\n%s", out)
+	}
+}
+
+// A list that is missing, refused or stale is a degraded condition with
+// the list named.
+func TestHealthListsCondition(t *testing.T) {
+	d := statusDaemon(t, 1)
+	dir := t.TempDir()
+	jp4 := ""
+	for i := range 300 {
+		jp4 += fmt.Sprintf("%d.%d.0.0/16\n", 1+i/200, i%200)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "jp-ipv4.txt"), []byte(jp4), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	gc := config.Default().Geo
+	gc.AllowCountries, gc.ListsDir = []string{"JP"}, dir
+	g, err := geo.Open(GeoOptions(gc, t.TempDir()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.geo, d.cfg.Geo = g, gc
+	why := d.listsCondition(time.Now())
+	if !strings.Contains(why, "jp-ipv6: not loaded") {
+		t.Errorf("lists condition = %q, want jp-ipv6 named as not loaded", why)
+	}
+	if strings.Contains(why, "jp-ipv4") {
+		t.Errorf("lists condition names the good jp-ipv4: %q", why)
+	}
+	if code, body := request(d.met.Handler(d.status), "/healthz"); code != 503 || !strings.Contains(body, "jp-ipv6") {
+		t.Errorf("/healthz = %d %q", code, body)
 	}
 }
