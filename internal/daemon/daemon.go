@@ -491,7 +491,7 @@ func (d *daemon) metricsState() metrics.State {
 			s.AMIReconnecting = true
 		}
 		st := d.amiC.Stats()
-		s.AMILogins, s.AMIEventsDropped = st.Logins, st.EventsDropped
+		s.AMILogins, s.AMIEventsDropped, s.AMIListOverflows = st.Logins, st.EventsDropped, st.ListOverflows
 	} else {
 		s.AMIConnected = true // a replay has no AMI connection to lose
 	}

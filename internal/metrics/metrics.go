@@ -45,6 +45,7 @@ type State struct {
 	PushDropped      uint64 // foreign logins not examined (queue full)
 	AMILogins        uint64 // successful AMI logins (1 + reconnects)
 	AMIEventsDropped uint64 // AMI events dropped because the queue was full
+	AMIListOverflows uint64 // AMI list answers over their cap (ami.ErrListTooLong)
 
 	// AMIReconnecting: AMI is down, but not yet for longer than its
 	// reconnect budget; /healthz stays ok meanwhile.
@@ -211,6 +212,8 @@ var (
 		"Successful AMI logins (the first plus every reconnect).", nil, nil)
 	descAMIDropped = prometheus.NewDesc("sipsentry_ami_events_dropped_total",
 		"AMI events dropped because the daemon's event queue was full.", nil, nil)
+	descAMIListOverflows = prometheus.NewDesc("sipsentry_ami_list_overflows_total",
+		"AMI list answers (PJSIPShowContacts, ...) that passed their item or byte cap: the action failed and the rest of the list was dropped.", nil, nil)
 	descDegraded = prometheus.NewDesc("sipsentry_health_degraded",
 		"1 while the condition makes /healthz answer 503 (ami: down longer than its reconnect budget; firewall: rules or sets missing or differing from the daemon's view; state_db: writes failing; lists: a country list stale or refused), else 0.",
 		[]string{"condition"}, nil)
@@ -221,7 +224,7 @@ type stateCollector struct{ m *Metrics }
 
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBans, descLearned, descAMI, descARI, descFW, descSources, descEvicted,
-		descUnattributed, descLogDropped, descPushDropped, descAMILogins, descAMIDropped, descDegraded} {
+		descUnattributed, descLogDropped, descPushDropped, descAMILogins, descAMIDropped, descAMIListOverflows, descDegraded} {
 		ch <- d
 	}
 }
@@ -243,7 +246,8 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		d *prometheus.Desc
 		v uint64
 	}{{descEvicted, s.SourcesEvicted}, {descUnattributed, s.Unattributed}, {descLogDropped, s.EventLogDropped},
-		{descPushDropped, s.PushDropped}, {descAMILogins, s.AMILogins}, {descAMIDropped, s.AMIEventsDropped}} {
+		{descPushDropped, s.PushDropped}, {descAMILogins, s.AMILogins}, {descAMIDropped, s.AMIEventsDropped},
+		{descAMIListOverflows, s.AMIListOverflows}} {
 		ch <- prometheus.MustNewConstMetric(c.d, prometheus.CounterValue, float64(c.v))
 	}
 	deg := s.degraded()

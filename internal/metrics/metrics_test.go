@@ -223,7 +223,7 @@ func TestHealthConditions(t *testing.T) {
 	if code, body := get(t, base+"/healthz"); code != 200 {
 		t.Errorf("/healthz while AMI reconnects within its budget = %d %q", code, body)
 	}
-	st.Store(State{AMIConnected: true, FirewallUp: true, Degraded: map[string]string{
+	st.Store(State{AMIConnected: true, FirewallUp: true, AMIListOverflows: 2, Degraded: map[string]string{
 		CondStateDB:  "state DB writes failing for 12s: database or disk is full",
 		CondFirewall: "kernel differs: ban set missing 3 entries",
 	}})
@@ -237,6 +237,7 @@ func TestHealthConditions(t *testing.T) {
 		`sipsentry_health_degraded{condition="firewall"} 1`,
 		`sipsentry_health_degraded{condition="ami"} 0`,
 		`sipsentry_health_degraded{condition="lists"} 0`,
+		"sipsentry_ami_list_overflows_total 2",
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
