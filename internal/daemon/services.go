@@ -15,8 +15,9 @@ import (
 )
 
 // service is one long-running part of the daemon. Run returns nil when ctx
-// ends; an error ends the daemon. A service marked ends stops the daemon
-// when it returns at all (the AMI session, a replay's end).
+// ends; an error ends the daemon (prefixed with the service's name). A
+// service marked ends stops the daemon when it returns at all (the AMI
+// session, a replay's end); its errors are returned as they are.
 type service struct {
 	name string
 	run  func(ctx context.Context) error
@@ -90,7 +91,10 @@ func (d *daemon) serve(ctx context.Context, svcs []service) error {
 			continue // stopping: the others end now
 		}
 		if r.err != nil {
-			first = fmt.Errorf("%s: %w", r.svc.name, r.err)
+			first = r.err
+			if !r.svc.ends { // those say what failed and how to fix it themselves
+				first = fmt.Errorf("%s: %w", r.svc.name, r.err)
+			}
 			cancel()
 		} else if r.svc.ends {
 			cancel()
