@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -195,12 +196,15 @@ func (d *daemon) verifyOnce(ctx context.Context) {
 		return
 	}
 	d.repairs.Record(drift)
-	var refused []string
+	var refused, rules []string
 	for _, o := range drift.Objects {
 		switch {
 		case o.Repaired:
 			d.log.Warn("run: kernel differed from the daemon's view; repaired", "object", o.Object,
 				"missing", o.Missing, "extra", o.Extra, "changed", o.Changed, "detail", o.Detail)
+			if strings.HasPrefix(o.Object, "chain") || strings.HasPrefix(o.Object, "jump") {
+				rules = append(rules, o.String())
+			}
 		case o.Refused != nil:
 			refused = append(refused, o.String())
 			hint := ""
@@ -210,9 +214,17 @@ func (d *daemon) verifyOnce(ctx context.Context) {
 			d.log.Error("run: kernel differs from the daemon's view and was not repaired", "object", o.Object, "err", o.Refused, "hint", hint)
 		}
 	}
-	if len(refused) > 0 {
+	switch {
+	case len(refused) > 0:
 		d.health.set(metrics.CondFirewall, fmt.Sprintf("kernel differs from the daemon's view: %v", refused))
-		return
+	case len(rules) > 0:
+		// Someone removed sipsentry's rules (iptables -F, a panel reloading
+		// its firewall): repaired, but said until a pass finds them intact.
+		// Set members that differ are repaired and counted without this:
+		// bans added while a pass runs differ for a moment by design.
+		d.health.set(metrics.CondFirewall, fmt.Sprintf("sipsentry's rules were removed behind its back and re-created at %s: %v",
+			time.Now().UTC().Format(time.TimeOnly), rules))
+	default:
+		d.health.clear(metrics.CondFirewall)
 	}
-	d.health.clear(metrics.CondFirewall)
 }

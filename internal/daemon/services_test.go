@@ -90,3 +90,31 @@ func TestServeAwaitsEveryService(t *testing.T) {
 		t.Errorf("a service marked ends: serve = %v, %d stopped", err, len(stopped))
 	}
 }
+
+// Issue 10: `iptables -F SIPSENTRY` left /healthz ok. Rules removed behind
+// the daemon's back are re-created by the next pass and /healthz says so
+// (503 with the reason) until a pass finds them intact.
+func TestVerifierReportsRemovedRules(t *testing.T) {
+	fw := dryrun.New(dryrun.Options{Mode: "enforce", MaxElem: 100})
+	d := statusDaemonWith(t, 2, fw)
+	ctx := context.Background()
+	d.verifyOnce(ctx)
+	if code, body := request(d.met.Handler(d.status), "/healthz"); code != 200 {
+		t.Fatalf("/healthz with everything in place = %d %q", code, body)
+	}
+	if err := fw.Down(ctx); err != nil { // the chain and its jump gone (and the sets flushed)
+		t.Fatal(err)
+	}
+	d.verifyOnce(ctx)
+	code, body := request(d.met.Handler(d.status), "/healthz")
+	if code != 503 || !strings.Contains(body, "re-created") {
+		t.Errorf("/healthz after the rules were removed = %d %q", code, body)
+	}
+	if ok, _ := fw.Contains(ctx, firewall.SetBan, benchAddr(1)); !ok {
+		t.Error("the bans were not restored with the rules")
+	}
+	d.verifyOnce(ctx)
+	if code, body := request(d.met.Handler(d.status), "/healthz"); code != 200 {
+		t.Errorf("/healthz after a clean pass = %d %q", code, body)
+	}
+}

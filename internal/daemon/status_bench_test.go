@@ -50,6 +50,9 @@ func statusDaemonWith(tb testing.TB, n int, fw firewall.Backend) *daemon {
 	d := &daemon{cfg: cfg, started: time.Now(), recent: newRecentEvents(20), fw: fw, geo: g, eng: eng, store: st,
 		met: metrics.New(nil), verifyReq: make(chan struct{}, 1), repairs: firewall.NewRepairCounter(), log: slog.New(slog.DiscardHandler)}
 	d.verifier, _ = fw.(firewall.Verifier)
+	if err := fw.Up(context.Background()); err != nil { // as bringUp does
+		tb.Fatal(err)
+	}
 	d.fwUp.Store(true)
 	ctx := context.Background()
 	for i := range n {
