@@ -74,6 +74,8 @@ type Store struct {
 	ro   bool
 	// Now is the clock used for "active" (unexpired) queries; tests replace it.
 	Now func() time.Time
+
+	writes writeHealth // Apply's results, for WriteHealth (check.go)
 }
 
 const schema = `
@@ -363,13 +365,14 @@ func tm(n int64) time.Time {
 }
 
 // Apply writes b in one transaction.
-func (s *Store) Apply(ctx context.Context, b *Batch) error {
+func (s *Store) Apply(ctx context.Context, b *Batch) (err error) {
 	if s.ro {
 		return ErrReadOnly
 	}
 	if b.Empty() {
 		return nil
 	}
+	defer func() { s.writes.note(ctx, err) }()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("state: begin: %w", err)

@@ -83,6 +83,10 @@ func LoadForRun(path string, replay bool) (*Config, error) {
 		_, err = Load(path)
 		return nil, err
 	}
+	// A file another user can change is refused whatever it says.
+	if err := CheckOwner(path); err != nil {
+		return nil, err
+	}
 	c, err := Parse(path, data)
 	var errs Errors
 	if v, ok := err.(validated); ok {
@@ -184,6 +188,9 @@ func (c *Config) checkSecret(data []byte, inlineKey, fileKey, inline, file strin
 		return at(fileKey, fmt.Sprintf("%s is a directory: name the file holding the secret", file), nil)
 	case st.Mode().Perm()&0o077 != 0:
 		return at(fileKey, fmt.Sprintf("%s is mode %04o and holds a secret: run chmod 600 %s", file, st.Mode().Perm(), file), ErrInsecure)
+	}
+	if err := CheckOwner(file); err != nil {
+		return at(fileKey, strings.TrimPrefix(err.Error(), ErrUnsafeOwner.Error()+": "), err)
 	}
 	b, err := os.ReadFile(file)
 	if err != nil {
