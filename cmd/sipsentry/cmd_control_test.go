@@ -65,14 +65,24 @@ func (f *ctlFake) Disallow(_ context.Context, p netip.Prefix, uid uint32) error 
 	return fmt.Errorf("%w: %s", control.ErrNotAllowed, p)
 }
 
-func (f *ctlFake) Bans(context.Context, time.Time) ([]control.BanRecord, error) {
+func (f *ctlFake) Bans(_ context.Context, _ time.Time, each func(control.BanRecord) error) error {
 	f.rec("bans")
-	return f.bans, nil
+	for _, b := range f.bans {
+		if err := each(b); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-func (f *ctlFake) Allows(context.Context, time.Time) ([]control.AllowRecord, error) {
+func (f *ctlFake) Allows(_ context.Context, _ time.Time, each func(control.AllowRecord) error) error {
 	f.rec("allows")
-	return f.allows, nil
+	for _, a := range f.allows {
+		if err := each(a); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (f *ctlFake) Calls() []string {

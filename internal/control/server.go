@@ -349,32 +349,14 @@ func (s *Server) dispatch(ctx context.Context, c *net.UnixConn, req Request, pee
 			return h.Disallow(ctx, p, peer.UID)
 		}()
 	case OpBans:
-		bans, err := h.Bans(ctx, s.o.Now())
-		if err != nil {
-			s.answer(c, Response{Error: s.handlerError(err)})
-			return
-		}
-		_ = c.SetWriteDeadline(time.Now().Add(s.o.HandleTimeout))
-		for i := range bans {
-			if !writeResponse(c, Response{OK: true, Ban: &bans[i], More: true}) {
-				return
-			}
-		}
-		writeResponse(c, Response{OK: true})
+		s.list(ctx, c, func(w func(Response) error) error {
+			return h.Bans(ctx, s.o.Now(), func(b BanRecord) error { return w(Response{OK: true, Ban: &b, More: true}) })
+		})
 		return
 	case OpAllows:
-		allows, err := h.Allows(ctx, s.o.Now())
-		if err != nil {
-			s.answer(c, Response{Error: s.handlerError(err)})
-			return
-		}
-		_ = c.SetWriteDeadline(time.Now().Add(s.o.HandleTimeout))
-		for i := range allows {
-			if !writeResponse(c, Response{OK: true, Allow: &allows[i], More: true}) {
-				return
-			}
-		}
-		writeResponse(c, Response{OK: true})
+		s.list(ctx, c, func(w func(Response) error) error {
+			return h.Allows(ctx, s.o.Now(), func(a AllowRecord) error { return w(Response{OK: true, Allow: &a, More: true}) })
+		})
 		return
 	default:
 		err = fmt.Errorf("%w: unknown operation %q", ErrInvalid, sanitize(req.Op, 32))
@@ -387,6 +369,37 @@ func (s *Server) dispatch(ctx context.Context, c *net.UnixConn, req Request, pee
 		s.log.Info("control: "+req.Op, "target", target, "for", req.For, "uid", peer.UID, "pid", peer.PID)
 	}
 	s.answer(c, resp)
+}
+
+// errPeerGone ends a listing whose reader went away.
+var errPeerGone = errors.New("control: the peer stopped reading")
+
+// list streams a listing: one line per record as the handler yields it,
+// then the closing line, or an error line when the handler fails before
+// the first record (after it, the peer sees the listing cut short: no
+// closing line).
+func (s *Server) list(ctx context.Context, c *net.UnixConn, run func(write func(Response) error) error) {
+	_ = c.SetWriteDeadline(time.Now().Add(s.o.HandleTimeout))
+	n := 0
+	err := run(func(r Response) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		n++
+		if !writeResponse(c, r) {
+			return errPeerGone
+		}
+		return nil
+	})
+	switch {
+	case err == nil:
+		writeResponse(c, Response{OK: true})
+	case errors.Is(err, errPeerGone):
+	case n == 0:
+		s.answer(c, Response{Error: s.handlerError(err)})
+	default:
+		s.log.Warn("control: listing cut short", "records", n, "err", err)
+	}
 }
 
 // writeResponse writes one line; false when the peer is gone.
