@@ -55,6 +55,7 @@ type table struct {
 	uas   []string // [0] = ""
 	uaIdx map[string]uint16
 
+	cursor         int32  // where the next drain chunk starts
 	evicted        uint64 // sources evicted to make room
 	evictedUnsaved uint64 // of them, with packets lost before a flush
 	uaOverflow     uint64 // User-Agents not kept (maxUAs reached)
@@ -261,21 +262,32 @@ func bitNames(m uint64, vocab []string) []string {
 	return out
 }
 
-// drain returns every changed source as a delta and marks them saved.
-func (t *table) drain() []state.DroppedSource {
-	out := t.pendingEvicted
-	t.pendingEvicted = nil
-	for s := int32(0); s < t.used; s++ {
-		if t.slots[s].dirty {
-			out = append(out, t.record(s))
-			t.slots[s].dirty = false
-			t.slots[s].pending = 0
+// drain returns up to limit changed sources as deltas (evicted ones
+// first) and marks them saved; done is true when none is left. Flushing in
+// chunks bounds the records alive at once (each ~250 bytes) however many
+// sources changed since the last flush.
+func (t *table) drain(limit int) (out []state.DroppedSource, done bool) {
+	n := min(limit, len(t.pendingEvicted))
+	out = append(out, t.pendingEvicted[:n]...)
+	t.pendingEvicted = t.pendingEvicted[n:]
+	if len(t.pendingEvicted) == 0 {
+		t.pendingEvicted = nil
+	}
+	for ; t.cursor < t.used && len(out) < limit; t.cursor++ {
+		if sl := &t.slots[t.cursor]; sl.dirty {
+			out = append(out, t.record(t.cursor))
+			sl.dirty = false
+			sl.pending = 0
 		}
 	}
+	if t.cursor < t.used || len(t.pendingEvicted) > 0 {
+		return out, false
+	}
+	t.cursor = 0
 	if len(t.uas) > maxUAs*3/4 {
 		t.reintern()
 	}
-	return out
+	return out, true
 }
 
 // reintern keeps only the User-Agents live sources still refer to.

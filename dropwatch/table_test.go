@@ -32,15 +32,15 @@ func TestTableAggregates(t *testing.T) {
 		len(r.Reasons) != 2 || len(r.Protos) != 2 || len(r.PushParams) != 2 || r.PushParams[1] != "pn-prid" {
 		t.Fatalf("aggregate %+v", r)
 	}
-	recs := tab.drain()
+	recs, _ := tab.drain(100)
 	if len(recs) != 1 || recs[0].Packets != 3 {
 		t.Fatalf("drain %+v", recs)
 	}
-	if recs := tab.drain(); len(recs) != 0 {
+	if recs, _ := tab.drain(100); len(recs) != 0 {
 		t.Fatalf("second drain without packets: %+v", recs)
 	}
 	tab.observe(a, t0.Add(5*time.Second), "geo", udp, nil, country)
-	if recs := tab.drain(); len(recs) != 1 || recs[0].Packets != 1 {
+	if recs, _ := tab.drain(100); len(recs) != 1 || recs[0].Packets != 1 {
 		t.Fatalf("after one more packet the delta is %+v", recs)
 	}
 }
@@ -53,7 +53,7 @@ func TestTableEvictsLeastRecentlySeen(t *testing.T) {
 	for i := 1; i <= 3; i++ {
 		tab.observe(addr(i), t0, "geo", udp, nil, nil)
 	}
-	tab.drain()
+	tab.drain(100)
 	tab.observe(addr(1), t0, "geo", udp, nil, nil) // 1 is now the most recent: 2 is the oldest
 	tab.observe(addr(4), t0, "geo", udp, nil, nil)
 	if _, ok := tab.get(addr(2)); ok {
@@ -69,7 +69,7 @@ func TestTableEvictsLeastRecentlySeen(t *testing.T) {
 	if tab.evicted != 3 || tab.len() != 3 {
 		t.Fatalf("evicted %d, len %d", tab.evicted, tab.len())
 	}
-	recs := tab.drain()
+	recs, _ := tab.drain(100)
 	found := false
 	for _, r := range recs {
 		if r.Addr == addr(1) && r.Packets == 1 {
@@ -156,4 +156,34 @@ func TestTableBudget(t *testing.T) {
 		t.Fatalf("%.1f bytes per source, budget 64", per)
 	}
 	runtime.KeepAlive(tab)
+}
+
+func TestTableDrainsInChunks(t *testing.T) {
+	tab := newTable(100, time.Now())
+	udp := &packet.Packet{Proto: packet.ProtoUDP}
+	for i := range 10 {
+		tab.observe(netip.AddrFrom4([4]byte{203, 0, 113, byte(i)}), time.Now(), "geo", udp, nil, nil)
+	}
+	seen := map[netip.Addr]bool{}
+	for chunk := 0; ; chunk++ {
+		recs, done := tab.drain(3)
+		if len(recs) > 3 || chunk > 4 {
+			t.Fatalf("chunk %d: %d records", chunk, len(recs))
+		}
+		for _, r := range recs {
+			if seen[r.Addr] {
+				t.Fatalf("%v drained twice", r.Addr)
+			}
+			seen[r.Addr] = true
+		}
+		if done {
+			break
+		}
+	}
+	if len(seen) != 10 {
+		t.Fatalf("drained %d of 10", len(seen))
+	}
+	if recs, done := tab.drain(3); len(recs) != 0 || !done {
+		t.Fatalf("nothing changed, yet %d records, done %v", len(recs), done)
+	}
 }

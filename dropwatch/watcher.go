@@ -58,6 +58,7 @@ type Watcher struct {
 	counterMu  sync.Mutex // guards counters
 	counters   map[[2]string]prometheus.Counter
 	sipPackets prometheus.Counter
+	flushNow   chan struct{} // asks Run for an early flush
 	overruns   atomic.Uint64
 	malformed  atomic.Uint64
 	flushErrs  atomic.Uint64
@@ -80,7 +81,8 @@ func New(o Options) *Watcher {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	w := &Watcher{o: o, log: o.Log, tab: newTable(o.MaxSources, o.Now()), counters: map[[2]string]prometheus.Counter{}}
+	w := &Watcher{o: o, log: o.Log, tab: newTable(o.MaxSources, o.Now()), counters: map[[2]string]prometheus.Counter{},
+		flushNow: make(chan struct{}, 1)}
 	w.packets = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sipsentry_dropped_packets_total",
 		Help: "Packets the firewall dropped and copied to NFLOG (the kernel rate-limits the copies), by rule (ban, geo) and source country.",
@@ -106,7 +108,16 @@ func (w *Watcher) Observe(d nflog.Drop) {
 	}
 	w.tableMu.Lock()
 	cc := w.tab.observe(d.Src, now, d.Reason, &d.Packet, req, w.o.Country)
+	evictedWaiting := len(w.tab.pendingEvicted)
 	w.tableMu.Unlock()
+	if evictedWaiting >= maxEvictedPending/2 {
+		// A flood of new sources evicts faster than FlushEvery saves:
+		// flush early rather than lose the evicted sources' packets.
+		select {
+		case w.flushNow <- struct{}{}:
+		default:
+		}
+	}
 	w.count(d.Reason, cc)
 	if req == nil {
 		return
@@ -172,21 +183,30 @@ func (w *Watcher) Stats() Stats {
 		Overruns: w.overruns.Load(), Malformed: w.malformed.Load(), FlushErrors: w.flushErrs.Load()}
 }
 
-// Flush writes every changed aggregate to the Store in one transaction.
+// flushChunk is how many sources one Flush transaction writes.
+const flushChunk = 4096
+
+// Flush writes every changed aggregate to the Store, flushChunk sources per
+// transaction.
 func (w *Watcher) Flush(ctx context.Context) error {
-	w.tableMu.Lock()
-	recs := w.tab.drain()
-	recs = append(recs, w.pushStates...)
-	w.pushStates = nil
-	w.tableMu.Unlock()
-	if w.o.Store == nil || len(recs) == 0 {
-		return nil
+	for {
+		w.tableMu.Lock()
+		recs, done := w.tab.drain(flushChunk)
+		if done {
+			recs = append(recs, w.pushStates...)
+			w.pushStates = nil
+		}
+		w.tableMu.Unlock()
+		if w.o.Store != nil && len(recs) > 0 {
+			if err := w.o.Store.SaveDropped(ctx, recs); err != nil {
+				w.flushErrs.Add(1)
+				return fmt.Errorf("dropwatch: saving %d dropped sources: %w", len(recs), err)
+			}
+		}
+		if done {
+			return nil
+		}
 	}
-	if err := w.o.Store.SaveDropped(ctx, recs); err != nil {
-		w.flushErrs.Add(1)
-		return fmt.Errorf("dropwatch: saving %d dropped sources: %w", len(recs), err)
-	}
-	return nil
 }
 
 // Run reads the NFLOG group (opts.Group, in opts.NetNS) and flushes every
@@ -224,11 +244,18 @@ func (w *Watcher) Run(ctx context.Context, opts nflog.Options) error {
 			return nil
 		case err := <-readErr:
 			final()
+			if ctx.Err() != nil {
+				return nil // the reader saw the cancellation first
+			}
 			if err == nil {
 				err = errors.New("dropwatch: NFLOG reader stopped")
 			}
 			return err
 		case <-t.C:
+			if err := w.Flush(ctx); err != nil {
+				w.log.Warn("dropwatch: flush failed; the aggregates stay in memory until the next", "err", err)
+			}
+		case <-w.flushNow:
 			if err := w.Flush(ctx); err != nil {
 				w.log.Warn("dropwatch: flush failed; the aggregates stay in memory until the next", "err", err)
 			}

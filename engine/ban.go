@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,13 +13,29 @@ import (
 	"github.com/sipsentry/sipsentry/state"
 )
 
-// neverBan returns why a must not be banned, or "".
+// limitedBroadcast is 255.255.255.255: never a source, whatever Asterisk
+// logged.
+var limitedBroadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+
+// neverBan returns why a must not be banned, or "". The engine refuses by
+// itself what can never be one attacker's source (broadcast, unspecified,
+// multicast, loopback, link-local), then asks the host's addresses
+// (Deps.LocalReason), the static allows and the allow book.
 func (e *Engine) neverBan(a netip.Addr) string {
 	switch {
+	case a == limitedBroadcast:
+		return "the limited broadcast address"
+	case a.IsUnspecified():
+		return "the unspecified address"
+	case a.IsMulticast():
+		return "a multicast address"
 	case a.IsLoopback():
 		return "loopback"
-	case a.IsUnspecified() || a.IsMulticast():
-		return "not a unicast address"
+	case a.IsLinkLocalUnicast():
+		return "a link-local address"
+	}
+	if why := e.d.LocalReason(a); why != "" {
+		return why
 	}
 	for _, p := range e.opts().StaticAllows {
 		if p.Contains(a) {
@@ -66,6 +83,9 @@ type banRequest struct {
 	manual bool
 	uid    int
 	dur    time.Duration
+	// origin of a manual ban that no operator made (a CrowdSec decision:
+	// "crowdsec:<origin>"); "" is state.OriginManual.
+	origin string
 }
 
 // banWith makes r's ban: the never-ban rules, escalation, the set's
@@ -125,11 +145,11 @@ func (e *Engine) banWith(ctx context.Context, r banRequest) (BanRecord, error) {
 	if cur.active && !wasActive {
 		bk.active++ // reserve the slot before the slow call
 	}
-	prevUID, hadUID := bk.manualUID[k]
+	prevExt, hadExt := bk.external[k]
 	if r.manual {
-		bk.manualUID[k] = r.uid
+		bk.external[k] = externalBan{uid: r.uid, origin: cmp.Or(r.origin, state.OriginManual)}
 	} else {
-		delete(bk.manualUID, k)
+		delete(bk.external, k)
 	}
 	bk.bansMu.Unlock()
 
@@ -148,10 +168,10 @@ func (e *Engine) banWith(ctx context.Context, r banRequest) (BanRecord, error) {
 				if !wasActive {
 					bk.active--
 				}
-				if hadUID {
-					bk.manualUID[k] = prevUID
+				if hadExt {
+					bk.external[k] = prevExt
 				} else {
-					delete(bk.manualUID, k)
+					delete(bk.external, k)
 				}
 			}
 			bk.bansMu.Unlock()
@@ -164,7 +184,7 @@ func (e *Engine) banWith(ctx context.Context, r banRequest) (BanRecord, error) {
 			return BanRecord{}, fmt.Errorf("engine: ban of %s not made: %w", a, err)
 		}
 		if r.manual {
-			e.log.Info("engine: banned by an operator", "addr", a, "reason", reason, "for", dur, "offence", offence, "uid", r.uid)
+			e.log.Info("engine: banned by "+cmp.Or(r.origin, "an operator"), "addr", a, "reason", reason, "for", dur, "offence", offence, "uid", r.uid)
 		} else {
 			e.log.Info("engine: banned", "addr", a, "reason", reason, "for", dur, "offence", offence, "latency", d.Latency)
 		}
@@ -175,7 +195,7 @@ func (e *Engine) banWith(ctx context.Context, r banRequest) (BanRecord, error) {
 	row := state.Ban{Addr: a, Until: untilT, Offences: offence, Reason: reason, Created: now, Monitor: monitor,
 		Origin: state.OriginEngine, UID: state.NoUID}
 	if r.manual {
-		row.Origin, row.UID = state.OriginManual, r.uid
+		row.Origin, row.UID = cmp.Or(r.origin, state.OriginManual), r.uid
 	}
 	e.writer.queue(func(b *state.Batch) { b.Bans = append(b.Bans, row) })
 	e.decide(d)

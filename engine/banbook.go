@@ -15,10 +15,11 @@ type banBook struct {
 	// active counts entries with banInfo.active: in the kernel set as far
 	// as the engine knows (what firewall.ban_maxelem bounds).
 	active int
-	// manualUID is the operator of each manual ban (few; kept apart so the
-	// 100k-entry map's value stays small).
-	manualUID map[addrKey]int
-	reasons   reasonTable
+	// external says who made each ban the engine's rules did not: an
+	// operator (uid) or another decider such as a CrowdSec decision
+	// (origin). Few; kept apart so the 100k-entry map's value stays small.
+	external map[addrKey]externalBan
+	reasons  reasonTable
 }
 
 // banInfo stays 24 bytes (no pointers): it is the value of the ban map.
@@ -29,12 +30,18 @@ type banInfo struct {
 	reason   uint16 // index into banBook.reasons
 	monitor  bool   // a would-ban (firewall monitor mode): never in the kernel
 	active   bool   // counted in active (in the kernel set)
-	manual   bool   // made by an operator (BanManual)
+	manual   bool   // not the engine's rules: an operator or a remote decision (external says which)
+}
+
+// externalBan is the maker of a ban that is not the engine's own.
+type externalBan struct {
+	uid    int    // the operator's uid; state.NoUID for a remote decision
+	origin string // state.OriginManual or e.g. "crowdsec:cscli"
 }
 
 func (b *banBook) init() {
 	b.byAddr = map[addrKey]banInfo{}
-	b.manualUID = map[addrKey]int{}
+	b.external = map[addrKey]externalBan{}
 	b.reasons.init()
 }
 
@@ -71,7 +78,7 @@ func (b *banBook) expire(now, forget int64) {
 		}
 		if bi.until < forget {
 			delete(b.byAddr, k)
-			delete(b.manualUID, k)
+			delete(b.external, k)
 		}
 	}
 }

@@ -86,8 +86,8 @@ func (e *Engine) banRecordLocked(k addrKey, bi banInfo) BanRecord {
 		Enforced: !bi.monitor}
 	if bi.manual {
 		r.Origin = OriginManual
-		if uid, ok := e.bans.manualUID[k]; ok {
-			r.UID = uid
+		if x, ok := e.bans.external[k]; ok {
+			r.UID, r.Origin = x.uid, x.origin
 		}
 	}
 	return r
@@ -145,7 +145,7 @@ func (e *Engine) Unban(ctx context.Context, addr netip.Addr, uid int) error {
 		}
 		b.until = nowN
 		bk.byAddr[k] = b
-		delete(bk.manualUID, k)
+		delete(bk.external, k)
 	}
 	bk.bansMu.Unlock()
 	inKernel := wasActive
@@ -173,6 +173,17 @@ func (e *Engine) Unban(ctx context.Context, addr netip.Addr, uid int) error {
 		return fmt.Errorf("engine: %s is unbanned, but the state DB write failed (retried at the next flush): %w", a, err)
 	}
 	return nil
+}
+
+// Ban bans a for another detector of the daemon (dropwatch's probation)
+// with the engine's own rules: the never-ban list, escalation, the set's
+// capacity, origin engine. It is Handle's ban without an event; a refusal
+// is logged and counted as a decision.
+func (e *Engine) Ban(ctx context.Context, a netip.Addr, reason string) {
+	if !a.IsValid() {
+		return
+	}
+	e.ban(ctx, a.Unmap(), sanitize(reason, 100), e.now(), time.Now(), flow{})
 }
 
 // minAllowBits refuses allows that would let a large part of the Internet

@@ -128,7 +128,7 @@ func (e *Engine) start(ctx context.Context, kernel bool) error {
 			k := keyOf(a)
 			bk.bansMu.Lock()
 			bi := banInfo{until: b.Until.UnixNano(), since: unixSeconds(b.Created), offences: int32(b.Offences),
-				reason: bk.reasons.intern(b.Reason), monitor: b.Monitor, manual: b.Origin == state.OriginManual}
+				reason: bk.reasons.intern(b.Reason), monitor: b.Monitor, manual: b.Origin != "" && b.Origin != state.OriginEngine}
 			if bi.until > nowN && !b.Monitor && e.opts().Enforce {
 				if why := e.neverBan(a); why != "" {
 					e.log.Warn("engine: not restoring a stored ban", "addr", a, "refused_because", why)
@@ -145,7 +145,7 @@ func (e *Engine) start(ctx context.Context, kernel bool) error {
 			}
 			bk.byAddr[k] = bi
 			if bi.manual {
-				bk.manualUID[k] = b.UID
+				bk.external[k] = externalBan{uid: b.UID, origin: b.Origin}
 			}
 			bk.bansMu.Unlock()
 			if len(chunk) == cap(chunk) {
@@ -165,6 +165,21 @@ func (e *Engine) start(ctx context.Context, kernel bool) error {
 			e.log.Error("engine: restoring bans failed", "restored", restored, "err", addErr)
 			if !errors.Is(addErr, firewall.ErrSetFull) {
 				errs = append(errs, fmt.Errorf("engine: restoring bans (%d restored before the error): %w", restored, addErr))
+			}
+		}
+
+		// Addresses that authenticated within known_for stay known across a
+		// restart (forged UDP failures alone do not ban them).
+		if kf := e.opts().KnownFor; kf > 0 {
+			known := 0
+			if err := st.Authenticated(ctx, now.Add(-kf), func(a netip.Addr, at time.Time) {
+				e.failures.MarkKnown(a.Unmap(), at)
+				known++
+			}); err != nil {
+				return err
+			}
+			if known > 0 {
+				e.log.Info("engine: known addresses restored", "count", known, "known_for", kf)
 			}
 		}
 
@@ -245,6 +260,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	workers(2, func() { e.runPostBan(ctx) })
 
 	flush := time.NewTicker(flushInterval)
+	challenges := time.NewTicker(time.Second) // unanswered-challenge timeouts
+	defer challenges.Stop()
 	sweep := time.NewTicker(sweepInterval)
 	prune := time.NewTicker(pruneInterval)
 	reseedEvery := e.opts().Push.Reseed
@@ -270,6 +287,8 @@ func (e *Engine) Run(ctx context.Context) error {
 			if err := e.Flush(ctx); err != nil && ctx.Err() == nil {
 				e.log.Error("engine: writing state failed; will retry", "err", err)
 			}
+		case <-challenges.C:
+			e.tickFailures(ctx)
 		case <-sweep.C:
 			e.Sweep()
 		case <-prune.C:
@@ -353,11 +372,14 @@ func (e *Engine) Reload(ctx context.Context, o Options) error {
 			b.Unallow = append(b.Unallow, p)
 		}
 	}
+	if err := e.failures.SetOptions(np.failures); err != nil {
+		return fmt.Errorf("engine: reload: %w", err)
+	}
 	e.sources.tableMu.Lock()
-	e.current.Store(np) // under tableMu: Handle sees the new ring size with cleared rings
+	e.current.Store(np)
 	e.sources.tableMu.Unlock()
 	// Held would-bans (or bans) are decided again under a new mode.
-	e.sources.reset(np.GeoMode != old.GeoMode || np.Enforce != old.Enforce, np.ringSize != old.ringSize)
+	e.sources.reset(np.GeoMode != old.GeoMode || np.Enforce != old.Enforce)
 	e.sources.evictBeyond(np.MaxSources)
 	e.writer.queue(func(w *state.Batch) {
 		w.Allows = append(w.Allows, b.Allows...)

@@ -17,6 +17,7 @@ import (
 	"github.com/sipsentry/sipsentry/geo"
 	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/internal/daemon"
+	"github.com/sipsentry/sipsentry/internal/geoconf"
 )
 
 func newFirewallCommand(g *globalOptions) *cobra.Command {
@@ -127,7 +128,7 @@ func allowedCountryEntries(cfg *config.Config, log *slog.Logger) ([]firewall.Ent
 		return nil, nil
 	}
 	dropping := cfg.Firewall.Mode == "enforce" && cfg.Firewall.GeoDrop
-	gg, err := geo.Open(daemon.GeoOptionsReadOnly(cfg.Geo, cfg.StateDir), log)
+	gg, err := geo.Open(geoconf.Options(cfg.Geo, cfg.StateDir), log)
 	var ps []netip.Prefix
 	if err == nil {
 		ps = gg.AllowedPrefixes()

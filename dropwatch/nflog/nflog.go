@@ -83,14 +83,18 @@ func Run(ctx context.Context, o Options, fn func(Drop)) error {
 		Group:    o.Group,
 		Copymode: gonflog.CopyPacket,
 		Bufsize:  CopySize,
-		// Deliver at once: the probation decision waits for the packet.
-		QThresh: 1,
+		// Batch up to 64 copies per netlink message, but never hold one
+		// longer than 10 ms (Timeout is in 1/100 s): one message per copy
+		// costs a syscall and a socket-buffer skb each, and a flood then
+		// overruns the buffer long before the CPU is busy.
+		QThresh: 64,
+		Timeout: 1,
 	})
 	if err != nil {
 		return fmt.Errorf("nflog: open netlink socket: %w (needs CAP_NET_ADMIN)", err)
 	}
 	defer nf.Close()
-	if err := nf.Con.SetReadBuffer(o.ReadBuffer); err != nil {
+	if err := setReadBuffer(nf.Con, o.ReadBuffer); err != nil {
 		o.Log.Warn("nflog: could not enlarge the socket buffer; copies may be lost under load", "bytes", o.ReadBuffer, "err", err)
 	}
 	// ENOBUFS is reported, not hidden: the kernel dropped copies.
@@ -159,4 +163,24 @@ func reasonOf(prefix string) string {
 		return ReasonGeo
 	}
 	return ReasonOther
+}
+
+// setReadBuffer sets the receive buffer with SO_RCVBUFFORCE (allowed with
+// CAP_NET_ADMIN, which reading NFLOG needs anyway): plain SO_RCVBUF is
+// capped by net.core.rmem_max (208 KiB by default), a few hundred copies.
+func setReadBuffer(c *netlink.Conn, n int) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return c.SetReadBuffer(n) // without the capability: as much as rmem_max allows
+	}
+	return nil
 }

@@ -8,6 +8,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"regexp"
@@ -18,8 +19,8 @@ import (
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/dropwatch"
 	"github.com/sipsentry/sipsentry/dropwatch/nflog"
+	"github.com/sipsentry/sipsentry/dropwatch/sip"
 	"github.com/sipsentry/sipsentry/engine"
-	"github.com/sipsentry/sipsentry/firewall"
 	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/state"
 )
@@ -68,7 +69,7 @@ func newDropwatchService(d *daemon, replay bool) (*dropwatchService, error) {
 			// bounds hold either way.
 			AORExists: nil,
 			Resolver:  fcrdns{res},
-			Gate:      allowGate{d.fw},
+			Gate:      allowGate{d.eng},
 			Banner:    engineBanner{d.eng},
 			Learner:   learner{d: d},
 			Log:       d.log,
@@ -152,11 +153,16 @@ func (f fcrdns) ConfirmedName(ctx context.Context, a netip.Addr) (string, error)
 	return "", nil
 }
 
-// allowGate admits a probation through the allow set with a kernel
-// timeout, so the admission ends even if sipsentry dies. The allow set
-// admits every protected port (SIP and RTP) for that minute: a set that
-// admits SIP ports only is not in the firewall yet.
-type allowGate struct{ fw firewall.Backend }
+// allowGate admits a probation as a timed allow of the engine's (the
+// engine holds every allow, so drift repair keeps it and `sipsentry allows`
+// shows it while it lasts); the kernel entry expires by itself, so the
+// admission ends even if sipsentry dies. The allow set admits every
+// protected port (SIP and RTP) for that minute: a set that admits SIP ports
+// only is not in the firewall yet.
+type allowGate struct{ e *engine.Engine }
+
+// daemonUID marks allows and bans the daemon made itself, not an operator.
+const daemonUID = -1
 
 func hostPrefix(a netip.Addr) netip.Prefix {
 	a = a.Unmap()
@@ -164,17 +170,21 @@ func hostPrefix(a netip.Addr) netip.Prefix {
 }
 
 func (g allowGate) AdmitSIP(ctx context.Context, a netip.Addr, d time.Duration) error {
-	return g.fw.Add(ctx, firewall.SetAllow, firewall.Entry{Prefix: hostPrefix(a), Timeout: d, Comment: "sipsentry: push probation"})
+	_, err := g.e.AllowManual(ctx, hostPrefix(a), d, "push probation (dropwatch)", daemonUID)
+	return err
 }
 
 func (g allowGate) Revoke(ctx context.Context, a netip.Addr) error {
-	return g.fw.Delete(ctx, firewall.SetAllow, hostPrefix(a))
+	err := g.e.Disallow(ctx, hostPrefix(a), daemonUID)
+	if errors.Is(err, engine.ErrNotAllowed) {
+		return nil // expired meanwhile
+	}
+	return err
 }
 
-// learner learns a push server through the engine when it offers a way
-// (LearnPush), else the way the engine's learner does: the allow set for
-// push.learn_ttl and an allows row with the evidence (the engine reads it
-// at its next start).
+// learner learns a push server through the engine: LearnPush when the
+// engine offers it (the evidence kept as for its own learning), else as a
+// timed allow of push.learn_ttl whose comment carries the evidence.
 type learner struct{ d *daemon }
 
 func (l learner) Learn(ctx context.Context, a netip.Addr, ev state.PushEvidence) error {
@@ -183,11 +193,15 @@ func (l learner) Learn(ctx context.Context, a netip.Addr, ev state.PushEvidence)
 	}); ok {
 		return e.LearnPush(ctx, a, ev)
 	}
-	ttl := l.d.cfg.Push.LearnTTL.D()
-	if err := l.d.fw.Add(ctx, firewall.SetAllow, firewall.Entry{Prefix: hostPrefix(a), Timeout: ttl, Comment: "sipsentry: push " + ev.How}); err != nil {
-		return err
+	note := "push server learned on probation (dropwatch): " + ev.How
+	if ev.PTR != "" {
+		note += " " + ev.PTR
 	}
-	return l.d.store.Apply(ctx, &state.Batch{Allows: []state.Allow{{Prefix: hostPrefix(a), Until: time.Now().Add(ttl), PushEvidence: ev}}})
+	if ev.UserAgent != "" {
+		note += " UA " + sip.Printable(ev.UserAgent)
+	}
+	_, err := l.d.eng.AllowManual(ctx, hostPrefix(a), l.d.cfg.Push.LearnTTL.D(), note, daemonUID)
+	return err
 }
 
 // engineBanner hands a probation's failure to the engine, which decides

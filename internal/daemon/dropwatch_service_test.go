@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -13,6 +14,9 @@ import (
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/dropwatch"
 	"github.com/sipsentry/sipsentry/dropwatch/sip"
+	"github.com/sipsentry/sipsentry/engine"
+	"github.com/sipsentry/sipsentry/firewall"
+	"github.com/sipsentry/sipsentry/firewall/dryrun"
 	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/state"
 )
@@ -133,5 +137,98 @@ func TestFCrDNS(t *testing.T) {
 	}
 	if n, _ := r.ConfirmedName(context.Background(), netip.MustParseAddr("203.0.113.9")); n != "" {
 		t.Fatalf("no PTR: got %q", n)
+	}
+}
+
+type foreignGeo struct{}
+
+func (foreignGeo) Allowed(netip.Addr) bool { return false }
+
+type noDNS struct{}
+
+func (noDNS) LookupPTR(context.Context, netip.Addr) ([]string, error)   { return nil, nil }
+func (noDNS) LookupAddrs(context.Context, string) ([]netip.Addr, error) { return nil, nil }
+
+// TestDropwatchAdaptersOnEngine: the probation's admission, revocation,
+// ban and learning go through the engine (one truth for the allow set, so
+// drift repair keeps them), on a dry-run firewall.
+func TestDropwatchAdaptersOnEngine(t *testing.T) {
+	ctx := context.Background()
+	st, err := state.Open(filepath.Join(t.TempDir(), state.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	fw := dryrun.New(dryrun.Options{Mode: "enforce"})
+	o := engine.DefaultOptions()
+	o.Enforce, o.GeoMode, o.Push.Hosts = true, engine.GeoDrop, nil
+	eng, err := engine.New(o, engine.Deps{Firewall: fw, Geo: foreignGeo{}, Store: st, Resolver: noDNS{},
+		HostAddrs: []netip.Addr{netip.MustParseAddr("198.51.100.1")}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(rctx) }()
+	defer func() { cancel(); <-done }()
+
+	cfg := config.Default()
+	d := &daemon{cfg: cfg, eng: eng, store: st}
+	a := netip.MustParseAddr("203.0.113.66")
+	p := netip.PrefixFrom(a, 32)
+	in := func(set firewall.Set) bool {
+		ok, err := fw.Contains(ctx, set, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	listed := func() (engine.AllowRecord, bool) {
+		for _, r := range eng.Allows(time.Now()) {
+			if r.Prefix == p {
+				return r, true
+			}
+		}
+		return engine.AllowRecord{}, false
+	}
+	gate := allowGate{eng}
+	if err := gate.AdmitSIP(ctx, a, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := listed(); !ok || !in(firewall.SetAllow) || !strings.Contains(r.Comment, "push probation") ||
+		r.Until.Sub(time.Now()) > time.Minute {
+		t.Fatalf("admission: listed %+v %v, in the allow set %v", r, ok, in(firewall.SetAllow))
+	}
+	if err := gate.Revoke(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if err := gate.Revoke(ctx, a); err != nil {
+		t.Fatalf("a second revoke (expired meanwhile) is no error: %v", err)
+	}
+	if _, ok := listed(); ok || in(firewall.SetAllow) {
+		t.Fatal("revoked admission still there")
+	}
+	engineBanner{eng}.Ban(ctx, a, "failed authentication during push probation")
+	if !in(firewall.SetBan) {
+		t.Fatal("the probation's failure did not ban through the engine")
+	}
+
+	b := netip.MustParseAddr("203.0.113.67")
+	ev := state.PushEvidence{How: state.HowPTR, PTR: "push-new.softphone.com", UserAgent: "Bria Push Service"}
+	if err := (learner{d: d}).Learn(ctx, b, ev); err != nil {
+		t.Fatal(err)
+	}
+	var r engine.AllowRecord
+	for _, x := range eng.Allows(time.Now()) {
+		if x.Prefix == netip.PrefixFrom(b, 32) {
+			r = x
+		}
+	}
+	if ok, _ := fw.Contains(ctx, firewall.SetAllow, b); !ok || !strings.Contains(r.Comment, "push-new.softphone.com") ||
+		r.Until.Sub(time.Now()) < cfg.Push.LearnTTL.D()-time.Minute {
+		t.Fatalf("learned push server: in the allow set %v, record %+v", ok, r)
 	}
 }
