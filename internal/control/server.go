@@ -366,7 +366,7 @@ func (s *Server) dispatch(ctx context.Context, c *net.UnixConn, req Request, pee
 		s.log.Info("control: "+sanitize(req.Op, 16)+" not done", "target", target, "uid", peer.UID, "pid", peer.PID, "err", err)
 	} else {
 		resp.OK = true
-		s.log.Info("control: "+req.Op, "target", target, "for", req.For, "uid", peer.UID, "pid", peer.PID)
+		s.log.Info("control: "+req.Op, "target", target, "for", sanitize(req.For, 32), "uid", peer.UID, "pid", peer.PID)
 	}
 	s.answer(c, resp)
 }
