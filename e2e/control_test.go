@@ -347,6 +347,10 @@ func TestControlBanWhileDaemonRuns(t *testing.T) {
 // and the next start agrees.
 func TestControlWithoutDaemon(t *testing.T) {
 	s := newCtlSetup(t, "ctloff", "")
+	// A listing reads the state DB; it needs no kernel (the sets do not exist yet).
+	if out := s.mustCLI(t, "bans"); !strings.Contains(out, "no active bans") {
+		t.Errorf("bans before anything: %q", out)
+	}
 	s.mustCLI(t, "firewall", "up")
 
 	out := s.mustCLI(t, "ban", "203.0.113.60", "--for", "3h", "--reason", "offline")

@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/internal/control"
+	"github.com/sipsentry/sipsentry/internal/daemon"
 )
 
 // ctlFake is a control.Handler that records its calls.
@@ -291,7 +290,9 @@ func TestBanWithoutDaemonGoesOffline(t *testing.T) {
 	cfg := ctlEnv(t, f, false, "enforce")
 	closed := 0
 	prev := openOffline
-	openOffline = func(_ context.Context, c *config.Config, _ *slog.Logger, _ io.Writer) (control.Handler, func() error, error) {
+	var listOnly []bool
+	openOffline = func(_ context.Context, c *config.Config, o daemon.OfflineOptions) (control.Handler, func() error, error) {
+		listOnly = append(listOnly, o.ListOnly)
 		return f, func() error { closed++; return nil }, nil
 	}
 	t.Cleanup(func() { openOffline = prev })
@@ -305,7 +306,14 @@ func TestBanWithoutDaemonGoesOffline(t *testing.T) {
 	if _, err := runCtl(t, cfg, "ban", "127.0.0.1"); err == nil || !strings.Contains(err.Error(), "loopback") || closed != 2 {
 		t.Errorf("offline ban 127.0.0.1: %v, closed %d times", err, closed)
 	}
-	if calls := f.Calls(); len(calls) != 2 {
+	if _, err := runCtl(t, cfg, "bans"); err != nil {
+		t.Fatal(err)
+	}
+	if calls := f.Calls(); len(calls) != 3 {
 		t.Errorf("offline calls %q", calls)
+	}
+	// Only the listing opens the engine without the kernel.
+	if fmt.Sprint(listOnly) != "[false false true]" {
+		t.Errorf("ListOnly per offline open: %v, want [false false true]", listOnly)
 	}
 }
