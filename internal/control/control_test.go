@@ -554,3 +554,30 @@ func TestListingStreamsAndFails(t *testing.T) {
 		t.Errorf("a failing listing: %v", err)
 	}
 }
+
+// Serve returns promptly at shutdown even with a silent peer connected.
+func TestShutdownCutsSilentPeers(t *testing.T) {
+	s, err := Listen(ServerOptions{Path: filepath.Join(t.TempDir(), "control.sock"), Handler: newFake(), Access: selfAccess(),
+		ReadTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	conn, err := net.Dial("unix", s.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	time.Sleep(50 * time.Millisecond) // served, waiting for a request
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Serve still waits for a silent peer after its context ended")
+	}
+}

@@ -197,6 +197,10 @@ func (s *Server) refuseBusy(c *net.UnixConn) {
 
 func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 	defer c.Close()
+	// At shutdown a peer that is slow to write or read is cut off at
+	// once, not after its deadlines.
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
 	peer, err := peerOf(c)
 	if err != nil {
 		s.log.Error("control: connection without credentials; closed", "err", err)
@@ -209,7 +213,7 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 	}
 	_ = c.SetWriteDeadline(time.Now().Add(s.o.HandleTimeout))
 	if !s.o.Access.allows(peer) {
-		// Logged before anything the request says is looked at.
+		// Refused before anything the request says is looked at.
 		s.log.Warn("control: refused a peer that is neither root nor in control.group",
 			"uid", peer.UID, "gid", peer.GID, "pid", peer.PID)
 		msg := fmt.Sprintf("control: uid %d may not use the control socket: run as root", peer.UID)
