@@ -317,3 +317,19 @@ func TestBanWithoutDaemonGoesOffline(t *testing.T) {
 		t.Errorf("ListOnly per offline open: %v, want [false false true]", listOnly)
 	}
 }
+
+// config check (the unit's ExecStartPre) refuses a control.group that run
+// could not resolve.
+func TestConfigCheckControlGroup(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "sipsentry.toml")
+	writeFile(t, cfg, fmt.Sprintf("state_dir = %q\n[ami]\nsecret = \"x\"\n[control]\ngroup = \"no-such-group-sipsentry\"\n", filepath.Join(dir, "state")), 0o600)
+	out, err := runCtl(t, cfg, "config", "check")
+	if !isCtlUsage(err) || !strings.Contains(err.Error(), "control.group") || !strings.Contains(err.Error(), "no-such-group-sipsentry") {
+		t.Errorf("config check with an unknown control.group: %v\n%s", err, out)
+	}
+	writeFile(t, cfg, fmt.Sprintf("state_dir = %q\n[ami]\nsecret = \"x\"\n[control]\ngroup = \"64123\"\n", filepath.Join(dir, "state")), 0o600)
+	if out, err := runCtl(t, cfg, "config", "check"); err != nil {
+		t.Errorf("config check with a numeric control.group: %v\n%s", err, out)
+	}
+}
