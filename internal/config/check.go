@@ -9,7 +9,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/user"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -113,6 +115,15 @@ func LoadForRun(path string, replay bool) (*Config, error) {
 		}
 	} else if c.ARI.PasswordFile != "" && !replay {
 		errs = append(errs, c.checkSecret(data, "ari.password", "ari.password_file", c.ARI.Password, c.ARI.PasswordFile, false)...)
+	}
+	if g := c.Control.Group; g != "" && !replay {
+		// run resolves the name when it opens the control socket.
+		if _, err := strconv.ParseUint(g, 10, 32); err != nil {
+			if _, err := user.LookupGroup(g); err != nil {
+				errs = append(errs, &Error{File: c.Path, Line: lineOf(data, "control.group"), Key: "control.group",
+					Msg: fmt.Sprintf("no group %q on this host: create it (groupadd %s) or give a numeric gid", g, g)})
+			}
+		}
 	}
 	if err := errs.sorted().orNil(); err != nil {
 		return nil, err
