@@ -4,6 +4,7 @@
 //
 //	apt-get install fail2ban   # provides fail2ban-regex
 //	go run ./bench/report -lines 1000000
+//	go run ./bench/report -lines 250000 -sources 5000   # issue 13's log
 //
 // It generates, in a temporary directory, a security log (from the recorded
 // ../shared/testdata/asterisk/security.log) and a messages log (from the
@@ -33,11 +34,15 @@ import (
 
 func main() {
 	lines := flag.Int("lines", 1000000, "lines per generated log")
+	sources := flag.Int("sources", 0, "distinct sources in the compared logs (0: lines/50, bursts of 50 lines)")
 	shared := flag.String("shared", "../shared/testdata/asterisk", "recorded Asterisk logs")
 	filter := flag.String("filter", "/etc/fail2ban/filter.d/asterisk.conf", "fail2ban filter")
 	keep := flag.Bool("keep", false, "keep the generated files")
 	flag.Parse()
-	if err := run(*lines, *shared, *filter, *keep); err != nil {
+	if *sources <= 0 {
+		*sources = max(1, *lines/50)
+	}
+	if err := run(*lines, *sources, *shared, *filter, *keep); err != nil {
 		fmt.Fprintln(os.Stderr, "report-bench:", err)
 		os.Exit(1)
 	}
@@ -58,7 +63,7 @@ func (r result) rate() float64 { return float64(r.lines) / r.wall.Seconds() }
 // clock mostly measures the neighbours, CPU time much less so.
 func (r result) cpuRate() float64 { return float64(r.lines) / r.cpu.Seconds() }
 
-func run(n int, shared, filter string, keep bool) error {
+func run(n, sources int, shared, filter string, keep bool) error {
 	for _, tool := range []string{"/usr/bin/time", "fail2ban-regex"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("%s not found (apt-get install time fail2ban)", tool)
@@ -97,8 +102,9 @@ func run(n int, shared, filter string, keep bool) error {
 		return p, f.Close()
 	}
 	fmt.Printf("generating %d-line logs in %s ...\n", n, dir)
-	// The compared logs: n lines from n/50 sources (bursts of 50 lines).
-	sec, err := gen("security.log", "security.log", n, max(1, n/50))
+	// The compared logs: n lines from `sources` sources (bursts of 50 lines).
+	fmt.Printf("compared logs: %d lines from %d distinct sources\n", n, sources)
+	sec, err := gen("security.log", "security.log", n, sources)
 	if err != nil {
 		return err
 	}
@@ -111,7 +117,7 @@ func run(n int, shared, filter string, keep bool) error {
 	if err != nil {
 		return err
 	}
-	msg, err := gen("messages.log", "messages.log", n, max(1, n/50))
+	msg, err := gen("messages.log", "messages.log", n, sources)
 	if err != nil {
 		return err
 	}
