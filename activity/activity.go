@@ -109,10 +109,24 @@ type Source struct {
 	LastUserAgent    string
 	LastService      string
 
-	// lastUnknownSession de-duplicates PJSIP's InvalidAccountID +
-	// ChallengeSent(<unknown>) pair, which one request produces.
-	lastUnknownSession string
+	// unpairedInvalid counts this source's InvalidAccountID events not yet
+	// followed by the ChallengeSent(<unknown>) that PJSIP raises for the
+	// same request; lastInvalid is the newest one's time (UnixNano).
+	unpairedInvalid uint8
+	lastInvalid     int64
 }
+
+// PairWindow is how close in time PJSIP's ChallengeSent(<unknown>) follows
+// the InvalidAccountID of the same request (recorded: 0–3 ms). The pair is
+// recognised by its shape — same source, InvalidAccountID first, adjacent in
+// time — never by the SessionID, which is the attacker's Call-ID: a scanner
+// reusing one Call-ID for every request must not make its attempts look like
+// halves of one pair.
+const PairWindow = time.Second
+
+// maxUnpaired bounds the InvalidAccountID events waiting for their half
+// (concurrent requests of one source interleave their pairs).
+const maxUnpaired = 16
 
 // Observe adds one event (already attributed to s.Addr) and returns its kind
 // and whether it counted as a new attempt (false for the second half of a
@@ -139,12 +153,19 @@ func (s *Source) Observe(ev *ami.SecurityEvent, at time.Time) (Kind, bool) {
 	case KindAuthFailed:
 		s.Counts.AuthFailed++
 	case KindUnknownAccount:
-		if ev.SessionID != "" && ev.SessionID == s.lastUnknownSession {
+		if ev.Type == ami.EventChallengeSent && s.pairsWithInvalid(at) {
+			// The second half of the request an InvalidAccountID counted.
+			s.unpairedInvalid--
 			counted = false
 		} else {
 			s.Counts.UnknownAccount++
 		}
-		s.lastUnknownSession = ev.SessionID
+		if ev.Type == ami.EventInvalidAccountID {
+			if s.unpairedInvalid < maxUnpaired {
+				s.unpairedInvalid++
+			}
+			s.lastInvalid = at.UnixNano()
+		}
 	case KindACL:
 		s.Counts.ACL++
 	case KindOtherFailure, KindOther:
@@ -158,6 +179,27 @@ func (s *Source) Observe(ev *ami.SecurityEvent, at time.Time) (Kind, bool) {
 		s.addAccount(acct)
 	}
 	return k, counted
+}
+
+// pairsWithInvalid reports whether a ChallengeSent(<unknown>) at at is the
+// second half of an InvalidAccountID still unpaired. A zero time (no clock)
+// pairs by order alone.
+func (s *Source) pairsWithInvalid(at time.Time) bool {
+	if s.unpairedInvalid == 0 {
+		return false
+	}
+	if at.IsZero() {
+		return true
+	}
+	d := at.UnixNano() - s.lastInvalid
+	if d < 0 {
+		d = -d
+	}
+	if d > int64(PairWindow) {
+		s.unpairedInvalid = 0 // stale: the halves of those requests never came
+		return false
+	}
+	return true
 }
 
 func (s *Source) addAccount(acct string) {

@@ -42,6 +42,18 @@ var (
 	ErrTimeout = errors.New("ami: no response in time")
 	// ErrClosed means there is no logged-in connection (yet, or any more).
 	ErrClosed = errors.New("ami: not connected")
+	// ErrListTooLong means a list action's answer passed ListMaxItems or
+	// ListMaxBytes: the items were dropped, not kept growing.
+	ErrListTooLong = errors.New("ami: list answer over its cap")
+)
+
+// Caps on one list action's answer. A PBX holds a few thousand contacts
+// (~600 bytes each as ContactList events); a peer that streams an endless
+// list must end in an error, never in memory growth until Timeout (an endless
+// PJSIPShowContacts grew the daemon from 85 MB to 2.5 GB in 12 s).
+const (
+	DefaultListMaxItems = 20000
+	DefaultListMaxBytes = 16 << 20
 )
 
 // AuthError is the refused login; errors.Is(err, ErrAuth) holds.
@@ -85,7 +97,13 @@ type ClientConfig struct {
 	ReconnectMax time.Duration // backoff ceiling; default 30s
 	// QueueSize bounds the events waiting for OnMessage; default 65536.
 	QueueSize int
-	Logger    *slog.Logger
+	// ListMaxItems and ListMaxBytes cap one list action's answer (items, and
+	// the bytes of their keys and values); defaults DefaultListMaxItems and
+	// DefaultListMaxBytes. Past either, the action fails with ErrListTooLong
+	// and the rest of its items are read and dropped.
+	ListMaxItems int
+	ListMaxBytes int
+	Logger       *slog.Logger
 	// OnConnect runs after every successful (re)login, with the reader and
 	// keepalive already running so it can call actions (resync). Its ctx ends
 	// with the connection. An error is logged; the session stays up.
@@ -103,6 +121,12 @@ type ClientStats struct {
 	Timeouts      uint64 // actions (incl. Ping) that got no response in time
 	Malformed     uint64 // messages the codec skipped as malformed (ReaderStats)
 	Oversized     uint64 // messages the codec skipped as over-long
+	// ListOverflows counts list actions failed with ErrListTooLong;
+	// ListItemsDropped the items read and dropped after the cap.
+	ListOverflows    uint64
+	ListItemsDropped uint64
+	// ListItemsPeak is the most items one list action held at once.
+	ListItemsPeak uint64
 }
 
 // Client is an AMI client. Create it with NewClient, then call Run once.
@@ -116,6 +140,7 @@ type Client struct {
 	sess *session // logged-in session, nil otherwise
 
 	logins, queued, dropped, timeouts, malformed, oversized atomic.Uint64
+	listOverflows, listDropped, listPeak                    atomic.Uint64
 }
 
 // NewClient returns a client; nothing happens until Run.
@@ -132,6 +157,12 @@ func NewClient(cfg ClientConfig) *Client {
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = 1 << 16
 	}
+	if cfg.ListMaxItems <= 0 {
+		cfg.ListMaxItems = DefaultListMaxItems
+	}
+	if cfg.ListMaxBytes <= 0 {
+		cfg.ListMaxBytes = DefaultListMaxBytes
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -143,7 +174,8 @@ func NewClient(cfg ClientConfig) *Client {
 func (c *Client) Stats() ClientStats {
 	return ClientStats{Logins: c.logins.Load(), Events: c.queued.Load(),
 		EventsDropped: c.dropped.Load(), Timeouts: c.timeouts.Load(),
-		Malformed: c.malformed.Load(), Oversized: c.oversized.Load()}
+		Malformed: c.malformed.Load(), Oversized: c.oversized.Load(),
+		ListOverflows: c.listOverflows.Load(), ListItemsDropped: c.listDropped.Load(), ListItemsPeak: c.listPeak.Load()}
 }
 
 // Connected reports whether a logged-in session is up.
@@ -350,9 +382,14 @@ type call struct {
 	list   bool
 	resp   Message
 	items  []Message
+	bytes  int // keys and values of items
 	err    error
 	done   chan struct{}
 	action string
+	// overflowed: the list passed its cap; done is closed and the caller has
+	// its error, but the entry stays pending so the rest of the list is
+	// dropped here instead of reaching OnMessage as events.
+	overflowed bool
 }
 
 func (s *session) cause() error {
@@ -371,9 +408,12 @@ func (s *session) close(err error) {
 	s.closed = true
 	s.err = err
 	for id, cl := range s.pending {
+		delete(s.pending, id)
+		if cl.overflowed {
+			continue // its caller has its error already
+		}
 		cl.err = fmt.Errorf("ami: %s: connection to %s lost: %w", cl.action, s.c.cfg.Address, ErrClosed)
 		close(cl.done)
-		delete(s.pending, id)
 	}
 	s.mu.Unlock()
 	s.nc.Close()
@@ -398,6 +438,7 @@ func (s *session) read(rd *Reader) {
 			continue
 		}
 		if m.Has("Event") {
+			m.Received = time.Now()
 			s.c.enqueue(m)
 		}
 	}
@@ -410,6 +451,14 @@ func (s *session) deliver(id string, m Message) bool {
 	cl := s.pending[id]
 	if cl == nil {
 		return false
+	}
+	if cl.overflowed {
+		if m.Has("Response") || strings.EqualFold(m.Get("EventList"), "Complete") {
+			delete(s.pending, id) // the list ended at last
+		} else {
+			s.c.listDropped.Add(1)
+		}
+		return true
 	}
 	if m.Has("Response") {
 		cl.resp = m
@@ -425,8 +474,33 @@ func (s *session) deliver(id string, m Message) bool {
 		s.finish(id, cl)
 		return true
 	}
+	size := messageBytes(&m)
+	if len(cl.items) >= s.c.cfg.ListMaxItems || cl.bytes+size > s.c.cfg.ListMaxBytes {
+		cl.err = fmt.Errorf("ami: %s from %s: more than %d items or %d bytes: %w",
+			cl.action, s.c.cfg.Address, s.c.cfg.ListMaxItems, s.c.cfg.ListMaxBytes, ErrListTooLong)
+		cl.items, cl.overflowed = nil, true
+		close(cl.done)
+		s.c.listOverflows.Add(1)
+		s.c.listDropped.Add(1)
+		s.c.log.Warn("ami: list answer over its cap; dropping the rest of it", "action", cl.action,
+			"max_items", s.c.cfg.ListMaxItems, "max_bytes", s.c.cfg.ListMaxBytes)
+		return true
+	}
 	cl.items = append(cl.items, m)
+	cl.bytes += size
+	if n := uint64(len(cl.items)); n > s.c.listPeak.Load() {
+		s.c.listPeak.Store(n) // under s.mu; one session at a time writes it
+	}
 	return true
+}
+
+// messageBytes is what m's keys and values take.
+func messageBytes(m *Message) int {
+	n := 0
+	for _, h := range m.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
 }
 
 func (s *session) finish(id string, cl *call) {

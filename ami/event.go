@@ -49,6 +49,9 @@ type SecurityEvent struct {
 	// event carries (Privilege security, EventTV, Service). The event is still
 	// attributed to Remote, which is then the only address to act on.
 	Suspicion string
+	// Received is the message's Received: when the client read it off the
+	// socket (zero when not read by a Client).
+	Received time.Time
 }
 
 // Field returns the first event-specific field named key (case-insensitive).

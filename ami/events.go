@@ -177,6 +177,7 @@ func ParseSecurityEvent(m *Message) (SecurityEvent, error) {
 		AccountID:    val(cAccountID, false),
 		SessionID:    val(cSessionID, true),
 	}
+	ev.Received = m.Received
 	ev.Time, _ = ParseEventTV(val(cEventTV, false))
 	ev.SessionTV, _ = ParseEventTV(val(cSessionTV, true))
 	if count[cLocalAddress] > 0 {

@@ -1,6 +1,9 @@
 package ami
 
-import "strings"
+import (
+	"strings"
+	"time"
+)
 
 // Header is one "Key: Value" line, split at the first ": ".
 type Header struct {
@@ -11,6 +14,10 @@ type Header struct {
 // Message is one AMI message: headers in wire order, repeated keys kept.
 type Message struct {
 	Headers []Header
+	// Received is when a Client read the message off its socket, before it
+	// waited in the event queue: the start of the socket → kernel latency.
+	// Zero for messages that did not come through a Client.
+	Received time.Time
 }
 
 // Get returns the first value of key (case-insensitive), or "".

@@ -32,8 +32,8 @@ import (
 	"github.com/sipsentry/sipsentry/geo/geotest"
 	"github.com/sipsentry/sipsentry/internal/ariwatch/aritest"
 	"github.com/sipsentry/sipsentry/internal/netnstest"
-	"github.com/sipsentry/sipsentry/state"
 	"github.com/sipsentry/sipsentry/internal/testpath"
+	"github.com/sipsentry/sipsentry/state"
 )
 
 // Loopback sources of the recordings and where the test puts them.
@@ -311,7 +311,9 @@ password = "ari-secret"
 application = "sentry"
 [metrics]
 listen = "127.0.0.1:9468"
-`, stateDir, srv.Addr(), lists, mmdb, ari.URL()))
+[control]
+socket = %q
+`, stateDir, srv.Addr(), lists, mmdb, ari.URL(), filepath.Join(dir, "control.sock")))
 
 	d := startDaemon(t, ns, bin, cfg)
 	if !srv.WaitLogins(1) {
@@ -646,7 +648,9 @@ geo_mode = "drop"
 hosts = []
 [metrics]
 listen = ""
-`, filepath.Join(dir, "state"), lists))
+[control]
+socket = %q
+`, filepath.Join(dir, "state"), lists, filepath.Join(dir, "control.sock")))
 	cmd := exec.Command(bin, "run", "--config", cfg)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

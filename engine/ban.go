@@ -1,129 +1,220 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"net/netip"
-	"sync"
 	"time"
 
-	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/firewall"
 	"github.com/sipsentry/sipsentry/state"
 )
 
-// neverBan returns why a must not be banned, or "".
+// limitedBroadcast is 255.255.255.255: never a source, whatever Asterisk
+// logged.
+var limitedBroadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+
+// neverBan returns why a must not be banned, or "". The engine refuses by
+// itself what can never be one attacker's source (broadcast, unspecified,
+// multicast, loopback, link-local), then asks the host's addresses
+// (Deps.LocalReason), the static allows and the allow book.
 func (e *Engine) neverBan(a netip.Addr) string {
 	switch {
+	case a == limitedBroadcast:
+		return "the limited broadcast address"
+	case a.IsUnspecified():
+		return "the unspecified address"
+	case a.IsMulticast():
+		return "a multicast address"
 	case a.IsLoopback():
 		return "loopback"
-	case a.IsUnspecified() || a.IsMulticast():
-		return "not a unicast address"
+	case a.IsLinkLocalUnicast():
+		return "a link-local address"
 	}
-	for _, p := range e.pp().static {
+	if why := e.d.LocalReason(a); why != "" {
+		return why
+	}
+	for _, p := range e.opts().StaticAllows {
 		if p.Contains(a) {
 			return "static allow " + p.String() + " (firewall.allow)"
 		}
 	}
-	now := e.now().UnixNano()
-	e.amu.RLock()
-	defer e.amu.RUnlock()
-	if why, ok := e.never[a]; ok {
-		return why
-	}
-	if al, ok := e.allows[a]; ok && (al.until == 0 || al.until > now) {
-		return "learned push server (" + al.how + ")"
-	}
-	return ""
+	return e.allows.neverReason(a, e.now().UnixNano())
 }
 
 // banDuration is ban_time × factor^(offence-1), capped at max_ban_time.
 func (e *Engine) banDuration(offence int) time.Duration {
-	f := e.pp().cfg.Engine.EscalationFactor
-	d := float64(e.pp().banTime) * math.Pow(f, float64(offence-1))
-	if d > float64(e.pp().maxBanTime) || math.IsInf(d, 0) || math.IsNaN(d) {
-		return e.pp().maxBanTime
+	o := e.opts()
+	d := float64(o.BanTime) * math.Pow(o.EscalationFactor, float64(offence-1))
+	if d > float64(o.MaxBanTime) || math.IsInf(d, 0) || math.IsNaN(d) {
+		return o.MaxBanTime
 	}
 	return time.Duration(d)
 }
 
-// ban bans a (or, in monitor mode, records that it would). start is when
+// ban bans a (or, in firewall monitor mode, records that it would). start is when
 // Handle began, for the latency figure. It returns the ban's end (UnixNano;
 // 0 after a firewall error), and false when a is on the never-ban list or
 // the ban set is full (the caller then leaves the source alone for a while
 // instead of retrying at every event).
 func (e *Engine) ban(ctx context.Context, a netip.Addr, reason string, now time.Time, start time.Time, fl flow) (until int64, ok bool) {
+	rec, err := e.banWith(ctx, banRequest{addr: a, reason: reason, now: now, start: start, flow: fl})
+	switch {
+	case err == nil:
+		return rec.Until.UnixNano(), true
+	case errors.Is(err, ErrNeverBan), errors.Is(err, firewall.ErrSetFull):
+		return 0, false
+	default:
+		return 0, true // a firewall error: try again at the next failure
+	}
+}
+
+// banRequest is one ban to make: by the engine (Handle) or by an operator.
+type banRequest struct {
+	addr       netip.Addr
+	reason     string
+	now, start time.Time
+	flow       flow
+	// manual: an operator's ban (BanManual): it may extend a running ban
+	// and records uid. dur 0 means the escalated ban time.
+	manual bool
+	uid    int
+	dur    time.Duration
+	// origin of a manual ban that no operator made (a CrowdSec decision:
+	// "crowdsec:<origin>"); "" is state.OriginManual.
+	origin string
+}
+
+// banWith makes r's ban: the never-ban rules, escalation, the set's
+// capacity, the kernel (when enforcing), the writer, the decision. Errors
+// wrap ErrNeverBan, firewall.ErrSetFull or the backend's error; every
+// refusal is logged and counted as a decision here.
+func (e *Engine) banWith(ctx context.Context, r banRequest) (BanRecord, error) {
+	a, reason, now := r.addr, r.reason, r.now
 	if why := e.neverBan(a); why != "" {
 		e.log.Info("engine: ban refused", "addr", a, "reason", reason, "refused_because", why)
 		e.decide(Decision{Time: now, Kind: DecisionRefused, Addr: a, Reason: reason, Err: "never ban: " + why})
-		return 0, false
+		return BanRecord{}, fmt.Errorf("%w: %s (%s)", ErrNeverBan, a, why)
 	}
-	monitor := e.pp().geoMode == "monitor"
+	o := e.opts()
+	monitor := !o.Enforce
 	nowN := now.UnixNano()
 
 	k := keyOf(a)
-	e.bmu.Lock()
-	prev := e.bans[k]
+	bk := &e.bans
+	bk.bansMu.Lock()
+	prev := bk.byAddr[k]
 	offence := int(prev.offences) + 1
 	if prev.until > nowN {
-		if !prev.monitor || monitor {
-			e.bmu.Unlock()
-			return prev.until, true // already banned (or already recorded as would-ban)
+		if !r.manual && (!prev.monitor || monitor) {
+			bk.bansMu.Unlock()
+			return e.banRecordOf(a, prev), nil // already banned (or already recorded as would-ban)
 		}
 		// A would-ban from monitor mode and the engine now enforces (reload
-		// or restart): ban for real, as the same offence.
+		// or restart), or an operator's ban of a banned address: ban for
+		// real, as the same offence.
 		offence = int(prev.offences)
 	}
-	if prev.active { // expired, not yet swept
+	wasActive := prev.active && prev.until > nowN
+	if prev.active && !wasActive { // expired, not yet swept
 		prev.active = false
-		e.activeBans--
+		bk.active--
 	}
-	if !monitor && e.activeBans >= e.pp().cfg.Firewall.BanMaxElem {
-		e.bmu.Unlock()
-		e.refuseFull(a, reason, now, errors.New("engine: ban set holds firewall.ban_maxelem entries"))
-		return 0, false
+	if !monitor && !wasActive && bk.active >= o.BanMaxElem {
+		bk.bansMu.Unlock()
+		err := fmt.Errorf("engine: ban set holds firewall.ban_maxelem (%d) entries: %w", o.BanMaxElem, firewall.ErrSetFull)
+		e.refuseFull(a, reason, now, err)
+		return BanRecord{}, err
 	}
-	dur := e.banDuration(offence)
-	cur := banInfo{until: now.Add(dur).UnixNano(), offences: int32(offence), monitor: monitor, active: !monitor}
-	e.bans[k] = cur
-	if cur.active {
-		e.activeBans++ // reserve the slot before the slow call
+	dur := r.dur
+	if dur <= 0 {
+		dur = e.banDuration(offence)
 	}
-	e.bmu.Unlock()
+	untilT := now.Add(dur)
+	if r.manual && wasActive && prev.until > untilT.UnixNano() {
+		untilT = time.Unix(0, prev.until) // an operator's ban never shortens a running one
+		dur = untilT.Sub(now)
+	}
+	cur := banInfo{until: untilT.UnixNano(), since: unixSeconds(now), offences: int32(offence),
+		reason: bk.reasons.intern(reason), monitor: monitor, active: !monitor, manual: r.manual}
+	comment := bk.reasons.comment[cur.reason]
+	bk.byAddr[k] = cur
+	if cur.active && !wasActive {
+		bk.active++ // reserve the slot before the slow call
+	}
+	prevExt, hadExt := bk.external[k]
+	if r.manual {
+		bk.external[k] = externalBan{uid: r.uid, origin: cmp.Or(r.origin, state.OriginManual)}
+	} else {
+		delete(bk.external, k)
+	}
+	bk.bansMu.Unlock()
 
 	d := Decision{Time: now, Kind: DecisionBan, Addr: a, Reason: reason, Duration: dur, Offence: offence}
 	if monitor {
 		d.Kind = DecisionWouldBan
-		d.Latency = time.Since(start)
-		e.log.Info("engine: would ban (geo_mode monitor)", "addr", a, "reason", reason, "for", dur, "offence", offence)
+		d.Latency = time.Since(r.start)
+		e.log.Info("engine: would ban (firewall.mode monitor)", "addr", a, "reason", reason, "for", dur, "offence", offence, "manual", r.manual)
 	} else {
-		err := e.fw.Add(ctx, firewall.SetBan, firewall.Entry{Prefix: prefixOf(a), Timeout: dur, Comment: sanitize("sipsentry: "+reason, 200)})
-		d.Latency = time.Since(start)
+		err := e.fw.Add(ctx, firewall.SetBan, firewall.Entry{Prefix: prefixOf(a), Timeout: dur, Comment: comment})
+		d.Latency = time.Since(r.start)
 		if err != nil {
-			e.bmu.Lock()
-			if e.bans[k] == cur {
-				e.bans[k] = prev
-				e.activeBans--
+			bk.bansMu.Lock()
+			if bk.byAddr[k] == cur {
+				bk.byAddr[k] = prev
+				if !wasActive {
+					bk.active--
+				}
+				if hadExt {
+					bk.external[k] = prevExt
+				} else {
+					delete(bk.external, k)
+				}
 			}
-			e.bmu.Unlock()
+			bk.bansMu.Unlock()
 			if errors.Is(err, firewall.ErrSetFull) {
 				e.refuseFull(a, reason, now, err)
-				return 0, false
+				return BanRecord{}, err
 			}
 			e.log.Error("engine: ban failed", "addr", a, "reason", reason, "err", err)
 			e.decide(Decision{Time: now, Kind: DecisionRefused, Addr: a, Reason: reason, Err: err.Error()})
-			return 0, true // a firewall error: try again at the next failure
+			return BanRecord{}, fmt.Errorf("engine: ban of %s not made: %w", a, err)
 		}
-		e.log.Info("engine: banned", "addr", a, "reason", reason, "for", dur, "offence", offence, "latency", d.Latency)
+		if r.manual {
+			e.log.Info("engine: banned by "+cmp.Or(r.origin, "an operator"), "addr", a, "reason", reason, "for", dur, "offence", offence, "uid", r.uid)
+		} else {
+			e.log.Info("engine: banned", "addr", a, "reason", reason, "for", dur, "offence", offence, "latency", d.Latency)
+		}
+		fl := r.flow
 		fl.addr = a
-		e.enqueuePost(fl)
+		e.afterBan(ctx, fl, r.manual)
 	}
-	e.bmu.Lock()
-	e.pend.Bans = append(e.pend.Bans, state.Ban{Addr: a, Until: now.Add(dur), Offences: offence, Reason: reason, Created: now, Monitor: monitor})
-	e.bmu.Unlock()
+	row := state.Ban{Addr: a, Until: untilT, Offences: offence, Reason: reason, Created: now, Monitor: monitor,
+		Origin: state.OriginEngine, UID: state.NoUID}
+	if r.manual {
+		row.Origin, row.UID = cmp.Or(r.origin, state.OriginManual), r.uid
+	}
+	e.writer.queue(func(b *state.Batch) { b.Bans = append(b.Bans, row) })
 	e.decide(d)
-	return cur.until, true
+	return e.banRecordOf(a, cur), nil
+}
+
+// afterBan hands a new ban's flows and calls to the post-ban workers, or,
+// for an operator's ban without Run (a one-shot command), cuts the
+// address's flows at once.
+func (e *Engine) afterBan(ctx context.Context, fl flow, manual bool) {
+	if !manual || e.running.Load() {
+		e.enqueuePost(fl)
+		return
+	}
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := e.fw.DropFlows(dctx, fl.addr); err != nil {
+		e.log.Warn("engine: dropping conntrack flows failed", "addr", fl.addr, "err", err)
+	}
 }
 
 // refuseFull logs a ban the full set could not take: the first one at once,
@@ -134,226 +225,10 @@ func (e *Engine) refuseFull(a netip.Addr, reason string, now time.Time, err erro
 	last := e.fullLogged.Load()
 	if n := now.UnixNano(); (last == 0 || n-last >= int64(10*time.Second)) && e.fullLogged.CompareAndSwap(last, n) {
 		e.log.Warn("engine: ban refused: the ban set is full; raise firewall.ban_maxelem or shorten ban times",
-			"addr", a, "reason", reason, "max", e.pp().cfg.Firewall.BanMaxElem, "err", err,
+			"addr", a, "reason", reason, "max", e.opts().BanMaxElem, "err", err,
 			"refused_unlogged", e.fullUnlogged.Swap(0))
 	} else {
 		e.fullUnlogged.Add(1)
 	}
 	e.decide(Decision{Time: now, Kind: DecisionRefused, Addr: a, Reason: reason, Err: "ban set full: " + err.Error()})
-}
-
-// flow is the connection an event came over, so the post-ban work can cut
-// exactly that conntrack entry at once (firewall.FlowDropper).
-type flow struct {
-	addr          netip.Addr
-	proto         string // "udp" | "tcp"; "" unknown
-	remote, local netip.AddrPort
-}
-
-func flowOf(ev *ami.SecurityEvent) flow {
-	f := flow{remote: ev.Remote.AddrPort, local: ev.Local.AddrPort}
-	switch ev.Remote.Transport {
-	case "UDP":
-		f.proto = "udp"
-	case "TCP", "TLS", "WS", "WSS":
-		f.proto = "tcp"
-	}
-	if !f.local.IsValid() {
-		f.proto = ""
-	}
-	return f
-}
-
-// enqueuePost schedules conntrack flushing and call hang-up for a new ban.
-func (e *Engine) enqueuePost(f flow) {
-	e.wmu.Lock()
-	e.inQueue++
-	e.wmu.Unlock()
-	select {
-	case e.postQ <- f:
-	default:
-		e.done()
-		e.log.Warn("engine: post-ban queue full; established flows of this address are not flushed", "addr", f.addr)
-	}
-}
-
-// postBanWalkEvery bounds the conntrack table walks: the addresses banned
-// meanwhile wait for one walk (DropFlowsOf) at most this often. A walk costs
-// 10-30 ms of CPU however few flows it finds (the kernel's conntrack hash is
-// shared by every namespace), so one per ban turned a flood's bans into a
-// tail of tens of milliseconds. The flow each ban's event came over is cut
-// at once (DropFlow); the walk is for the address's other flows (RTP,
-// other ports), which can wait a second.
-const postBanWalkEvery = time.Second
-
-// flowWalk collects the addresses that wait for the next conntrack walk.
-type flowWalk struct {
-	mu      sync.Mutex
-	every   time.Duration // 0: postBanWalkEvery; tests change it
-	pending map[netip.Addr]bool
-	order   []netip.Addr
-	timer   *time.Timer
-	last    time.Time // when the last walk began (real time, not Deps.Now)
-	// running is held for the length of a walk, so that walks never overlap
-	// and walkNow returns only after the walk that took its addresses.
-	running sync.Mutex
-}
-
-// postBan cuts the flows of newly banned addresses: first the flow each
-// ban's event came over (one lookup each, when the backend can), then hangs
-// up their calls (ARI). Every other flow of the addresses is left to the
-// next coalesced conntrack walk (queueWalk), which neither the hang-ups nor
-// the next bans wait for.
-func (e *Engine) postBan(ctx context.Context, batch []flow) {
-	defer func() {
-		for range batch {
-			e.done()
-		}
-	}()
-	if fd, ok := e.fw.(firewall.FlowDropper); ok {
-		for _, f := range batch {
-			if f.proto == "" {
-				continue
-			}
-			if err := fd.DropFlow(ctx, f.proto, f.remote, f.local); err != nil {
-				e.log.Warn("engine: dropping the banned flow failed", "addr", f.addr, "err", err)
-			}
-		}
-	}
-	addrs := make([]netip.Addr, len(batch))
-	for i, f := range batch {
-		addrs[i] = f.addr
-	}
-	e.queueWalk(ctx, addrs...)
-	if e.d.Hangup != nil {
-		for _, a := range addrs {
-			hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			if err := e.d.Hangup(hctx, a); err != nil {
-				e.log.Warn("engine: hanging up calls of banned address failed", "addr", a, "err", err)
-			}
-			cancel()
-		}
-	}
-}
-
-// queueWalk adds addrs to the next conntrack walk and schedules it: at
-// least postBanWalkEvery after the last one began, and a tenth of that after
-// the first address of a quiet spell, so that a burst shares one walk.
-func (e *Engine) queueWalk(ctx context.Context, addrs ...netip.Addr) {
-	w := &e.walk
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.addLocked(addrs)
-	if w.timer != nil || len(w.order) == 0 {
-		return
-	}
-	every := w.every
-	if every <= 0 {
-		every = postBanWalkEvery
-	}
-	delay := max(every-time.Since(w.last), every/10)
-	w.timer = time.AfterFunc(delay, func() {
-		w.mu.Lock()
-		w.timer = nil
-		w.mu.Unlock()
-		// Not cut short by Run's end: the walk is bounded by the kernel.
-		e.walkNow(context.WithoutCancel(ctx))
-	})
-}
-
-func (w *flowWalk) addLocked(addrs []netip.Addr) {
-	if w.pending == nil {
-		w.pending = map[netip.Addr]bool{}
-	}
-	for _, a := range addrs {
-		if a.IsValid() && !w.pending[a] {
-			w.pending[a] = true
-			w.order = append(w.order, a)
-		}
-	}
-}
-
-// walkNow runs the pending conntrack walk at once (after any walk in
-// progress) and returns when every address queued before the call has been
-// walked. Sync uses it so tests and replay see the complete post-ban work;
-// Run's shutdown uses it so no queued address is lost.
-func (e *Engine) walkNow(ctx context.Context) {
-	w := &e.walk
-	w.running.Lock()
-	defer w.running.Unlock()
-	w.mu.Lock()
-	addrs := w.order
-	w.order = nil
-	clear(w.pending)
-	if len(addrs) > 0 {
-		w.last = time.Now()
-	}
-	w.mu.Unlock()
-	if len(addrs) == 0 {
-		return
-	}
-	if bd, ok := e.fw.(firewall.BulkFlowDropper); ok {
-		if err := bd.DropFlowsOf(ctx, addrs); err != nil {
-			e.log.Warn("engine: dropping conntrack flows failed", "addrs", len(addrs), "err", err)
-		}
-		return
-	}
-	for _, a := range addrs {
-		if err := e.fw.DropFlows(ctx, a); err != nil {
-			e.log.Warn("engine: dropping conntrack flows failed", "addr", a, "err", err)
-		}
-	}
-}
-
-// finishWalks is Run's last post-ban step: the addresses whose post-ban
-// work was still queued join the pending walk, which runs now, so a
-// shutdown loses none of them (their hang-ups are skipped).
-func (e *Engine) finishWalks(queued []netip.Addr) {
-	w := &e.walk
-	w.mu.Lock()
-	if w.timer != nil {
-		w.timer.Stop() // walkNow below takes its addresses
-		w.timer = nil
-	}
-	w.addLocked(queued)
-	w.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	e.walkNow(ctx)
-}
-
-// Unban lifts a's ban now (kernel and DB); its offence count stays.
-func (e *Engine) Unban(ctx context.Context, a netip.Addr) error {
-	a = a.Unmap()
-	now := e.now()
-	e.bmu.Lock()
-	k := keyOf(a)
-	b, ok := e.bans[k]
-	if ok {
-		if b.active {
-			b.active = false
-			e.activeBans--
-		}
-		b.until = now.UnixNano()
-		e.bans[k] = b
-	}
-	e.pend.Lifts = append(e.pend.Lifts, a)
-	e.bmu.Unlock()
-	e.mu.Lock()
-	if s := e.srcs[k]; s != nil {
-		s.holdUntil = 0
-	}
-	e.mu.Unlock()
-	if err := e.fw.Delete(ctx, firewall.SetBan, prefixOf(a)); err != nil {
-		return err
-	}
-	e.decide(Decision{Time: now, Kind: DecisionUnban, Addr: a, Reason: "unban"})
-	return nil
-}
-
-// Ban bans a by hand (e.g. `sipsentry ban` through the daemon), with the
-// same escalation and never-ban rules as automatic bans.
-func (e *Engine) Ban(ctx context.Context, a netip.Addr, reason string) {
-	now := e.now()
-	e.ban(ctx, a.Unmap(), "manual: "+sanitize(reason, 100), now, time.Now(), flow{})
 }

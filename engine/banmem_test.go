@@ -54,18 +54,18 @@ func BenchmarkBanMapMemory(b *testing.B) {
 	for b.Loop() {
 		// The engine's own field, so the figure follows its type.
 		e := &Engine{}
-		e.bans, cur = heapOf(func() map[addrKey]banInfo {
+		e.bans.byAddr, cur = heapOf(func() map[addrKey]banInfo {
 			m := map[addrKey]banInfo{}
 			for _, a := range addrs {
 				m[keyOf(a)] = bi
 			}
 			return m
 		})
-		if len(e.bans) != n {
-			b.Fatalf("%d bans, want %d", len(e.bans), n)
+		if len(e.bans.byAddr) != n {
+			b.Fatalf("%d bans, want %d", len(e.bans.byAddr), n)
 		}
-		runtime.KeepAlive(e.bans)
-		e.bans = nil
+		runtime.KeepAlive(e.bans.byAddr)
+		e.bans.byAddr = nil
 		var om map[netip.Addr]banInfo
 		om, old = heapOf(func() map[netip.Addr]banInfo {
 			m := map[netip.Addr]banInfo{}

@@ -16,7 +16,6 @@ import (
 	"github.com/sipsentry/sipsentry/activity"
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/firewall"
-	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/state"
 )
 
@@ -67,9 +66,7 @@ func benchStream(b *testing.B) []ami.SecurityEvent {
 }
 
 func benchEngine(b *testing.B, store *state.Store) (*Engine, *countingFW) {
-	cfg := config.Default()
-	cfg.Engine.GeoMode = "drop"
-	cfg.Push.Hosts = nil
+	cfg := testConfig()
 	fw := &countingFW{}
 	e, err := New(cfg, Deps{Firewall: fw, Geo: testGeo, Store: store, Resolver: noDNS{},
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelError})),

@@ -1,11 +1,13 @@
-// Package engine turns typed AMI security events into decisions: per-source
-// sliding windows (fast, slow scan, user enumeration), injection bans, geo
-// strictness, escalation for repeat offenders, and push-server learning.
+// Package engine turns typed AMI security events into decisions: per-address
+// windows (fast, slow scan, user enumeration, unanswered challenges, kept by
+// engine/failmem), known addresses that forged UDP failures cannot ban,
+// injection bans, geo strictness, escalation for repeat offenders, and
+// push-server learning.
 //
-// Handle is the hot path: it touches memory only (one map, one ring of
-// timestamps per source) and calls the firewall only when it bans. Database
-// writes, contact look-ups, DNS, conntrack and ARI hang-ups run in the
-// background goroutines of Run.
+// Handle is the hot path: it touches memory only (the failure memory's
+// fixed-size record and the report's per-source aggregate) and calls the
+// firewall only when it bans. Database writes, contact look-ups, DNS,
+// conntrack and ARI hang-ups run in the background goroutines of Run.
 //
 // It must never ban an address taken from an attacker-controlled field (only
 // SecurityEvent.Remote, the true source), never ban what the admin or the
@@ -27,8 +29,8 @@ import (
 
 	"github.com/sipsentry/sipsentry/activity"
 	"github.com/sipsentry/sipsentry/ami"
+	"github.com/sipsentry/sipsentry/engine/failmem"
 	"github.com/sipsentry/sipsentry/firewall"
-	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/state"
 )
 
@@ -66,12 +68,16 @@ type Deps struct {
 	Logger *slog.Logger
 	// Now is the clock for windows and ban times; default time.Now.
 	Now func() time.Time
-	// HostAddrs are the host's own addresses (never banned); nil means
-	// net.InterfaceAddrs at New.
+	// LocalReason says why a is one of the host's own addresses, or a
+	// network or broadcast address of one of its subnets ("" if neither);
+	// such addresses are never banned. It is asked at every ban, so a
+	// watcher of the host's addresses (netlink) keeps it current. nil: a
+	// fixed list, HostAddrs or else the interface addresses at New.
+	LocalReason func(netip.Addr) string
+	// HostAddrs are the host's own addresses when LocalReason is nil; nil
+	// means net.InterfaceAddrs (with their subnets' network and broadcast
+	// addresses) at New.
 	HostAddrs []netip.Addr
-	// AMIPeer is the Asterisk address sipsentry talks to (never banned);
-	// invalid means the host of ami.address when it is an IP literal.
-	AMIPeer netip.Addr
 	// OnDecision, if set, is called after every decision (metrics, replay
 	// output). It must not block.
 	OnDecision func(Decision)
@@ -84,7 +90,7 @@ type Deps struct {
 // Decision kinds.
 const (
 	DecisionBan      = "ban"       // added to the kernel ban set
-	DecisionWouldBan = "would_ban" // geo_mode monitor: recorded only
+	DecisionWouldBan = "would_ban" // firewall.mode monitor: recorded only
 	DecisionRefused  = "refused"   // a ban that was not made (never-ban list, set full, firewall error)
 	DecisionLearned  = "learned"   // push server learned (allow set)
 	DecisionFlagged  = "flagged"   // foreign login not learned
@@ -108,6 +114,7 @@ type Decision struct {
 // Status is the engine at a glance (`sipsentry status`, metrics).
 type Status struct {
 	GeoMode       string            `json:"geo_mode"`
+	Enforce       bool              `json:"enforce"`
 	Sources       int               `json:"sources"`        // aggregates in memory
 	ActiveBans    int               `json:"active_bans"`    // in the kernel set (as far as the engine knows)
 	WouldBans     int               `json:"would_bans"`     // monitor-mode decisions still "active"
@@ -149,80 +156,40 @@ func keyOf(a netip.Addr) addrKey { return a.Unmap().As16() }
 // addr turns k back into the (unmapped) address it was made from.
 func (k addrKey) addr() netip.Addr { return netip.AddrFrom16(k).Unmap() }
 
-// banInfo stays 16 bytes (no pointers): it is the value of the ban map.
-type banInfo struct {
-	until    int64 // UnixNano
-	offences int32
-	monitor  bool
-	active   bool // counted in activeBans (in the kernel set)
-}
-
-type allowInfo struct {
-	until int64 // UnixNano; 0 permanent
-	how   string
-	last  int64 // last refresh (UnixNano)
-}
-
-// Engine is safe for concurrent use.
+// Engine is safe for concurrent use. Its jobs each have a room of their
+// own, with a lock named for what it guards; where two are held at once the
+// order is sources, bans, allows (writer, decisions and the in-flight count
+// are leaves).
 type Engine struct {
 	d   Deps
 	log *slog.Logger
 	now func() time.Time
 	fw  firewall.Backend
-	// p holds the configuration and what is derived from it; Reload swaps it.
-	p atomic.Pointer[params]
+	// current holds the settings; Reload swaps it.
+	current atomic.Pointer[settings]
 
-	// mu guards the source table and what Handle hands to the writer.
-	mu          sync.Mutex
-	srcs        map[addrKey]*srcState
-	lruHead     *srcState
-	lruTail     *srcState
-	dirty       []*srcState
-	evictedUpd  []state.SourceUpdate
-	pendEvents  []state.Event
-	nextSession int64
-	kinds       [8]uint64
-	lastEvent   time.Time
+	sources   sourceTable // per-source aggregates for the report (bounded, evictable)
+	bans      banBook     // bans, escalation, the desired ban set
+	allows    allowBook   // never-ban reasons and learned push allows
+	push      pushLearner // push-server learning: queue, DNS, contacts
+	writer    stateWriter // persistence: rows waiting for the next batch
+	post      postBanWork // after a ban: flows, conntrack walk, hang-ups
+	work      inFlight    // push examinations and post-ban jobs not yet done (Sync)
+	decisions decisionLog // counts and recent decisions (status)
 
-	// bmu guards bans and the ban/allow/flag rows waiting for the writer.
-	bmu        sync.Mutex
-	bans       map[addrKey]banInfo
-	activeBans int
-	pend       state.Batch
+	// failures decides: what counts toward a ban, per address
+	// (engine/failmem); it never forgets a source on its way to a ban.
+	failures *failmem.Memory
 
-	// amu guards allows (learned and seeded push servers).
-	amu     sync.RWMutex
-	allows  map[netip.Addr]allowInfo
-	never   map[netip.Addr]string
-	flagged map[netip.Addr]int64 // foreign logins flagged lately (UnixNano)
-
-	dmu       sync.Mutex
-	decisions map[string]uint64
-	recent    []Decision
-
-	flushMu sync.Mutex
-	retry   *state.Batch
-
-	events, malformed, droppedWrites, droppedSrc, droppedPush, evicted atomic.Uint64
-	fullRefusals, fullUnlogged                                         atomic.Uint64
-	fullLogged                                                         atomic.Int64 // UnixNano of the last set-full log line
-
-	pushQ     chan pushCand
-	postQ     chan flow
-	walk      flowWalk // banned addresses waiting for the next conntrack walk (ban.go)
-	wmu       sync.Mutex
-	wcond     *sync.Cond
-	inQueue   int                 // push candidates and post-ban jobs not yet done
-	examining map[netip.Addr]bool // push candidates queued or being examined
-	running   atomic.Bool
+	events, malformed, droppedWrites, droppedPush atomic.Uint64
+	fullRefusals, fullUnlogged                    atomic.Uint64
+	fullLogged                                    atomic.Int64 // UnixNano of the last set-full log line
+	running                                       atomic.Bool
 }
 
-// New checks cfg and builds an engine; it touches neither kernel nor DB
-// (Start does).
-func New(cfg *config.Config, d Deps) (*Engine, error) {
-	if cfg == nil {
-		return nil, errors.New("engine: no config")
-	}
+// New checks o and builds an engine; it touches neither kernel nor DB
+// (Start does, or OpenOffline for a one-shot command).
+func New(o Options, d Deps) (*Engine, error) {
 	if d.Firewall == nil {
 		return nil, errors.New("engine: no firewall backend (use firewall/dryrun for a dry run)")
 	}
@@ -235,113 +202,111 @@ func New(cfg *config.Config, d Deps) (*Engine, error) {
 	if d.ContactRetry == nil {
 		d.ContactRetry = []time.Duration{300 * time.Millisecond, time.Second}
 	}
+	p, err := newSettings(o)
+	if err != nil {
+		return nil, err
+	}
 	if d.Resolver == nil {
-		r, err := NewDNSResolver(cfg.Push.Resolver)
+		r, err := NewDNSResolver(o.Push.Resolver)
 		if err != nil {
 			d.Logger.Warn("engine: no DNS resolver; push learning will use User-Agent evidence only and push hosts are not seeded", "err", err)
 		} else {
 			d.Resolver = r
 		}
 	}
-	p, err := newParams(cfg)
-	if err != nil {
-		return nil, err
+	e := &Engine{d: d, log: d.Logger, now: d.Now, fw: d.Firewall}
+	e.current.Store(p)
+	// Static allows and learned push servers need no "known" status: they
+	// are never banned at all (neverBan refuses, with the reason logged).
+	if e.failures, err = failmem.New(p.failures); err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
 	}
-	e := &Engine{
-		d: d, log: d.Logger, now: d.Now, fw: d.Firewall,
-		srcs:      map[addrKey]*srcState{},
-		bans:      map[addrKey]banInfo{},
-		allows:    map[netip.Addr]allowInfo{},
-		never:     map[netip.Addr]string{},
-		flagged:   map[netip.Addr]int64{},
-		decisions: map[string]uint64{},
-		pushQ:     make(chan pushCand, 256),
-		examining: map[netip.Addr]bool{},
-		postQ:     make(chan flow, 4096),
-	}
-	e.p.Store(p)
-	e.wcond = sync.NewCond(&e.wmu)
-	hosts := d.HostAddrs
-	if hosts == nil {
-		hosts = interfaceAddrs(e.log)
-	}
-	for _, a := range hosts {
-		e.never[a.Unmap()] = "host's own address"
-	}
-	peer := d.AMIPeer
-	if !peer.IsValid() {
-		if h, _, err := net.SplitHostPort(cfg.AMI.Address); err == nil {
-			if a, err := netip.ParseAddr(h); err == nil {
-				peer = a
-			}
+	e.sources.init()
+	e.bans.init()
+	e.allows.init()
+	e.push.init()
+	e.post.init()
+	e.work.init()
+	e.decisions.init()
+	if d.LocalReason == nil {
+		if d.HostAddrs != nil {
+			e.d.LocalReason = fixedLocal(d.HostAddrs, nil)
+		} else {
+			e.d.LocalReason = interfaceLocal(e.log)
 		}
 	}
-	if peer.IsValid() {
-		e.never[peer.Unmap()] = "AMI peer (Asterisk)"
+	for _, peer := range o.AMIPeers {
+		if peer.IsValid() {
+			e.allows.never[peer.Unmap()] = "AMI peer (Asterisk)"
+		}
 	}
 	return e, nil
 }
 
-func interfaceAddrs(log *slog.Logger) []netip.Addr {
+// interfaceLocal is the default LocalReason: the interface addresses at
+// New and their subnets' network and broadcast addresses.
+func interfaceLocal(log *slog.Logger) func(netip.Addr) string {
 	ifs, err := net.InterfaceAddrs()
 	if err != nil {
 		log.Warn("engine: cannot list the host's addresses; they are not protected from bans", "err", err)
-		return nil
 	}
-	var out []netip.Addr
+	var addrs []netip.Addr
+	var nets []netip.Prefix
 	for _, ia := range ifs {
 		if n, ok := ia.(*net.IPNet); ok {
 			if a, ok := netip.AddrFromSlice(n.IP); ok {
-				out = append(out, a.Unmap())
+				ones, _ := n.Mask.Size()
+				a = a.Unmap()
+				addrs = append(addrs, a)
+				if p, err := a.Prefix(ones); err == nil {
+					nets = append(nets, p)
+				}
 			}
 		}
 	}
-	return out
+	return fixedLocal(addrs, nets)
 }
 
-// params is the configuration as the engine uses it; immutable once stored.
-type params struct {
-	cfg                    *config.Config
-	geoMode                string
-	ringSize               int
-	findTime, slowFindTime int64
-	maxSources             int
-	banTime, maxBanTime    time.Duration
-	static                 []netip.Prefix
+// fixedLocal is a LocalReason for a fixed list of the host's addresses
+// and subnets.
+func fixedLocal(addrs []netip.Addr, subnets []netip.Prefix) func(netip.Addr) string {
+	why := map[netip.Addr]string{}
+	for _, p := range subnets {
+		p = p.Masked()
+		if nw, bcast, ok := subnetEnds(p); ok {
+			why[nw] = "network address of the host's subnet " + p.String()
+			if bcast.IsValid() {
+				why[bcast] = "broadcast address of the host's subnet " + p.String()
+			}
+		}
+	}
+	for _, a := range addrs {
+		why[a.Unmap()] = "host's own address"
+	}
+	return func(a netip.Addr) string { return why[a] }
 }
 
-func newParams(cfg *config.Config) (*params, error) {
-	ec := cfg.Engine
-	if ec.MaxFailures < 1 {
-		return nil, errors.New("engine: engine.max_failures must be at least 1")
+// subnetEnds returns p's network address and, for IPv4, its broadcast
+// address; ok is false for subnets too small to have them (/31, /32, /127,
+// /128), where both ends are hosts.
+func subnetEnds(p netip.Prefix) (network, broadcast netip.Addr, ok bool) {
+	p = p.Masked()
+	bits := p.Addr().BitLen()
+	if p.Bits() >= bits-1 {
+		return netip.Addr{}, netip.Addr{}, false
 	}
-	switch ec.GeoMode {
-	case "drop", "strict", "monitor":
-	default:
-		return nil, fmt.Errorf("engine: engine.geo_mode %q is not drop, strict or monitor", ec.GeoMode)
+	network = p.Addr()
+	if !network.Is4() {
+		return network, netip.Addr{}, true // the subnet-router anycast address
 	}
-	p := &params{
-		cfg: cfg, geoMode: ec.GeoMode,
-		ringSize:     max(ec.MaxFailures, ec.SlowMaxFailures, 1),
-		findTime:     int64(ec.FindTime.D()),
-		slowFindTime: int64(ec.SlowFindTime.D()),
-		maxSources:   ec.MaxSources,
-		banTime:      ec.BanTime.D(),
-		maxBanTime:   ec.MaxBanTime.D(),
-	}
-	if p.maxSources <= 0 {
-		p.maxSources = 200000
-	}
-	if p.maxBanTime < p.banTime {
-		p.maxBanTime = p.banTime
-	}
-	for _, a := range cfg.Firewall.Allow {
-		p.static = append(p.static, a.Prefix.Masked())
-	}
-	return p, nil
+	b := network.As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
+	return network, netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), true
 }
 
-func (e *Engine) pp() *params { return e.p.Load() }
+// opts returns the settings in force.
+func (e *Engine) opts() *settings { return e.current.Load() }
 
 // SetAMIPeer adds the address the AMI connection actually reached (e.g. a
 // resolved host name) to the never-ban list.
@@ -349,64 +314,70 @@ func (e *Engine) SetAMIPeer(a netip.Addr) {
 	if !a.IsValid() {
 		return
 	}
-	e.amu.Lock()
-	e.never[a.Unmap()] = "AMI peer (Asterisk)"
-	e.amu.Unlock()
+	e.allows.allowsMu.Lock()
+	e.allows.never[a.Unmap()] = "AMI peer (Asterisk)"
+	e.allows.allowsMu.Unlock()
 }
 
 // Snapshot reports counters and recent decisions.
 func (e *Engine) Snapshot() Status {
-	st := Status{GeoMode: e.pp().geoMode, ByKind: map[string]uint64{}, Decisions: map[string]uint64{}}
-	e.mu.Lock()
-	st.Sources = len(e.srcs)
-	for k, n := range e.kinds {
+	o := e.opts()
+	st := Status{GeoMode: string(o.GeoMode), Enforce: o.Enforce, ByKind: map[string]uint64{}, Decisions: map[string]uint64{}}
+	e.sources.tableMu.Lock()
+	st.Sources = len(e.sources.byAddr)
+	for k, n := range e.sources.kinds {
 		if n > 0 {
 			st.ByKind[activity.Kind(k).String()] = n
 		}
 	}
-	st.LastEvent = e.lastEvent
-	e.mu.Unlock()
+	st.LastEvent = e.sources.lastEvent
+	e.sources.tableMu.Unlock()
 	now := e.now().UnixNano()
-	e.bmu.Lock()
-	st.ActiveBans = e.activeBans
-	for _, b := range e.bans {
-		if b.monitor && b.until > now {
-			st.WouldBans++
-		}
-	}
-	e.bmu.Unlock()
-	e.amu.RLock()
-	for _, a := range e.allows {
-		if a.until == 0 || a.until > now {
-			st.LearnedAllows++
-		}
-	}
-	e.amu.RUnlock()
-	e.dmu.Lock()
-	for k, n := range e.decisions {
-		st.Decisions[k] = n
-	}
-	st.Recent = append([]Decision(nil), e.recent...)
-	e.dmu.Unlock()
+	st.ActiveBans, st.WouldBans = e.bans.counts(now)
+	st.LearnedAllows = e.allows.countPush(now)
+	st.Decisions, st.Recent = e.decisions.snapshot()
 	st.Events = e.events.Load()
 	st.Malformed = e.malformed.Load()
-	st.Evicted = e.evicted.Load()
+	st.Evicted = e.sources.evicted.Load()
 	st.DroppedWrites = e.droppedWrites.Load()
-	st.DroppedSource = e.droppedSrc.Load()
+	st.DroppedSource = e.sources.droppedRows.Load()
 	st.DroppedPush = e.droppedPush.Load()
 	st.FullRefusals = e.fullRefusals.Load()
 	return st
 }
 
-func (e *Engine) decide(d Decision) {
-	e.dmu.Lock()
-	e.decisions[d.Kind]++
-	if len(e.recent) >= recentDecisions {
-		copy(e.recent, e.recent[1:])
-		e.recent = e.recent[:len(e.recent)-1]
+// decisionLog counts decisions and keeps the last few for `status`.
+type decisionLog struct {
+	countsMu sync.Mutex // guards counts and recent
+	counts   map[string]uint64
+	recent   []Decision
+}
+
+func (l *decisionLog) init() { l.counts = map[string]uint64{} }
+
+func (l *decisionLog) add(d Decision) {
+	l.countsMu.Lock()
+	defer l.countsMu.Unlock()
+	l.counts[d.Kind]++
+	if len(l.recent) >= recentDecisions {
+		copy(l.recent, l.recent[1:])
+		l.recent = l.recent[:len(l.recent)-1]
 	}
-	e.recent = append(e.recent, d)
-	e.dmu.Unlock()
+	l.recent = append(l.recent, d)
+}
+
+func (l *decisionLog) snapshot() (map[string]uint64, []Decision) {
+	l.countsMu.Lock()
+	defer l.countsMu.Unlock()
+	m := make(map[string]uint64, len(l.counts))
+	for k, n := range l.counts {
+		m[k] = n
+	}
+	return m, append([]Decision(nil), l.recent...)
+}
+
+func (e *Engine) decide(d Decision) {
+	e.decisions.add(d)
 	if e.d.OnDecision != nil {
 		e.d.OnDecision(d)
 	}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/sipsentry/sipsentry/ami"
-	"github.com/sipsentry/sipsentry/internal/config"
 )
 
 func heapAlloc() uint64 {
@@ -38,7 +37,10 @@ func randomSource(rng *rand.Rand) netip.Addr {
 // max_sources and the heap does not grow with the second 100k.
 func TestFloodMemoryBounded(t *testing.T) {
 	const maxSources = 10000
-	r := newRig(t, rigOpt{noRun: true, cfg: func(c *config.Config) { c.Engine.MaxSources = maxSources }})
+	// The failure memory is bounded too (MaxTracked, default 1M addresses):
+	// here just above the 10k aggregates, so the second 100k must not grow
+	// the heap either.
+	r := newRig(t, rigOpt{noRun: true, cfg: func(c *Options) { c.MaxSources, c.MaxTracked = maxSources, 2*maxSources }})
 	rng := rand.New(rand.NewPCG(1, 2))
 	flood := func() {
 		for i := range 100000 {
@@ -70,16 +72,16 @@ func TestFloodMemoryBounded(t *testing.T) {
 	if grow := int64(second) - int64(first); grow > 4<<20 {
 		t.Errorf("heap grew by %d MiB over the second 100k sources: not bounded", grow>>20)
 	}
-	if len(r.eng.srcs) != maxSources || r.eng.lruLen() != maxSources {
-		t.Errorf("map %d, LRU %d", len(r.eng.srcs), r.eng.lruLen())
+	if len(r.eng.sources.byAddr) != maxSources || r.eng.lruLen() != maxSources {
+		t.Errorf("map %d, LRU %d", len(r.eng.sources.byAddr), r.eng.lruLen())
 	}
 }
 
 func (e *Engine) lruLen() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	e.sources.tableMu.Lock()
+	defer e.sources.tableMu.Unlock()
 	n := 0
-	for s := e.lruHead; s != nil; s = s.next {
+	for s := e.sources.lruHead; s != nil; s = s.next {
 		n++
 	}
 	return n
@@ -93,7 +95,7 @@ func TestEvictByAge(t *testing.T) {
 	}
 	r.clock.Advance(time.Hour)
 	r.eng.Handle(context.Background(), ev(ami.EventInvalidAccountID, "100", "203.0.113.200", ""))
-	r.clock.Advance(r.cfg.Engine.SlowFindTime.D() - 30*time.Minute)
+	r.clock.Advance(r.opts.SlowFindTime - 30*time.Minute)
 	r.eng.Sweep()
 	if n := r.eng.Snapshot().Sources; n != 1 {
 		t.Errorf("%d sources after the sweep, want only the one seen within slow_find_time", n)
@@ -118,7 +120,7 @@ func TestBanSetFull(t *testing.T) {
 			r.eng.Handle(context.Background(), ev(ami.EventChallengeResponseFailed, "1001", a, strconv.Itoa(i)))
 		}
 	}
-	r := newRig(t, rigOpt{cfg: func(c *config.Config) { c.Firewall.BanMaxElem = 3 }})
+	r := newRig(t, rigOpt{cfg: func(c *Options) { c.BanMaxElem = 3 }})
 	for i := range 5 {
 		ban(r, "203.0.113."+strconv.Itoa(10+i))
 	}
@@ -167,7 +169,7 @@ func BenchmarkSourceMemory(b *testing.B) {
 	}
 	for range b.N {
 		cfg := testConfig()
-		cfg.Engine.MaxSources, cfg.Engine.EnumAccounts, cfg.Engine.MaxFailures, cfg.Engine.SlowMaxFailures = 1<<20, 0, 100, 0
+		cfg.MaxSources, cfg.EnumAccounts, cfg.MaxFailures, cfg.SlowMaxFailures = 1<<20, 0, 100, 0
 		e, err := New(cfg, Deps{Firewall: &countingFW{}, Geo: testGeo, Resolver: noDNS{}, HostAddrs: []netip.Addr{}})
 		if err != nil {
 			b.Fatal(err)
@@ -198,7 +200,7 @@ func TestRestoreMoreBansThanSetHolds(t *testing.T) {
 		clock.Advance(time.Duration(n+1) * time.Minute)
 	}
 	r1.stop()
-	r2 := newRig(t, rigOpt{clock: clock, dbPath: dbPath, cfg: func(c *config.Config) { c.Firewall.BanMaxElem = 2 }})
+	r2 := newRig(t, rigOpt{clock: clock, dbPath: dbPath, cfg: func(c *Options) { c.BanMaxElem = 2 }})
 	if r2.banned("203.0.113.1") || !r2.banned("203.0.113.2") || !r2.banned("203.0.113.3") {
 		t.Error("want the two latest bans restored and the oldest left out")
 	}
@@ -210,7 +212,7 @@ func TestRestoreMoreBansThanSetHolds(t *testing.T) {
 // A flood with the writer running: every event is either in the event log
 // or counted as dropped, and the DB stays readable.
 func TestFloodWithStore(t *testing.T) {
-	r := newRig(t, rigOpt{cfg: func(c *config.Config) { c.Engine.MaxSources = 5000 }})
+	r := newRig(t, rigOpt{cfg: func(c *Options) { c.MaxSources = 5000 }})
 	rng := rand.New(rand.NewPCG(7, 8))
 	const n = 20000 // enough to overflow 5000 sources; small enough for -race on a loaded machine
 	for range n {

@@ -23,7 +23,7 @@ func FuzzHandle(f *testing.F) {
 			return
 		}
 		cfg := testConfig()
-		cfg.Engine.GeoMode = "strict"
+		cfg.GeoMode = GeoStrict
 		fw := dryrun.New(dryrun.Options{})
 		e, err := New(cfg, Deps{Firewall: fw, Geo: testGeo, Resolver: noDNS{}, HostAddrs: []netip.Addr{},
 			Logger: slog.New(slog.DiscardHandler)})

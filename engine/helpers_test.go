@@ -21,9 +21,8 @@ import (
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/firewall"
 	"github.com/sipsentry/sipsentry/firewall/dryrun"
-	"github.com/sipsentry/sipsentry/internal/config"
-	"github.com/sipsentry/sipsentry/state"
 	"github.com/sipsentry/sipsentry/internal/testpath"
+	"github.com/sipsentry/sipsentry/state"
 )
 
 // testdataDir is ../shared/testdata/<sub> beside the directory holding go.mod.
@@ -211,7 +210,7 @@ func (l *logBuf) String() string {
 // temp dir, the recorded contacts and (optionally) a loopback DNS server.
 type rig struct {
 	t      *testing.T
-	cfg    *config.Config
+	opts   Options
 	clock  *fakeClock
 	fw     *dryrun.Backend
 	store  *state.Store
@@ -223,7 +222,7 @@ type rig struct {
 }
 
 type rigOpt struct {
-	cfg      func(*config.Config)
+	cfg      func(*Options)
 	deps     func(*Deps)
 	clock    *fakeClock
 	dbPath   string
@@ -232,23 +231,25 @@ type rigOpt struct {
 	resolver Resolver
 }
 
-func testConfig() *config.Config {
-	c := config.Default()
-	c.Engine.GeoMode = "drop"
-	c.Geo.AllowCountries = []string{"JP"}
+// testConfig is an enforcing engine with the country policy "drop" and
+// the shipped thresholds.
+func testConfig() Options {
+	c := DefaultOptions()
+	c.Enforce = true
+	c.GeoMode = GeoDrop
 	c.Push.Hosts = nil // no seeding unless a test asks (no outside DNS)
-	c.AMI.Address = "127.0.0.1:5038"
+	c.AMIPeers = []netip.Addr{netip.MustParseAddr("127.0.0.1")}
 	return c
 }
 
 func newRig(t *testing.T, o rigOpt) *rig {
 	t.Helper()
-	r := &rig{t: t, cfg: testConfig(), clock: o.clock, logs: &logBuf{}, dbPath: o.dbPath}
+	r := &rig{t: t, opts: testConfig(), clock: o.clock, logs: &logBuf{}, dbPath: o.dbPath}
 	if r.clock == nil {
 		r.clock = newClock()
 	}
 	if o.cfg != nil {
-		o.cfg(r.cfg)
+		o.cfg(&r.opts)
 	}
 	if r.dbPath == "" {
 		r.dbPath = filepath.Join(t.TempDir(), state.FileName)
@@ -260,7 +261,7 @@ func newRig(t *testing.T, o rigOpt) *rig {
 	r.store = st
 	r.fw = dryrun.New(dryrun.Options{Mode: "enforce", MaxElem: o.maxElem, Now: r.clock.Now})
 	res := o.resolver
-	if res == nil && r.cfg.Push.Resolver == "" {
+	if res == nil && r.opts.Push.Resolver == "" {
 		res = noDNS{} // never the system resolver: no test touches the outside network
 	}
 	d := Deps{
@@ -277,7 +278,10 @@ func newRig(t *testing.T, o rigOpt) *rig {
 	if o.deps != nil {
 		o.deps(&d)
 	}
-	e, err := New(r.cfg, d)
+	if fb, ok := d.Firewall.(*dryrun.Backend); ok {
+		r.fw = fb // a test's shared backend: the rig's assertions read it
+	}
+	e, err := New(r.opts, d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -449,3 +453,5 @@ func startDNS(t *testing.T, ptr map[string]string, hosts map[string][]string) *d
 	t.Cleanup(func() { srv.Shutdown() })
 	return ds
 }
+
+func (r *rig) logged(s string) bool { return strings.Contains(r.logs.String(), s) }

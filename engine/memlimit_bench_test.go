@@ -27,7 +27,7 @@ func BenchmarkFloodUnderMemoryLimit(b *testing.B) {
 		srcs[i] = randomSource(rng)
 	}
 	cfg := testConfig()
-	cfg.Engine.MaxSources, cfg.Engine.EnumAccounts, cfg.Engine.MaxFailures, cfg.Engine.SlowMaxFailures = n, 0, 1<<20, 0
+	cfg.MaxSources, cfg.EnumAccounts, cfg.MaxFailures, cfg.SlowMaxFailures = n, 0, 1<<20, 0
 	e, err := New(cfg, Deps{Firewall: &countingFW{}, Geo: testGeo, Resolver: noDNS{}, HostAddrs: []netip.Addr{}})
 	if err != nil {
 		b.Fatal(err)

@@ -10,7 +10,6 @@ import (
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/firewall"
 	"github.com/sipsentry/sipsentry/firewall/dryrun"
-	"github.com/sipsentry/sipsentry/internal/config"
 )
 
 // walkFW is the dry-run backend plus counting flow droppers; a walk can be
@@ -74,9 +73,9 @@ var (
 )
 
 func setWalkEvery(e *Engine, d time.Duration) {
-	e.walk.mu.Lock()
-	e.walk.every = d
-	e.walk.mu.Unlock()
+	e.post.walk.pendingMu.Lock()
+	e.post.walk.every = d
+	e.post.walk.pendingMu.Unlock()
 }
 
 // burst bans n foreign sources (geo_mode strict: banned at the first
@@ -95,7 +94,7 @@ func burst(r *rig, first netip.Addr, n int) []netip.Addr {
 	return out
 }
 
-func strict(c *config.Config) { c.Engine.GeoMode = "strict" }
+func strict(c *Options) { c.GeoMode = GeoStrict }
 
 // 100 bans in a burst: 100 exact-flow drops (each ban's own flow, at once)
 // but the conntrack table walked once or twice in all, covering every

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/sipsentry/sipsentry/firewall"
-	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/state"
 )
 
@@ -36,7 +35,7 @@ func TestRestoreStreamsBansInChunks(t *testing.T) {
 	}
 	st.Close()
 
-	r := newRig(t, rigOpt{clock: clock, dbPath: dbPath, cfg: func(c *config.Config) { c.Firewall.BanMaxElem = n + 10 }})
+	r := newRig(t, rigOpt{clock: clock, dbPath: dbPath, cfg: func(c *Options) { c.BanMaxElem = n + 10 }})
 	var adds, entries int
 	var prevLast time.Duration
 	for _, op := range r.fw.Ops() {
@@ -64,9 +63,9 @@ func TestRestoreStreamsBansInChunks(t *testing.T) {
 	if !r.banned(v6(0).String()) || !r.banned(v6(n-1).String()) || r.banned(expired.String()) {
 		t.Error("want every unexpired ban in the set and the expired one out")
 	}
-	r.eng.bmu.Lock()
-	bi, ok := r.eng.bans[keyOf(expired)]
-	r.eng.bmu.Unlock()
+	r.eng.bans.bansMu.Lock()
+	bi, ok := r.eng.bans.byAddr[keyOf(expired)]
+	r.eng.bans.bansMu.Unlock()
 	if !ok || bi.offences != 3 || bi.active {
 		t.Errorf("expired ban in memory = %+v %v, want its 3 offences remembered, not active", bi, ok)
 	}

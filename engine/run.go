@@ -10,24 +10,68 @@ import (
 	"time"
 
 	"github.com/sipsentry/sipsentry/firewall"
-	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/state"
 )
 
 // forgetAfter is how long after a ban ended its offence count still
 // escalates the next ban in memory: max(max_ban_time, event_retention).
 func (e *Engine) forgetAfter() time.Duration {
-	return max(e.pp().maxBanTime, e.pp().cfg.Engine.EventRetention.D(), e.pp().banTime)
+	return max(e.opts().MaxBanTime, e.opts().EventRetention, e.opts().BanTime)
 }
 
-// Start restores unexpired bans and allows (learned and static) into the
-// kernel (bulk adds: bans in chunks of restoreChunk, streamed from the
-// database), and seeds the push hosts. Call it once,
-// after the firewall is up and before the first Handle.
-func (e *Engine) Start(ctx context.Context) error {
+// Start restores unexpired bans into the kernel (bulk adds in chunks of
+// restoreChunk, streamed from the database), makes the kernel allow set
+// equal to the engine's (static allows from the settings, learned, seeded
+// and manual allows from the database: one Replace, so an entry that is no
+// longer wanted goes whatever its comment), and seeds the push hosts. Call
+// it once, after the firewall is up and before the first Handle.
+func (e *Engine) Start(ctx context.Context) error { return e.start(ctx, true) }
+
+// OpenOffline builds an engine for one operator command while no daemon
+// runs (`sipsentry ban` without the control socket): it loads the bans and
+// allows of d.Store into memory without touching the kernel or starting
+// Run's loops. Then call BanManual, Unban, AllowManual, Disallow, Bans or
+// Allows (each writes the DB before it returns and reaches the kernel
+// through d.Firewall) and Close. The daemon's next Start agrees with what
+// was done.
+func OpenOffline(ctx context.Context, o Options, d Deps) (*Engine, error) {
+	if d.Store == nil {
+		return nil, errors.New("engine: OpenOffline needs the state DB (Deps.Store)")
+	}
+	if d.Resolver == nil {
+		d.Resolver = noResolver{} // an operator command learns nothing
+	}
+	e, err := New(o, d)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.start(ctx, false); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Close writes what is pending to the state DB; the Store and the backend
+// stay open (the caller owns them). For an engine from OpenOffline, or after
+// Run returned.
+func (e *Engine) Close(ctx context.Context) error { return e.Flush(ctx) }
+
+// noResolver answers nothing: OpenOffline neither seeds nor learns.
+type noResolver struct{}
+
+func (noResolver) LookupPTR(context.Context, netip.Addr) ([]string, error) {
+	return nil, errors.New("engine: no DNS in an offline command")
+}
+
+func (noResolver) LookupAddrs(context.Context, string) ([]netip.Addr, error) {
+	return nil, errors.New("engine: no DNS in an offline command")
+}
+
+// start loads the state DB into memory; with kernel, it also restores bans
+// and the allow set into the kernel and seeds the push hosts.
+func (e *Engine) start(ctx context.Context, kernel bool) error {
 	now := e.now()
 	nowN := now.UnixNano()
-	var allowEntries []firewall.Entry
 	var errs []error
 	restored := 0 // bans handed to the kernel
 
@@ -37,19 +81,39 @@ func (e *Engine) Start(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		e.mu.Lock()
-		e.nextSession = max(e.nextSession, ms)
-		e.mu.Unlock()
+		e.sources.tableMu.Lock()
+		e.sources.nextSession = max(e.sources.nextSession, ms)
+		e.sources.tableMu.Unlock()
+
+		// Allows first, so that a stored ban of an address allowed since is
+		// not restored.
+		allows, err := st.LearnedAllows(ctx)
+		if err != nil {
+			return err
+		}
+		e.allows.allowsMu.Lock()
+		for _, al := range allows {
+			switch {
+			case al.How == state.HowStatic:
+				continue // static allows come from the settings
+			case al.How == state.HowManual:
+				e.allows.manual[al.Prefix.Masked()] = manualAllow{until: ns(al.Until), since: ns(al.FirstSeen), comment: al.Comment, uid: al.UID}
+			case al.Prefix.IsSingleIP():
+				ev := al.PushEvidence
+				e.allows.push[al.Prefix.Addr().Unmap()] = allowInfo{until: ns(al.Until), how: al.How, last: ns(al.LastSeen), evidence: &ev}
+			}
+		}
+		e.allows.allowsMu.Unlock()
 
 		// Longest-running bans first, so that if more are stored than the
 		// set holds (ban_maxelem lowered), the ones left out end soonest.
 		// Streamed in chunks into the kernel: building every row and every
 		// set entry first made a 100k-ban restore peak at ~150 MB of heap.
-		maxElem := e.pp().cfg.Firewall.BanMaxElem
+		maxElem := e.opts().BanMaxElem
 		chunk := make([]firewall.Entry, 0, restoreChunk)
 		var addErr error
 		flush := func() {
-			if len(chunk) > 0 && addErr == nil {
+			if len(chunk) > 0 && addErr == nil && kernel {
 				if err := e.fw.Add(ctx, firewall.SetBan, chunk...); err != nil {
 					addErr = err
 				} else {
@@ -58,26 +122,32 @@ func (e *Engine) Start(ctx context.Context) error {
 			}
 			chunk = chunk[:0]
 		}
+		bk := &e.bans
 		err = st.EachBan(ctx, now.Add(-e.forgetAfter()), func(b state.Ban) error {
 			a := b.Addr.Unmap()
-			bi := banInfo{until: b.Until.UnixNano(), offences: int32(b.Offences), monitor: b.Monitor}
-			e.bmu.Lock()
-			if bi.until > nowN && !b.Monitor && e.pp().geoMode != "monitor" {
-				if why := e.neverBanLocked(a); why != "" {
+			k := keyOf(a)
+			bk.bansMu.Lock()
+			bi := banInfo{until: b.Until.UnixNano(), since: unixSeconds(b.Created), offences: int32(b.Offences),
+				reason: bk.reasons.intern(b.Reason), monitor: b.Monitor, manual: b.Origin != "" && b.Origin != state.OriginEngine}
+			if bi.until > nowN && !b.Monitor && e.opts().Enforce {
+				if why := e.neverBan(a); why != "" {
 					e.log.Warn("engine: not restoring a stored ban", "addr", a, "refused_because", why)
 					bi.until = nowN
-				} else if e.activeBans >= maxElem {
+				} else if bk.active >= maxElem {
 					bi.until = nowN
 					e.fullRefusals.Add(1)
 				} else {
 					bi.active = true
-					e.activeBans++
+					bk.active++
 					chunk = append(chunk, firewall.Entry{Prefix: prefixOf(a), Timeout: b.Until.Sub(now),
-						Comment: sanitize("sipsentry: "+b.Reason, 200)})
+						Comment: bk.reasons.comment[bi.reason]})
 				}
 			}
-			e.bans[keyOf(a)] = bi
-			e.bmu.Unlock()
+			bk.byAddr[k] = bi
+			if bi.manual {
+				bk.external[k] = externalBan{uid: b.UID, origin: b.Origin}
+			}
+			bk.bansMu.Unlock()
 			if len(chunk) == cap(chunk) {
 				flush()
 			}
@@ -98,49 +168,45 @@ func (e *Engine) Start(ctx context.Context) error {
 			}
 		}
 
-		allows, err := st.LearnedAllows(ctx)
-		if err != nil {
-			return err
-		}
-		e.amu.Lock()
-		for _, al := range allows {
-			if al.How == state.HowStatic || !al.Prefix.IsSingleIP() {
-				continue // static allows come from the config, below
+		// Addresses that authenticated within known_for stay known across a
+		// restart (forged UDP failures alone do not ban them).
+		if kf := e.opts().KnownFor; kf > 0 {
+			known := 0
+			if err := st.Authenticated(ctx, now.Add(-kf), func(a netip.Addr, at time.Time) {
+				e.failures.MarkKnown(a.Unmap(), at)
+				known++
+			}); err != nil {
+				return err
 			}
-			var ttl time.Duration
-			if !al.Until.IsZero() {
-				ttl = al.Until.Sub(now)
+			if known > 0 {
+				e.log.Info("engine: known addresses restored", "count", known, "known_for", kf)
 			}
-			a := al.Prefix.Addr().Unmap()
-			e.allows[a] = allowInfo{until: ns(al.Until), how: al.How, last: ns(al.LastSeen)}
-			allowEntries = append(allowEntries, firewall.Entry{Prefix: al.Prefix, Timeout: ttl, Comment: "sipsentry: push " + al.How})
 		}
-		e.amu.Unlock()
 
-		// The config is the truth for static allows: rewrite their rows.
-		var b state.Batch
-		for _, al := range allows {
-			if al.How == state.HowStatic {
-				b.Unallow = append(b.Unallow, al.Prefix)
+		if kernel {
+			// The config is the truth for static allows: rewrite their rows.
+			var b state.Batch
+			for _, al := range allows {
+				if al.How == state.HowStatic {
+					b.Unallow = append(b.Unallow, al.Prefix)
+				}
+			}
+			for _, p := range e.opts().StaticAllows {
+				b.Allows = append(b.Allows, state.Allow{Prefix: p, PushEvidence: state.PushEvidence{How: state.HowStatic, FirstSeen: now, LastSeen: now}})
+			}
+			if err := st.Apply(ctx, &b); err != nil {
+				return err
 			}
 		}
-		for _, p := range e.pp().static {
-			b.Allows = append(b.Allows, state.Allow{Prefix: p, PushEvidence: state.PushEvidence{How: state.HowStatic, FirstSeen: now, LastSeen: now}})
-		}
-		if err := st.Apply(ctx, &b); err != nil {
-			return err
-		}
 	}
-	for _, p := range e.pp().static {
-		allowEntries = append(allowEntries, firewall.Entry{Prefix: p, Comment: "sipsentry: static allow"})
+	if !kernel {
+		return errors.Join(errs...)
 	}
-
-	if len(allowEntries) > 0 {
-		if err := e.fw.Add(ctx, firewall.SetAllow, allowEntries...); err != nil {
-			errs = append(errs, fmt.Errorf("engine: restoring %d allow entries: %w", len(allowEntries), err))
-		}
+	n, err := e.replaceAllowSet(ctx)
+	if err != nil {
+		errs = append(errs, err)
 	}
-	e.log.Info("engine: state restored", "bans", restored, "allows", len(allowEntries), "geo_mode", e.pp().geoMode)
+	e.log.Info("engine: state restored", "bans", restored, "allows", n, "geo_mode", e.opts().GeoMode, "enforce", e.opts().Enforce)
 	// Bounded: an unreachable resolver must not hold the first event back.
 	sctx, cancel := context.WithTimeout(ctx, 4*time.Second)
 	defer cancel()
@@ -148,6 +214,18 @@ func (e *Engine) Start(ctx context.Context) error {
 		e.log.Warn("engine: push host seeding failed; will retry at push.reseed", "err", err)
 	}
 	return errors.Join(errs...)
+}
+
+// replaceAllowSet makes the kernel allow set equal to Entries(SetAllow) in
+// one atomic Replace and returns how many entries it holds.
+func (e *Engine) replaceAllowSet(ctx context.Context) (int, error) {
+	e.allows.setMu.Lock()
+	defer e.allows.setMu.Unlock()
+	entries := slices.Collect(e.Entries(firewall.SetAllow))
+	if err := e.fw.Replace(ctx, firewall.SetAllow, entries); err != nil {
+		return 0, fmt.Errorf("engine: loading %d allow entries into the kernel: %w", len(entries), err)
+	}
+	return len(entries), nil
 }
 
 // restoreChunk is how many bans Start hands the kernel per bulk add: large
@@ -161,9 +239,6 @@ func ns(t time.Time) int64 {
 	}
 	return t.UnixNano()
 }
-
-// neverBanLocked is neverBan for callers holding bmu (it takes amu only).
-func (e *Engine) neverBanLocked(a netip.Addr) string { return e.neverBan(a) }
 
 // Run does the background work until ctx ends: batched DB writes (every
 // 100 ms), push-server examination, conntrack flush and hang-up after bans,
@@ -181,43 +256,15 @@ func (e *Engine) Run(ctx context.Context) error {
 			go func() { defer wg.Done(); f() }()
 		}
 	}
-	workers(2, func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case c := <-e.pushQ:
-				e.examine(ctx, c)
-			}
-		}
-	})
-	workers(2, func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case f := <-e.postQ:
-				// Take what else is queued: the burst's exact-flow drops and hang-ups
-				// go together (the full conntrack walk is coalesced in ban.go).
-				batch := []flow{f}
-			more:
-				for len(batch) < 256 {
-					select {
-					case f := <-e.postQ:
-						batch = append(batch, f)
-					default:
-						break more
-					}
-				}
-				e.postBan(ctx, batch)
-			}
-		}
-	})
+	workers(2, func() { e.runPushLearner(ctx) })
+	workers(2, func() { e.runPostBan(ctx) })
 
 	flush := time.NewTicker(flushInterval)
+	challenges := time.NewTicker(time.Second) // unanswered-challenge timeouts
+	defer challenges.Stop()
 	sweep := time.NewTicker(sweepInterval)
 	prune := time.NewTicker(pruneInterval)
-	reseedEvery := e.pp().cfg.Push.Reseed.D()
+	reseedEvery := e.opts().Push.Reseed
 	if reseedEvery <= 0 {
 		reseedEvery = 24 * time.Hour
 	}
@@ -240,6 +287,8 @@ func (e *Engine) Run(ctx context.Context) error {
 			if err := e.Flush(ctx); err != nil && ctx.Err() == nil {
 				e.log.Error("engine: writing state failed; will retry", "err", err)
 			}
+		case <-challenges.C:
+			e.tickFailures(ctx)
 		case <-sweep.C:
 			e.Sweep()
 		case <-prune.C:
@@ -259,30 +308,15 @@ func (e *Engine) drainQueues() {
 	var queued []netip.Addr
 	for {
 		select {
-		case c := <-e.pushQ:
+		case c := <-e.push.queue:
 			e.finish(c.addr)
-		case f := <-e.postQ:
+		case f := <-e.post.queue:
 			queued = append(queued, f.addr)
-			e.done()
+			e.work.done()
 		default:
 			e.finishWalks(queued)
 			return
 		}
-	}
-}
-
-func (e *Engine) prune(ctx context.Context) {
-	if e.d.Store == nil {
-		return
-	}
-	ret := e.pp().cfg.Engine.EventRetention.D()
-	if ret <= 0 {
-		return
-	}
-	if n, err := e.d.Store.Prune(ctx, e.now().Add(-ret), maxEventLogRows); err != nil {
-		e.log.Warn("engine: pruning the event log failed", "err", err)
-	} else if n > 0 {
-		e.log.Debug("engine: event log pruned", "rows", n)
 	}
 }
 
@@ -293,170 +327,68 @@ func (e *Engine) Sweep() {
 	now := e.now()
 	nowN := now.UnixNano()
 	forget := now.Add(-e.forgetAfter()).UnixNano()
-	e.bmu.Lock()
-	for a, b := range e.bans {
-		if b.active && b.until <= nowN {
-			b.active = false
-			e.activeBans--
-			e.bans[a] = b
-		}
-		if b.until < forget {
-			delete(e.bans, a)
-		}
-	}
-	e.bmu.Unlock()
-	e.amu.Lock()
-	for a, al := range e.allows {
-		if al.until != 0 && al.until <= nowN {
-			delete(e.allows, a)
-		}
-	}
-	for a, t := range e.flagged {
-		if nowN-t >= int64(reflagEvery) {
-			delete(e.flagged, a)
-		}
-	}
-	e.amu.Unlock()
-	e.evictOld(now)
-}
-
-// Flush writes what is pending (sources changed since the last flush, the
-// event log, bans, allows, flags) in one transaction.
-func (e *Engine) Flush(ctx context.Context) error {
-	e.flushMu.Lock()
-	defer e.flushMu.Unlock()
-	b := e.retry
-	e.retry = nil
-	if b == nil {
-		b = &state.Batch{}
-	}
-	e.mu.Lock()
-	for _, s := range e.dirty {
-		if s.dirty {
-			s.dirty = false
-			b.Sources = append(b.Sources, state.SourceUpdate{Session: s.session, Source: cloneSource(&s.src)})
-		}
-	}
-	e.dirty = e.dirty[:0]
-	b.Sources = append(b.Sources, e.evictedUpd...)
-	e.evictedUpd = e.evictedUpd[:0]
-	if len(e.pendEvents) > 0 {
-		b.Events = append(b.Events, e.pendEvents...)
-		e.pendEvents = make([]state.Event, 0, min(len(e.pendEvents), 1024))
-	}
-	e.mu.Unlock()
-	e.bmu.Lock()
-	p := e.pend
-	e.pend = state.Batch{}
-	e.bmu.Unlock()
-	b.Bans = append(b.Bans, p.Bans...)
-	b.Lifts = append(b.Lifts, p.Lifts...)
-	b.Allows = append(b.Allows, p.Allows...)
-	b.Unallow = append(b.Unallow, p.Unallow...)
-	b.Flags = append(b.Flags, p.Flags...)
-	if e.d.Store == nil || b.Empty() {
-		return nil
-	}
-	if err := e.d.Store.Apply(ctx, b); err != nil {
-		// Keep it for the next tick; the event log is the first thing to go.
-		if len(b.Events) > maxPendingEvents {
-			e.droppedWrites.Add(uint64(len(b.Events)))
-			b.Events = nil
-		}
-		if len(b.Sources) > 4*maxPendingSrc {
-			// A DB that keeps failing (disk full) must not grow memory:
-			// aggregates stay in memory, their rows are rewritten when the
-			// sources change again.
-			e.droppedSrc.Add(uint64(len(b.Sources)))
-			b.Sources = nil
-		}
-		e.retry = b
-		return err
-	}
-	return nil
+	e.bans.expire(nowN, forget)
+	e.allows.expire(nowN)
+	e.push.expireFlags(nowN)
+	o := e.opts()
+	e.sources.evictOlderThan(now.Add(-time.Duration(max(o.findTime, o.slowFindTime))))
 }
 
 // Sync waits until the push learner and post-ban work queued so far are
 // done, then flushes. It needs Run to be running (or the queues to be
 // empty); replay and tests use it to get a complete DB.
 func (e *Engine) Sync(ctx context.Context) error {
-	stop := context.AfterFunc(ctx, func() {
-		e.wmu.Lock()
-		e.wcond.Broadcast()
-		e.wmu.Unlock()
-	})
-	defer stop()
-	e.wmu.Lock()
-	for e.inQueue > 0 && ctx.Err() == nil {
-		e.wcond.Wait()
-	}
-	e.wmu.Unlock()
-	if err := ctx.Err(); err != nil {
+	if err := e.work.wait(ctx); err != nil {
 		return err
 	}
 	e.walkNow(ctx) // the coalesced conntrack walk, without waiting for its interval
 	return e.Flush(ctx)
 }
 
-// Reload takes a new configuration (SIGHUP): thresholds, ban times,
-// geo_mode, push patterns and domains, static allows. Static allows are
-// added to and removed from the allow set; the sources' failure rings are
+// Reload takes new settings (SIGHUP): thresholds, ban times, modes, push
+// patterns and domains, static allows. The kernel allow set is made equal
+// to the engine's again (one Replace), so a static allow removed from the
+// config leaves it whatever its comment; the sources' failure rings are
 // cleared when their size changes. The state DB, AMI and firewall backend
 // are not reloadable here.
-func (e *Engine) Reload(ctx context.Context, cfg *config.Config) error {
-	np, err := newParams(cfg)
+func (e *Engine) Reload(ctx context.Context, o Options) error {
+	np, err := newSettings(o)
 	if err != nil {
 		return err
 	}
-	old := e.p.Load()
+	old := e.current.Load()
 	now := e.now()
-	var add []firewall.Entry
-	var del []netip.Prefix
 	var b state.Batch
-	for _, p := range np.static {
-		if !slices.Contains(old.static, p) {
-			add = append(add, firewall.Entry{Prefix: p, Comment: "sipsentry: static allow"})
+	added, removed := 0, 0
+	for _, p := range np.StaticAllows {
+		if !slices.Contains(old.StaticAllows, p) {
+			added++
 			b.Allows = append(b.Allows, state.Allow{Prefix: p, PushEvidence: state.PushEvidence{How: state.HowStatic, FirstSeen: now, LastSeen: now}})
 		}
 	}
-	for _, p := range old.static {
-		if !slices.Contains(np.static, p) {
-			del = append(del, p)
+	for _, p := range old.StaticAllows {
+		if !slices.Contains(np.StaticAllows, p) {
+			removed++
 			b.Unallow = append(b.Unallow, p)
 		}
 	}
-	if len(add) > 0 {
-		if err := e.fw.Add(ctx, firewall.SetAllow, add...); err != nil {
-			return fmt.Errorf("engine: reload: adding static allows: %w", err)
-		}
+	if err := e.failures.SetOptions(np.failures); err != nil {
+		return fmt.Errorf("engine: reload: %w", err)
 	}
-	if len(del) > 0 {
-		if err := e.fw.Delete(ctx, firewall.SetAllow, del...); err != nil {
-			return fmt.Errorf("engine: reload: removing static allows: %w", err)
-		}
+	e.sources.tableMu.Lock()
+	e.current.Store(np)
+	e.sources.tableMu.Unlock()
+	// Held would-bans (or bans) are decided again under a new mode.
+	e.sources.reset(np.GeoMode != old.GeoMode || np.Enforce != old.Enforce)
+	e.sources.evictBeyond(np.MaxSources)
+	e.writer.queue(func(w *state.Batch) {
+		w.Allows = append(w.Allows, b.Allows...)
+		w.Unallow = append(w.Unallow, b.Unallow...)
+	})
+	if _, err := e.replaceAllowSet(ctx); err != nil {
+		return fmt.Errorf("engine: reload: %w (the new settings are in force; the allow set is repaired at the next reload or verify)", err)
 	}
-	e.mu.Lock()
-	e.p.Store(np)
-	if np.ringSize != old.ringSize {
-		for _, s := range e.srcs {
-			s.fails, s.head = nil, 0
-		}
-	}
-	if np.geoMode != old.geoMode {
-		// Held would-bans (or bans) are decided again under the new mode.
-		for _, s := range e.srcs {
-			s.holdUntil = 0
-		}
-	}
-	for len(e.srcs) > np.maxSources {
-		e.evict(e.lruTail)
-	}
-	e.mu.Unlock()
-	e.bmu.Lock()
-	e.pend.Allows = append(e.pend.Allows, b.Allows...)
-	e.pend.Unallow = append(e.pend.Unallow, b.Unallow...)
-	e.bmu.Unlock()
-	e.log.Info("engine: configuration reloaded", "geo_mode", np.geoMode, "max_failures", cfg.Engine.MaxFailures,
-		"static_allows_added", len(add), "static_allows_removed", len(del))
+	e.log.Info("engine: configuration reloaded", "geo_mode", np.GeoMode, "enforce", np.Enforce, "max_failures", np.MaxFailures,
+		"static_allows_added", added, "static_allows_removed", removed)
 	return nil
 }

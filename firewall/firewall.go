@@ -25,10 +25,13 @@ const (
 	SetAllow Set = "allow"
 	// SetBan holds banned source addresses (timeouts).
 	SetBan Set = "ban"
+	// SetBanNet holds banned ranges (timeouts): remote decisions of scope
+	// Range (CrowdSec). The engine's own bans are single addresses in SetBan.
+	SetBanNet Set = "ban-net"
 )
 
 // Sets lists every set in rule order.
-var Sets = []Set{SetAllow, SetBan, SetAllowCountry}
+var Sets = []Set{SetAllow, SetBan, SetBanNet, SetAllowCountry}
 
 // Entry is one member of a set. Timeout 0 means permanent; on SetBan the
 // prefix is always a single address.
@@ -142,26 +145,60 @@ type Preparer interface {
 	Prepare(ctx context.Context) error
 }
 
-// UpWith brings b up with the allowed-country set filled from the first
-// packet on: Prepare, Replace, Up when b is a Preparer; otherwise Up then
-// Replace. A nil allowCC leaves the set's content as it is.
-func UpWith(ctx context.Context, b Backend, allowCC []Entry) error {
+// Fill is what UpFilled loads into one set before any rule exists.
+type Fill struct {
+	Set     Set
+	Entries []Entry
+	// Merge adds the entries and keeps the set's others (e.g. `firewall up`
+	// from the CLI adding the static allows while a daemon may hold learned
+	// ones); false replaces the set's whole content.
+	Merge bool
+}
+
+// UpFilled brings b up with the given sets filled from the first packet
+// on: Prepare, the fills, Up when b is a Preparer; otherwise Up then the
+// fills. The allow sets are filled this way so that no DROP rule exists
+// while they are empty (no lock-out window on a first up).
+func UpFilled(ctx context.Context, b Backend, fills ...Fill) error {
+	fill := func() error {
+		for _, f := range fills {
+			var err error
+			if f.Merge {
+				if len(f.Entries) > 0 {
+					err = b.Add(ctx, f.Set, f.Entries...)
+				}
+			} else {
+				err = b.Replace(ctx, f.Set, f.Entries)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	p, ok := b.(Preparer)
 	if ok {
 		if err := p.Prepare(ctx); err != nil {
 			return err
 		}
-		if allowCC != nil {
-			if err := b.Replace(ctx, SetAllowCountry, allowCC); err != nil {
-				return err
-			}
+		if err := fill(); err != nil {
+			return err
 		}
 	}
 	if err := b.Up(ctx); err != nil {
 		return err
 	}
-	if !ok && allowCC != nil {
-		return b.Replace(ctx, SetAllowCountry, allowCC)
+	if !ok {
+		return fill()
 	}
 	return nil
+}
+
+// UpWith is UpFilled with the allowed-country set replaced by allowCC; a
+// nil allowCC leaves the set's content as it is.
+func UpWith(ctx context.Context, b Backend, allowCC []Entry) error {
+	if allowCC == nil {
+		return UpFilled(ctx, b)
+	}
+	return UpFilled(ctx, b, Fill{Set: SetAllowCountry, Entries: allowCC})
 }

@@ -15,8 +15,6 @@ import (
 
 	"github.com/oschwald/maxminddb-golang/v2"
 	"go4.org/netipx"
-
-	"github.com/sipsentry/sipsentry/internal/config"
 )
 
 var benchOnce struct {
@@ -48,9 +46,9 @@ func benchSetup(b *testing.B) {
 			benchOnce.ips[i] = netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 		}
 		benchOnce.ix = NewIndex(allShipped(b))
-		cfg := config.Default().Geo
+		cfg := testOptions()
 		cfg.MMDB = filepath.Join(td, "dbip-country.mmdb")
-		g, err := Open(cfg, b.TempDir(), quiet())
+		g, err := Open(cfg.at(b.TempDir()), quiet())
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -151,12 +149,12 @@ func threadCPU(b *testing.B) time.Duration {
 // lists allowed. Run it with the default -benchtime.
 func BenchmarkGeoAllowed(b *testing.B) {
 	benchSetup(b)
-	cfg := config.Default().Geo
+	cfg := testOptions()
 	cfg.ListsDir = testdata(b)
 	for _, cc := range shippedCountries {
 		cfg.AllowCountries = append(cfg.AllowCountries, strings.ToUpper(cc))
 	}
-	g, err := Open(cfg, b.TempDir(), quiet())
+	g, err := Open(cfg.at(b.TempDir()), quiet())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/sipsentry/sipsentry/geo/geotest"
-	"github.com/sipsentry/sipsentry/internal/config"
 )
 
 // TestCompactListsMatchPrefixes checks the range-only representation
@@ -21,10 +20,10 @@ import (
 func TestCompactListsMatchPrefixes(t *testing.T) {
 	td := testdata(t)
 	allow := []string{"DE", "JP", "US"}
-	cfg := config.Default().Geo
+	cfg := testOptions()
 	cfg.AllowCountries = allow
 	cfg.ListsDir = td
-	g, err := Open(cfg, t.TempDir(), quiet())
+	g, err := Open(cfg.at(t.TempDir()), quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,9 +58,9 @@ func TestMMDBMappedCopySurvivesInPlaceRewrite(t *testing.T) {
 	dir, stateDir := t.TempDir(), t.TempDir()
 	path := filepath.Join(dir, "country.mmdb")
 	geotest.WriteMMDB(t, path, map[string]string{"198.51.100.0/24": "JP", "2001:db8::/32": "JP"}, true)
-	cfg := config.Default().Geo
+	cfg := testOptions()
 	cfg.MMDB = path
-	g, err := Open(cfg, stateDir, quiet())
+	g, err := Open(cfg.at(stateDir), quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,9 +112,9 @@ func TestMMDBReplaceDuringLookups(t *testing.T) {
 		}
 	}
 	write(0)
-	cfg := config.Default().Geo
+	cfg := testOptions()
 	cfg.MMDB = path
-	g, err := Open(cfg, stateDir, quiet())
+	g, err := Open(cfg.at(stateDir), quiet())
 	if err != nil {
 		t.Fatal(err)
 	}

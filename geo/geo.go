@@ -12,15 +12,17 @@
 // <cc>-ipv6.txt files (the ipverse <cc>-ipv4-aggregated.txt names too).
 //
 // geo is a leaf: it knows nothing of firewalls, AMI or the engine. It must
-// never replace a good list with one that failed to download, failed to parse,
-// fell under the entry floor or shrank more than allowed; it must never crash
-// or refuse to start because a database file is missing; and it must never
-// block a lookup on I/O (lists and databases are swapped in atomically).
+// never replace a good list with one that failed to download or to parse,
+// fell under the floor, or shrank or changed more than allowed — downloaded
+// or local, at start or on reload (guard.go; the last good copies live in
+// <state_dir>/lists, and only `lists accept` takes a list past the guards);
+// it must never crash or refuse to start because a database file is
+// missing; and it must never block a lookup on I/O (lists and databases
+// are swapped in atomically).
 package geo
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -33,8 +35,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/sipsentry/sipsentry/internal/config"
 )
 
 // Verdict is the cross-check of one address.
@@ -59,12 +59,11 @@ type Verdict struct {
 // Geo is the facade the engine, report and commands use. All methods are
 // safe for concurrent use; lookups never block on updates.
 type Geo struct {
-	cfg      config.Geo
-	stateDir string
-	log      *slog.Logger
-	allow    []string // upper-case, sorted, unique
-	client   *http.Client
-	now      func() time.Time
+	opts   Options
+	log    *slog.Logger
+	allow  []string // upper-case, sorted, unique
+	client *http.Client
+	now    func() time.Time
 
 	snap atomic.Pointer[snapshot]
 
@@ -72,6 +71,9 @@ type Geo struct {
 
 	updateMu sync.Mutex // one Update at a time
 	met      *metrics
+
+	problemsMu sync.Mutex // guards problems
+	problems   map[listKey]ListProblem
 }
 
 // snapshot is one immutable generation of the lists.
@@ -85,19 +87,20 @@ type snapshot struct {
 // network I/O: call Update or Run for that. A missing database or cached
 // list is a warning; a database path that is not an mmdb is an error naming
 // the setting.
-func Open(cfg config.Geo, stateDir string, log *slog.Logger) (*Geo, error) {
+func Open(opts Options, log *slog.Logger) (*Geo, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	g := &Geo{
-		cfg: cfg, stateDir: stateDir, log: log,
-		client: &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()},
-		now:    time.Now,
-		met:    newMetrics(),
+		opts: opts, log: log,
+		client:   &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()},
+		now:      time.Now,
+		met:      newMetrics(),
+		problems: map[listKey]ListProblem{},
 	}
-	for _, cc := range cfg.AllowCountries {
+	for _, cc := range opts.AllowCountries {
 		cc = strings.ToUpper(strings.TrimSpace(cc))
-		if !config.IsCountryCode(cc) {
+		if !isCountryShaped(cc) {
 			return nil, fmt.Errorf("geo: geo.allow_countries: unknown country code %q: want an ISO 3166-1 alpha-2 code such as \"JP\"", cc)
 		}
 		if !slices.Contains(g.allow, cc) {
@@ -105,18 +108,21 @@ func Open(cfg config.Geo, stateDir string, log *slog.Logger) (*Geo, error) {
 		}
 	}
 	slices.Sort(g.allow)
-	if cfg.ListsDir == "" {
-		for _, k := range []struct{ key, tmpl string }{{"geo.list_url_v4", cfg.ListURLv4}, {"geo.list_url_v6", cfg.ListURLv6}} {
+	if opts.ListsDir == "" {
+		for _, k := range []struct{ key, tmpl string }{{"geo.list_url_v4", opts.ListURLv4}, {"geo.list_url_v6", opts.ListURLv6}} {
 			if len(g.allow) > 0 && !strings.Contains(k.tmpl, "{cc}") {
 				return nil, fmt.Errorf("geo: %s: template %q has no {cc} placeholder for the country code", k.key, k.tmpl)
 			}
 		}
 	}
+	if opts.ListsDir != "" && opts.StateDir != "" && sameDir(opts.ListsDir, g.listsCacheDir()) {
+		return nil, fmt.Errorf("geo: geo.lists_dir = %q is where sipsentry keeps the last good copies of the lists (<state_dir>/lists): keep your list files in another directory", opts.ListsDir)
+	}
 	var err error
-	if g.country, err = openDB("geo.mmdb", cfg.MMDB, g.mmdbCopyDir(), func(s schema) bool { return s == schemaGeoIP2 || s == schemaFlat }, log); err != nil {
+	if g.country, err = openDB("geo.mmdb", opts.MMDB, g.mmdbCopyDir(), func(s schema) bool { return s == schemaGeoIP2 || s == schemaFlat }, log); err != nil {
 		return nil, err
 	}
-	if g.asn, err = openDB("geo.asn_mmdb", cfg.ASNMMDB, g.mmdbCopyDir(), func(s schema) bool { return s == schemaASN }, log); err != nil {
+	if g.asn, err = openDB("geo.asn_mmdb", opts.ASNMMDB, g.mmdbCopyDir(), func(s schema) bool { return s == schemaASN }, log); err != nil {
 		return nil, err
 	}
 	lists, err := g.loadInitial()
@@ -237,7 +243,7 @@ const dbCheckInterval = 5 * time.Second
 func (g *Geo) Run(ctx context.Context) error {
 	dbTick := time.NewTicker(dbCheckInterval)
 	defer dbTick.Stop()
-	refresh := g.cfg.Refresh.D()
+	refresh := g.opts.Refresh
 	var timer *time.Timer
 	var timerC <-chan time.Time
 	schedule := func(d time.Duration) {
@@ -268,7 +274,7 @@ func (g *Geo) Run(ctx context.Context) error {
 			next := jitter(refresh)
 			if err != nil && ctx.Err() == nil {
 				next = jitter(min(refresh, retryAfterFailure))
-				g.log.Warn("geo: list refresh incomplete; the last good lists stay in use", "err", err, "retry_in", next.Round(time.Second))
+				g.log.Warn("geo: list refresh incomplete (each list's line above says what is in use)", "err", err, "retry_in", next.Round(time.Second))
 			}
 			schedule(next)
 		}
@@ -295,6 +301,13 @@ func (g *Geo) firstRefresh(refresh time.Duration) time.Duration {
 		}
 	}
 	return due
+}
+
+// isCountryShaped accepts two ASCII letters: which codes exist is the
+// configuration's judgement (it knows ISO 3166-1); geo only needs a code it
+// can put in a file name and a URL safely.
+func isCountryShaped(cc string) bool {
+	return len(cc) == 2 && cc[0] >= 'A' && cc[0] <= 'Z' && cc[1] >= 'A' && cc[1] <= 'Z'
 }
 
 func jitter(d time.Duration) time.Duration {
@@ -345,57 +358,48 @@ func (g *Geo) newSnapshot(lists map[listKey]*listState) *snapshot {
 // from: the state dir when it exists (never created here: one-shot commands
 // run by a user without it simply read the file into memory).
 func (g *Geo) mmdbCopyDir() string {
-	if g.stateDir == "" {
+	if g.opts.StateDir == "" {
 		return ""
 	}
-	if fi, err := os.Stat(g.stateDir); err != nil || !fi.IsDir() {
+	if fi, err := os.Stat(g.opts.StateDir); err != nil || !fi.IsDir() {
 		return ""
 	}
-	return g.stateDir
+	return g.opts.StateDir
+}
+
+// sameDir reports whether a and b name the same directory (absolute,
+// cleaned; symlinks resolved where they exist).
+func sameDir(a, b string) bool {
+	norm := func(p string) string {
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			p = r
+		}
+		if abs, err := filepath.Abs(p); err == nil {
+			p = abs
+		}
+		return filepath.Clean(p)
+	}
+	return norm(a) == norm(b)
 }
 
 // listsCacheDir is where downloaded lists are kept.
-func (g *Geo) listsCacheDir() string { return filepath.Join(g.stateDir, "lists") }
+func (g *Geo) listsCacheDir() string { return filepath.Join(g.opts.StateDir, "lists") }
 
-// loadInitial reads lists_dir or the download cache.
+// loadInitial loads what Open starts with: each list_dir file that passes
+// its checks against the stored last good copy (else that copy), or without
+// lists_dir the stored copies of the downloads. Lists with no good copy at
+// all are reported by Health.
 func (g *Geo) loadInitial() (map[listKey]*listState, error) {
-	lists := map[listKey]*listState{}
-	if g.cfg.ListsDir != "" {
-		found, err := scanListsDir(g.cfg.ListsDir)
-		if err != nil {
-			return nil, fmt.Errorf("geo: geo.lists_dir = %q: %w", g.cfg.ListsDir, err)
-		}
-		for k, path := range found {
-			l, err := g.readLocal(k, path)
-			if err != nil {
-				g.log.Error("geo: list rejected; it is not used", "list", k.String(), "path", path, "err", err)
-				continue
-			}
-			lists[k] = l
-		}
-		for _, cc := range g.allow {
-			for _, v6 := range []bool{false, true} {
-				if k := (listKey{cc, v6}); lists[k] == nil {
-					g.log.Warn("geo: no usable list for an allowed country in geo.lists_dir", "list", k.String(), "dir", g.cfg.ListsDir,
-						"want", k.String()+".txt")
-				}
-			}
-		}
-		return lists, nil
+	keys, paths, err := g.updateTargets()
+	if err != nil {
+		return nil, err
 	}
-	for _, cc := range g.allow {
-		for _, v6 := range []bool{false, true} {
-			k := listKey{cc, v6}
-			l, err := g.readCache(k)
-			if err != nil {
-				if errors.Is(err, os.ErrNotExist) {
-					g.log.Warn("geo: no cached list yet; run `sipsentry lists update` or wait for the first refresh", "list", k.String())
-				} else {
-					g.log.Error("geo: cached list unusable; it will be downloaded again", "list", k.String(), "err", err)
-				}
-				continue
-			}
-			lists[k] = l
+	lists := map[listKey]*listState{}
+	for _, k := range keys {
+		res, use := g.checkOne(context.Background(), k, paths[k], nil, g.opts.ListsDir != "", false)
+		g.account(k, res, use)
+		if use != nil {
+			lists[k] = use
 		}
 	}
 	return lists, nil

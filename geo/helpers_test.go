@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sipsentry/sipsentry/internal/testpath"
 )
@@ -72,4 +73,33 @@ func mustAddr(t testing.TB, s string) netip.Addr {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// testOptions are the shipped defaults (internal/config's), written out:
+// geo's tests cannot import the daemon's translation without a cycle.
+func testOptions() Options {
+	return Options{
+		ListURLv4:        "https://raw.githubusercontent.com/ipverse/rir-ip/master/country/{cc}/ipv4-aggregated.txt",
+		ListURLv6:        "https://raw.githubusercontent.com/ipverse/rir-ip/master/country/{cc}/ipv6-aggregated.txt",
+		Refresh:          24 * time.Hour,
+		MinEntries:       50,
+		MaxShrink:        0.2,
+		MaxChurn:         0.25,
+		DownloadTimeout:  60 * time.Second,
+		MaxDownloadBytes: 16 << 20,
+		StoreLastGood:    true, // as the daemon runs
+	}
+}
+
+// at is o with its state dir set.
+func (o Options) at(stateDir string) Options {
+	o.StateDir = stateDir
+	return o
+}
+
+// handMade turns the floor, shrink and churn guards off, as an admin with a
+// tiny hand-made lists_dir must (tests of lookups, not of the guards).
+func handMade(o Options) Options {
+	o.MinEntries, o.MaxShrink, o.MaxChurn = 0, 0, 0
+	return o
 }

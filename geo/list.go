@@ -62,12 +62,19 @@ func ParseList(r io.Reader, v6 bool) ([]netip.Prefix, error) {
 			}
 		}
 		if p.Addr().Zone() != "" || p.Addr().Is4() == v6 || p.Addr().Is4In6() {
-			return nil, fmt.Errorf("geo: line %d: %q is not an %s CIDR: the whole list is rejected", n, clip(line), fam)
+			return nil, familyError{fmt.Sprintf("geo: line %d: %q is not an %s CIDR: the whole list is rejected", n, clip(line), fam)}
 		}
 		out = append(out, p)
 	}
 	return out, nil
 }
+
+// familyError is ParseList's error for a CIDR of the other family; it
+// matches errWrongFamily.
+type familyError struct{ msg string }
+
+func (e familyError) Error() string        { return e.msg }
+func (e familyError) Is(target error) bool { return target == errWrongFamily }
 
 // parsePrefix4 is an allocation-free fast path for the canonical IPv4 form
 // "a.b.c.d/n" (no leading zeros). Anything else reports !ok and goes to

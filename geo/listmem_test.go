@@ -9,8 +9,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/sipsentry/sipsentry/internal/config"
 )
 
 // BenchmarkGeoListsMemory reports the heap a Geo keeps for every shipped
@@ -18,7 +16,7 @@ import (
 // index, which is what the daemon holds — BenchmarkIndexMemory measures the
 // index alone.
 func BenchmarkGeoListsMemory(b *testing.B) {
-	cfg := config.Default().Geo
+	cfg := testOptions()
 	for _, cc := range shippedCountries {
 		cfg.AllowCountries = append(cfg.AllowCountries, strings.ToUpper(cc))
 	}
@@ -31,7 +29,7 @@ func BenchmarkGeoListsMemory(b *testing.B) {
 		runtime.GC()
 		runtime.ReadMemStats(&m0)
 		var err error
-		if g, err = Open(cfg, b.TempDir(), quiet()); err != nil {
+		if g, err = Open(cfg.at(b.TempDir()), quiet()); err != nil {
 			b.Fatal(err)
 		}
 		runtime.GC()
@@ -51,10 +49,10 @@ func BenchmarkGeoListsMemory(b *testing.B) {
 // ranges of its own but reads them from the index, so the ranges are kept
 // once; its prefixes are still exactly the list's.
 func TestListsAreViewsOfTheIndex(t *testing.T) {
-	cfg := config.Default().Geo
+	cfg := testOptions()
 	cfg.AllowCountries = []string{"DE", "JP", "US"}
 	cfg.ListsDir = testdata(t)
-	g, err := Open(cfg, t.TempDir(), quiet())
+	g, err := Open(cfg.at(t.TempDir()), quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,11 +100,11 @@ func TestOverlappingListKeepsItsOwnRanges(t *testing.T) {
 	write("jp-ipv4.txt", "198.51.100.0/24\n")
 	write("de-ipv6.txt", "2001:db8:de::/48\n")
 	write("jp-ipv6.txt", "2001:db8:1::/48\n")
-	cfg := config.Default().Geo
+	cfg := testOptions()
 	cfg.AllowCountries = []string{"DE", "JP"}
 	cfg.ListsDir = dir
-	cfg.MinEntries, cfg.MaxShrink = 0, 0
-	g, err := Open(cfg, t.TempDir(), quiet())
+	cfg.MinEntries, cfg.MaxShrink, cfg.MaxChurn = 0, 0, 0
+	g, err := Open(cfg.at(t.TempDir()), quiet())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,9 @@ import (
 
 type metrics struct {
 	updates *prometheus.CounterVec
+	refused *prometheus.CounterVec
+	problem *prometheus.Desc
+	noCopy  *prometheus.Desc
 	age     *prometheus.Desc
 	entries *prometheus.Desc
 	dbUp    *prometheus.Desc
@@ -17,6 +20,16 @@ func newMetrics() *metrics {
 			Name: "sipsentry_geo_list_updates_total",
 			Help: "Country list update attempts by list and result (updated, unchanged, not-modified, rejected, failed). Rejected and failed keep the last good list.",
 		}, []string{"list", "result"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sipsentry_geo_list_refused_total",
+			Help: "Country lists (downloaded or local) refused by a check, by list and check (size, html, family, parse, floor, shrink, churn). A refused list keeps the last good one in use.",
+		}, []string{"list", "check"}),
+		problem: prometheus.NewDesc("sipsentry_geo_list_degraded",
+			"1 while an allowed country's list source is refused or unreadable and the last good copy (or nothing) is in use, else 0.",
+			[]string{"list"}, nil),
+		noCopy: prometheus.NewDesc("sipsentry_geo_list_unenforceable",
+			"1 while an allowed country's list has no good copy at all, so its addresses cannot be allowed by country, else 0.",
+			[]string{"list"}, nil),
 		age: prometheus.NewDesc("sipsentry_geo_list_age_seconds",
 			"Seconds since the list in use was last confirmed current (downloaded, answered 304, or the lists_dir file's modification time).",
 			[]string{"list"}, nil),
@@ -32,6 +45,9 @@ func newMetrics() *metrics {
 // list and database metrics.
 func (g *Geo) Describe(ch chan<- *prometheus.Desc) {
 	g.met.updates.Describe(ch)
+	g.met.refused.Describe(ch)
+	ch <- g.met.problem
+	ch <- g.met.noCopy
 	ch <- g.met.age
 	ch <- g.met.entries
 	ch <- g.met.dbUp
@@ -40,6 +56,19 @@ func (g *Geo) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector.
 func (g *Geo) Collect(ch chan<- prometheus.Metric) {
 	g.met.updates.Collect(ch)
+	g.met.refused.Collect(ch)
+	problems := map[string]ListProblem{}
+	for _, p := range g.Health() {
+		problems[p.List] = p
+	}
+	for _, cc := range g.allow {
+		for _, v6 := range []bool{false, true} {
+			name := listKey{cc, v6}.String()
+			p, bad := problems[name]
+			ch <- prometheus.MustNewConstMetric(g.met.problem, prometheus.GaugeValue, b2f(bad), name)
+			ch <- prometheus.MustNewConstMetric(g.met.noCopy, prometheus.GaugeValue, b2f(p.NoGoodCopy), name)
+		}
+	}
 	now := g.now()
 	for k, l := range g.snap.Load().lists {
 		if !l.meta.Verified.IsZero() {
@@ -57,4 +86,11 @@ func (g *Geo) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(g.met.dbUp, prometheus.GaugeValue, v, d.setting)
 	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

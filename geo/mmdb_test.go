@@ -10,16 +10,15 @@ import (
 	"testing"
 
 	"github.com/sipsentry/sipsentry/geo/geotest"
-	"github.com/sipsentry/sipsentry/internal/config"
 )
 
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-func openWith(t *testing.T, mod func(*config.Geo)) *Geo {
+func openWith(t *testing.T, mod func(*Options)) *Geo {
 	t.Helper()
-	cfg := config.Default().Geo
+	cfg := testOptions()
 	mod(&cfg)
-	g, err := Open(cfg, t.TempDir(), quiet())
+	g, err := Open(cfg.at(t.TempDir()), quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +49,7 @@ func TestMMDBKnownAnswers(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.db, func(t *testing.T) {
-			g := openWith(t, func(c *config.Geo) { c.MMDB = filepath.Join(td, tc.db) })
+			g := openWith(t, func(c *Options) { c.MMDB = filepath.Join(td, tc.db) })
 			if dbs := g.Databases(); len(dbs) != 1 || !dbs[0].Loaded || dbs[0].Schema != tc.schema {
 				t.Fatalf("Databases() = %+v, want one loaded with schema %s", dbs, tc.schema)
 			}
@@ -65,7 +64,7 @@ func TestMMDBKnownAnswers(t *testing.T) {
 
 func TestASNKnownAnswers(t *testing.T) {
 	td := testdata(t)
-	g := openWith(t, func(c *config.Geo) { c.ASNMMDB = filepath.Join(td, "GeoLite2-ASN-Test.mmdb") })
+	g := openWith(t, func(c *Options) { c.ASNMMDB = filepath.Join(td, "GeoLite2-ASN-Test.mmdb") })
 	for ip, want := range map[string]struct {
 		asn uint
 		org string
@@ -89,7 +88,7 @@ func TestGeotestMMDBBothSchemas(t *testing.T) {
 		geotest.WriteMMDB(t, path, map[string]string{
 			"198.51.100.0/24": "JP", "203.0.113.0/24": "DE", "203.0.113.128/25": "FR", "2001:db8::/32": "JP",
 		}, flat)
-		g := openWith(t, func(c *config.Geo) { c.MMDB = path })
+		g := openWith(t, func(c *Options) { c.MMDB = path })
 		want := map[bool]string{false: "geoip2", true: "flat"}[flat]
 		if s := g.Databases()[0].Schema; s != want {
 			t.Errorf("flat=%v: schema %s, want %s", flat, s, want)
@@ -114,22 +113,22 @@ func TestBadDatabaseNamesSetting(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name     string
-		mod      func(*config.Geo)
+		mod      func(*Options)
 		want     []string
 		notWants string
 	}{
-		{"text file as mmdb", func(c *config.Geo) { c.MMDB = text }, []string{"geo.mmdb", text, "not a MaxMind DB"}, ""},
-		{"directory as mmdb", func(c *config.Geo) { c.MMDB = dir }, []string{"geo.mmdb", "not a regular file"}, ""},
-		{"text file as asn", func(c *config.Geo) { c.ASNMMDB = text }, []string{"geo.asn_mmdb", "not a MaxMind DB"}, ""},
-		{"asn db as country db", func(c *config.Geo) { c.MMDB = filepath.Join(td, "GeoLite2-ASN-Test.mmdb") },
+		{"text file as mmdb", func(c *Options) { c.MMDB = text }, []string{"geo.mmdb", text, "not a MaxMind DB"}, ""},
+		{"directory as mmdb", func(c *Options) { c.MMDB = dir }, []string{"geo.mmdb", "not a regular file"}, ""},
+		{"text file as asn", func(c *Options) { c.ASNMMDB = text }, []string{"geo.asn_mmdb", "not a MaxMind DB"}, ""},
+		{"asn db as country db", func(c *Options) { c.MMDB = filepath.Join(td, "GeoLite2-ASN-Test.mmdb") },
 			[]string{"geo.mmdb", "wrong kind", "GeoLite2-ASN"}, ""},
-		{"country db as asn db", func(c *config.Geo) { c.ASNMMDB = filepath.Join(td, "GeoIP2-Country-Test.mmdb") },
+		{"country db as asn db", func(c *Options) { c.ASNMMDB = filepath.Join(td, "GeoIP2-Country-Test.mmdb") },
 			[]string{"geo.asn_mmdb", "wrong kind"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := config.Default().Geo
+			cfg := testOptions()
 			tc.mod(&cfg)
-			_, err := Open(cfg, t.TempDir(), quiet())
+			_, err := Open(cfg.at(t.TempDir()), quiet())
 			if err == nil {
 				t.Fatal("Open accepted it")
 			}
@@ -144,9 +143,9 @@ func TestBadDatabaseNamesSetting(t *testing.T) {
 
 func TestMissingDatabaseIsWarning(t *testing.T) {
 	var logs strings.Builder
-	cfg := config.Default().Geo
+	cfg := testOptions()
 	cfg.MMDB = filepath.Join(t.TempDir(), "absent.mmdb")
-	g, err := Open(cfg, t.TempDir(), slog.New(slog.NewTextHandler(&logs, nil)))
+	g, err := Open(cfg.at(t.TempDir()), slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatalf("missing DB must not fail Open: %v", err)
 	}
@@ -164,7 +163,7 @@ func TestMissingDatabaseIsWarning(t *testing.T) {
 func TestMMDBReloadOnReplace(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "country.mmdb")
-	g := openWith(t, func(c *config.Geo) { c.MMDB = path }) // missing at start
+	g := openWith(t, func(c *Options) { c.MMDB = path }) // missing at start
 	a := mustAddr(t, "198.51.100.10")
 	if got := g.MMDBCountry(a); got != "?" {
 		t.Fatalf("before the file exists: %q", got)
@@ -198,7 +197,7 @@ func TestMMDBReloadOnReplace(t *testing.T) {
 func TestMMDBCacheMatchesRawDecode(t *testing.T) {
 	td := testdata(t)
 	for _, db := range []string{"dbip-country.mmdb", "GeoIP2-Country-Test.mmdb"} {
-		g := openWith(t, func(c *config.Geo) { c.MMDB = filepath.Join(td, db) })
+		g := openWith(t, func(c *Options) { c.MMDB = filepath.Join(td, db) })
 		h := g.country.handle()
 		r := rand.New(rand.NewPCG(9, 10))
 		for i := 0; i < 50000; i++ {

@@ -1,7 +1,6 @@
 package geo
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,8 +8,10 @@ import (
 	"io"
 	"maps"
 	"mime"
+	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -144,14 +145,22 @@ func (l *listState) withMeta(meta listMeta) *listState {
 	return &c
 }
 
-// listMeta is kept beside a cached list (<name>.meta.json).
+// listMeta is kept beside a stored last good list (<name>.meta.json).
 type listMeta struct {
 	Source       string    `json:"source"`
 	ETag         string    `json:"etag,omitempty"`
 	LastModified string    `json:"last_modified,omitempty"`
-	Fetched      time.Time `json:"fetched"`  // content last downloaded and accepted
-	Verified     time.Time `json:"verified"` // content last confirmed current (200 or 304)
-	Entries      int       `json:"entries"`  // normalised prefixes
+	Fetched      time.Time `json:"fetched"`         // content last downloaded and accepted (lists_dir: the file's mtime)
+	Verified     time.Time `json:"verified"`        // content last confirmed current (200 or 304; lists_dir: the file's mtime)
+	Entries      int       `json:"entries"`         // normalised prefixes
+	Lines        int       `json:"lines,omitempty"` // CIDR lines of the stored copy: a cache file that no longer has them changed on disk
+	// Stored is when this copy became the last good one; a stored copy
+	// newer than the live list (`lists accept`, or `lists update` while
+	// the daemon runs) is what the next check compares against.
+	Stored time.Time `json:"stored,omitzero"`
+	// Accepted is set when an admin took this copy with `lists accept`,
+	// past the floor, shrink and churn guards.
+	Accepted time.Time `json:"accepted,omitzero"`
 }
 
 // Decision is what an update did with one list.
@@ -161,8 +170,8 @@ const (
 	DecisionUpdated     Decision = "updated"      // new content accepted (dry-run: would be)
 	DecisionUnchanged   Decision = "unchanged"    // fetched or read, same prefixes
 	DecisionNotModified Decision = "not-modified" // HTTP 304
-	DecisionRejected    Decision = "rejected"     // content failed validation; last good list kept
-	DecisionFailed      Decision = "failed"       // fetch failed; last good list kept
+	DecisionRejected    Decision = "rejected"     // content failed a check; last good list kept
+	DecisionFailed      Decision = "failed"       // fetch or read failed; last good list kept
 )
 
 // ListResult reports one list of an Update.
@@ -175,7 +184,9 @@ type ListResult struct {
 	After    int      `json:"after"`  // entries in use after the update (or would be, dry-run)
 	Added    int      `json:"added"`
 	Removed  int      `json:"removed"`
+	Lines    int      `json:"lines,omitempty"` // CIDR lines of the accepted candidate (what geo.min_entries counts)
 	Decision Decision `json:"decision"`
+	Check    string   `json:"check,omitempty"` // for rejected and failed: which check (Check* names)
 	Reason   string   `json:"reason,omitempty"`
 	DryRun   bool     `json:"dry_run,omitempty"`
 }
@@ -186,13 +197,15 @@ func (r ListResult) Kept() bool {
 }
 
 // ErrListsKept is wrapped by Update's error when at least one list was
-// rejected or failed to download and its last good version stays in use.
-var ErrListsKept = errors.New("geo: some lists were not updated; the last good versions stay in use")
+// rejected or failed to download and its last good version (if any) stays
+// in use.
+var ErrListsKept = errors.New("geo: some lists were not updated")
 
 // Update fetches (or re-reads, with lists_dir) every allowed country's lists,
-// validates them and atomically swaps the accepted ones in. With dryRun
-// nothing is written or swapped. The error wraps ErrListsKept when any list
-// was rejected or failed; results are returned either way.
+// checks them against the last good versions and atomically swaps the
+// accepted ones in. With dryRun nothing is written or swapped. The error
+// wraps ErrListsKept when any list was rejected or failed; results are
+// returned either way.
 func (g *Geo) Update(ctx context.Context, dryRun bool) ([]ListResult, error) {
 	g.updateMu.Lock()
 	defer g.updateMu.Unlock()
@@ -208,44 +221,38 @@ func (g *Geo) Update(ctx context.Context, dryRun bool) ([]ListResult, error) {
 	}
 	for _, k := range keys {
 		if ctx.Err() != nil {
-			// Lists accepted so far are already cached: swap them in too.
+			// Lists accepted so far are already stored: swap them in too.
 			reasons = append(reasons, ctx.Err())
 			break
 		}
-		prev := old.lists[k]
-		var res ListResult
-		var nl *listState
-		if g.cfg.ListsDir != "" {
-			res, nl = g.updateLocal(k, paths[k], prev)
-		} else {
-			res, nl = g.updateRemote(ctx, k, prev, dryRun)
-		}
+		live := old.lists[k]
+		res, use := g.checkOne(ctx, k, paths[k], live, true, dryRun)
 		res.DryRun = dryRun
 		results = append(results, res)
-		if nl != nil && !dryRun {
-			if res.Decision == DecisionUnchanged && prev != nil {
-				// Same ranges: keep prev's (a view of the current index)
+		if !dryRun && use != nil && use != live {
+			if live != nil && sameRanges(use, live) {
+				// Same ranges: keep live's (a view of the current index)
 				// rather than a second, owned copy of them.
-				nl = prev.withMeta(nl.meta)
+				use = live.withMeta(use.meta)
+			} else {
+				contentChanged = true
 			}
-			next[k] = nl
+			next[k] = use
 			changed = true
-			contentChanged = contentChanged || res.Decision == DecisionUpdated
 		}
 		if ctx.Err() != nil {
 			continue // shutting down: not the source's fault, don't count or log it
 		}
-		if !dryRun {
-			g.met.updates.WithLabelValues(k.String(), string(res.Decision)).Inc()
-		}
 		if res.Kept() {
 			reasons = append(reasons, fmt.Errorf("%s %s: %s", k, res.Decision, res.Reason))
-			g.log.Error("geo: list not updated; the last good list stays in use", "list", k.String(),
-				"decision", string(res.Decision), "reason", res.Reason, "entries_kept", res.Before)
-		} else {
-			g.log.Info("geo: list checked", "list", k.String(), "decision", string(res.Decision),
-				"before", res.Before, "after", res.After, "added", res.Added, "removed", res.Removed, "dry_run", dryRun)
 		}
+		if dryRun {
+			g.log.Info("geo: list checked (dry run)", "list", k.String(), "decision", string(res.Decision),
+				"before", res.Before, "after", res.After, "added", res.Added, "removed", res.Removed, "reason", res.Reason)
+			continue
+		}
+		g.met.updates.WithLabelValues(k.String(), string(res.Decision)).Inc()
+		g.account(k, res, use)
 	}
 	switch {
 	case contentChanged:
@@ -265,6 +272,97 @@ func (g *Geo) Update(ctx context.Context, dryRun bool) ([]ListResult, error) {
 	return results, nil
 }
 
+// checkOne decides one list: it reads the source (fetch false: at start
+// without lists_dir, where the stored last good copy is all there is),
+// checks it against the last good copy and returns the result and the list
+// to use — the candidate if it passed, else the last good copy, nil when
+// there is none at all. live is the list in use now (nil at start).
+func (g *Geo) checkOne(ctx context.Context, k listKey, path string, live *listState, fetch, dryRun bool) (ListResult, *listState) {
+	prev := g.lastGood(k, live)
+	if live != nil && prev != live && !prev.meta.Accepted.IsZero() && !dryRun {
+		g.log.Warn("geo: taking the list an admin accepted with `sipsentry lists accept`", "list", k.String(),
+			"file", prev.meta.Source, "accepted", prev.meta.Accepted.Format(time.RFC3339), "entries", prev.n)
+	}
+	var res ListResult
+	var nl *listState
+	switch {
+	case !fetch:
+		res = result(k, g.listURL(k), prev)
+		res.Decision = DecisionUnchanged
+		if prev == nil {
+			res, _ = kept(res, DecisionFailed, CheckMissing, "not downloaded yet: run `sipsentry lists update`, or wait for the daemon's first refresh")
+		}
+	case g.opts.ListsDir != "":
+		res, nl = g.updateLocal(k, path, prev, dryRun)
+	default:
+		res, nl = g.updateRemote(ctx, k, prev, dryRun)
+	}
+	if nl == nil {
+		nl = prev
+	}
+	return res, nl
+}
+
+// account logs one clear line for a list that was not updated, counts a
+// refusal and records the outcome for Health.
+func (g *Geo) account(k listKey, r ListResult, use *listState) {
+	g.note(k, r, use)
+	if !r.Kept() {
+		g.log.Info("geo: list checked", "list", k.String(), "decision", string(r.Decision),
+			"before", r.Before, "after", r.After, "added", r.Added, "removed", r.Removed)
+		return
+	}
+	if r.Decision == DecisionRejected {
+		g.met.refused.WithLabelValues(k.String(), r.Check).Inc()
+	}
+	switch {
+	case use == nil && r.Check == CheckMissing && g.opts.ListsDir == "":
+		g.log.Warn("geo: no list yet; its country's addresses are not allowed until it is downloaded", "list", k.String(), "reason", r.Reason)
+	case use == nil:
+		g.log.Error("geo: list refused and there is no good copy: its country's addresses cannot be allowed by country",
+			"list", k.String(), "source", r.Source, "check", r.Check, "reason", r.Reason, "fix", g.fixHint(k))
+	case r.Decision == DecisionFailed && g.opts.ListsDir == "":
+		g.log.Warn("geo: list not updated; the last good list stays in use", "list", k.String(),
+			"source", r.Source, "reason", r.Reason, "entries_kept", use.n)
+	default:
+		g.log.Error("geo: list refused; the last good list stays in use", "list", k.String(),
+			"source", r.Source, "check", r.Check, "reason", r.Reason, "entries_kept", use.n, "fix", g.fixHint(k))
+	}
+}
+
+// fixHint says what resolves a refused list.
+func (g *Geo) fixHint(k listKey) string {
+	if g.opts.ListsDir != "" {
+		return fmt.Sprintf("restore a complete %s.txt in %s, or take a deliberate change with `sipsentry lists accept %s`",
+			k, g.opts.ListsDir, filepath.Join(g.opts.ListsDir, k.String()+".txt"))
+	}
+	return "the source is checked again at the next refresh (`sipsentry lists update` checks now); a deliberate change: download the file and run `sipsentry lists accept FILE`"
+}
+
+// lastGood is the list the next candidate is checked against: the live
+// one, unless the stored copy is newer (taken by `lists accept`, or stored
+// by `lists update` while this process ran). At start (live nil) it is the
+// stored copy, if any.
+func (g *Geo) lastGood(k listKey, live *listState) *listState {
+	if g.opts.StateDir == "" {
+		return live
+	}
+	if live != nil {
+		meta, err := g.readMeta(k)
+		if err != nil || !meta.Stored.After(live.meta.Stored) {
+			return live
+		}
+	}
+	c, err := g.readCache(k)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			g.log.Error("geo: the stored last good copy of a list is unusable", "list", k.String(), "err", err)
+		}
+		return live
+	}
+	return c
+}
+
 // updateTargets lists what Update looks at: the allowed countries' lists,
 // plus, with lists_dir, every list file present there.
 func (g *Geo) updateTargets() ([]listKey, map[listKey]string, error) {
@@ -278,10 +376,10 @@ func (g *Geo) updateTargets() ([]listKey, map[listKey]string, error) {
 		}
 	}
 	var paths map[listKey]string
-	if g.cfg.ListsDir != "" {
+	if g.opts.ListsDir != "" {
 		var err error
-		if paths, err = scanListsDir(g.cfg.ListsDir); err != nil {
-			return nil, nil, fmt.Errorf("geo: geo.lists_dir = %q: %w", g.cfg.ListsDir, err)
+		if paths, err = scanListsDir(g.opts.ListsDir); err != nil {
+			return nil, nil, fmt.Errorf("geo: geo.lists_dir = %q: %w", g.opts.ListsDir, err)
 		}
 		for k := range paths {
 			if !seen[k] {
@@ -302,12 +400,12 @@ func result(k listKey, source string, prev *listState) ListResult {
 	return r
 }
 
-func kept(r ListResult, d Decision, format string, args ...any) (ListResult, *listState) {
-	r.Decision, r.Reason = d, fmt.Sprintf(format, args...)
+func kept(r ListResult, d Decision, check, format string, args ...any) (ListResult, *listState) {
+	r.Decision, r.Check, r.Reason = d, check, fmt.Sprintf(format, args...)
 	return r, nil
 }
 
-// accept fills the counts for a candidate list that passed validation.
+// accept fills the counts for a candidate list that passed its checks.
 func accept(r ListResult, prev *listState, ps []netip.Prefix) ListResult {
 	r.After = len(ps)
 	if prev == nil {
@@ -323,43 +421,43 @@ func accept(r ListResult, prev *listState, ps []netip.Prefix) ListResult {
 	return r
 }
 
-// validate applies the floor and the shrink guard to a downloaded list.
-func (g *Geo) validate(prev *listState, ps []netip.Prefix) error {
-	if len(ps) < g.cfg.MinEntries {
-		return fmt.Errorf("only %d entries, fewer than geo.min_entries = %d", len(ps), g.cfg.MinEntries)
-	}
-	if prev != nil && g.cfg.MaxShrink > 0 && prev.n > 0 {
-		floor := float64(prev.n) * (1 - g.cfg.MaxShrink)
-		if float64(len(ps)) < floor {
-			drop := 100 * (1 - float64(len(ps))/float64(prev.n))
-			return fmt.Errorf("shrank from %d to %d entries (-%.0f%%), more than geo.max_shrink = %.0f%%",
-				prev.n, len(ps), drop, 100*g.cfg.MaxShrink)
-		}
-	}
-	return nil
-}
-
 // listURL fills the {cc} placeholder (lower case, as ipverse names its
 // directories) of the family's template.
 func (g *Geo) listURL(k listKey) string {
-	t := g.cfg.ListURLv4
+	t := g.opts.ListURLv4
 	if k.v6 {
-		t = g.cfg.ListURLv6
+		t = g.opts.ListURLv6
 	}
 	return strings.ReplaceAll(t, "{cc}", strings.ToLower(k.cc))
+}
+
+// store keeps body as k's last good copy in <state_dir>/lists (not for a
+// read-only Geo) and stamps meta.Stored when it did.
+func (g *Geo) store(k listKey, body []byte, meta *listMeta) {
+	if !g.opts.StoreLastGood || g.opts.StateDir == "" {
+		return
+	}
+	meta.Stored = g.now()
+	if err := g.writeCache(k, body, *meta); err != nil {
+		meta.Stored = time.Time{}
+		// Still use it: it passed its checks; only the copy a restart
+		// falls back to is missing.
+		g.log.Error("geo: could not keep the last good copy of a list; it is used, but a restart cannot fall back to it",
+			"list", k.String(), "dir", g.listsCacheDir(), "err", err)
+	}
 }
 
 func (g *Geo) updateRemote(ctx context.Context, k listKey, prev *listState, dryRun bool) (ListResult, *listState) {
 	url := g.listURL(k)
 	r := result(k, url, prev)
-	if timeout := g.cfg.DownloadTimeout.D(); timeout > 0 {
+	if timeout := g.opts.DownloadTimeout; timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return kept(r, DecisionFailed, "bad URL from geo.list_url_%s: %v", strings.TrimPrefix(k.family(), "ip"), err)
+		return kept(r, DecisionFailed, CheckDownload, "bad URL from geo.list_url_%s: %v", strings.TrimPrefix(k.family(), "ip"), err)
 	}
 	req.Header.Set("User-Agent", "sipsentry-geo (+https://github.com/sipsentry/sipsentry)")
 	// Conditional headers only when the cache is for this same URL.
@@ -373,7 +471,7 @@ func (g *Geo) updateRemote(ctx context.Context, k listKey, prev *listState, dryR
 	}
 	resp, err := g.client.Do(req)
 	if err != nil {
-		return kept(r, DecisionFailed, "download: %v", errText(err))
+		return kept(r, DecisionFailed, CheckDownload, "download: %s", errText(err))
 	}
 	defer resp.Body.Close()
 	now := g.now()
@@ -381,7 +479,7 @@ func (g *Geo) updateRemote(ctx context.Context, k listKey, prev *listState, dryR
 	case http.StatusOK:
 	case http.StatusNotModified:
 		if prev == nil {
-			return kept(r, DecisionFailed, "server answered 304 Not Modified but there is no cached list")
+			return kept(r, DecisionFailed, CheckDownload, "server answered 304 Not Modified but there is no stored list")
 		}
 		r.Decision = DecisionNotModified
 		if dryRun {
@@ -389,70 +487,107 @@ func (g *Geo) updateRemote(ctx context.Context, k listKey, prev *listState, dryR
 		}
 		nl := prev.withMeta(prev.meta)
 		nl.meta.Verified = now
+		if !g.opts.StoreLastGood || g.opts.StateDir == "" {
+			return r, nl
+		}
 		if err := g.writeMeta(k, nl.meta); err != nil {
 			g.log.Warn("geo: could not record the list check time", "list", k.String(), "err", err)
 		}
 		return r, nl
 	default:
-		return kept(r, DecisionFailed, "HTTP %s from %s", resp.Status, url)
+		return kept(r, DecisionFailed, CheckDownload, "HTTP %s from %s", resp.Status, url)
 	}
 	if ct := resp.Header.Get("Content-Type"); ct != "" {
 		if mt, _, _ := mime.ParseMediaType(ct); mt == "text/html" {
-			return kept(r, DecisionRejected, "the server sent an HTML page (Content-Type %s), not a CIDR list", mt)
+			return kept(r, DecisionRejected, CheckHTML, "the server sent an HTML page (Content-Type %s), not a CIDR list", mt)
 		}
 	}
-	limit := g.cfg.MaxDownloadBytes
-	if limit <= 0 {
-		limit = 16 << 20
-	}
+	limit := g.maxBytes()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return kept(r, DecisionFailed, "download interrupted after %d bytes: %v", len(body), errText(err))
+		return kept(r, DecisionFailed, CheckDownload, "download interrupted after %d bytes: %s", len(body), errText(err))
 	}
 	if int64(len(body)) > limit {
-		return kept(r, DecisionRejected, "larger than geo.max_download_bytes = %d", limit)
+		return kept(r, DecisionRejected, CheckSize, "larger than geo.max_download_bytes = %d", limit)
 	}
-	ps, err := ParseList(bytes.NewReader(body), k.v6)
-	if err != nil {
-		return kept(r, DecisionRejected, "%v", strings.TrimPrefix(err.Error(), "geo: "))
+	ps, lines, ref := parseCandidate(k, body)
+	if ref != nil {
+		return kept(r, DecisionRejected, ref.check, "%s", ref.reason)
 	}
-	ps = Normalize(ps)
-	if err := g.validate(prev, ps); err != nil {
-		return kept(r, DecisionRejected, "%v", err)
+	meta := listMeta{Source: url, ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified"),
+		Fetched: now, Verified: now, Entries: len(ps), Lines: lines}
+	cand := newListState(ps, meta)
+	if ref := g.guard(prev, cand, lines); ref != nil {
+		return kept(r, DecisionRejected, ref.check, "%s", ref.reason)
 	}
 	r = accept(r, prev, ps)
+	r.Lines = lines
 	if dryRun {
 		return r, nil
 	}
-	meta := listMeta{Source: url, ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified"),
-		Fetched: now, Verified: now, Entries: len(ps)}
-	if err := g.writeCache(k, body, meta); err != nil {
-		// Still use it: it is valid; only the cache for the next start failed.
-		g.log.Error("geo: could not write the list cache; the new list is used but will be downloaded again after a restart",
-			"list", k.String(), "dir", g.listsCacheDir(), "err", err)
-	}
-	return r, newListState(ps, meta)
+	g.store(k, body, &cand.meta)
+	return r, cand
 }
 
-// errText shortens context errors into something an admin understands.
+// errText says why a download failed in one short phrase an admin
+// understands, without Go's nested "Get ...: dial tcp ...: lookup ..." text.
 func errText(err error) string {
-	if errors.Is(err, context.DeadlineExceeded) {
-		return "timed out (geo.download_timeout): " + err.Error()
+	var dns *net.DNSError
+	var op *net.OpError
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timed out (geo.download_timeout)"
+	case errors.As(err, &dns):
+		return fmt.Sprintf("cannot resolve %s (no network or no DNS?)", dns.Name)
+	case errors.As(err, &op) && op.Op == "dial":
+		cause := op.Err
+		var sys *os.SyscallError
+		if errors.As(cause, &sys) {
+			cause = sys.Err // "connection refused", not "connect: connection refused"
+		}
+		return fmt.Sprintf("cannot connect to %s: %v", op.Addr, cause)
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
 	}
 	return err.Error()
 }
 
-func (g *Geo) updateLocal(k listKey, path string, prev *listState) (ListResult, *listState) {
+func (g *Geo) updateLocal(k listKey, path string, prev *listState, dryRun bool) (ListResult, *listState) {
 	r := result(k, path, prev)
 	if path == "" {
-		return kept(r, DecisionFailed, "no %s.txt or %s-aggregated.txt in geo.lists_dir = %q", k, k, g.cfg.ListsDir)
+		return kept(r, DecisionFailed, CheckMissing, "no %s.txt or %s-aggregated.txt in geo.lists_dir = %q", k, k, g.opts.ListsDir)
 	}
-	l, err := g.readLocal(k, path)
+	body, mtime, ref, err := readCapped(path, g.maxBytes())
 	if err != nil {
-		return kept(r, DecisionRejected, "%v", strings.TrimPrefix(err.Error(), "geo: "))
+		return kept(r, DecisionFailed, CheckMissing, "%v", err)
 	}
-	r = accept(r, prev, l.prefixes())
-	return r, l
+	if ref != nil {
+		return kept(r, DecisionRejected, ref.check, "%s", ref.reason)
+	}
+	ps, lines, ref := parseCandidate(k, body)
+	if ref != nil {
+		return kept(r, DecisionRejected, ref.check, "%s", ref.reason)
+	}
+	meta := listMeta{Source: path, Fetched: mtime, Verified: mtime, Entries: len(ps), Lines: lines}
+	cand := newListState(ps, meta)
+	if ref := g.guard(prev, cand, lines); ref != nil {
+		return kept(r, DecisionRejected, ref.check, "%s", ref.reason)
+	}
+	r = accept(r, prev, ps)
+	r.Lines = lines
+	if dryRun {
+		return r, nil
+	}
+	if r.Decision == DecisionUnchanged && prev != nil && !prev.meta.Stored.IsZero() {
+		// Already the stored copy: only the check time moves.
+		m := prev.meta
+		m.Source, m.Verified = path, mtime
+		return r, prev.withMeta(m)
+	}
+	g.store(k, body, &cand.meta)
+	return r, cand
 }
 
 // listFileRE matches lists_dir file names: jp-ipv4.txt, jp-ipv4-aggregated.txt.
@@ -480,50 +615,36 @@ func scanListsDir(dir string) (map[listKey]string, error) {
 	return out, nil
 }
 
-// readLocal reads an admin-provided list. It must parse, but the entry floor
-// and shrink guard do not apply: the admin chose this file on purpose (a
-// small hand-made list is legitimate).
-func (g *Geo) readLocal(k listKey, path string) (*listState, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	ps, err := ParseList(f, k.v6)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	ps = Normalize(ps)
-	return newListState(ps, listMeta{Source: path, Fetched: fi.ModTime(), Verified: fi.ModTime(), Entries: len(ps)}), nil
-}
-
 func (g *Geo) cachePaths(k listKey) (list, meta string) {
 	base := filepath.Join(g.listsCacheDir(), k.String())
 	return base + ".txt", base + ".meta.json"
 }
 
-// readCache loads a previously accepted download. It was validated before it
-// was written, so only parsing is repeated.
-func (g *Geo) readCache(k listKey) (*listState, error) {
-	lp, mp := g.cachePaths(k)
-	b, err := os.ReadFile(lp)
-	if err != nil {
-		return nil, err
-	}
-	ps, err := ParseList(bytes.NewReader(b), k.v6)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", lp, err)
-	}
-	ps = Normalize(ps)
+func (g *Geo) readMeta(k listKey) (listMeta, error) {
+	_, mp := g.cachePaths(k)
 	var meta listMeta
 	mb, err := os.ReadFile(mp)
 	if err == nil {
 		err = json.Unmarshal(mb, &meta)
 	}
+	return meta, err
+}
+
+// readCache loads the stored last good copy. It passed its checks (or was
+// accepted by the admin) before it was stored, so parsing is repeated and
+// its line count compared with the one stored beside it: a copy truncated
+// or edited on disk is not a good copy.
+func (g *Geo) readCache(k listKey) (*listState, error) {
+	lp, _ := g.cachePaths(k)
+	b, err := os.ReadFile(lp)
+	if err != nil {
+		return nil, err
+	}
+	ps, lines, ref := parseCandidate(k, b)
+	if ref != nil {
+		return nil, fmt.Errorf("%s: %s", lp, ref.reason)
+	}
+	meta, err := g.readMeta(k)
 	if err != nil {
 		// The list itself is good; without its metadata the next download
 		// is unconditional and the age is the file's.
@@ -532,6 +653,9 @@ func (g *Geo) readCache(k listKey) (*listState, error) {
 		if fi, err := os.Stat(lp); err == nil {
 			meta.Fetched, meta.Verified = fi.ModTime(), fi.ModTime()
 		}
+	}
+	if meta.Lines > 0 && meta.Lines != lines {
+		return nil, fmt.Errorf("%s holds %d CIDR lines where %d were stored: it changed on disk, so it is not a good copy", lp, lines, meta.Lines)
 	}
 	meta.Entries = len(ps)
 	return newListState(ps, meta), nil

@@ -74,19 +74,19 @@ func jpLists(t *testing.T) (v4, v6 []netip.Prefix) {
 	return Normalize(readShipped(t, "jp", false)), Normalize(readShipped(t, "jp", true))
 }
 
-func remoteGeo(t *testing.T, srv *listServer, stateDir string, mod func(*config.Geo)) *Geo {
+func remoteGeo(t *testing.T, srv *listServer, stateDir string, mod func(*Options)) *Geo {
 	t.Helper()
-	cfg := config.Default().Geo
+	cfg := testOptions()
 	cfg.AllowCountries = []string{"JP"}
 	cfg.ListURLv4 = srv.URL + "/{cc}/ipv4.txt"
 	cfg.ListURLv6 = srv.URL + "/{cc}/ipv6.txt"
 	// Generous: the build machine is shared and slow under -race; only the
 	// timeout case shortens it.
-	cfg.DownloadTimeout = config.Duration(60 * time.Second)
+	cfg.DownloadTimeout = (60 * time.Second)
 	if mod != nil {
 		mod(&cfg)
 	}
-	g, err := Open(cfg, stateDir, quiet())
+	g, err := Open(cfg.at(stateDir), quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,9 +257,9 @@ func TestUpdateKeepsLastGoodList(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srv.set(tc.handler)
 			if tc.name == "timeout" {
-				saved := g.cfg.DownloadTimeout
-				g.cfg.DownloadTimeout = config.Duration(300 * time.Millisecond)
-				defer func() { g.cfg.DownloadTimeout = saved }()
+				saved := g.opts.DownloadTimeout
+				g.opts.DownloadTimeout = (300 * time.Millisecond)
+				defer func() { g.opts.DownloadTimeout = saved }()
 			}
 			before := counter(t, g, "jp-ipv4", string(tc.decision))
 			rs, err := g.Update(context.Background(), false)
@@ -323,7 +323,7 @@ func TestUpdateSizeCap(t *testing.T) {
 		}
 		w.Write(listBody(v4))
 	})
-	g := remoteGeo(t, srv, t.TempDir(), func(c *config.Geo) { c.MaxDownloadBytes = 4096 })
+	g := remoteGeo(t, srv, t.TempDir(), func(c *Options) { c.MaxDownloadBytes = 4096 })
 	rs, err := g.Update(context.Background(), false)
 	if !errors.Is(err, ErrListsKept) {
 		t.Fatalf("err = %v", err)
@@ -347,11 +347,11 @@ func TestListsDir(t *testing.T) {
 	geotest.WriteMMDB(t, mmdb, map[string]string{
 		"198.51.100.0/25": "JP", "198.51.100.128/25": "US", "203.0.113.0/24": "DE", "2001:db8::/32": "JP",
 	}, true)
-	cfg := config.Default().Geo
+	cfg := handMade(testOptions())
 	cfg.AllowCountries = []string{"JP"}
 	cfg.ListsDir = dir
 	cfg.MMDB = mmdb
-	g, err := Open(cfg, t.TempDir(), quiet())
+	g, err := Open(cfg.at(t.TempDir()), quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -400,11 +400,11 @@ func TestListsDir(t *testing.T) {
 
 func TestListsDirShippedNames(t *testing.T) {
 	td := testdata(t)
-	cfg := config.Default().Geo
+	cfg := testOptions()
 	cfg.AllowCountries = []string{"JP"}
 	cfg.ListsDir = td
 	cfg.MMDB = filepath.Join(td, "dbip-country.mmdb")
-	g, err := Open(cfg, t.TempDir(), quiet())
+	g, err := Open(cfg.at(t.TempDir()), quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -473,15 +473,15 @@ func TestConfigBadInputNamesSetting(t *testing.T) {
 		}
 	}
 	// Open checks too, for callers that build the struct themselves.
-	cfg := config.Default().Geo
+	cfg := testOptions()
 	cfg.AllowCountries = []string{"JP"}
 	cfg.ListURLv4 = "https://example.net/list.txt"
-	if _, err := Open(cfg, t.TempDir(), quiet()); err == nil || !strings.Contains(err.Error(), "geo.list_url_v4") {
+	if _, err := Open(cfg.at(t.TempDir()), quiet()); err == nil || !strings.Contains(err.Error(), "geo.list_url_v4") {
 		t.Errorf("Open with a {cc}-less template: %v", err)
 	}
-	cfg = config.Default().Geo
+	cfg = testOptions()
 	cfg.AllowCountries = []string{"J1"}
-	if _, err := Open(cfg, t.TempDir(), quiet()); err == nil || !strings.Contains(err.Error(), "geo.allow_countries") {
+	if _, err := Open(cfg.at(t.TempDir()), quiet()); err == nil || !strings.Contains(err.Error(), "geo.allow_countries") {
 		t.Errorf("Open with a bad country code: %v", err)
 	}
 }
@@ -561,11 +561,11 @@ func TestUpdateCancelled(t *testing.T) {
 func TestMetricsExported(t *testing.T) {
 	dir := t.TempDir()
 	geotest.WriteLists(t, dir, map[string][]string{"JP": {"198.51.100.0/24", "2001:db8::/32"}})
-	cfg := config.Default().Geo
+	cfg := handMade(testOptions())
 	cfg.AllowCountries = []string{"JP"}
 	cfg.ListsDir = dir
 	cfg.MMDB = filepath.Join(dir, "missing.mmdb")
-	g, err := Open(cfg, t.TempDir(), quiet())
+	g, err := Open(cfg.at(t.TempDir()), quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -609,9 +609,9 @@ func TestDisagreeNeedsSameFamilyList(t *testing.T) {
 	geotest.WriteLists(t, dir, map[string][]string{"JP": {"198.51.100.0/24"}}) // no JP IPv6 list
 	mmdb := filepath.Join(t.TempDir(), "c.mmdb")
 	geotest.WriteMMDB(t, mmdb, map[string]string{"203.0.113.0/24": "JP", "2001:db8::/32": "JP"}, true)
-	cfg := config.Default().Geo
+	cfg := handMade(testOptions())
 	cfg.AllowCountries, cfg.ListsDir, cfg.MMDB = []string{"JP"}, dir, mmdb
-	g, err := Open(cfg, t.TempDir(), quiet())
+	g, err := Open(cfg.at(t.TempDir()), quiet())
 	if err != nil {
 		t.Fatal(err)
 	}

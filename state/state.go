@@ -50,7 +50,18 @@ const (
 	HowPTR       = "ptr"        // forward-confirmed PTR in push.domains
 	HowSeed      = "seed"       // push.hosts resolved by DNS
 	HowStatic    = "static"     // firewall.allow in the config
+	HowManual    = "manual"     // `sipsentry allow` by an operator
 )
+
+// Ban origins: who decided a ban.
+const (
+	OriginEngine = "engine" // the engine's thresholds, geo policy or injection rule
+	OriginManual = "manual" // `sipsentry ban` by an operator
+)
+
+// NoUID is the UID of a record no operator made (engine bans, learned
+// allows).
+const NoUID = -1
 
 // ErrReadOnly is returned by writes on a store opened with OpenReadOnly.
 var ErrReadOnly = errors.New("state: store is read-only")
@@ -95,7 +106,9 @@ CREATE TABLE IF NOT EXISTS bans (
 	offences INTEGER NOT NULL,
 	reason TEXT NOT NULL,
 	created INTEGER NOT NULL,
-	monitor INTEGER NOT NULL DEFAULT 0
+	monitor INTEGER NOT NULL DEFAULT 0,
+	origin TEXT NOT NULL DEFAULT 'engine',
+	uid INTEGER NOT NULL DEFAULT -1
 );
 CREATE TABLE IF NOT EXISTS allows (
 	prefix TEXT PRIMARY KEY,
@@ -107,7 +120,9 @@ CREATE TABLE IF NOT EXISTS allows (
 	aor TEXT NOT NULL DEFAULT '',
 	ptr TEXT NOT NULL DEFAULT '',
 	first_seen INTEGER NOT NULL,
-	last_seen INTEGER NOT NULL
+	last_seen INTEGER NOT NULL,
+	comment TEXT NOT NULL DEFAULT '',
+	uid INTEGER NOT NULL DEFAULT -1
 );
 CREATE TABLE IF NOT EXISTS flags (
 	addr TEXT NOT NULL,
@@ -131,6 +146,47 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_time ON events(time);
 INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', '1');
 `
+
+// schemaVersion is the layout migrate brings a database to. Version 2 adds
+// who decided a ban (origin, uid) and who made an allow (comment, uid).
+const schemaVersion = 2
+
+// addedColumns are the columns each version added, for migrate to add to a
+// database made by an older sipsentry (CREATE TABLE IF NOT EXISTS leaves an
+// existing table as it was).
+var addedColumns = []struct{ table, column, decl string }{
+	{"bans", "origin", "TEXT NOT NULL DEFAULT 'engine'"},
+	{"bans", "uid", "INTEGER NOT NULL DEFAULT -1"},
+	{"allows", "comment", "TEXT NOT NULL DEFAULT ''"},
+	{"allows", "uid", "INTEGER NOT NULL DEFAULT -1"},
+}
+
+// migrate upgrades an existing database in place, in one transaction: rows
+// written before keep their values and get the new columns' defaults (an
+// old ban is an engine ban, an old allow has no operator).
+func migrate(db *sql.DB) error {
+	tx, err := db.Begin()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	for _, c := range addedColumns {
+		var n int
+		if err := tx.QueryRow(`SELECT count(*) FROM pragma_table_info(?) WHERE name = ?`, c.table, c.column).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			// Names come from the constant list above, never from input.
+			if _, err := tx.Exec(`ALTER TABLE ` + c.table + ` ADD COLUMN ` + c.column + ` ` + c.decl); err != nil {
+				return fmt.Errorf("adding %s.%s: %w", c.table, c.column, err)
+			}
+		}
+	}
+	if _, err := tx.Exec(`UPDATE meta SET value = ? WHERE key = 'schema' AND CAST(value AS INTEGER) < ?`, fmt.Sprint(schemaVersion), schemaVersion); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
 
 // Path returns the database path inside stateDir.
 func Path(stateDir string) string { return filepath.Join(stateDir, FileName) }
@@ -158,6 +214,10 @@ func Open(path string) (*Store, error) {
 	if _, err := db.Exec(schema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("state: initialising %s: %w (is it a sipsentry database?)", path, err)
+	}
+	if err := migrate(db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("state: upgrading %s to schema %d: %w (restore a backup or move the file away)", path, schemaVersion, err)
 	}
 	if err := os.Chmod(path, 0o640); err != nil && !errors.Is(err, os.ErrNotExist) {
 		db.Close()
@@ -230,9 +290,14 @@ type Ban struct {
 	Offences int
 	Reason   string
 	Created  time.Time
-	// Monitor marks a decision taken in geo_mode monitor: recorded, never
-	// put in the kernel.
+	// Monitor marks a decision taken in firewall monitor mode: recorded,
+	// never put in the kernel.
 	Monitor bool
+	// Origin is who decided it (OriginEngine, OriginManual); "" is written
+	// as OriginEngine.
+	Origin string
+	// UID is the operator's uid for a manual ban, NoUID otherwise.
+	UID int
 }
 
 // Allow is a learned (or static, or seeded) allow entry with its evidence.
@@ -240,6 +305,11 @@ type Allow struct {
 	Prefix netip.Prefix
 	Until  time.Time // zero: permanent
 	PushEvidence
+	// Comment is the operator's note on a manual allow.
+	Comment string
+	// UID is the operator's uid for a manual allow, NoUID otherwise (0 is
+	// written as NoUID unless How is HowManual).
+	UID int
 }
 
 // Flag records something an admin should look at (a foreign login).
@@ -334,12 +404,27 @@ func applyTx(ctx context.Context, tx *sql.Tx, b *Batch, now time.Time) error {
 			}
 		}
 	}
-	for _, bn := range b.Bans {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO bans (addr, until, offences, reason, created, monitor) VALUES (?,?,?,?,?,?)
+	if len(b.Bans) > 0 {
+		// Prepared once per batch: a ban burst is thousands of rows, and
+		// preparing each one cost as much as running it.
+		st, err := tx.PrepareContext(ctx, `INSERT INTO bans (addr, until, offences, reason, created, monitor, origin, uid) VALUES (?,?,?,?,?,?,?,?)
 			ON CONFLICT(addr) DO UPDATE SET until=excluded.until, offences=max(bans.offences, excluded.offences),
-			reason=excluded.reason, created=excluded.created, monitor=excluded.monitor`,
-			bn.Addr.String(), ns(bn.Until), bn.Offences, bn.Reason, ns(bn.Created), bn.Monitor); err != nil {
-			return fmt.Errorf("state: writing ban %s: %w", bn.Addr, err)
+			reason=excluded.reason, created=excluded.created, monitor=excluded.monitor, origin=excluded.origin, uid=excluded.uid`)
+		if err != nil {
+			return fmt.Errorf("state: %w", err)
+		}
+		defer st.Close()
+		for _, bn := range b.Bans {
+			origin, uid := bn.Origin, bn.UID
+			if origin == "" {
+				origin = OriginEngine
+			}
+			if origin == OriginEngine {
+				uid = NoUID
+			}
+			if _, err := st.ExecContext(ctx, bn.Addr.String(), ns(bn.Until), bn.Offences, bn.Reason, ns(bn.Created), bn.Monitor, origin, uid); err != nil {
+				return fmt.Errorf("state: writing ban %s: %w", bn.Addr, err)
+			}
 		}
 	}
 	for _, a := range b.Lifts {
@@ -350,9 +435,13 @@ func applyTx(ctx context.Context, tx *sql.Tx, b *Batch, now time.Time) error {
 	}
 	for _, al := range b.Allows {
 		e := al.PushEvidence
-		if _, err := tx.ExecContext(ctx, `INSERT INTO allows (prefix, until, how, account, user_agent, uri, aor, ptr, first_seen, last_seen)
-			VALUES (?,?,?,?,?,?,?,?,?,?)
-			ON CONFLICT(prefix) DO UPDATE SET until=excluded.until, how=excluded.how,
+		uid := al.UID
+		if e.How != HowManual {
+			uid = NoUID
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO allows (prefix, until, how, account, user_agent, uri, aor, ptr, first_seen, last_seen, comment, uid)
+			VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
+			ON CONFLICT(prefix) DO UPDATE SET until=excluded.until, how=excluded.how, comment=excluded.comment, uid=excluded.uid,
 			account=CASE WHEN excluded.account<>'' THEN excluded.account ELSE allows.account END,
 			user_agent=CASE WHEN excluded.user_agent<>'' THEN excluded.user_agent ELSE allows.user_agent END,
 			uri=CASE WHEN excluded.uri<>'' THEN excluded.uri ELSE allows.uri END,
@@ -360,7 +449,7 @@ func applyTx(ctx context.Context, tx *sql.Tx, b *Batch, now time.Time) error {
 			ptr=CASE WHEN excluded.ptr<>'' THEN excluded.ptr ELSE allows.ptr END,
 			first_seen=min(allows.first_seen, excluded.first_seen), last_seen=max(allows.last_seen, excluded.last_seen)`,
 			al.Prefix.Masked().String(), ns(al.Until), e.How, e.Account, e.UserAgent, e.URI, e.AOR, e.PTR,
-			ns(e.FirstSeen), ns(e.LastSeen)); err != nil {
+			ns(e.FirstSeen), ns(e.LastSeen), al.Comment, uid); err != nil {
 			return fmt.Errorf("state: writing allow %s: %w", al.Prefix, err)
 		}
 	}
@@ -439,7 +528,7 @@ func (s *Store) MaxSession(ctx context.Context) (int64, error) {
 
 // Bans returns every ban row, active or not (offence history included).
 func (s *Store) Bans(ctx context.Context) ([]Ban, error) {
-	return s.bans(ctx, `SELECT addr, until, offences, reason, created, monitor FROM bans ORDER BY addr`)
+	return s.bans(ctx, `SELECT addr, until, offences, reason, created, monitor, origin, uid FROM bans ORDER BY addr`)
 }
 
 // EachBan calls fn for every ban row whose until is at or after since,
@@ -447,7 +536,7 @@ func (s *Store) Bans(ctx context.Context) ([]Ban, error) {
 // at start without holding them all (as Bans would) beside their kernel
 // entries. An error from fn stops the walk and is returned as is.
 func (s *Store) EachBan(ctx context.Context, since time.Time, fn func(Ban) error) error {
-	rows, err := s.db.QueryContext(ctx, `SELECT addr, until, offences, reason, created, monitor FROM bans WHERE until >= ? ORDER BY until DESC`, since.UnixNano())
+	rows, err := s.db.QueryContext(ctx, `SELECT addr, until, offences, reason, created, monitor, origin, uid FROM bans WHERE until >= ? ORDER BY until DESC`, since.UnixNano())
 	if err != nil {
 		return fmt.Errorf("state: reading bans: %w", err)
 	}
@@ -474,7 +563,7 @@ func (s *Store) EachBan(ctx context.Context, since time.Time, fn func(Ban) error
 func scanBan(rows *sql.Rows) (b Ban, ok bool, err error) {
 	var addr string
 	var until, created int64
-	if err := rows.Scan(&addr, &until, &b.Offences, &b.Reason, &created, &b.Monitor); err != nil {
+	if err := rows.Scan(&addr, &until, &b.Offences, &b.Reason, &created, &b.Monitor, &b.Origin, &b.UID); err != nil {
 		return Ban{}, false, fmt.Errorf("state: reading bans: %w", err)
 	}
 	a, err := netip.ParseAddr(addr)
@@ -487,7 +576,7 @@ func scanBan(rows *sql.Rows) (b Ban, ok bool, err error) {
 
 // ActiveBans returns bans whose until is in the future (Store.Now).
 func (s *Store) ActiveBans(ctx context.Context) ([]Ban, error) {
-	return s.bans(ctx, `SELECT addr, until, offences, reason, created, monitor FROM bans WHERE until > ? ORDER BY until`, s.Now().UnixNano())
+	return s.bans(ctx, `SELECT addr, until, offences, reason, created, monitor, origin, uid FROM bans WHERE until > ? ORDER BY until`, s.Now().UnixNano())
 }
 
 func (s *Store) bans(ctx context.Context, q string, args ...any) ([]Ban, error) {
@@ -511,7 +600,7 @@ func (s *Store) bans(ctx context.Context, q string, args ...any) ([]Ban, error) 
 
 // LearnedAllows returns unexpired allow entries (permanent ones included).
 func (s *Store) LearnedAllows(ctx context.Context) ([]Allow, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT prefix, until, how, account, user_agent, uri, aor, ptr, first_seen, last_seen
+	rows, err := s.db.QueryContext(ctx, `SELECT prefix, until, how, account, user_agent, uri, aor, ptr, first_seen, last_seen, comment, uid
 		FROM allows WHERE until = 0 OR until > ? ORDER BY prefix`, s.Now().UnixNano())
 	if err != nil {
 		return nil, fmt.Errorf("state: reading allows: %w", err)
@@ -522,7 +611,7 @@ func (s *Store) LearnedAllows(ctx context.Context) ([]Allow, error) {
 		var a Allow
 		var p string
 		var until, first, last int64
-		if err := rows.Scan(&p, &until, &a.How, &a.Account, &a.UserAgent, &a.URI, &a.AOR, &a.PTR, &first, &last); err != nil {
+		if err := rows.Scan(&p, &until, &a.How, &a.Account, &a.UserAgent, &a.URI, &a.AOR, &a.PTR, &first, &last, &a.Comment, &a.UID); err != nil {
 			return nil, fmt.Errorf("state: reading allows: %w", err)
 		}
 		pfx, err := netip.ParsePrefix(p)
@@ -729,6 +818,14 @@ func setAllow(r *SourceRecord, al *Allow) {
 	if al.How == HowStatic {
 		r.Status = StatusAllowed
 		r.Note = "firewall.allow " + al.Prefix.String()
+		return
+	}
+	if al.How == HowManual {
+		r.Status = StatusAllowed
+		r.Note = "manual allow " + al.Prefix.String()
+		if al.Comment != "" {
+			r.Note += ": " + al.Comment
+		}
 		return
 	}
 	r.Status = StatusLearnedPush

@@ -39,6 +39,7 @@ import (
 	"github.com/sipsentry/sipsentry/firewall"
 	"github.com/sipsentry/sipsentry/firewall/iptables"
 	"github.com/sipsentry/sipsentry/internal/config"
+	sipdaemon "github.com/sipsentry/sipsentry/internal/daemon"
 	"github.com/sipsentry/sipsentry/state"
 )
 
@@ -247,7 +248,9 @@ func latency(n int) error {
 	cfg.Push.Hosts = nil
 	cfg.Push.Resolver = "127.0.0.1:1"
 	cfg.AMI.Address = "127.0.0.1:5038"
-	be, err := iptables.NewWithOptions(iptables.Options{Config: cfg.Firewall, Netns: ns.name})
+	fwo := sipdaemon.FirewallOptions(cfg.Firewall, nil, nil).Options
+	fwo.Netns = ns.name
+	be, err := iptables.New(fwo)
 	if err != nil {
 		return err
 	}
@@ -271,7 +274,7 @@ func latency(n int) error {
 	store := st
 	var fw firewall.Backend = be
 	if sepConntrack {
-		be2, err := iptables.NewWithOptions(iptables.Options{Config: cfg.Firewall, Netns: ns.name})
+		be2, err := iptables.New(fwo)
 		if err != nil {
 			return err
 		}
@@ -281,7 +284,7 @@ func latency(n int) error {
 	if noConntrack {
 		fw = noFlowsBackend{be}
 	}
-	eng, err := engine.New(cfg, engine.Deps{Firewall: fw, Geo: foreign{}, Store: store, Logger: log, HostAddrs: []netip.Addr{},
+	eng, err := engine.New(sipdaemon.EngineOptions(cfg), engine.Deps{Firewall: fw, Geo: foreign{}, Store: store, Logger: log, HostAddrs: []netip.Addr{},
 		OnDecision: func(d engine.Decision) {
 			if d.Kind == engine.DecisionBan {
 				bans++
@@ -586,7 +589,9 @@ hosts = []
 resolver = "127.0.0.1:1"
 [metrics]
 listen = "127.0.0.1:9468"
-%s`, filepath.Join(dir, "state"), srv.Addr(), extra)
+[control]
+socket = %q
+%s`, filepath.Join(dir, "state"), srv.Addr(), filepath.Join(dir, "control.sock"), extra)
 	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 		return nil, err
 	}

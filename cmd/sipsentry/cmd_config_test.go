@@ -75,7 +75,7 @@ func TestExampleConfigParsesWithDefaults(t *testing.T) {
 	if c.AMI.SecretFile != "/etc/sipsentry/ami.secret" || !reflect.DeepEqual(c.Geo.AllowCountries, []string{"JP"}) {
 		t.Errorf("example: secret_file %q, allow_countries %v", c.AMI.SecretFile, c.Geo.AllowCountries)
 	}
-	if c.Firewall.Mode != "monitor" || c.Engine.GeoMode != "monitor" {
+	if c.Firewall.Mode != "monitor" || c.Engine.GeoMode != "off" {
 		t.Errorf("the example must start in monitor mode, has firewall.mode %q, geo_mode %q", c.Firewall.Mode, c.Engine.GeoMode)
 	}
 	c.AMI.SecretFile, c.Geo.AllowCountries, c.Path = "", nil, ""
@@ -199,7 +199,7 @@ func TestConfigCheck(t *testing.T) {
 	if err != nil {
 		t.Fatalf("config check of the example: %v", err)
 	}
-	if !strings.Contains(out, good+": ok (firewall.mode = monitor, engine.geo_mode = monitor)") {
+	if !strings.Contains(out, good+": ok (firewall.mode = monitor, engine.geo_mode = off)") {
 		t.Errorf("unexpected output %q", out)
 	}
 
@@ -212,6 +212,8 @@ func TestConfigCheck(t *testing.T) {
 		{"unknown key", "[firewall]\nmodes = \"enforce\"\n", 0o600, "bad.toml:2: firewall.modes: unknown key"},
 		{"secret readable by others", "[ami]\nsecret = \"s3cret\"\n", 0o644, "chmod 600"},
 		{"no secret", "[ami]\nusername = \"x\"\n", 0o600, "neither secret nor secret_file"},
+		// Issue 10: any local user could edit firewall.allow or the mode.
+		{"writable by others", "[ami]\nsecret_file = \"/x\"\n", 0o666, "is mode 0666: group or others can change it"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bad := filepath.Join(t.TempDir(), "bad.toml")

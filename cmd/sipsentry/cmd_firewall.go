@@ -14,9 +14,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sipsentry/sipsentry/firewall"
-	"github.com/sipsentry/sipsentry/firewall/fwopen"
 	"github.com/sipsentry/sipsentry/geo"
 	"github.com/sipsentry/sipsentry/internal/config"
+	"github.com/sipsentry/sipsentry/internal/daemon"
+	"github.com/sipsentry/sipsentry/internal/geoconf"
 )
 
 func newFirewallCommand(g *globalOptions) *cobra.Command {
@@ -49,7 +50,7 @@ func openFirewall(cmd *cobra.Command, g *globalOptions) (*fwSession, error) {
 		return nil, err
 	}
 	log := g.logger(cfg)
-	fw, err := fwopen.Open(cfg.Firewall, log, cmd.OutOrStdout())
+	fw, err := daemon.OpenFirewall(cfg.Firewall, log, cmd.OutOrStdout())
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +104,13 @@ func runFirewallUp(ctx context.Context, cmd *cobra.Command, g *globalOptions) er
 	if err != nil {
 		return err
 	}
-	if err := firewall.UpWith(ctx, s.fw, cc); err != nil {
+	// firewall.allow's CIDRs go in (next to what a daemon may hold) before
+	// any DROP rule; the daemon's next start makes the allow set exact.
+	fills := []firewall.Fill{{Set: firewall.SetAllow, Entries: daemon.FirewallStaticAllows(s.cfg.Firewall), Merge: true}}
+	if cc != nil {
+		fills = append(fills, firewall.Fill{Set: firewall.SetAllowCountry, Entries: cc})
+	}
+	if err := firewall.UpFilled(ctx, s.fw, fills...); err != nil {
 		return fmt.Errorf("firewall up: %w", err)
 	}
 	out := cmd.OutOrStdout()
@@ -121,7 +128,7 @@ func allowedCountryEntries(cfg *config.Config, log *slog.Logger) ([]firewall.Ent
 		return nil, nil
 	}
 	dropping := cfg.Firewall.Mode == "enforce" && cfg.Firewall.GeoDrop
-	gg, err := geo.Open(cfg.Geo, cfg.StateDir, log)
+	gg, err := geo.Open(geoconf.Options(cfg.Geo, cfg.StateDir), log)
 	var ps []netip.Prefix
 	if err == nil {
 		ps = gg.AllowedPrefixes()
@@ -243,14 +250,4 @@ func singleAddr(s string) (netip.Addr, error) {
 		return netip.Addr{}, usagef("%s is a network: the ban set takes single addresses", s)
 	}
 	return p.Addr(), nil
-}
-
-// inStaticAllow reports the firewall.allow entry that holds a, if any.
-func inStaticAllow(cfg config.Firewall, a netip.Addr) (netip.Prefix, bool) {
-	for _, p := range cfg.Allow {
-		if p.Contains(a) {
-			return p.Prefix, true
-		}
-	}
-	return netip.Prefix{}, false
 }

@@ -88,7 +88,7 @@ func TestFirewallCommandsKernel(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	cfg := fwConfig(t, "[firewall]\nmode = \"enforce\"\nallow = [\"198.51.100.0/24\"]\n[engine]\ngeo_mode = \"monitor\"\n")
+	cfg := fwConfig(t, "[firewall]\nmode = \"enforce\"\nallow = [\"198.51.100.0/24\"]\n[engine]\ngeo_mode = \"off\"\n")
 	ns := netnstest.NewNS(t, "cli")
 	// A host has a filter table already (iptables-nft creates it at first
 	// use, and down cannot know whether to remove it).

@@ -6,12 +6,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net/url"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/sipsentry/sipsentry/geo"
+	"github.com/sipsentry/sipsentry/internal/config"
+	"github.com/sipsentry/sipsentry/internal/geoconf"
 )
 
 func newListsCommand(g *globalOptions) *cobra.Command {
@@ -24,7 +30,7 @@ is also published as ipverse/country-ip-blocks with the same file layout) or
 from local files in geo.lists_dir. Downloads are cached in <state_dir>/lists.`,
 		Args: cobra.NoArgs,
 	}
-	cmd.AddCommand(newListsUpdateCommand(g), newListsShowCommand(g))
+	cmd.AddCommand(newListsUpdateCommand(g), newListsShowCommand(g), newListsAcceptCommand(g))
 	return cmd
 }
 
@@ -42,8 +48,10 @@ func newListsUpdateCommand(g *globalOptions) *cobra.Command {
 geo.lists_dir), validates it and stores it in the cache the daemon loads at
 start. Per list it shows entries before → after, prefixes added and removed,
 and the decision. A list that fails to download, fails to parse, has fewer
-than geo.min_entries entries or shrank by more than geo.max_shrink is not
-used: the last good one is kept, and the exit status is 1.
+than geo.min_entries CIDR lines, covers fewer addresses than geo.max_shrink
+allows or changed more than geo.max_churn against the last good one is not
+used: the last good one is kept, and the exit status is 1. A deliberate
+change the checks refuse is taken with "sipsentry lists accept FILE".
 
 A running daemon fetches on its own every geo.refresh and on SIGHUP; the
 cache written here is what the daemon loads when it starts.`,
@@ -57,21 +65,27 @@ cache written here is what the daemon loads when it starts.`,
 	return cmd
 }
 
-func openGeoForLists(cmd *cobra.Command, g *globalOptions) (*geo.Geo, error) {
+// openGeoForLists opens the lists only (no databases). log nil: geo's
+// own log lines are dropped, because the command prints every outcome
+// itself (once). store: keep the last good copies under state_dir (update);
+// else nothing is written (show).
+func openGeoForLists(cmd *cobra.Command, g *globalOptions, log *slog.Logger, store bool) (*geo.Geo, *config.Config, error) {
 	cfg, err := g.loadConfig(cmd, true)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	if len(cfg.Geo.AllowCountries) == 0 && cfg.Geo.ListsDir == "" {
+		return nil, nil, usagef("lists: geo.allow_countries is empty in %s: there is no list to update (add e.g. allow_countries = [\"JP\"] to [geo])", configName(cfg.Path))
 	}
 	gc := cfg.Geo
 	gc.MMDB, gc.ASNMMDB = "", "" // not needed for lists; don't load 10 MB for nothing
-	gdb, err := geo.Open(gc, cfg.StateDir, g.logger(cfg))
+	opts := geoconf.Options(gc, cfg.StateDir)
+	opts.StoreLastGood = store
+	gdb, err := geo.Open(opts, log)
 	if err != nil {
-		return nil, usageError{err}
+		return nil, nil, usageError{err}
 	}
-	if len(cfg.Geo.AllowCountries) == 0 && cfg.Geo.ListsDir == "" {
-		return nil, usagef("lists: geo.allow_countries is empty in %s: there is no list to update (add e.g. allow_countries = [\"JP\"] to [geo])", configName(cfg.Path))
-	}
-	return gdb, nil
+	return gdb, cfg, nil
 }
 
 func configName(p string) string {
@@ -82,13 +96,18 @@ func configName(p string) string {
 }
 
 func runListsUpdate(ctx context.Context, cmd *cobra.Command, o listsUpdateOptions, g *globalOptions) error {
-	gdb, err := openGeoForLists(cmd, g)
+	gdb, cfg, err := openGeoForLists(cmd, g, nil, true)
 	if err != nil {
 		return err
 	}
 	rs, uerr := gdb.Update(ctx, o.dryRun)
 	if uerr != nil && !errors.Is(uerr, geo.ErrListsKept) {
 		return uerr
+	}
+	if line := offlineLine(rs, cfg); line != "" && !o.json {
+		// Every list failed to download, for one reason: one line says it
+		// all (a table of identical failures would not).
+		return errors.New(line)
 	}
 	out := cmd.OutOrStdout()
 	if o.json {
@@ -103,15 +122,115 @@ func runListsUpdate(ctx context.Context, cmd *cobra.Command, o listsUpdateOption
 	} else if err := printListResults(out, rs); err != nil {
 		return err
 	}
-	kept := 0
+	var kept, none []string
 	for _, r := range rs {
-		if r.Kept() {
-			kept++
+		switch {
+		case r.Kept() && r.Before > 0:
+			kept = append(kept, r.List)
+		case r.Kept():
+			none = append(none, r.List)
 		}
 	}
-	if kept > 0 {
-		return fmt.Errorf("lists update: %d of %d lists not updated; their last good versions stay in use (reasons above)", kept, len(rs))
+	if len(kept)+len(none) == 0 {
+		return nil
 	}
+	msg := fmt.Sprintf("lists update: %d of %d lists not updated (reasons above)", len(kept)+len(none), len(rs))
+	if len(kept) > 0 {
+		msg += fmt.Sprintf("; the last good version stays in use for %s", strings.Join(kept, ", "))
+	}
+	if len(none) > 0 {
+		msg += fmt.Sprintf("; there is no good copy of %s, so its country cannot be allowed by country", strings.Join(none, ", "))
+	}
+	return errors.New(msg)
+}
+
+// offlineLine is the one line for an update where every list failed to
+// download for the same reason (offline, DNS, a proxy), "" otherwise. It
+// says what is in use and how to run without the network.
+func offlineLine(rs []geo.ListResult, cfg *config.Config) string {
+	if len(rs) == 0 || cfg.Geo.ListsDir != "" {
+		return ""
+	}
+	reason := strings.TrimPrefix(rs[0].Reason, "download: ")
+	var none []string
+	for _, r := range rs {
+		if r.Decision != geo.DecisionFailed || r.Check != geo.CheckDownload || strings.TrimPrefix(r.Reason, "download: ") != reason {
+			return ""
+		}
+		if r.Before == 0 {
+			none = append(none, r.List)
+		}
+	}
+	host := rs[0].Source
+	if u, err := url.Parse(host); err == nil && u.Host != "" {
+		host = u.Host
+	}
+	var countries []string
+	for _, r := range rs {
+		if !slices.Contains(countries, r.Country) {
+			countries = append(countries, r.Country)
+		}
+	}
+	state := "the last good lists stay in use"
+	switch {
+	case len(none) == len(rs):
+		state = fmt.Sprintf("no list has been downloaded yet, so %s cannot be allowed by country", strings.Join(countries, ", "))
+	case len(none) > 0:
+		state = fmt.Sprintf("no good copy of %s yet; the others' last good versions stay in use", strings.Join(none, ", "))
+	}
+	return fmt.Sprintf("lists update: cannot download the lists: %s; %s. Without access to %s, put <cc>-ipv4.txt and <cc>-ipv6.txt files in a directory and set geo.lists_dir in %s",
+		reason, state, host, configName(cfg.Path))
+}
+
+func newListsAcceptCommand(g *globalOptions) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "accept FILE",
+		Short: "Take a list file as its country's list, past the shrink, churn and floor checks",
+		Long: `Accept takes FILE (named <cc>-ipv4.txt or <cc>-ipv6.txt, e.g. a file in
+geo.lists_dir that you really mean to shrink) as that list's last good copy,
+although it has fewer than geo.min_entries CIDR lines, or shrank or changed
+more than geo.max_shrink / geo.max_churn allow. It must still be a list of
+its family's CIDRs. It is stored in <state_dir>/lists and logged; a running
+daemon takes it at its next reload (systemctl reload sipsentry) or refresh.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usagef("lists accept: give one list file, e.g. sipsentry lists accept /etc/sipsentry/lists/jp-ipv4.txt")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runListsAccept(cmd, g, args[0])
+		},
+	}
+	return cmd
+}
+
+func runListsAccept(cmd *cobra.Command, g *globalOptions, path string) error {
+	cfg, err := g.loadConfig(cmd, true)
+	if err != nil {
+		return err
+	}
+	gc := cfg.Geo
+	gc.MMDB, gc.ASNMMDB = "", ""
+	opts := geoconf.Options(gc, cfg.StateDir)
+	opts.StoreLastGood = true
+	// geo's own log would first refuse the very file being accepted; the
+	// accept is logged here, once.
+	gdb, err := geo.Open(opts, nil)
+	if err != nil {
+		return usageError{err}
+	}
+	r, err := gdb.Accept(path)
+	if err != nil {
+		if r.List == "" {
+			return usageError{err} // not a list, or badly named: the input
+		}
+		return err
+	}
+	g.logger(cfg).Warn("lists accept: list accepted past the floor, shrink and churn checks", "list", r.List, "file", r.Source,
+		"lines", r.Lines, "before", r.Before, "after", r.After, "added", r.Added, "removed", r.Removed)
+	fmt.Fprintf(cmd.OutOrStdout(), "%s: accepted %s (%d CIDR lines; entries %d → %d, +%d -%d). A running daemon takes it at its next reload (systemctl reload sipsentry) or list refresh.\n",
+		r.List, r.Source, r.Lines, r.Before, r.After, r.Added, r.Removed)
 	return nil
 }
 
@@ -160,7 +279,7 @@ func newListsShowCommand(g *globalOptions) *cobra.Command {
 		Short: "Show the lists in the cache (or geo.lists_dir): entries, age, source",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			gdb, err := openGeoForLists(cmd, g)
+			gdb, _, err := openGeoForLists(cmd, g, nil, false)
 			if err != nil {
 				return err
 			}
@@ -186,7 +305,14 @@ func newListsShowCommand(g *globalOptions) *cobra.Command {
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", l.Name, allowed, l.Entries, age, l.Source)
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			// What the table cannot show: a source refused, or no good copy.
+			for _, p := range gdb.Health() {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+p.String())
+			}
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&o.json, "json", false, "print JSON")

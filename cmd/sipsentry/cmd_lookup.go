@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/sipsentry/sipsentry/geo"
 	"github.com/sipsentry/sipsentry/internal/config"
+	"github.com/sipsentry/sipsentry/internal/geoconf"
 )
 
 type lookupOptions struct {
@@ -58,13 +60,26 @@ database has no country for the address. It works without a config file
 }
 
 func runLookup(_ context.Context, cmd *cobra.Command, o lookupOptions, g *globalOptions, args []string) error {
+	// A bad argument is reported after the others are looked up, not
+	// instead of them.
 	addrs := make([]netip.Addr, 0, len(args))
+	var bad []string
 	for _, a := range args {
 		ip, err := netip.ParseAddr(strings.TrimSpace(a))
 		if err != nil || ip.Zone() != "" {
-			return usagef("lookup: %q is not an IPv4 or IPv6 address", a)
+			bad = append(bad, fmt.Sprintf("%q is not an IPv4 or IPv6 address", a))
+			continue
 		}
 		addrs = append(addrs, ip.Unmap())
+	}
+	badErr := func() error {
+		if len(bad) == 0 {
+			return nil
+		}
+		return usagef("lookup: %s", strings.Join(bad, "; "))
+	}
+	if len(addrs) == 0 {
+		return badErr()
 	}
 	cfg, err := g.loadConfig(cmd, true)
 	if err != nil {
@@ -73,7 +88,9 @@ func runLookup(_ context.Context, cmd *cobra.Command, o lookupOptions, g *global
 	if err := applyGeoFlags(cmd, &cfg.Geo, o.mmdb, o.asnMMDB, o.listsDir, o.countries); err != nil {
 		return err
 	}
-	gdb, err := geo.Open(cfg.Geo, cfg.StateDir, g.logger(cfg))
+	// geoconf's options write nothing: a lookup never changes the daemon's
+	// state. geo's log lines would repeat the notes printed after the table.
+	gdb, err := geo.Open(geoconf.Options(cfg.Geo, cfg.StateDir), nil)
 	if err != nil {
 		return usageError{err}
 	}
@@ -85,9 +102,64 @@ func runLookup(_ context.Context, cmd *cobra.Command, o lookupOptions, g *global
 	if o.json {
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
-		return enc.Encode(vs)
+		if err := enc.Encode(vs); err != nil {
+			return err
+		}
+	} else if err := printVerdicts(out, vs); err != nil {
+		return err
 	}
-	return printVerdicts(out, vs)
+	// What the answers rest on, after the table (stderr: stdout stays the
+	// table or the JSON).
+	for _, l := range loadedData(gdb, cfg) {
+		fmt.Fprintln(cmd.ErrOrStderr(), l)
+	}
+	return badErr()
+}
+
+// loadedData says which lists and databases the lookup used, and why a
+// column can only say "?" or "-".
+func loadedData(gdb *geo.Geo, cfg *config.Config) []string {
+	var out []string
+	var names []string
+	for _, l := range gdb.Lists() {
+		names = append(names, fmt.Sprintf("%s (%d)", l.Name, l.Entries))
+	}
+	where := filepath.Join(cfg.StateDir, "lists")
+	if cfg.Geo.ListsDir != "" {
+		where = cfg.Geo.ListsDir
+	}
+	switch {
+	case len(names) > 0:
+		out = append(out, fmt.Sprintf("lists: %s from %s", strings.Join(names, ", "), where))
+	case len(cfg.Geo.AllowCountries) == 0 && cfg.Geo.ListsDir == "":
+		out = append(out, "lists: none: geo.allow_countries is empty and geo.lists_dir is not set (or use --allow / --lists-dir), so LIST is \"-\" and ALLOWED \"no\"")
+	case cfg.Geo.ListsDir != "":
+		out = append(out, fmt.Sprintf("lists: none usable in %s (<cc>-ipv4.txt / <cc>-ipv6.txt), so LIST is \"-\" and ALLOWED \"no\"", where))
+	default:
+		out = append(out, fmt.Sprintf("lists: none downloaded yet in %s (sipsentry lists update), so LIST is \"-\" and ALLOWED \"no\"", where))
+	}
+	for _, p := range gdb.Health() {
+		if len(names) == 0 && p.Check == geo.CheckMissing {
+			continue // said above
+		}
+		out = append(out, "lists: "+p.String())
+	}
+	dbs := map[string]geo.DBInfo{}
+	for _, d := range gdb.Databases() {
+		dbs[d.Setting] = d
+	}
+	for _, k := range []struct{ setting, flag, col string }{{"geo.mmdb", "--mmdb", "MMDB is \"?\""}, {"geo.asn_mmdb", "--asn-mmdb", "ASN and ORG are \"-\""}} {
+		d, ok := dbs[k.setting]
+		switch {
+		case !ok:
+			out = append(out, fmt.Sprintf("%s: not set (or use %s), so %s", k.setting, k.flag, k.col))
+		case !d.Loaded:
+			out = append(out, fmt.Sprintf("%s: %s is missing, so %s", k.setting, d.Path, k.col))
+		default:
+			out = append(out, fmt.Sprintf("%s: %s (%s, built %s)", k.setting, d.Path, d.DatabaseType, d.Built.Format("2006-01-02")))
+		}
+	}
+	return out
 }
 
 // applyGeoFlags lets ad-hoc flags override the [geo] table.

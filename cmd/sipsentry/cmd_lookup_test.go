@@ -40,6 +40,27 @@ func geoCmd(t *testing.T, args ...string) (string, error) {
 	return out.String(), err
 }
 
+// geoCmdStdout runs the CLI in-process and returns stdout alone (the
+// table or JSON, without the notes on stderr) and the error.
+func geoCmdStdout(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	out, _, err := geoCmdSplit(t, args...)
+	return out, err
+}
+
+// geoCmdSplit runs the CLI in-process and returns stdout, stderr and the
+// error.
+func geoCmdSplit(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	root := newRootCommand()
+	var out, errOut bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	root.SetArgs(append([]string{"--log-level", "error"}, args...))
+	err := root.ExecuteContext(context.Background())
+	return out.String(), errOut.String(), err
+}
+
 func isUsage(err error) bool {
 	var ue usageError
 	return errors.As(err, &ue)
@@ -49,7 +70,7 @@ func TestLookupTableRealData(t *testing.T) {
 	td := geoTestdata(t)
 	cfg := filepath.Join(t.TempDir(), "sipsentry.toml")
 	os.WriteFile(cfg, []byte("state_dir = \""+t.TempDir()+"\"\n"), 0o644)
-	out, err := geoCmd(t, "-c", cfg, "lookup", "--mmdb", filepath.Join(td, "dbip-country.mmdb"),
+	out, err := geoCmdStdout(t, "-c", cfg, "lookup", "--mmdb", filepath.Join(td, "dbip-country.mmdb"),
 		"--asn-mmdb", filepath.Join(td, "GeoLite2-ASN-Test.mmdb"), "--lists-dir", td, "--allow", "jp",
 		"133.242.0.1", "1.128.0.1", "10.0.0.1")
 	if err != nil {
@@ -72,7 +93,8 @@ func TestLookupTableRealData(t *testing.T) {
 
 func TestLookupJSON(t *testing.T) {
 	dir := t.TempDir()
-	mmdb, asn, lists := filepath.Join(dir, "c.mmdb"), filepath.Join(dir, "asn.mmdb"), filepath.Join(dir, "lists")
+	// Not <state_dir>/lists: that is where the last good copies are kept.
+	mmdb, asn, lists := filepath.Join(dir, "c.mmdb"), filepath.Join(dir, "asn.mmdb"), filepath.Join(dir, "local-lists")
 	geotest.WriteMMDB(t, mmdb, map[string]string{"198.51.100.0/24": "JP", "203.0.113.0/24": "US", "2001:db8::/32": "JP"}, false)
 	geotest.WriteASNMMDB(t, asn, map[string]geotest.ASN{"203.0.113.0/24": {Number: 64500, Org: "Example Transit"}})
 	geotest.WriteLists(t, lists, map[string][]string{"JP": {"198.51.100.0/24", "203.0.113.0/25", "2001:db8::/32"}})
@@ -83,8 +105,9 @@ allow_countries = ["JP"]
 mmdb = "`+mmdb+`"
 asn_mmdb = "`+asn+`"
 lists_dir = "`+lists+`"
+min_entries = 0
 `), 0o644)
-	out, err := geoCmd(t, "-c", cfg, "lookup", "--json", "198.51.100.7", "203.0.113.9", "203.0.113.200", "2001:db8::1")
+	out, err := geoCmdStdout(t, "-c", cfg, "lookup", "--json", "198.51.100.7", "203.0.113.9", "203.0.113.200", "2001:db8::1")
 	if err != nil {
 		t.Fatalf("lookup: %v\n%s", err, out)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sipsentry/sipsentry/firewall"
 	"github.com/sipsentry/sipsentry/internal/daemon"
+	"github.com/sipsentry/sipsentry/internal/metrics"
 	"github.com/sipsentry/sipsentry/state"
 )
 
@@ -51,7 +52,8 @@ func runStatus(ctx context.Context, cmd *cobra.Command, o statusOptions, g *glob
 	var r daemon.StatusReport
 	fetchErr := errors.New("[metrics] listen is empty: the daemon serves no status page")
 	if cfg.Metrics.Listen != "" {
-		fetchErr = fetchStatus(ctx, "http://"+cfg.Metrics.Listen+"/status", o.timeout, &r)
+		hc, base := metrics.StatusClient(cfg.Metrics.Listen, o.timeout)
+		fetchErr = fetchStatus(ctx, hc, base+"/status", o.timeout, &r)
 	}
 	if fetchErr != nil {
 		r = daemon.StatusReport{Running: false, Error: fetchErr.Error()}
@@ -86,14 +88,14 @@ func runStatus(ctx context.Context, cmd *cobra.Command, o statusOptions, g *glob
 	return nil
 }
 
-func fetchStatus(ctx context.Context, url string, timeout time.Duration, r *daemon.StatusReport) error {
+func fetchStatus(ctx context.Context, hc *http.Client, url string, timeout time.Duration, r *daemon.StatusReport) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return err
 	}

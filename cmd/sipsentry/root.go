@@ -68,6 +68,8 @@ config or bad input (nothing was changed).`,
 		newUnbanCommand(g),
 		newAllowCommand(g),
 		newDisallowCommand(g),
+		newBansCommand(g),
+		newAllowsCommand(g),
 		newDoctorCommand(g),
 		newConfigCommand(g),
 		newManCommand(root),
@@ -95,7 +97,7 @@ func (g *globalOptions) loadConfig(cmd *cobra.Command, optional bool) (*config.C
 		}
 	}
 	var ce *config.Error
-	if errors.As(err, &ce) || errors.Is(err, config.ErrInsecure) {
+	if errors.As(err, &ce) || errors.Is(err, config.ErrInsecure) || errors.Is(err, config.ErrUnsafeOwner) {
 		return nil, usageError{err}
 	}
 	return nil, err

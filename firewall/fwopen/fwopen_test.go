@@ -6,15 +6,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sipsentry/sipsentry/firewall"
 	"github.com/sipsentry/sipsentry/firewall/dryrun"
-	"github.com/sipsentry/sipsentry/internal/config"
 )
 
 func TestOpen(t *testing.T) {
-	cfg := config.Default().Firewall
-	cfg.Backend = "dry-run"
 	var out bytes.Buffer
-	b, err := Open(cfg, nil, &out)
+	o := Options{Backend: DryRun, DryRunOut: &out}
+	o.Mode = firewall.ModeEnforce
+	b, err := Open(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,8 +24,11 @@ func TestOpen(t *testing.T) {
 	if err := b.Up(context.Background()); err != nil || !strings.Contains(out.String(), "dry-run: up") {
 		t.Fatalf("dry-run Up: %v, printed %q", err, out.String())
 	}
-	cfg.Backend = "nftables"
-	if _, err := Open(cfg, nil, nil); err == nil || !strings.Contains(err.Error(), `unknown firewall.backend "nftables"`) {
+	if st, err := b.Status(context.Background()); err != nil || st.Mode != "enforce" {
+		t.Fatalf("dry-run Status: %+v, %v; want mode enforce from the options", st, err)
+	}
+	o.Backend = "nftables"
+	if _, err := Open(o); err == nil || !strings.Contains(err.Error(), `unknown firewall.backend "nftables"`) {
 		t.Fatalf("unknown backend: %v", err)
 	}
 }

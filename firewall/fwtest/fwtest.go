@@ -35,6 +35,8 @@ func Suite(t *testing.T, newBackend func(t *testing.T) firewall.Backend) {
 		{"DownUp", testDownUp},
 		{"Status", testStatus},
 		{"DropFlows", testDropFlows},
+		{"Verify", testVerify},
+		{"BulkLoad", testBulkLoad},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -467,5 +469,155 @@ func testDropFlows(t *testing.T, b firewall.Backend) {
 		if err := bd.DropFlowsOf(ctx, []netip.Addr{{}}); !errors.Is(err, firewall.ErrInvalid) {
 			t.Fatalf("DropFlowsOf(invalid) = %v, want ErrInvalid", err)
 		}
+	}
+}
+
+// verifier returns b as a Verifier: every backend must be one.
+func verifier(t *testing.T, b firewall.Backend) firewall.Verifier {
+	t.Helper()
+	v, ok := b.(firewall.Verifier)
+	if !ok {
+		t.Fatalf("%T does not implement firewall.Verifier", b)
+	}
+	return v
+}
+
+func object(d firewall.Drift, name string) (firewall.ObjectDrift, bool) {
+	for _, o := range d.Objects {
+		if o.Object == name {
+			return o, true
+		}
+	}
+	return firewall.ObjectDrift{}, false
+}
+
+func testVerify(t *testing.T, b firewall.Backend) {
+	v := verifier(t, b)
+	bans := []firewall.Entry{
+		{Prefix: host("198.51.100.7"), Timeout: time.Hour, Comment: "ban"},
+		{Prefix: host("198.51.100.8"), Timeout: time.Hour, Comment: "ban"},
+		{Prefix: host("2001:db8::7"), Timeout: 2 * time.Hour, Comment: "ban"},
+	}
+	allows := []firewall.Entry{{Prefix: pfx("203.0.113.0/28"), Comment: "static"}}
+	cc := entries("198.51.100.0/24", "2001:db8:1::/48")
+	if err := b.Add(ctx, firewall.SetBan, bans...); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Add(ctx, firewall.SetAllow, allows...); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Replace(ctx, firewall.SetAllowCountry, cc); err != nil {
+		t.Fatal(err)
+	}
+	want := firewall.DesiredSets{firewall.SetBan: bans, firewall.SetAllow: allows, firewall.SetAllowCountry: cc}
+	d, err := v.Verify(ctx, want, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !d.Clean() {
+		t.Fatalf("Verify right after loading the desired state: %s", d)
+	}
+
+	// Drift: a ban gone, a ban nobody wants, an allow with a timeout it
+	// should not have, an allowed-country prefix gone.
+	if err := b.Delete(ctx, firewall.SetBan, host("198.51.100.7")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Add(ctx, firewall.SetBan, firewall.Entry{Prefix: host("203.0.113.66"), Timeout: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Add(ctx, firewall.SetAllow, firewall.Entry{Prefix: pfx("203.0.113.0/28"), Timeout: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Delete(ctx, firewall.SetAllowCountry, pfx("2001:db8:1::/48")); err != nil {
+		t.Fatal(err)
+	}
+	d, err = v.Verify(ctx, want, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(name string, missing, extra, changed int, repaired bool) {
+		t.Helper()
+		o, ok := object(d, name)
+		if !ok {
+			t.Fatalf("drift lacks %s: %s", name, d)
+		}
+		if o.Missing != missing || o.Extra != extra || o.Changed != changed || o.Repaired != repaired {
+			t.Fatalf("%s: %+v, want missing %d extra %d changed %d repaired %v", name, o, missing, extra, changed, repaired)
+		}
+	}
+	check("ban-v4", 1, 1, 0, false)
+	check("allow-v4", 0, 0, 1, false)
+	check("allow-cc-v6", 1, 0, 0, false)
+	if len(d.Objects) != 3 {
+		t.Fatalf("drift = %s, want exactly ban-v4, allow-v4, allow-cc-v6", d)
+	}
+	// Without repair nothing changed.
+	mustContain(t, b, firewall.SetBan, "198.51.100.7", false)
+	mustContain(t, b, firewall.SetBan, "203.0.113.66", true)
+
+	d, err = v.Verify(ctx, want, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("ban-v4", 1, 1, 0, true)
+	check("allow-v4", 0, 0, 1, true)
+	check("allow-cc-v6", 1, 0, 0, true)
+	mustContain(t, b, firewall.SetBan, "198.51.100.7", true)
+	mustContain(t, b, firewall.SetBan, "203.0.113.66", false)
+	mustContain(t, b, firewall.SetAllowCountry, "2001:db8:1::9", true)
+	for _, e := range mustList(t, b, firewall.SetBan) {
+		if e.Prefix == host("198.51.100.7") && (e.Timeout > time.Hour || e.Timeout < 59*time.Minute) {
+			t.Fatalf("re-added ban has %s left, want its remaining hour", e.Timeout)
+		}
+	}
+	for _, e := range mustList(t, b, firewall.SetAllow) {
+		if e.Timeout != 0 {
+			t.Fatalf("allow entry after repair: %+v, want permanent", e)
+		}
+	}
+	if d, err = v.Verify(ctx, want, false); err != nil || !d.Clean() {
+		t.Fatalf("Verify after the repair: %s, %v; want clean", d, err)
+	}
+}
+
+func testBulkLoad(t *testing.T, b firewall.Backend) {
+	l, ok := b.(firewall.Loader)
+	if !ok {
+		t.Fatalf("%T does not implement firewall.Loader", b)
+	}
+	const n = 5000
+	seq := func(yield func(firewall.Entry) bool) {
+		a := addr("198.18.0.0")
+		for i := range n {
+			if !yield(firewall.Entry{Prefix: netip.PrefixFrom(a, 32), Timeout: time.Duration(3600+i) * time.Second, Comment: "restored"}) {
+				return
+			}
+			a = a.Next()
+		}
+		// One invalid entry is skipped and counted, not sent.
+		yield(firewall.Entry{Prefix: pfx("203.0.113.0/24")})
+		yield(firewall.Entry{Prefix: host("2001:db8::9"), Timeout: time.Hour})
+	}
+	r, err := l.BulkLoad(ctx, firewall.SetBan, seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Loaded != n+1 || r.Invalid != 1 || !errors.Is(r.First, firewall.ErrInvalid) {
+		t.Fatalf("BulkLoad = %+v, want %d loaded, 1 invalid", r, n+1)
+	}
+	got := mustList(t, b, firewall.SetBan)
+	if len(got) != n+1 {
+		t.Fatalf("after BulkLoad: %d entries, want %d", len(got), n+1)
+	}
+	mustContain(t, b, firewall.SetBan, "198.18.19.135", true) // the 5000th
+	mustContain(t, b, firewall.SetBan, "2001:db8::9", true)
+	for _, e := range got {
+		if e.Comment != "restored" && e.Prefix != host("2001:db8::9") || e.Timeout < 59*time.Minute {
+			t.Fatalf("loaded entry %+v", e)
+		}
+	}
+	if _, err := l.BulkLoad(ctx, firewall.Set("nope"), seq); !errors.Is(err, firewall.ErrInvalid) {
+		t.Fatalf("BulkLoad of an unknown set: %v, want ErrInvalid", err)
 	}
 }

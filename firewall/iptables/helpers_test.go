@@ -182,7 +182,12 @@ func waitCounter(t testing.TB, b *Backend, fam, match string, before uint64) uin
 	}
 }
 
-var countersRE = regexp.MustCompile(`\[\d+:\d+\]`)
+var (
+	countersRE = regexp.MustCompile(`\[\d+:\d+\]`)
+	// A set's hash seed is random at each create (a Replace swaps in a new
+	// set): not part of what the admin configured.
+	initvalRE = regexp.MustCompile(` initval 0x[0-9a-f]+`)
+)
 
 // snapshot is the namespace's whole netfilter state as the admin sees it.
 func snapshot(t testing.TB, ns *netnstest.NS) string {
@@ -202,7 +207,7 @@ func snapshot(t testing.TB, ns *netnstest.NS) string {
 	slices.Sort(names)
 	b.WriteString("sets: " + strings.Join(names, " ") + "\n")
 	for _, n := range names {
-		b.WriteString(ns.MustExec("ipset", "save", n))
+		b.WriteString(initvalRE.ReplaceAllString(ns.MustExec("ipset", "save", n), ""))
 	}
 	return b.String()
 }

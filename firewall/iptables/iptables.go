@@ -37,13 +37,29 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sipsentry/sipsentry/firewall"
-	"github.com/sipsentry/sipsentry/internal/config"
 )
 
-// Options configure a Backend beyond the config table.
+// Options configure a Backend. The daemon's wiring fills them from the
+// [firewall] table; zero values get the defaults noted.
 type Options struct {
-	Config config.Firewall
-	Log    *slog.Logger
+	// Mode: enforce drops, monitor only logs and counts; default monitor.
+	Mode firewall.Mode
+	// GeoDrop: the chain's last rule drops (enforce) or logs (monitor)
+	// what no set accepted; false lets every country through.
+	GeoDrop bool
+	// Chain is sipsentry's chain; default "SIPSENTRY".
+	Chain string
+	// InputPosition is where the first jump goes in INPUT (1-based);
+	// past the end appends. Default 1.
+	InputPosition int
+	// The protected ports: only packets to them are sent to the chain.
+	UDPPorts, TCPPorts, RTPPorts []firewall.PortRange
+	// BanMaxElem is the ban set's capacity per family; default 1<<20.
+	BanMaxElem int
+	// NFLogGroup, when not 0, puts a rate-limited NFLOG copy before each
+	// DROP so the daemon sees what was refused (dropwatch).
+	NFLogGroup uint16
+	Log        *slog.Logger
 	// Netns, when set, runs every kernel operation (ipset, iptables,
 	// netlink) inside that named network namespace (/run/netns/NAME):
 	// commands are started from one OS thread locked into it, the netlink
@@ -57,7 +73,7 @@ type Options struct {
 
 // Backend implements firewall.Backend with ipset + iptables.
 type Backend struct {
-	cfg    config.Firewall
+	cfg    Options
 	log    *slog.Logger
 	prefix string
 	ipset  string
@@ -82,6 +98,14 @@ type Backend struct {
 	// verified: the set's kernel sets were seen to be sipsentry's (by Up,
 	// Prepare or a first check), so netlink adds may go straight in.
 	verified map[firewall.Set]*atomic.Bool
+
+	// verifyMu guards what Verify keeps between checks: its own netlink
+	// socket (dumps of 100k members must not hold up the ban path's) and
+	// the rules' fingerprints as last seen right. Taken after mu.
+	verifyMu sync.Mutex
+	vconn    *nlConn
+	golden   map[string]*goldenRules // by family
+	vbufs    verifyBufs
 }
 
 var (
@@ -98,20 +122,14 @@ const (
 	logDropPrefix = "sipsentry-would-drop: "
 	logBanPrefix  = "sipsentry-would-ban: "
 	table         = "filter"
-	staticNote    = "static (config)" // comment of entries from firewall.allow
 )
 
 var families = []string{"inet", "inet6"}
 
-// New builds a backend from the [firewall] table. It probes for the ipset
-// and iptables programs, CAP_NET_ADMIN and the kernel's ipset support, and
-// returns one error wrapping firewall.ErrUnavailable if any is missing.
-func New(cfg config.Firewall, log *slog.Logger) (*Backend, error) {
-	return NewWithOptions(Options{Config: cfg, Log: log})
-}
-
-// NewWithOptions is New with test and deployment options.
-func NewWithOptions(o Options) (*Backend, error) {
+// New builds a backend. It probes for the ipset and iptables programs,
+// CAP_NET_ADMIN and the kernel's ipset support, and returns one error
+// wrapping firewall.ErrUnavailable if any is missing.
+func New(o Options) (*Backend, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -121,17 +139,21 @@ func NewWithOptions(o Options) (*Backend, error) {
 	if o.IpsetPath == "" {
 		o.IpsetPath = "ipset"
 	}
-	if o.Config.Chain == "" {
-		o.Config.Chain = "SIPSENTRY"
+	if o.Chain == "" {
+		o.Chain = "SIPSENTRY"
 	}
-	if o.Config.InputPosition < 1 {
-		o.Config.InputPosition = 1
+	if o.InputPosition < 1 {
+		o.InputPosition = 1
 	}
-	if o.Config.BanMaxElem < 1 {
-		o.Config.BanMaxElem = 1 << 20
+	if o.BanMaxElem < 1 {
+		o.BanMaxElem = 1 << 20
 	}
-	if o.Config.Mode == "" {
-		o.Config.Mode = "monitor"
+	switch o.Mode {
+	case "":
+		o.Mode = firewall.ModeMonitor
+	case firewall.ModeMonitor, firewall.ModeEnforce:
+	default:
+		return nil, fmt.Errorf("iptables: mode %q: want %q or %q", o.Mode, firewall.ModeEnforce, firewall.ModeMonitor)
 	}
 	if len(o.SetPrefix)+len("allow-cc-v6-tmp") > 31 {
 		return nil, fmt.Errorf("iptables: set prefix %q too long: ipset names are at most 31 bytes", o.SetPrefix)
@@ -140,8 +162,8 @@ func NewWithOptions(o Options) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: the ipset program is missing (%v): install it (apt install ipset)", firewall.ErrUnavailable, err)
 	}
-	b := &Backend{cfg: o.Config, log: o.Log, prefix: o.SetPrefix, ipset: path, ipt: map[string]*goipt.IPTables{},
-		setMu: map[firewall.Set]*sync.Mutex{}, verified: map[firewall.Set]*atomic.Bool{}}
+	b := &Backend{cfg: o, log: o.Log, prefix: o.SetPrefix, ipset: path, ipt: map[string]*goipt.IPTables{},
+		setMu: map[firewall.Set]*sync.Mutex{}, verified: map[firewall.Set]*atomic.Bool{}, golden: map[string]*goldenRules{}}
 	for _, s := range firewall.Sets {
 		b.setMu[s] = &sync.Mutex{}
 		b.verified[s] = &atomic.Bool{}
@@ -187,6 +209,10 @@ func NewWithOptions(o Options) (*Backend, error) {
 			return
 		}
 		b.ctWalker = w
+		if b.vconn, err = openNLConn(); err != nil {
+			probeErr = fmt.Errorf("%w: netlink netfilter socket: %v", firewall.ErrUnavailable, err)
+			return
+		}
 	})
 	if probeErr == nil {
 		probeErr = b.probeKernel()
@@ -226,6 +252,10 @@ func (b *Backend) Close() error {
 	if b.ctWalker != nil {
 		b.ctWalker.Close()
 		b.ctWalker = nil
+	}
+	if b.vconn != nil {
+		b.vconn.close()
+		b.vconn = nil
 	}
 	if b.run != nil {
 		b.run.stop()
@@ -301,6 +331,8 @@ func (b *Backend) spec(set firewall.Set, fam string) setSpec {
 		s.typ, s.timeout = "hash:net", true
 	case firewall.SetBan:
 		s.typ, s.timeout, s.maxElem = "hash:ip", true, b.cfg.BanMaxElem
+	case firewall.SetBanNet:
+		s.typ, s.timeout = "hash:net", true
 	}
 	return s
 }
@@ -426,10 +458,8 @@ func (b *Backend) foreign(inv inventory) error {
 		}
 	}
 	for _, fam := range families {
-		c := inv.chains[fam]
-		if c.exists && !c.ours {
-			errs = append(errs, fmt.Errorf("%w: %s chain %s exists without sipsentry's marker rule (-m comment --comment %s) at its top; rename or delete it (%s -X %s) or set firewall.chain",
-				firewall.ErrNotOurs, iptName(fam), b.cfg.Chain, ownerComment, iptName(fam), b.cfg.Chain))
+		if err := b.chainNotOurs(fam, inv.chains[fam]); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
@@ -471,9 +501,14 @@ func (b *Backend) markerLine() string {
 }
 
 func (b *Backend) chainRules(fam string) []rule {
+	return b.chainRulesFor(fam, b.cfg.Mode, b.cfg.GeoDrop)
+}
+
+// chainRulesFor is the chain's content for a mode and geo drop setting.
+func (b *Backend) chainRulesFor(fam string, mode firewall.Mode, geoDrop bool) []rule {
 	c := b.cfg.Chain
 	name := func(s firewall.Set) string { return b.spec(s, fam).name }
-	enforce := b.cfg.Mode == "enforce"
+	enforce := mode == firewall.ModeEnforce
 	// sipsentry only ever drops. What it lets through goes back to INPUT
 	// (RETURN, not ACCEPT), so the rules below its jump — fail2ban's, the
 	// admin's, a default policy — still see every packet it does not drop.
@@ -481,23 +516,27 @@ func (b *Backend) chainRules(fam string) []rule {
 		mkRule(c, "-m", "comment", "--comment", ownerComment),
 		mkRule(c, "-m", "set", "--match-set", name(firewall.SetAllow), "src", "-j", "RETURN"),
 	}
-	if enforce {
-		rs = append(rs, mkRule(c, "-m", "set", "--match-set", name(firewall.SetBan), "src", "-j", "DROP"))
-	} else {
+	for _, set := range []firewall.Set{firewall.SetBan, firewall.SetBanNet} {
+		if enforce {
+			rs = append(rs, b.nflogRule(NFLOGPrefixBan, "-m", "set", "--match-set", name(set), "src")...)
+			rs = append(rs, mkRule(c, "-m", "set", "--match-set", name(set), "src", "-j", "DROP"))
+			continue
+		}
 		// monitor drops nothing: a banned source is logged (rate limited, so
 		// a scan cannot flood the journal) and counted by the RETURN.
 		rs = append(rs,
-			mkRule(c, "-m", "set", "--match-set", name(firewall.SetBan), "src", "-m", "limit", "--limit", "6/min",
+			mkRule(c, "-m", "set", "--match-set", name(set), "src", "-m", "limit", "--limit", "6/min",
 				"-j", "LOG", "--log-prefix", logBanPrefix),
-			mkRule(c, "-m", "set", "--match-set", name(firewall.SetBan), "src", "-j", "RETURN"))
+			mkRule(c, "-m", "set", "--match-set", name(set), "src", "-j", "RETURN"))
 	}
 	rs = append(rs, mkRule(c, "-m", "set", "--match-set", name(firewall.SetAllowCountry), "src", "-j", "RETURN"))
 	switch {
-	case !b.cfg.GeoDrop:
+	case !geoDrop:
 		// geo_mode strict or monitor: other countries reach Asterisk; the
 		// rule only counts them.
 		return append(rs, mkRule(c, "-j", "RETURN"))
 	case enforce:
+		rs = append(rs, b.nflogRule(NFLOGPrefixGeo)...)
 		return append(rs, mkRule(c, "-j", "DROP"))
 	default:
 		return append(rs,
@@ -508,7 +547,7 @@ func (b *Backend) chainRules(fam string) []rule {
 
 // portLists splits ranges into multiport lists of at most 15 port slots
 // (a range takes two), the multiport module's limit.
-func portLists(ranges ...[]config.PortRange) []string {
+func portLists(ranges ...[]firewall.PortRange) []string {
 	var out []string
 	var cur []string
 	slots := 0
@@ -597,13 +636,19 @@ func (b *Backend) Up(ctx context.Context) error {
 			return err
 		}
 	}
-	b.log.Info("iptables: firewall up", "chain", b.cfg.Chain, "mode", b.cfg.Mode)
+	b.verifyMu.Lock()
+	for _, fam := range families {
+		b.recordGolden(fam)
+	}
+	b.verifyMu.Unlock()
+	b.log.Info("iptables: firewall up", "chain", b.cfg.Chain, "mode", string(b.cfg.Mode))
 	return nil
 }
 
-// Prepare creates the sets (and the static allow entries) but no rule, so
-// the caller can fill allow-cc before Up installs the DROP
-// (firewall.UpWith). It refuses like Up when a set is not sipsentry's.
+// Prepare creates the sets but no rule, so the caller can fill the allow
+// sets before Up installs the DROP (firewall.UpFilled). It refuses like Up
+// when a set is not sipsentry's. It adds no entry: what the sets hold is
+// the caller's desired state alone.
 func (b *Backend) Prepare(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -640,7 +685,7 @@ func (b *Backend) prepare(ctx context.Context, inv inventory) error {
 	for _, v := range b.verified {
 		v.Store(true)
 	}
-	return b.syncStatic(ctx)
+	return nil
 }
 
 // ensureOurs checks once per set (until Down) that its kernel sets are
@@ -688,45 +733,6 @@ func (b *Backend) resize(ctx context.Context, s setSpec, staleTmp setHeader) err
 		return fmt.Errorf("iptables: resize %s to maxelem %d: %w", s.name, s.maxElem, err)
 	}
 	b.log.Info("iptables: ban set resized", "set", s.name, "maxelem", s.maxElem, "entries", len(es))
-	return nil
-}
-
-// syncStatic makes the static entries of the allow set equal firewall.allow:
-// they are added before any rule can drop, so a correct config never locks
-// its own admins out.
-func (b *Backend) syncStatic(ctx context.Context) error {
-	want := map[netip.Prefix]bool{}
-	var add []firewall.Entry
-	for _, p := range b.cfg.Allow {
-		e, err := firewall.Validate(firewall.SetAllow, firewall.Entry{Prefix: p.Prefix, Comment: staticNote})
-		if err != nil {
-			return fmt.Errorf("iptables: firewall.allow: %w", err)
-		}
-		want[e.Prefix] = true
-		add = append(add, e)
-	}
-	cur, err := b.list(ctx, firewall.SetAllow)
-	if err != nil {
-		return err
-	}
-	var del []netip.Prefix
-	for _, e := range cur {
-		if e.Comment == staticNote && e.Timeout == 0 && !want[e.Prefix] {
-			del = append(del, e.Prefix)
-		}
-	}
-	var script strings.Builder
-	for _, e := range add {
-		s := b.spec(firewall.SetAllow, famOf(e.Prefix))
-		addLine(&script, "add", s.name, s, e)
-	}
-	for _, p := range del {
-		s := b.spec(firewall.SetAllow, famOf(p))
-		addLine(&script, "del", s.name, s, firewall.Entry{Prefix: p})
-	}
-	if err := b.restore(ctx, script.String()); err != nil {
-		return fmt.Errorf("iptables: static allow entries: %w", err)
-	}
 	return nil
 }
 
@@ -842,6 +848,9 @@ func (b *Backend) Down(ctx context.Context) error {
 	for _, v := range b.verified {
 		v.Store(false)
 	}
+	b.verifyMu.Lock()
+	clear(b.golden)
+	b.verifyMu.Unlock()
 	inv, err := b.inventory(ctx)
 	if err != nil {
 		return err
@@ -862,7 +871,10 @@ func (b *Backend) Down(ctx context.Context) error {
 					}
 				}
 			}
-			if st.exists && st.ours {
+			// The jumps went first: a chain still referenced cannot be
+			// deleted. A chain that lost its marker but holds nothing
+			// foreign (after `iptables -F`) is sipsentry's too.
+			if st.exists && (st.ours || b.adoptable(fam, st.rules)) {
 				if err = ipt.ClearAndDeleteChain(table, b.cfg.Chain); err != nil {
 					errs = append(errs, fmt.Errorf("iptables: delete chain %s (%s): %w", b.cfg.Chain, fam, err))
 				}
@@ -1274,7 +1286,7 @@ func (b *Backend) ctDelete(proto uint8, src, dst netip.AddrPort) error {
 // Status reports sipsentry's rules (jumps and chain) with their counters
 // and its sets' sizes.
 func (b *Backend) Status(ctx context.Context) (firewall.Status, error) {
-	st := firewall.Status{Backend: "iptables", Mode: b.cfg.Mode}
+	st := firewall.Status{Backend: "iptables", Mode: string(b.cfg.Mode)}
 	inv, err := b.inventory(ctx)
 	if err != nil {
 		return st, err

@@ -6,7 +6,6 @@ import (
 
 	"github.com/sipsentry/sipsentry/firewall"
 	"github.com/sipsentry/sipsentry/firewall/fwtest"
-	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/internal/netnstest"
 )
 
@@ -18,17 +17,23 @@ func requireKernel(t testing.TB) {
 	netnstest.RequireTool(t, "ip", "ipset", "iptables", "ip6tables", "iptables-save", "ip6tables-save")
 }
 
-func testConfig(mode string) config.Firewall {
-	c := config.Default().Firewall
-	c.Mode = mode
-	c.GeoDrop = true // engine.geo_mode = "drop"
-	return c
+// testConfig is the shipped [firewall] defaults (contrib/sipsentry.toml)
+// with geo_mode "drop" and the given mode.
+func testConfig(mode string) Options {
+	return Options{
+		Mode: firewall.Mode(mode), GeoDrop: true, Chain: "SIPSENTRY", InputPosition: 1,
+		UDPPorts:   []firewall.PortRange{{From: 5060, To: 5060}},
+		TCPPorts:   []firewall.PortRange{{From: 5060, To: 5061}},
+		RTPPorts:   []firewall.PortRange{{From: 10000, To: 20000}},
+		BanMaxElem: 1 << 20,
+	}
 }
 
 // newInNS returns a backend working inside a fresh namespace.
-func newInNS(t testing.TB, ns *netnstest.NS, cfg config.Firewall) *Backend {
+func newInNS(t testing.TB, ns *netnstest.NS, cfg Options) *Backend {
 	t.Helper()
-	b, err := NewWithOptions(Options{Config: cfg, Netns: ns.Name})
+	cfg.Netns = ns.Name
+	b, err := New(cfg)
 	if err != nil {
 		t.Fatalf("NewWithOptions: %v", err)
 	}

@@ -14,7 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sipsentry/sipsentry/firewall"
-	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/internal/netnstest"
 )
 
@@ -263,14 +262,19 @@ func TestUpIdempotentAndModeChange(t *testing.T) {
 	ns := netnstest.NewNS(t, "idem")
 	foreignState(t, ns)
 	empty := snapshot(t, ns)
+	// The static allows are the caller's desired state (the backend adds
+	// none of its own): each up below loads the allow set it is given.
+	static := []firewall.Entry{{Prefix: netip.MustParsePrefix("203.0.113.0/28"), Comment: "static (config)"}}
+	upAllow := func(b *Backend, allow []firewall.Entry) error {
+		return firewall.UpFilled(ctx, b, firewall.Fill{Set: firewall.SetAllow, Entries: allow})
+	}
 	cfg := testConfig("enforce")
-	cfg.Allow = []config.Prefix{{Prefix: netip.MustParsePrefix("203.0.113.0/28")}}
 	enf := newInNS(t, ns, cfg)
-	if err := enf.Up(ctx); err != nil {
+	if err := upAllow(enf, static); err != nil {
 		t.Fatal(err)
 	}
 	up1 := snapshot(t, ns)
-	if err := enf.Up(ctx); err != nil {
+	if err := upAllow(enf, static); err != nil {
 		t.Fatal(err)
 	}
 	if up2 := snapshot(t, ns); up2 != up1 {
@@ -292,7 +296,7 @@ func TestUpIdempotentAndModeChange(t *testing.T) {
 	}
 
 	mon := newInNS(t, ns, testConfig("monitor"))
-	if err := mon.Up(ctx); err != nil {
+	if err := upAllow(mon, nil); err != nil {
 		t.Fatal(err)
 	}
 	m := snapshot(t, ns)
@@ -314,14 +318,11 @@ func TestUpIdempotentAndModeChange(t *testing.T) {
 	if strings.Contains(m, "203.0.113.0/28") {
 		t.Fatalf("static allow entry removed from the config is still in the set:\n%s", m)
 	}
-	cfg.Allow = nil
-	if err := enf.Up(ctx); err != nil {
+	if err := upAllow(enf, nil); err != nil {
 		t.Fatal(err)
 	}
-	cfg2 := testConfig("enforce")
-	cfg2.Allow = []config.Prefix{{Prefix: netip.MustParsePrefix("203.0.113.0/28")}}
-	enf2 := newInNS(t, ns, cfg2)
-	if err := enf2.Up(ctx); err != nil {
+	enf2 := newInNS(t, ns, testConfig("enforce"))
+	if err := upAllow(enf2, static); err != nil {
 		t.Fatal(err)
 	}
 	if back := snapshot(t, ns); back != up1 {
@@ -345,7 +346,10 @@ func TestForeignObjectsRefused(t *testing.T) {
 		{"set without comments", [][]string{{"ipset", "create", "sipsentry-allow-v6", "hash:net", "family", "inet6", "timeout", "0"}}},
 		{"set of another family", [][]string{{"ipset", "create", "sipsentry-allow-cc-v4", "hash:net", "family", "inet6", "comment"}}},
 		{"chain without marker", [][]string{{"ip6tables", "-N", "SIPSENTRY"}, {"ip6tables", "-A", "SIPSENTRY", "-j", "RETURN"}}},
-		{"empty chain", [][]string{{"iptables", "-N", "SIPSENTRY"}}},
+		{"chain with a foreign rule next to sipsentry's", [][]string{{"iptables", "-N", "SIPSENTRY"},
+			{"iptables", "-A", "SIPSENTRY", "-m", "set", "--match-set", "f2b-asterisk", "src", "-j", "DROP"}}},
+		// An empty chain of sipsentry's name is no longer refused: #10 asks
+		// for adoption (TestUpAdoptsOwnChain "empty chain made by hand").
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -361,6 +365,9 @@ func TestForeignObjectsRefused(t *testing.T) {
 				t.Fatalf("Up = %v, want ErrNotOurs", err)
 			}
 			t.Logf("message: %v", err)
+			if strings.Contains(c.name, "chain") && !strings.Contains(err.Error(), "-t filter -F SIPSENTRY") {
+				t.Errorf("refusal does not name the command that resolves it: %v", err)
+			}
 			if after := snapshot(t, ns); after != before {
 				t.Fatalf("a refused up changed the namespace:\n%s\n---\n%s", before, after)
 			}
@@ -385,7 +392,9 @@ func TestForeignObjectsRefused(t *testing.T) {
 }
 
 func TestUnavailable(t *testing.T) {
-	_, err := NewWithOptions(Options{Config: testConfig("enforce"), IpsetPath: "/nonexistent/ipset"})
+	o := testConfig("enforce")
+	o.IpsetPath = "/nonexistent/ipset"
+	_, err := New(o)
 	if !errors.Is(err, firewall.ErrUnavailable) || !strings.Contains(err.Error(), "apt install ipset") {
 		t.Fatalf("err = %v, want ErrUnavailable saying what to install", err)
 	}
@@ -640,9 +649,9 @@ func TestPortsChange(t *testing.T) {
 	if !strings.HasSuffix(lines[len(lines)-1], "-p tcp -m multiport --dports 5060:5061 -m comment --comment sipsentry -j SIPSENTRY") {
 		t.Fatalf("input_position 99 did not append:\n%s", s)
 	}
-	cfg.UDPPorts = []config.PortRange{{From: 5080, To: 5080}}
+	cfg.UDPPorts = []firewall.PortRange{{From: 5080, To: 5080}}
 	cfg.RTPPorts = nil
-	cfg.TCPPorts = []config.PortRange{{From: 5081, To: 5081}}
+	cfg.TCPPorts = []firewall.PortRange{{From: 5081, To: 5081}}
 	if err := newInNS(t, ns, cfg).Up(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/sipsentry/sipsentry/firewall"
-	"github.com/sipsentry/sipsentry/internal/config"
 )
 
 // Captured from ipset v7.17 on kernel 6.18.
@@ -44,7 +43,7 @@ func TestParseListTerse(t *testing.T) {
 	if f2b.Comment || !f2b.Timeout || f2b.Entries != 3 {
 		t.Errorf("f2b = %+v", f2b)
 	}
-	b := &Backend{prefix: "sipsentry-", cfg: config.Firewall{BanMaxElem: 1 << 20}}
+	b := &Backend{prefix: "sipsentry-", cfg: Options{BanMaxElem: 1 << 20}}
 	if err := ban.matches(b.spec("ban", "inet")); err != nil {
 		t.Errorf("own set not recognised: %v", err)
 	}
@@ -87,11 +86,11 @@ func TestParseCounted(t *testing.T) {
 }
 
 func TestPortLists(t *testing.T) {
-	var many []config.PortRange
+	var many []firewall.PortRange
 	for p := uint16(5000); p < 5010; p++ {
-		many = append(many, config.PortRange{From: p, To: p})
+		many = append(many, firewall.PortRange{From: p, To: p})
 	}
-	got := portLists(many, []config.PortRange{{From: 10000, To: 20000}, {From: 30000, To: 30010}, {From: 40000, To: 40000}, {From: 40001, To: 40001}})
+	got := portLists(many, []firewall.PortRange{{From: 10000, To: 20000}, {From: 30000, To: 30010}, {From: 40000, To: 40000}, {From: 40001, To: 40001}})
 	// 10 single ports + 2 ranges (2 slots each) + 1 = 15, iptables' limit
 	// (checked: a 16th slot is "too many ports specified"); then the rest.
 	want := []string{"5000,5001,5002,5003,5004,5005,5006,5007,5008,5009,10000:20000,30000:30010,40000", "40001"}

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/pelletier/go-toml/v2"
 )
@@ -32,9 +33,14 @@ type Config struct {
 	Engine   Engine   `toml:"engine"`
 	Push     Push     `toml:"push"`
 	Metrics  Metrics  `toml:"metrics"`
+	Control  Control  `toml:"control"`
+	Crowdsec Crowdsec `toml:"crowdsec"`
 
 	// Path is the file this was read from ("" for pure defaults).
 	Path string `toml:"-"`
+	// Warnings are accepted but deprecated settings (file:line: key: what to
+	// write instead); the daemon logs them at start.
+	Warnings []string `toml:"-"`
 }
 
 type Log struct {
@@ -77,6 +83,7 @@ type Geo struct {
 	Refresh          Duration `toml:"refresh"`
 	MinEntries       int      `toml:"min_entries"`
 	MaxShrink        float64  `toml:"max_shrink"`
+	MaxChurn         float64  `toml:"max_churn"`
 	DownloadTimeout  Duration `toml:"download_timeout"`
 	MaxDownloadBytes int64    `toml:"max_download_bytes"`
 }
@@ -91,6 +98,9 @@ type Firewall struct {
 	RTPPorts      []PortRange `toml:"rtp_ports"`
 	BanMaxElem    int         `toml:"ban_maxelem"`
 	Allow         []Prefix    `toml:"allow"`
+	// NFLogGroup is the NFLOG group that receives a rate-limited copy of
+	// what the ban and country rules drop (0 = no copy).
+	NFLogGroup uint16 `toml:"nflog_group"`
 	// GeoDrop is not a key: Parse sets it from engine.geo_mode == "drop".
 	// The firewall's last rule drops what no set accepted only when it is
 	// true (and mode is enforce); strict and monitor let those packets in.
@@ -98,7 +108,7 @@ type Firewall struct {
 }
 
 type Engine struct {
-	GeoMode          string   `toml:"geo_mode"` // drop | strict | monitor
+	GeoMode          string   `toml:"geo_mode"` // off | strict | drop ("monitor": deprecated alias of off)
 	MaxFailures      int      `toml:"max_failures"`
 	FindTime         Duration `toml:"find_time"`
 	BanTime          Duration `toml:"ban_time"`
@@ -109,6 +119,9 @@ type Engine struct {
 	EnumAccounts     int      `toml:"enum_accounts"`
 	EventRetention   Duration `toml:"event_retention"`
 	MaxSources       int      `toml:"max_sources"`
+	// KnownFor / KnownMaxFailures: forged-source resistance (engine.Options).
+	KnownFor         Duration `toml:"known_for"`
+	KnownMaxFailures int      `toml:"known_max_failures"`
 }
 
 type Push struct {
@@ -119,10 +132,23 @@ type Push struct {
 	Reseed     Duration `toml:"reseed"`
 	// Resolver is "host:port" of a DNS server; empty means the system's.
 	Resolver string `toml:"resolver"`
+	// Probation lets a dropped push candidate through this long (0 = never).
+	Probation Duration `toml:"probation"`
+	// MaxProbations bounds the probations granted per hour.
+	MaxProbations int `toml:"max_probations"`
 }
 
 type Metrics struct {
 	Listen string `toml:"listen"` // empty disables
+}
+
+// Control is the daemon's control socket (`sipsentry ban`, `bans`, ...).
+type Control struct {
+	// Socket is the unix socket's path (absolute).
+	Socket string `toml:"socket"`
+	// Group (a name or a numeric gid), when set, may read and act through
+	// the socket besides root; the socket is then 0660 with that group.
+	Group string `toml:"group"`
 }
 
 // Default returns the built-in configuration: monitor mode, nothing dropped.
@@ -141,6 +167,7 @@ func Default() *Config {
 			Refresh:          Duration(24 * 3600e9),
 			MinEntries:       50,
 			MaxShrink:        0.2,
+			MaxChurn:         0.25,
 			DownloadTimeout:  Duration(60e9),
 			MaxDownloadBytes: 16 << 20,
 		},
@@ -150,12 +177,14 @@ func Default() *Config {
 			TCPPorts:   []PortRange{{5060, 5061}},
 			RTPPorts:   []PortRange{{10000, 20000}},
 			BanMaxElem: 1 << 20,
+			NFLogGroup: 5060,
 		},
 		Engine: Engine{
-			GeoMode: "monitor", MaxFailures: 5, FindTime: Duration(600e9), BanTime: Duration(3600e9),
+			GeoMode: "off", MaxFailures: 5, FindTime: Duration(600e9), BanTime: Duration(3600e9),
 			EscalationFactor: 4, MaxBanTime: Duration(7 * 24 * 3600e9),
 			SlowMaxFailures: 20, SlowFindTime: Duration(24 * 3600e9), EnumAccounts: 3,
 			EventRetention: Duration(30 * 24 * 3600e9), MaxSources: 50000,
+			KnownFor: Duration(7 * 24 * 3600e9), KnownMaxFailures: 50,
 		},
 		Push: Push{
 			UserAgents: mustRegexps(`(?i)^Bria Push`, `(?i)^CounterPath Push`),
@@ -169,8 +198,14 @@ func Default() *Config {
 			},
 			LearnTTL: Duration(30 * 24 * 3600e9),
 			Reseed:   Duration(24 * 3600e9),
+			// One minute is enough for a push server's REGISTER retry
+			// (RFC 3261 timer F: 32 s) to reach Asterisk.
+			Probation:     Duration(60e9),
+			MaxProbations: 10,
 		},
-		Metrics: Metrics{Listen: "127.0.0.1:9468"},
+		Metrics:  Metrics{Listen: "127.0.0.1:9468"},
+		Control:  Control{Socket: "/run/sipsentry/control.sock"},
+		Crowdsec: defaultCrowdsec(),
 	}
 }
 
@@ -225,6 +260,9 @@ func Load(path string) (*Config, error) {
 	}
 	c, err := Parse(path, data)
 	if err != nil {
+		return nil, err
+	}
+	if err := CheckOwner(path); err != nil {
 		return nil, err
 	}
 	return c, checkFileMode(c, path, data)
@@ -305,11 +343,19 @@ func (c *Config) validate(data []byte) error {
 		oneOf("ami.auth", c.AMI.Auth, "md5", "plain"),
 		oneOf("firewall.mode", c.Firewall.Mode, "enforce", "monitor"),
 		oneOf("firewall.backend", c.Firewall.Backend, "iptables", "dry-run"),
-		oneOf("engine.geo_mode", c.Engine.GeoMode, "drop", "strict", "monitor"),
+		oneOf("engine.geo_mode", c.Engine.GeoMode, "off", "strict", "drop", "monitor"),
 	} {
 		if chk != nil {
 			errs = append(errs, chk)
 		}
+	}
+	if c.Engine.GeoMode == "monitor" {
+		// Before 2026-12 "monitor" also turned every ban off; firewall.mode
+		// alone decides enforcement now, so the alias keeps only its
+		// country meaning.
+		c.Engine.GeoMode = "off"
+		c.Warnings = append(c.Warnings, (&Error{File: c.Path, Line: lineOf(data, "engine.geo_mode"), Key: "engine.geo_mode",
+			Msg: `"monitor" is deprecated: it now means "off" (countries reported, not acted on); whether bans are enforced is firewall.mode alone`}).Error())
 	}
 	for i, cc := range c.Geo.AllowCountries {
 		up := strings.ToUpper(strings.TrimSpace(cc))
@@ -342,6 +388,9 @@ func (c *Config) validate(data []byte) error {
 	if c.Geo.MaxShrink < 0 || c.Geo.MaxShrink > 1 {
 		bad("geo.max_shrink", "must be a share between 0 and 1 (0.2 = 20%%)")
 	}
+	if c.Geo.MaxChurn < 0 || c.Geo.MaxChurn > 1 {
+		bad("geo.max_churn", "must be a share between 0 and 1 (0.25 = 25%%)")
+	}
 	if c.Firewall.BanMaxElem < 1 {
 		bad("firewall.ban_maxelem", "must be at least 1")
 	}
@@ -351,8 +400,26 @@ func (c *Config) validate(data []byte) error {
 	if c.Firewall.Chain == "" || len(c.Firewall.Chain) > 28 || strings.ContainsAny(c.Firewall.Chain, " \t!") {
 		bad("firewall.chain", "%q is not a valid chain name (1-28 characters, no spaces)", c.Firewall.Chain)
 	}
+	if !strings.HasPrefix(c.Control.Socket, "/") {
+		bad("control.socket", "%q is not an absolute path (e.g. \"/run/sipsentry/control.sock\")", c.Control.Socket)
+	}
+	if c.Push.MaxProbations < 0 {
+		bad("push.max_probations", "must be 0 or more (0 grants none)")
+	}
+	if c.Push.Probation.D() > time.Hour {
+		bad("push.probation", "must be at most 1h: a probation lets an unknown foreign address reach Asterisk")
+	}
 	if c.Engine.MaxFailures < 1 {
 		bad("engine.max_failures", "must be at least 1")
+	}
+	if d := c.Engine.FindTime.D(); d < 3*time.Second || d > 18*time.Hour {
+		bad("engine.find_time", "must be between 3s and 18h (longer windows are slow_find_time's)")
+	}
+	if c.Engine.KnownFor.D() < 0 {
+		bad("engine.known_for", "must not be negative (0: no address is known by a successful login)")
+	}
+	if c.Engine.KnownMaxFailures < 0 {
+		bad("engine.known_max_failures", "must not be negative (0: UDP failures never ban a known address)")
 	}
 	if c.Engine.EscalationFactor < 1 {
 		bad("engine.escalation_factor", "must be 1 or more")
@@ -360,6 +427,7 @@ func (c *Config) validate(data []byte) error {
 	if c.Engine.BanTime.D() <= 0 {
 		bad("engine.ban_time", "must be positive")
 	}
+	c.validateCrowdsec(bad)
 	// A daemon that drops everything but nothing is allowed locks the admin out.
 	enforcing := c.Firewall.Mode == "enforce" && c.Engine.GeoMode == "drop"
 	if enforcing && len(c.Geo.AllowCountries) == 0 && len(c.Firewall.Allow) == 0 {
@@ -409,6 +477,9 @@ func CheckPrivate(path string) error {
 // ReadSecretFile reads a one-line secret file after checking its mode.
 func ReadSecretFile(path string) (string, error) {
 	if err := CheckPrivate(path); err != nil {
+		return "", err
+	}
+	if err := CheckOwner(path); err != nil {
 		return "", err
 	}
 	b, err := os.ReadFile(path)

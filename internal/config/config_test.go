@@ -105,7 +105,7 @@ func TestSecretFileMustBePrivate(t *testing.T) {
 }
 
 func TestFirewallGeoDropFollowsGeoMode(t *testing.T) {
-	for mode, want := range map[string]bool{"drop": true, "strict": false, "monitor": false} {
+	for mode, want := range map[string]bool{"drop": true, "strict": false, "off": false, "monitor": false} {
 		c, err := Parse("x.toml", []byte("[firewall]\nallow = [\"198.51.100.0/24\"]\n[engine]\ngeo_mode = \""+mode+"\"\n"))
 		if err != nil {
 			t.Fatal(err)
@@ -113,5 +113,26 @@ func TestFirewallGeoDropFollowsGeoMode(t *testing.T) {
 		if c.Firewall.GeoDrop != want {
 			t.Errorf("geo_mode %s: Firewall.GeoDrop = %v, want %v", mode, c.Firewall.GeoDrop, want)
 		}
+	}
+}
+
+// engine.geo_mode = "monitor" is the deprecated name of "off": accepted,
+// turned into "off", and warned about with the file and line.
+func TestGeoModeMonitorIsDeprecatedOff(t *testing.T) {
+	c, err := Parse("x.toml", []byte("[engine]\ngeo_mode = \"monitor\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Engine.GeoMode != "off" {
+		t.Errorf("geo_mode = %q, want off", c.Engine.GeoMode)
+	}
+	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "x.toml:2: engine.geo_mode") || !strings.Contains(c.Warnings[0], "firewall.mode") {
+		t.Errorf("warnings %q", c.Warnings)
+	}
+	if c, err := Parse("x.toml", []byte("[engine]\ngeo_mode = \"off\"\n")); err != nil || len(c.Warnings) != 0 {
+		t.Errorf("off: %v %q", err, c.Warnings)
+	}
+	if Default().Engine.GeoMode != "off" {
+		t.Errorf("default geo_mode %q", Default().Engine.GeoMode)
 	}
 }

@@ -30,8 +30,6 @@ import (
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/engine"
 	"github.com/sipsentry/sipsentry/firewall"
-	"github.com/sipsentry/sipsentry/firewall/dryrun"
-	"github.com/sipsentry/sipsentry/firewall/iptables"
 	"github.com/sipsentry/sipsentry/geo"
 	"github.com/sipsentry/sipsentry/internal/ariwatch"
 	"github.com/sipsentry/sipsentry/internal/config"
@@ -98,6 +96,9 @@ type daemon struct {
 	ccFP    string // fingerprint of the lists last put into allow-cc
 	handled atomic.Uint64
 	skipped atomic.Uint64
+
+	dw *dropwatchService // nil unless the firewall copies drops to NFLOG
+	cs *crowdsecService  // nil unless [crowdsec] is enabled
 }
 
 // Run wires the daemon together from cfg and runs it until ctx ends (or, with
@@ -117,6 +118,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	defer stopTrim()
 	go trimWhenIdle(tctx)
 	var err error
+	for _, w := range cfg.Warnings {
+		log.Warn("run: deprecated setting", "warning", w)
+	}
 	d := &daemon{cfg: cfg, cfgPath: o.ConfigPath, log: log, version: o.Version, started: time.Now(), replay: o.Replay, recent: newRecentEvents(20), out: out}
 	if o.Replay != "" {
 		if _, err := os.Stat(o.Replay); err != nil {
@@ -149,6 +153,11 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		}
 		defer metricsLn.Close() // Serve closes it too; this covers an early return
 	}
+	ctl, err := newControlService(d, o.Replay != "") // the control socket: same reason
+	if err != nil {
+		return err
+	}
+	defer ctl.Close()
 
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("run: creating state_dir: %w", err)
@@ -159,7 +168,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	}
 	defer d.store.Close()
 
-	d.geo, err = geo.Open(cfg.Geo, cfg.StateDir, log)
+	d.geo, err = geo.Open(GeoOptions(cfg.Geo, cfg.StateDir), log)
 	if err != nil {
 		return err
 	}
@@ -167,9 +176,14 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if err := d.requireAllowedLists(ctx); err != nil {
 		return err
 	}
-	be, err := newBackend(cfg, log, o.Replay != "", d.out)
+	// A replay into a dry-run backend prints every operation on stdout.
+	var dryRunOut io.Writer
+	if o.Replay != "" {
+		dryRunOut = d.out
+	}
+	be, err := OpenFirewall(cfg.Firewall, log, dryRunOut)
 	if err != nil {
-		return err
+		return fmt.Errorf("run: %w", err)
 	}
 	defer be.Close()
 	d.met = metrics.New(nil)
@@ -200,7 +214,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			deps.Hangup = d.ari.Hangup
 		}
 	}
-	d.eng, err = engine.New(cfg, deps)
+	d.eng, err = engine.New(EngineOptions(cfg), deps)
 	if err != nil {
 		return configError{err}
 	}
@@ -242,6 +256,14 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	}
 	if err := d.eng.Start(ctx); err != nil {
 		return fmt.Errorf("run: starting the engine: %w", err)
+	}
+	if d.dw, err = newDropwatchService(d, o.Replay != ""); err != nil {
+		return configError{err}
+	}
+	if o.Replay == "" {
+		if d.cs, err = newCrowdsecService(d); err != nil {
+			return configError{err}
+		}
 	}
 	d.met.SetState(d.metricsState)
 	// The start-up bulk loads (lists, restore scripts, DB rows) leave garbage
@@ -292,6 +314,13 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if d.ari != nil {
 		goRun("ari", d.ari.Run)
 	}
+	if d.dw != nil {
+		goRun("dropwatch", d.dw.Run)
+	}
+	if d.cs != nil {
+		goRun("crowdsec", d.cs.Run)
+	}
+	goRun("control", ctl.Run)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -345,25 +374,6 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	return runErr
 }
 
-// newBackend builds the firewall backend the config names. A replay into a
-// dry-run backend prints every operation on stdout.
-func newBackend(cfg *config.Config, log *slog.Logger, replay bool, out io.Writer) (firewall.Backend, error) {
-	switch cfg.Firewall.Backend {
-	case "dry-run":
-		o := dryrun.Options{Mode: cfg.Firewall.Mode, MaxElem: cfg.Firewall.BanMaxElem}
-		if replay {
-			o.Log = out
-		}
-		return dryrun.New(o), nil
-	default:
-		b, err := iptables.New(cfg.Firewall, log)
-		if err != nil {
-			return nil, fmt.Errorf("run: %w (or set firewall.backend = \"dry-run\" to try without the kernel)", err)
-		}
-		return b, nil
-	}
-}
-
 // handleMessage is the hot path: one AMI message from the client (or the
 // replay) to a decision.
 func (d *daemon) handleMessage(ctx context.Context, m ami.Message) {
@@ -384,6 +394,7 @@ func (d *daemon) handleMessage(ctx context.Context, m ami.Message) {
 		return
 	}
 	d.eng.Handle(ctx, ev)
+	d.dw.securityEvent(ctx, &ev)
 	d.handled.Add(1)
 	d.recent.add(ev, t0)
 }
@@ -406,12 +417,9 @@ func (d *daemon) onAMIConnect(ctx context.Context, c *ami.Client) error {
 	if err != nil {
 		return fmt.Errorf("resync: PJSIPShowContacts: %w (the AMI user needs read/write=system or reporting)", err)
 	}
-	d.log.Info("run: AMI resync", "contacts", len(cs))
-	if r, ok := any(d.eng).(interface {
-		Resync(context.Context, []ami.Contact)
-	}); ok {
-		r.Resync(ctx, cs)
-	}
+	// The contacts feed the push learner as live registrations would: a push
+	// server that registered while AMI was down is learned (or flagged) now.
+	d.eng.ResyncContacts(ctx, cs)
 	return nil
 }
 
@@ -491,7 +499,7 @@ func (d *daemon) reload(ctx context.Context) {
 		d.log.Warn("run: changes to state_dir, [ami], [ari], [metrics], firewall.backend/mode and the geo countries, lists_dir and databases take effect at the next restart")
 	}
 	// Thresholds, geo_mode, push patterns and static allows apply now.
-	if err := d.eng.Reload(ctx, nc); err != nil {
+	if err := d.eng.Reload(ctx, EngineOptions(nc)); err != nil {
 		d.met.Reload(false)
 		d.log.Error("run: engine refused the new configuration; keeping the running one", "err", err)
 		return
@@ -564,7 +572,10 @@ func (d *daemon) firewallUp(ctx context.Context) error {
 	d.ccMu.Lock()
 	defer d.ccMu.Unlock()
 	entries, fp := d.allowCCEntries()
-	if err := firewall.UpWith(ctx, d.fw, entries); err != nil {
+	// firewall.allow's CIDRs are in before any DROP rule (the engine then
+	// owns the whole allow set).
+	if err := firewall.UpFilled(ctx, d.fw, firewall.Fill{Set: firewall.SetAllowCountry, Entries: entries},
+		firewall.Fill{Set: firewall.SetAllow, Entries: FirewallStaticAllows(d.cfg.Firewall), Merge: true}); err != nil {
 		return fmt.Errorf("run: firewall up: %w", err)
 	}
 	d.ccFP = fp
@@ -621,6 +632,7 @@ func (d *daemon) followLists(ctx context.Context) error {
 // the engine's hot path and must not block.
 func (d *daemon) onDecision(dec engine.Decision) {
 	d.met.Decision(dec.Kind)
+	d.cs.publish(dec)
 	if dec.Kind == engine.DecisionBan && dec.Latency > 0 {
 		// Latency runs from Handle's start to the kernel set add's return.
 		d.met.EventToKernel(dec.Latency)

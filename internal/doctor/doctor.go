@@ -35,9 +35,10 @@ import (
 
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/firewall"
-	"github.com/sipsentry/sipsentry/firewall/iptables"
 	"github.com/sipsentry/sipsentry/geo"
 	"github.com/sipsentry/sipsentry/internal/config"
+	"github.com/sipsentry/sipsentry/internal/daemon"
+	"github.com/sipsentry/sipsentry/internal/geoconf"
 )
 
 // Status is a check's verdict. Only fail makes doctor exit 1.
@@ -133,7 +134,7 @@ func SystemEnv(configPath string, given bool) Env {
 		HTTP:     &http.Client{Timeout: 10 * time.Second},
 		AMIWait:  3 * time.Second,
 		FirewallStatus: func(ctx context.Context, cfg config.Firewall) (firewall.Status, error) {
-			b, err := iptables.New(cfg, slog.New(slog.DiscardHandler))
+			b, err := daemon.OpenFirewall(cfg, slog.New(slog.DiscardHandler), nil)
 			if err != nil {
 				return firewall.Status{}, err
 			}
@@ -214,6 +215,7 @@ func (d *doctor) checks(ctx context.Context) []Result {
 	rs = append(rs, d.checkStateDir())
 	rs = append(rs, d.checkLists()...)
 	rs = append(rs, d.checkMMDB("geo.mmdb", d.cfg.Geo.MMDB), d.checkMMDB("geo.asn_mmdb", d.cfg.Geo.ASNMMDB))
+	rs = append(rs, d.checkCrowdsec(ctx)...)
 	return rs
 }
 
@@ -237,6 +239,9 @@ func (d *doctor) checkConfigFile() Result {
 				"%v (the checks below use the built-in defaults)", d.cfgErr)
 		}
 		return checkFail(name, "make the file readable by the user running sipsentry (root)", "%v", d.cfgErr)
+	}
+	if err := config.CheckOwner(path); err != nil {
+		return checkFail(name, doctorOwnerFix(err, path), "%v", err)
 	}
 	inline := d.cfg.AMI.Secret != "" || d.cfg.ARI.Password != ""
 	if inline && d.cfgMode&0o077 != 0 {
@@ -274,10 +279,21 @@ func (d *doctor) checkSecretFile(key, path string) Result {
 	if st.Mode().Perm()&0o077 != 0 {
 		return checkFail(key, "chmod 600 "+path, "%s is mode %04o: group or others can read the secret", path, st.Mode().Perm())
 	}
+	if err := config.CheckOwner(path); err != nil {
+		return checkFail(key, doctorOwnerFix(err, path), "%v", err)
+	}
 	if _, err := config.ReadSecretFile(path); err != nil {
 		return checkFail(key, "write the secret into "+path+" on one line", "%v", err)
 	}
 	return checkPass(key, "%s is mode %04o and not empty", path, st.Mode().Perm())
+}
+
+// doctorOwnerFix is the command config.CheckOwner's message names.
+func doctorOwnerFix(err error, path string) string {
+	if _, fix, ok := strings.Cut(err.Error(), "; run: "); ok {
+		return fix
+	}
+	return "chown root " + path + " && chmod go-w " + path
 }
 
 // ---- AMI ----
@@ -930,7 +946,7 @@ func (d *doctor) checkLists() []Result {
 	gc := g
 	gc.MMDB, gc.ASNMMDB = "", ""
 	logged := &doctorLog{}
-	gdb, err := geo.Open(gc, d.cfg.StateDir, slog.New(logged))
+	gdb, err := geo.Open(geoconf.Options(gc, d.cfg.StateDir), slog.New(logged))
 	if err != nil {
 		return []Result{checkFail(name, "correct the setting named in the message", "%v", err)}
 	}
@@ -1013,7 +1029,7 @@ func (d *doctor) checkMMDB(key, path string) Result {
 	if key == "geo.asn_mmdb" {
 		probe = config.Geo{ASNMMDB: path}
 	}
-	if _, err := geo.Open(probe, d.cfg.StateDir, slog.New(slog.DiscardHandler)); err != nil {
+	if _, err := geo.Open(geoconf.Options(probe, d.cfg.StateDir), slog.New(slog.DiscardHandler)); err != nil {
 		db.Close()
 		return checkFail(key, "point "+key+" at the right kind of database (country: GeoIP2/GeoLite2-Country or DB-IP/iptoasn country; ASN: GeoLite2-ASN)", "%v", err)
 	}

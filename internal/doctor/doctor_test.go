@@ -151,6 +151,8 @@ func TestDoctorConfigFile(t *testing.T) {
 		{"inline secret readable by others", "[ami]\nsecret = \"s3cret\"\n", 0o644, true, Fail, "mode 0644 and holds a secret", "chmod 600"},
 		{"inline secret private", "[ami]\nsecret = \"s3cret\"\n", 0o600, true, Pass, "holds a secret, readable by its owner only", ""},
 		{"no secret, world readable is fine", "[ami]\nsecret_file = \"/x\"\n", 0o644, true, Pass, "mode 0644, no secret inside", ""},
+		// Issue 10: a 0666 file let any local user edit firewall.allow; doctor said PASS.
+		{"writable by others", "[ami]\nsecret_file = \"/x\"\n", 0o666, true, Fail, "mode 0666: group or others can change it", "chmod go-w "},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env, _, _ := testDoctorEnv(t, tc.text, tc.mode)
@@ -162,6 +164,20 @@ func TestDoctorConfigFile(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A config file owned by another local user fails with the chown to run
+// (as root the file is handed to nobody; otherwise there is no other user
+// this test may create files for, and config's own test covers the rule).
+func TestDoctorConfigFileForeignOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to chown a file to another user (config.TestCheckOwnerRefusesAForeignOwner covers the rule)")
+	}
+	env, _, _ := testDoctorEnv(t, "[ami]\nsecret_file = \"/x\"\n", 0o644)
+	if err := os.Chown(env.ConfigPath, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	wantResult(t, newDoctor(env).checkConfigFile(), Fail, "owned by uid 65534", "chown root "+env.ConfigPath)
 }
 
 func TestDoctorSecretFiles(t *testing.T) {
@@ -475,7 +491,7 @@ func TestDoctorListAges(t *testing.T) {
 		dir := t.TempDir()
 		copyList(t, dir, "jp-ipv4.txt", "jp-ipv6-aggregated.txt", time.Hour)
 		copyList(t, dir, "jp-ipv6.txt", "jp-ipv6-aggregated.txt", time.Hour)
-		env, _, _ := testDoctorEnv(t, fmt.Sprintf("[geo]\nallow_countries = [\"JP\"]\nlists_dir = %q\n", dir), 0o600)
+		env, _, _ := testDoctorEnv(t, fmt.Sprintf("state_dir = %q\n[geo]\nallow_countries = [\"JP\"]\nlists_dir = %q\n", t.TempDir(), dir), 0o600)
 		got := newDoctor(env).checkLists()[0]
 		wantResult(t, got, Warn, "no usable list for jp-ipv4 in "+dir, "sipsentry does not download into lists_dir")
 		if !strings.Contains(got.Detail, "list=jp-ipv4") {
@@ -485,12 +501,12 @@ func TestDoctorListAges(t *testing.T) {
 	t.Run("lists_dir stale", func(t *testing.T) {
 		dir := t.TempDir()
 		jp(t, dir, 10*24*time.Hour, time.Hour)
-		env, _, _ := testDoctorEnv(t, fmt.Sprintf("[geo]\nallow_countries = [\"JP\"]\nlists_dir = %q\nrefresh = \"2d\"\n", dir), 0o600)
+		env, _, _ := testDoctorEnv(t, fmt.Sprintf("state_dir = %q\n[geo]\nallow_countries = [\"JP\"]\nlists_dir = %q\nrefresh = \"2d\"\n", t.TempDir(), dir), 0o600)
 		wantResult(t, newDoctor(env).checkLists()[0], Warn, "jp-ipv4 (10d)", "sipsentry does not download into lists_dir")
 	})
 	t.Run("lists_dir missing", func(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "nope")
-		env, _, _ := testDoctorEnv(t, fmt.Sprintf("[geo]\nallow_countries = [\"JP\"]\nlists_dir = %q\n", dir), 0o600)
+		env, _, _ := testDoctorEnv(t, fmt.Sprintf("state_dir = %q\n[geo]\nallow_countries = [\"JP\"]\nlists_dir = %q\n", t.TempDir(), dir), 0o600)
 		wantResult(t, newDoctor(env).checkLists()[0], Fail, "geo.lists_dir", "correct the setting")
 	})
 }

@@ -16,7 +16,11 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -265,23 +269,71 @@ var (
 	ErrBadAddress = errors.New("metrics: bad listen address")
 )
 
-// Listen opens addr after checking it is a loopback address.
+// UnixPrefix marks a listen value that is a unix socket path
+// ("unix:/run/sipsentry/metrics.sock").
+const UnixPrefix = "unix:"
+
+// Listen opens addr: a literal loopback address with a port
+// ("127.0.0.1:9468", "[::1]:9468") or a unix socket ("unix:/path", created
+// 0600). A host name, even "localhost", is refused: it is resolved through
+// /etc/hosts and DNS, which another user or the network may change, and it
+// once served /status to another network.
 func Listen(addr string) (net.Listener, error) {
+	if path, ok := strings.CutPrefix(addr, UnixPrefix); ok {
+		return listenUnix(path)
+	}
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, fmt.Errorf("%w: [metrics] listen %q is not host:port (e.g. \"127.0.0.1:9468\")", ErrBadAddress, addr)
+		return nil, fmt.Errorf("%w: [metrics] listen %q is not host:port (e.g. \"127.0.0.1:9468\") or unix:/path", ErrBadAddress, addr)
 	}
-	if host != "localhost" {
-		a, err := netip.ParseAddr(host)
-		if err != nil || !a.Unmap().IsLoopback() {
-			return nil, fmt.Errorf("%w: [metrics] listen %q: use 127.0.0.1 or [::1] and a reverse proxy to expose it", ErrNotLoopback, addr)
+	a, err := netip.ParseAddr(host)
+	if err != nil || !a.Unmap().IsLoopback() {
+		fix := "use 127.0.0.1 or [::1] (a literal address), or unix:/run/sipsentry/metrics.sock, and a reverse proxy to expose it"
+		if strings.EqualFold(host, "localhost") {
+			_, port, _ := net.SplitHostPort(addr)
+			fix = "write listen = \"127.0.0.1:" + port + "\" instead (a name is resolved through /etc/hosts, which may point elsewhere)"
 		}
+		return nil, fmt.Errorf("%w: [metrics] listen %q: %s", ErrNotLoopback, addr, fix)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: listening on %s: %w (is another sipsentry running?)", addr, err)
 	}
 	return ln, nil
+}
+
+func listenUnix(path string) (net.Listener, error) {
+	if path == "" || !filepath.IsAbs(path) {
+		return nil, fmt.Errorf("%w: [metrics] listen %q: want an absolute path after unix:", ErrBadAddress, UnixPrefix+path)
+	}
+	// A socket left by a daemon that died is removed; one that answers is
+	// another daemon's.
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("metrics: %s is in use: is another sipsentry running?", path)
+	}
+	if st, err := os.Lstat(path); err == nil && st.Mode()&os.ModeSocket != 0 {
+		os.Remove(path)
+	}
+	old := syscall.Umask(0o177) // the socket is born 0600: no window for others
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: listening on %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+// StatusClient returns an HTTP client and the base URL ("http://host:port")
+// that reach a daemon listening on listen, for `sipsentry status`.
+func StatusClient(listen string, timeout time.Duration) (*http.Client, string) {
+	if path, ok := strings.CutPrefix(listen, UnixPrefix); ok {
+		tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", path)
+		}}
+		return &http.Client{Transport: tr, Timeout: timeout}, "http://sipsentry"
+	}
+	return &http.Client{Timeout: timeout}, "http://" + listen
 }
 
 // Serve serves h on ln until ctx ends, then shuts down gracefully.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -130,6 +132,76 @@ func TestListenRefusesNonLoopback(t *testing.T) {
 	}
 	if _, err := Listen("nonsense"); !errors.Is(err, ErrBadAddress) {
 		t.Errorf("want ErrBadAddress, got %v", err)
+	}
+}
+
+// Issue 10: "localhost:…" skipped the loopback check (resolved through
+// /etc/hosts it served /status to another network). Only literal loopback
+// addresses are accepted, and the refusal says what to write instead.
+func TestListenRefusesLocalhost(t *testing.T) {
+	for _, a := range []string{"localhost:9468", "LOCALHOST:9468", "localhost.:9468", "ip6-localhost:9468"} {
+		ln, err := Listen(a)
+		if err == nil {
+			ln.Close()
+			t.Errorf("Listen(%q) accepted a host name", a)
+			continue
+		}
+		if !errors.Is(err, ErrNotLoopback) {
+			t.Errorf("Listen(%q) = %v, want ErrNotLoopback", a, err)
+		}
+	}
+	_, err := Listen("localhost:9468")
+	if err == nil || !strings.Contains(err.Error(), `write listen = "127.0.0.1:9468" instead`) {
+		t.Errorf("Listen(localhost) = %v, want the fix", err)
+	}
+	for _, a := range []string{"127.0.0.1:0", "[::1]:0", "127.0.0.2:0"} {
+		ln, err := Listen(a)
+		if err != nil {
+			if strings.Contains(a, "::1") {
+				t.Logf("Listen(%q): %v (no IPv6 loopback here)", a, err)
+				continue
+			}
+			t.Errorf("Listen(%q) = %v, want a literal loopback accepted", a, err)
+			continue
+		}
+		ln.Close()
+	}
+}
+
+// A unix socket is created 0600, serves /status to StatusClient, and a
+// second daemon on the same path is refused.
+func TestListenUnixSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "metrics.sock")
+	ln, err := Listen(UnixPrefix + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("socket mode = %v, %v; want 0600", st.Mode(), err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	m := New(func() State { return State{AMIConnected: true, FirewallUp: true} })
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctx, ln, m.Handler(nil), nil) }()
+	hc, base := StatusClient(UnixPrefix+path, 5*time.Second)
+	resp, err := hc.Get(base + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("/healthz over the socket: %d", resp.StatusCode)
+	}
+	if ln2, err := Listen(UnixPrefix + path); err == nil {
+		ln2.Close()
+		t.Error("a second listener on a live socket was accepted")
+	}
+	cancel()
+	<-done
+	if _, err := Listen(UnixPrefix + "relative.sock"); !errors.Is(err, ErrBadAddress) {
+		t.Errorf("relative socket path: %v, want ErrBadAddress", err)
 	}
 }
 

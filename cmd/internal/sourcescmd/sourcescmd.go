@@ -27,6 +27,7 @@ import (
 	"github.com/sipsentry/sipsentry/cmd/internal/cliexit"
 	"github.com/sipsentry/sipsentry/geo"
 	"github.com/sipsentry/sipsentry/internal/config"
+	"github.com/sipsentry/sipsentry/internal/geoconf"
 	"github.com/sipsentry/sipsentry/report"
 	"github.com/sipsentry/sipsentry/seclog"
 )
@@ -198,7 +199,7 @@ func Run(ctx context.Context, cmd *cobra.Command, o Options, args []string, env 
 		return err
 	}
 	log := quietLogger(cmd.ErrOrStderr())
-	gdb, err := geo.Open(cfg.Geo, cfg.StateDir, log)
+	gdb, err := geo.Open(geoconf.Options(cfg.Geo, cfg.StateDir), log)
 	if err != nil {
 		return cliexit.UsageError{Err: err}
 	}

@@ -1,0 +1,213 @@
+package daemon
+
+// The drop-mode service of issue 12: it reads what the firewall's country
+// and ban rules drop (NFLOG), aggregates it into the state DB, and runs the
+// push probation. This file is the only place that translates the config
+// into dropwatch's options and adapts the daemon's parts (firewall, engine,
+// geo, DNS) to the small interfaces dropwatch asks for.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/sipsentry/sipsentry/activity"
+	"github.com/sipsentry/sipsentry/ami"
+	"github.com/sipsentry/sipsentry/dropwatch"
+	"github.com/sipsentry/sipsentry/dropwatch/nflog"
+	"github.com/sipsentry/sipsentry/dropwatch/sip"
+	"github.com/sipsentry/sipsentry/engine"
+	"github.com/sipsentry/sipsentry/internal/config"
+	"github.com/sipsentry/sipsentry/state"
+)
+
+// dropwatchService is one of the daemon's services: Run until ctx ends.
+type dropwatchService struct {
+	w     *dropwatch.Watcher
+	prob  *dropwatch.Probation // nil: probation and push candidates off
+	group uint16
+	d     *daemon
+}
+
+// dropwatchEnabled says whether the firewall installs the NFLOG copies the
+// service reads: only the iptables backend, in enforce mode, with a group.
+func dropwatchEnabled(cfg *config.Config, replay bool) bool {
+	return !replay && cfg.Firewall.NFLogGroup != 0 && cfg.Firewall.Backend == "iptables" && cfg.Firewall.Mode == "enforce"
+}
+
+// newDropwatchService builds the service, or returns nil when the firewall
+// copies nothing to NFLOG. Call it after the engine and the firewall exist.
+func newDropwatchService(d *daemon, replay bool) (*dropwatchService, error) {
+	cfg := d.cfg
+	if !dropwatchEnabled(cfg, replay) {
+		return nil, nil
+	}
+	s := &dropwatchService{group: cfg.Firewall.NFLogGroup, d: d}
+	// Push candidates only exist where the country rule drops.
+	if cfg.Engine.GeoMode == "drop" {
+		res, err := engine.NewDNSResolver(cfg.Push.Resolver)
+		if err != nil {
+			return nil, fmt.Errorf("run: push.resolver: %w", err)
+		}
+		uas := make([]*regexp.Regexp, 0, len(cfg.Push.UserAgents))
+		for _, r := range cfg.Push.UserAgents {
+			if r.Regexp != nil {
+				uas = append(uas, r.Regexp)
+			}
+		}
+		s.prob = dropwatch.NewProbation(dropwatch.ProbationOptions{
+			UserAgents: uas,
+			Domains:    cfg.Push.Domains,
+			Duration:   cfg.Push.Probation.D(),
+			MaxPerHour: cfg.Push.MaxProbations,
+			// The AORs are not known here (PJSIPShowAors is not read): push
+			// parameters alone make a candidate; the once-a-day and hourly
+			// bounds hold either way.
+			AORExists: nil,
+			Resolver:  fcrdns{res},
+			Gate:      allowGate{d.eng},
+			Banner:    engineBanner{d.eng},
+			Learner:   learner{d: d},
+			Log:       d.log,
+		})
+	}
+	s.w = dropwatch.New(dropwatch.Options{
+		Country:   d.country,
+		Store:     d.store,
+		Probation: s.prob,
+		Retention: cfg.Engine.EventRetention.D(),
+		Log:       d.log,
+	})
+	if err := d.met.Register(s.w.Collectors()...); err != nil {
+		d.log.Warn("run: dropwatch metrics not exported", "err", err)
+	}
+	return s, nil
+}
+
+// Run reads the NFLOG group in the daemon's namespace until ctx ends. A
+// failure of the reader is logged, never fatal: bans and allows do not
+// depend on it.
+func (s *dropwatchService) Run(ctx context.Context) error {
+	s.d.log.Info("run: reading what the firewall drops", "nflog_group", s.group, "probation", s.prob != nil)
+	if err := s.w.Run(ctx, nflog.Options{Group: s.group, Log: s.d.log}); err != nil && ctx.Err() == nil {
+		s.d.log.Error("run: dropped packets are not visible; the firewall still drops them", "err", err)
+	}
+	return nil
+}
+
+// securityEvent tells the probation what a source on probation did.
+func (s *dropwatchService) securityEvent(ctx context.Context, ev *ami.SecurityEvent) {
+	if s == nil || s.prob == nil || ev.Service == "AMI" {
+		return
+	}
+	a := ev.Remote.AddrPort.Addr()
+	if !a.IsValid() || !s.prob.OnProbation(a) {
+		return
+	}
+	switch k := activity.Classify(ev); {
+	case k == activity.KindAuthOK:
+		s.prob.AuthSucceeded(ctx, a, ev.AccountID)
+	case k.IsFailure():
+		s.prob.AuthFailed(ctx, a, ev.Type)
+	}
+}
+
+// country is a source's country: its list's, else the country database's.
+func (d *daemon) country(a netip.Addr) string {
+	if cc := d.geo.ListCountry(a); cc != "" {
+		return cc
+	}
+	if cc := d.geo.MMDBCountry(a); cc != "?" {
+		return cc
+	}
+	return ""
+}
+
+// fcrdns is the forward-confirmed PTR check, as the engine's push learner
+// does it: a PTR name counts only if its own A/AAAA records hold a.
+type fcrdns struct{ r engine.Resolver }
+
+func (f fcrdns) ConfirmedName(ctx context.Context, a netip.Addr) (string, error) {
+	names, err := f.r.LookupPTR(ctx, a)
+	if err != nil {
+		return "", err
+	}
+	for i, n := range names {
+		if i == 4 {
+			break // an attacker's zone may list many names; each costs a query
+		}
+		addrs, err := f.r.LookupAddrs(ctx, n)
+		if err != nil {
+			continue
+		}
+		for _, x := range addrs {
+			if x.Unmap() == a.Unmap() {
+				return strings.ToLower(strings.TrimSuffix(n, ".")), nil
+			}
+		}
+	}
+	return "", nil
+}
+
+// allowGate admits a probation as a timed allow of the engine's (the
+// engine holds every allow, so drift repair keeps it and `sipsentry allows`
+// shows it while it lasts); the kernel entry expires by itself, so the
+// admission ends even if sipsentry dies. The allow set admits every
+// protected port (SIP and RTP) for that minute: a set that admits SIP ports
+// only is not in the firewall yet.
+type allowGate struct{ e *engine.Engine }
+
+// daemonUID marks allows and bans the daemon made itself, not an operator.
+const daemonUID = -1
+
+func hostPrefix(a netip.Addr) netip.Prefix {
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen())
+}
+
+func (g allowGate) AdmitSIP(ctx context.Context, a netip.Addr, d time.Duration) error {
+	_, err := g.e.AllowManual(ctx, hostPrefix(a), d, "push probation (dropwatch)", daemonUID)
+	return err
+}
+
+func (g allowGate) Revoke(ctx context.Context, a netip.Addr) error {
+	err := g.e.Disallow(ctx, hostPrefix(a), daemonUID)
+	if errors.Is(err, engine.ErrNotAllowed) {
+		return nil // expired meanwhile
+	}
+	return err
+}
+
+// learner learns a push server through the engine: LearnPush when the
+// engine offers it (the evidence kept as for its own learning), else as a
+// timed allow of push.learn_ttl whose comment carries the evidence.
+type learner struct{ d *daemon }
+
+func (l learner) Learn(ctx context.Context, a netip.Addr, ev state.PushEvidence) error {
+	if e, ok := any(l.d.eng).(interface {
+		LearnPush(context.Context, netip.Addr, state.PushEvidence) error
+	}); ok {
+		return e.LearnPush(ctx, a, ev)
+	}
+	note := "push server learned on probation (dropwatch): " + ev.How
+	if ev.PTR != "" {
+		note += " " + ev.PTR
+	}
+	if ev.UserAgent != "" {
+		note += " UA " + sip.Printable(ev.UserAgent)
+	}
+	_, err := l.d.eng.AllowManual(ctx, hostPrefix(a), l.d.cfg.Push.LearnTTL.D(), note, daemonUID)
+	return err
+}
+
+// engineBanner hands a probation's failure to the engine, which decides
+// (never-ban list, escalation, enforcement) as for any ban.
+type engineBanner struct{ e *engine.Engine }
+
+func (b engineBanner) Ban(ctx context.Context, a netip.Addr, reason string) {
+	_ = b.e.BanFor(ctx, a, reason) // the engine logs and counts refusals
+}

@@ -1,0 +1,234 @@
+package daemon
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sipsentry/sipsentry/ami"
+	"github.com/sipsentry/sipsentry/dropwatch"
+	"github.com/sipsentry/sipsentry/dropwatch/sip"
+	"github.com/sipsentry/sipsentry/engine"
+	"github.com/sipsentry/sipsentry/firewall"
+	"github.com/sipsentry/sipsentry/firewall/dryrun"
+	"github.com/sipsentry/sipsentry/internal/config"
+	"github.com/sipsentry/sipsentry/state"
+)
+
+func TestDropwatchEnabled(t *testing.T) {
+	c := config.Default()
+	if dropwatchEnabled(c, false) {
+		t.Error("enabled in monitor mode, where the firewall drops nothing")
+	}
+	c.Firewall.Mode = "enforce"
+	if !dropwatchEnabled(c, false) || dropwatchEnabled(c, true) {
+		t.Error("enforce + iptables + group: want enabled, but not for a replay")
+	}
+	c.Firewall.NFLogGroup = 0
+	if dropwatchEnabled(c, false) {
+		t.Error("nflog_group 0 must turn it off")
+	}
+	c.Firewall.NFLogGroup, c.Firewall.Backend = 5060, "dry-run"
+	if dropwatchEnabled(c, false) {
+		t.Error("the dry-run backend installs no NFLOG rule")
+	}
+}
+
+type calls struct {
+	mu sync.Mutex // guards l
+	l  []string
+}
+
+func (c *calls) add(s string) { c.mu.Lock(); c.l = append(c.l, s); c.mu.Unlock() }
+func (c *calls) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return strings.Join(c.l, "; ")
+}
+func (c *calls) AdmitSIP(_ context.Context, a netip.Addr, _ time.Duration) error {
+	c.add("admit " + a.String())
+	return nil
+}
+func (c *calls) Revoke(_ context.Context, a netip.Addr) error {
+	c.add("revoke " + a.String())
+	return nil
+}
+func (c *calls) Ban(_ context.Context, a netip.Addr, _ string) { c.add("ban " + a.String()) }
+func (c *calls) Learn(_ context.Context, a netip.Addr, ev state.PushEvidence) error {
+	c.add("learn " + a.String() + " " + ev.How + " " + ev.Account)
+	return nil
+}
+
+type noPTR struct{}
+
+func (noPTR) ConfirmedName(context.Context, netip.Addr) (string, error) { return "", nil }
+
+// TestDropwatchSecurityEvents: the daemon's AMI path tells the probation
+// what its address did: an AMI login is ignored, a PJSIP SuccessfulAuth
+// learns, a ChallengeResponseFailed bans.
+func TestDropwatchSecurityEvents(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := &calls{}
+	prob := dropwatch.NewProbation(dropwatch.ProbationOptions{
+		UserAgents: []*regexp.Regexp{regexp.MustCompile(`^Bria Push`)},
+		Duration:   time.Minute, MaxPerHour: 10,
+		Resolver: noPTR{}, Gate: c, Banner: c, Learner: c, Log: slog.New(slog.DiscardHandler),
+	})
+	go prob.Run(ctx)
+	s := &dropwatchService{prob: prob}
+	req := sip.Request{Method: "REGISTER", ToUser: "1001", UserAgent: "Bria Push Service", Push: sip.PNPrid}
+	a, b := netip.MustParseAddr("203.0.113.66"), netip.MustParseAddr("203.0.113.68")
+	prob.Consider(a, req, "XX")
+	prob.Consider(b, req, "XX")
+	deadline := time.Now().Add(5 * time.Second)
+	for !prob.OnProbation(a) || !prob.OnProbation(b) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no probations: %s", c)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ev := func(typ, service string, src netip.Addr) *ami.SecurityEvent {
+		return &ami.SecurityEvent{Type: typ, Service: service, AccountID: "1001",
+			Remote: ami.Address{Transport: "UDP", AddrPort: netip.AddrPortFrom(src, 5060)}}
+	}
+	s.securityEvent(ctx, ev(ami.EventSuccessfulAuth, "AMI", a))  // not a SIP registration
+	s.securityEvent(ctx, ev(ami.EventChallengeSent, "PJSIP", a)) // the normal 401
+	if !prob.OnProbation(a) {
+		t.Fatal("an AMI login or a challenge ended the probation")
+	}
+	s.securityEvent(ctx, ev(ami.EventSuccessfulAuth, "PJSIP", a))
+	s.securityEvent(ctx, ev(ami.EventChallengeResponseFailed, "PJSIP", b))
+	got := c.String()
+	for _, want := range []string{"learn 203.0.113.66 user_agent 1001", "revoke 203.0.113.68", "ban 203.0.113.68"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("calls %q lack %q", got, want)
+		}
+	}
+	var nilSvc *dropwatchService
+	nilSvc.securityEvent(ctx, ev(ami.EventSuccessfulAuth, "PJSIP", a)) // drop mode off: no-op
+}
+
+type fakeDNS struct {
+	ptr   map[netip.Addr][]string
+	addrs map[string][]netip.Addr
+}
+
+func (f fakeDNS) LookupPTR(_ context.Context, a netip.Addr) ([]string, error) { return f.ptr[a], nil }
+func (f fakeDNS) LookupAddrs(_ context.Context, h string) ([]netip.Addr, error) {
+	return f.addrs[h], nil
+}
+
+func TestFCrDNS(t *testing.T) {
+	a := netip.MustParseAddr("203.0.113.66")
+	r := fcrdns{fakeDNS{
+		ptr: map[netip.Addr][]string{a: {"liar.softphone.com.", "Push-New.Softphone.com."}},
+		addrs: map[string][]netip.Addr{"liar.softphone.com.": {netip.MustParseAddr("203.0.113.1")},
+			"Push-New.Softphone.com.": {a}},
+	}}
+	if n, err := r.ConfirmedName(context.Background(), a); err != nil || n != "push-new.softphone.com" {
+		t.Fatalf("got %q, %v; want the name whose forward records hold the address", n, err)
+	}
+	if n, _ := r.ConfirmedName(context.Background(), netip.MustParseAddr("203.0.113.9")); n != "" {
+		t.Fatalf("no PTR: got %q", n)
+	}
+}
+
+type foreignGeo struct{}
+
+func (foreignGeo) Allowed(netip.Addr) bool { return false }
+
+type noDNS struct{}
+
+func (noDNS) LookupPTR(context.Context, netip.Addr) ([]string, error)   { return nil, nil }
+func (noDNS) LookupAddrs(context.Context, string) ([]netip.Addr, error) { return nil, nil }
+
+// TestDropwatchAdaptersOnEngine: the probation's admission, revocation,
+// ban and learning go through the engine (one truth for the allow set, so
+// drift repair keeps them), on a dry-run firewall.
+func TestDropwatchAdaptersOnEngine(t *testing.T) {
+	ctx := context.Background()
+	st, err := state.Open(filepath.Join(t.TempDir(), state.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	fw := dryrun.New(dryrun.Options{Mode: "enforce"})
+	o := engine.DefaultOptions()
+	o.Enforce, o.GeoMode, o.Push.Hosts = true, engine.GeoDrop, nil
+	eng, err := engine.New(o, engine.Deps{Firewall: fw, Geo: foreignGeo{}, Store: st, Resolver: noDNS{},
+		HostAddrs: []netip.Addr{netip.MustParseAddr("198.51.100.1")}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(rctx) }()
+	defer func() { cancel(); <-done }()
+
+	cfg := config.Default()
+	d := &daemon{cfg: cfg, eng: eng, store: st}
+	a := netip.MustParseAddr("203.0.113.66")
+	p := netip.PrefixFrom(a, 32)
+	in := func(set firewall.Set) bool {
+		ok, err := fw.Contains(ctx, set, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	listed := func() (engine.AllowRecord, bool) {
+		for _, r := range eng.Allows(time.Now()) {
+			if r.Prefix == p {
+				return r, true
+			}
+		}
+		return engine.AllowRecord{}, false
+	}
+	gate := allowGate{eng}
+	if err := gate.AdmitSIP(ctx, a, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := listed(); !ok || !in(firewall.SetAllow) || !strings.Contains(r.Comment, "push probation") ||
+		r.Until.Sub(time.Now()) > time.Minute {
+		t.Fatalf("admission: listed %+v %v, in the allow set %v", r, ok, in(firewall.SetAllow))
+	}
+	if err := gate.Revoke(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if err := gate.Revoke(ctx, a); err != nil {
+		t.Fatalf("a second revoke (expired meanwhile) is no error: %v", err)
+	}
+	if _, ok := listed(); ok || in(firewall.SetAllow) {
+		t.Fatal("revoked admission still there")
+	}
+	engineBanner{eng}.Ban(ctx, a, "failed authentication during push probation")
+	if !in(firewall.SetBan) {
+		t.Fatal("the probation's failure did not ban through the engine")
+	}
+
+	b := netip.MustParseAddr("203.0.113.67")
+	ev := state.PushEvidence{How: state.HowPTR, PTR: "push-new.softphone.com", UserAgent: "Bria Push Service"}
+	if err := (learner{d: d}).Learn(ctx, b, ev); err != nil {
+		t.Fatal(err)
+	}
+	var r engine.AllowRecord
+	for _, x := range eng.Allows(time.Now()) {
+		if x.Prefix == netip.PrefixFrom(b, 32) {
+			r = x
+		}
+	}
+	if ok, _ := fw.Contains(ctx, firewall.SetAllow, b); !ok || !strings.Contains(r.Comment, "push-new.softphone.com") ||
+		r.Until.Sub(time.Now()) < cfg.Push.LearnTTL.D()-time.Minute {
+		t.Fatalf("learned push server: in the allow set %v, record %+v", ok, r)
+	}
+}
