@@ -18,7 +18,7 @@ import (
 
 func buildPackages(t *testing.T) (deb, rpm string) {
 	t.Helper()
-	netnstest.RequireTool(t, "dpkg-deb", "gzip", "git")
+	netnstest.RequireTool(t, "dpkg-deb", "gzip")
 	root := testpath.RepoRoot(t)
 	out := t.TempDir()
 	cmd := exec.Command(filepath.Join(root, "packaging", "build.sh"))
