@@ -100,6 +100,10 @@ func LoadForRun(path string, replay bool) (*Config, error) {
 	} else if err := checkFileMode(c, path, data); err != nil {
 		return nil, err
 	}
+	// Load's check of who may change the file, as one more problem.
+	if err := CheckOwner(path); err != nil {
+		errs = append(errs, &Error{File: path, Msg: strings.TrimPrefix(err.Error(), ErrUnsafeOwner.Error()+": "), Err: err})
+	}
 	if !replay {
 		errs = append(errs, c.checkSecret(data, "ami.secret", "ami.secret_file", c.AMI.Secret, c.AMI.SecretFile, true)...)
 	}
@@ -200,15 +204,14 @@ func (c *Config) checkSecret(data []byte, inlineKey, fileKey, inline, file strin
 	case st.Mode().Perm()&0o077 != 0:
 		return at(fileKey, fmt.Sprintf("%s is mode %04o and holds a secret: run chmod 600 %s", file, st.Mode().Perm(), file), ErrInsecure)
 	}
-	if err := CheckOwner(file); err != nil {
-		return at(fileKey, strings.TrimPrefix(err.Error(), ErrUnsafeOwner.Error()+": "), err)
-	}
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return at(fileKey, fmt.Sprintf("%s cannot be read: %v: run as root, or as the user the daemon runs as", file, err), err)
-	}
-	if strings.TrimRight(string(b), "\r\n") == "" {
-		return at(fileKey, fmt.Sprintf("%s is empty: write the secret on its first line", file), nil)
+	// Then exactly what run does with it (owner, mode of its directory,
+	// empty file), worded by the function run calls.
+	if _, err := ReadSecretFile(file); err != nil {
+		msg := err.Error()
+		for _, sentinel := range []error{ErrUnsafeOwner, ErrInsecure} {
+			msg = strings.TrimPrefix(msg, sentinel.Error()+": ")
+		}
+		return at(fileKey, strings.TrimPrefix(msg, "config: "), err)
 	}
 	return nil
 }
