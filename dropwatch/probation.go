@@ -115,10 +115,13 @@ type active struct {
 type Probation struct {
 	o ProbationOptions
 
-	mu         sync.Mutex // guards considered, running, grants
+	mu         sync.Mutex // guards considered, running, grants and the overflow warnings
 	considered map[netip.Addr]time.Time
 	running    map[netip.Addr]*active
 	grants     []time.Time // probation starts within the last hour
+	// overflow warnings: at most one a minute
+	lastOverflowLog time.Time
+	suppressed      int
 
 	queue   chan candidate
 	onState func(a netip.Addr, st string, at time.Time)
@@ -200,16 +203,33 @@ func (p *Probation) Consider(a netip.Addr, req sip.Request, country string) {
 	p.mu.Unlock()
 	c := candidate{addr: a, req: req, country: country, pushUA: pushUA, at: now}
 	p.candidates.Inc()
-	p.o.Log.Info("dropwatch: push candidate: a dropped REGISTER looks like a push server's", p.attrs(c)...)
-	p.state(a, state.PushCandidate, now)
 	if full {
-		p.refuse(c, "more than 10000 candidates in a day")
+		// Spoofed sources can mint candidates without end: count them, and
+		// log the overflow at most once a minute, never once per address.
+		p.overflow(c, "more than 10000 candidates in a day")
 		return
 	}
 	select {
 	case p.queue <- c:
 	default:
-		p.refuse(c, "too many candidates waiting for their DNS check")
+		p.overflow(c, "too many candidates waiting for their DNS check")
+	}
+}
+
+// overflow refuses a candidate the Probation has no room for.
+func (p *Probation) overflow(c candidate, why string) {
+	p.outcomes.WithLabelValues(OutcomeRefused).Inc()
+	p.mu.Lock()
+	p.suppressed++
+	logNow := c.at.Sub(p.lastOverflowLog) >= time.Minute
+	n := p.suppressed
+	if logNow {
+		p.lastOverflowLog, p.suppressed = c.at, 0
+	}
+	p.mu.Unlock()
+	if logNow {
+		p.o.Log.Warn("dropwatch: push candidates refused: no room (a flood of forged REGISTERs?)", "why", why,
+			"refused_since_last_warning", n, "last_addr", c.addr)
 	}
 }
 
@@ -259,6 +279,8 @@ func inDomains(name string, domains []string) bool {
 }
 
 func (p *Probation) examine(ctx context.Context, c candidate) {
+	p.o.Log.Info("dropwatch: push candidate: a dropped REGISTER looks like a push server's", p.attrs(c)...)
+	p.state(c.addr, state.PushCandidate, c.at)
 	if p.o.Resolver != nil {
 		dctx, cancel := context.WithTimeout(ctx, dnsTimeout)
 		name, err := p.o.Resolver.ConfirmedName(dctx, c.addr)

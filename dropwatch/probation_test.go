@@ -2,6 +2,7 @@ package dropwatch
 
 import (
 	"context"
+	"log/slog"
 	"net/netip"
 	"regexp"
 	"strings"
@@ -280,5 +281,27 @@ func TestInDomains(t *testing.T) {
 		if inDomains(name, []string{"softphone.com"}) != want {
 			t.Errorf("inDomains(%q) != %v", name, want)
 		}
+	}
+}
+
+// TestProbationOverflowBounded: forged candidates beyond the queue are
+// refused and counted, and logged at most once a minute.
+func TestProbationOverflowBounded(t *testing.T) {
+	var logs strings.Builder
+	w := newWorld(t, func(o *ProbationOptions) { o.Log = slog.New(slog.NewTextHandler(&logs, nil)) })
+	for i := range candidateQueue + 500 {
+		w.p.Consider(netip.AddrFrom4([4]byte{203, 0, byte(i >> 8), byte(i)}), pushReq, "XX")
+	}
+	if got := outcomes(w.p, OutcomeRefused); got != 500 {
+		t.Fatalf("%v refused, want 500 (the queue holds %d)", got, candidateQueue)
+	}
+	if n := strings.Count(logs.String(), "no room"); n != 1 {
+		t.Fatalf("%d overflow warnings for 500 refusals in the same minute, want 1", n)
+	}
+	for len(w.p.queue) > 0 {
+		w.p.examine(context.Background(), <-w.p.queue)
+	}
+	if n := strings.Count(logs.String(), "push candidate:"); n != candidateQueue {
+		t.Fatalf("%d candidate lines, want %d (the queued ones)", n, candidateQueue)
 	}
 }
