@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/sipsentry/sipsentry/dropwatch/nflog"
+	"github.com/sipsentry/sipsentry/dropwatch/sip"
 	"github.com/sipsentry/sipsentry/state"
 )
 
@@ -81,13 +82,8 @@ func TestWatcherAggregatesAndFlushes(t *testing.T) {
 	}
 }
 
-// BenchmarkObserve is the per-packet path (decode done by the reader:
-// parse, aggregate, count) over many sources, against the same run's
-// parse-only baseline in dropwatch/sip.
-//
-//	go test -run XXX -bench Observe -benchtime 2s -cpu 1 ./dropwatch/
-func BenchmarkObserve(b *testing.B) {
-	w := New(Options{MaxSources: 100_000, Country: func(netip.Addr) string { return "XX" }})
+// floodDrops are the benchmarks' dropped packets: scanner REGISTERs.
+func floodDrops(b *testing.B) []nflog.Drop {
 	drops := make([]nflog.Drop, 4096)
 	for i := range drops {
 		ua := "friendly-scanner"
@@ -96,6 +92,32 @@ func BenchmarkObserve(b *testing.B) {
 		}
 		drops[i] = udpDrop(b, nflog.ReasonGeo, netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, 0, byte(i >> 8), byte(i)}), 5070), register(ua, ""))
 	}
+	return drops
+}
+
+// BenchmarkParseOnly is BenchmarkObserve's same-run baseline: the SIP
+// parse alone, on the same packets.
+func BenchmarkParseOnly(b *testing.B) {
+	drops := floodDrops(b)
+	cpu0 := processCPU()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		_, _ = sip.Parse(drops[i%len(drops)].Payload)
+	}
+	b.StopTimer()
+	if cpu := processCPU() - cpu0; cpu > 0 {
+		b.ReportMetric(float64(b.N)/cpu.Seconds(), "pkts/cpu-s")
+	}
+}
+
+// BenchmarkObserve is the per-packet path (decode done by the reader:
+// parse, aggregate, count) over many sources, against the same run's
+// parse-only baseline in dropwatch/sip.
+//
+//	go test -run XXX -bench Observe -benchtime 2s -cpu 1 ./dropwatch/
+func BenchmarkObserve(b *testing.B) {
+	w := New(Options{MaxSources: 100_000, Country: func(netip.Addr) string { return "XX" }})
+	drops := floodDrops(b)
 	b.ReportAllocs()
 	cpu0 := processCPU()
 	b.ResetTimer()
