@@ -10,9 +10,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sipsentry/sipsentry/activity"
@@ -31,6 +33,7 @@ type dropwatchService struct {
 	prob  *dropwatch.Probation // nil: probation and push candidates off
 	group uint16
 	d     *daemon
+	aors  aorSet
 }
 
 // dropwatchEnabled says whether the firewall installs the NFLOG copies the
@@ -64,10 +67,10 @@ func newDropwatchService(d *daemon, replay bool) (*dropwatchService, error) {
 			Domains:    cfg.Push.Domains,
 			Duration:   cfg.Push.Probation.D(),
 			MaxPerHour: cfg.Push.MaxProbations,
-			// The AORs are not known here (PJSIPShowAors is not read): push
-			// parameters alone make a candidate; the once-a-day and hourly
-			// bounds hold either way.
-			AORExists: nil,
+			// Push parameters make a candidate only for an AOR of this PBX
+			// (PJSIPShowAors, refreshed by Run); until the first answer,
+			// any AOR passes (the once-a-day and hourly bounds hold).
+			AORExists: s.aors.exists,
 			Resolver:  fcrdns{res},
 			Gate:      allowGate{d.eng},
 			Banner:    engineBanner{d.eng},
@@ -93,6 +96,9 @@ func newDropwatchService(d *daemon, replay bool) (*dropwatchService, error) {
 // depend on it.
 func (s *dropwatchService) Run(ctx context.Context) error {
 	s.d.log.Info("run: reading what the firewall drops", "nflog_group", s.group, "probation", s.prob != nil)
+	if s.prob != nil && s.d.amiC != nil {
+		go s.aors.follow(ctx, s.d.amiC, s.d.log)
+	}
 	if err := s.w.Run(ctx, nflog.Options{Group: s.group, Log: s.d.log}); err != nil && ctx.Err() == nil {
 		s.d.log.Error("run: dropped packets are not visible; the firewall still drops them", "err", err)
 	}
@@ -210,4 +216,66 @@ type engineBanner struct{ e *engine.Engine }
 
 func (b engineBanner) Ban(ctx context.Context, a netip.Addr, reason string) {
 	_ = b.e.BanFor(ctx, a, reason) // the engine logs and counts refusals
+}
+
+// aorSet is the PBX's AOR names as PJSIPShowAors lists them. Until the
+// first answer it knows none and lets every name pass.
+type aorSet struct {
+	names atomic.Pointer[map[string]struct{}]
+}
+
+// aorRefresh: AORs change when the admin edits pjsip.conf, rarely.
+const aorRefresh = 5 * time.Minute
+
+func (s *aorSet) exists(user string) bool {
+	m := s.names.Load()
+	if m == nil {
+		return true
+	}
+	_, ok := (*m)[user]
+	return ok
+}
+
+// listActioner is the AMI client's list action (*ami.Client).
+type listActioner interface {
+	ListAction(ctx context.Context, m ami.Message) ([]ami.Message, error)
+}
+
+// refresh asks Asterisk for its AORs.
+func (s *aorSet) refresh(ctx context.Context, c listActioner) error {
+	items, err := c.ListAction(ctx, ami.Message{Headers: []ami.Header{{Key: "Action", Value: "PJSIPShowAors"}}})
+	if err != nil {
+		return err
+	}
+	m := make(map[string]struct{}, len(items))
+	for _, it := range items {
+		if it.Get("Event") == "AorList" {
+			if n := it.Get("ObjectName"); n != "" {
+				m[n] = struct{}{}
+			}
+		}
+	}
+	s.names.Store(&m)
+	return nil
+}
+
+// follow refreshes the set every aorRefresh (sooner while AMI is down).
+func (s *aorSet) follow(ctx context.Context, c listActioner, log *slog.Logger) {
+	wait := 2 * time.Second
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := s.refresh(rctx, c)
+		cancel()
+		if err != nil {
+			log.Debug("run: dropwatch: PJSIPShowAors failed; push parameters keep counting for any AOR", "err", err)
+			wait = 30 * time.Second
+			continue
+		}
+		wait = aorRefresh
+	}
 }
