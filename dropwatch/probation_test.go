@@ -108,9 +108,8 @@ type world struct {
 func newWorld(t *testing.T, mod func(*ProbationOptions)) *world {
 	w := &world{clock: &fakeClock{now: time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)}, rec: &recorder{}, dns: fakeResolver{}}
 	o := ProbationOptions{
-		UserAgents: []*regexp.Regexp{regexp.MustCompile(`(?i)^Bria Push`)},
-		Domains:    []string{"softphone.com"},
-		Duration:   time.Minute, MaxPerHour: 10,
+		Policy: Policy{UserAgents: []*regexp.Regexp{regexp.MustCompile(`(?i)^Bria Push`)},
+			Domains: []string{"softphone.com"}, Duration: time.Minute, MaxPerHour: 10},
 		Resolver: w.dns, Gate: w.rec, Banner: w.rec, Learner: w.rec, Clock: w.clock,
 	}
 	if mod != nil {
@@ -304,4 +303,14 @@ func TestProbationOverflowBounded(t *testing.T) {
 	if n := strings.Count(logs.String(), "push candidate:"); n != candidateQueue {
 		t.Fatalf("%d candidate lines, want %d (the queued ones)", n, candidateQueue)
 	}
+}
+
+// TestProbationSetPolicy: a reload's push.* applies to the next candidates.
+func TestProbationSetPolicy(t *testing.T) {
+	w := newWorld(t, nil)
+	w.p.SetPolicy(Policy{UserAgents: []*regexp.Regexp{regexp.MustCompile(`^NewPush`)}, Duration: 2 * time.Minute, MaxPerHour: 1})
+	w.consider(pushServer, sip.Request{Method: "REGISTER", UserAgent: "Bria Push Service"}) // no longer a push UA
+	w.consider(netip.MustParseAddr("203.0.113.7"), sip.Request{Method: "REGISTER", UserAgent: "NewPush 1.0"})
+	w.consider(netip.MustParseAddr("203.0.113.8"), sip.Request{Method: "REGISTER", UserAgent: "NewPush 1.0"})
+	w.want(t, "admit 203.0.113.7 2m0s", "203.0.113.7 candidate", "203.0.113.7 probation", "203.0.113.8 candidate", "203.0.113.8 refused")
 }

@@ -56,17 +56,8 @@ func newDropwatchService(d *daemon, replay bool) (*dropwatchService, error) {
 		if err != nil {
 			return nil, fmt.Errorf("run: push.resolver: %w", err)
 		}
-		uas := make([]*regexp.Regexp, 0, len(cfg.Push.UserAgents))
-		for _, r := range cfg.Push.UserAgents {
-			if r.Regexp != nil {
-				uas = append(uas, r.Regexp)
-			}
-		}
 		s.prob = dropwatch.NewProbation(dropwatch.ProbationOptions{
-			UserAgents: uas,
-			Domains:    cfg.Push.Domains,
-			Duration:   cfg.Push.Probation.D(),
-			MaxPerHour: cfg.Push.MaxProbations,
+			Policy: probationPolicy(cfg),
 			// Push parameters make a candidate only for an AOR of this PBX
 			// (PJSIPShowAors, refreshed by Run); until the first answer,
 			// any AOR passes (the once-a-day and hourly bounds hold).
@@ -89,6 +80,24 @@ func newDropwatchService(d *daemon, replay bool) (*dropwatchService, error) {
 		d.log.Warn("run: dropwatch metrics not exported", "err", err)
 	}
 	return s, nil
+}
+
+// probationPolicy is push.* as the probation takes it.
+func probationPolicy(cfg *config.Config) dropwatch.Policy {
+	uas := make([]*regexp.Regexp, 0, len(cfg.Push.UserAgents))
+	for _, r := range cfg.Push.UserAgents {
+		if r.Regexp != nil {
+			uas = append(uas, r.Regexp)
+		}
+	}
+	return dropwatch.Policy{UserAgents: uas, Domains: cfg.Push.Domains, Duration: cfg.Push.Probation.D(), MaxPerHour: cfg.Push.MaxProbations}
+}
+
+// reload applies a reloaded config's push.* to the probation (SIGHUP).
+func (s *dropwatchService) reload(cfg *config.Config) {
+	if s != nil && s.prob != nil {
+		s.prob.SetPolicy(probationPolicy(cfg))
+	}
 }
 
 // Run reads the NFLOG group in the daemon's namespace until ctx ends. A

@@ -81,8 +81,7 @@ func TestDropwatchSecurityEvents(t *testing.T) {
 	defer cancel()
 	c := &calls{}
 	prob := dropwatch.NewProbation(dropwatch.ProbationOptions{
-		UserAgents: []*regexp.Regexp{regexp.MustCompile(`^Bria Push`)},
-		Duration:   time.Minute, MaxPerHour: 10,
+		Policy:   dropwatch.Policy{UserAgents: []*regexp.Regexp{regexp.MustCompile(`^Bria Push`)}, Duration: time.Minute, MaxPerHour: 10},
 		Resolver: noPTR{}, Gate: c, Banner: c, Learner: c, Log: slog.New(slog.DiscardHandler),
 	})
 	go prob.Run(ctx)
