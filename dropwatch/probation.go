@@ -129,6 +129,7 @@ type Probation struct {
 	// overflow warnings: at most one a minute
 	lastOverflowLog time.Time
 	suppressed      int
+	lastPrune       time.Time // of considered
 
 	queue   chan candidate
 	onState func(a netip.Addr, st string, at time.Time)
@@ -201,7 +202,10 @@ func (p *Probation) Consider(a netip.Addr, req sip.Request, country string) {
 		p.mu.Unlock()
 		return // once per address per day
 	}
-	if len(p.considered) >= maxConsidered {
+	if len(p.considered) >= maxConsidered && now.Sub(p.lastPrune) >= time.Minute {
+		// At most once a minute: while forged candidates keep the map
+		// full, a walk per packet would cost 10,000 steps each.
+		p.lastPrune = now
 		for k, t := range p.considered {
 			if now.Sub(t) >= oncePer {
 				delete(p.considered, k)
@@ -224,8 +228,23 @@ func (p *Probation) Consider(a netip.Addr, req sip.Request, country string) {
 	select {
 	case p.queue <- c:
 	default:
+		p.retryIn(a, retryRefused)
 		p.overflow(c, "too many candidates waiting for their DNS check")
 	}
+}
+
+// retryRefused: a candidate refused for lack of room (the hour's
+// probations used up, the DNS queue full) may be one again this much later,
+// not only the next day: its REGISTER retries keep coming.
+const retryRefused = 10 * time.Minute
+
+// retryIn lets a be considered again d from now.
+func (p *Probation) retryIn(a netip.Addr, d time.Duration) {
+	p.mu.Lock()
+	if _, ok := p.considered[a]; ok {
+		p.considered[a] = p.o.Clock.Now().Add(d - oncePer)
+	}
+	p.mu.Unlock()
 }
 
 // overflow refuses a candidate the Probation has no room for.
@@ -328,6 +347,7 @@ func (p *Probation) examine(ctx context.Context, c candidate) {
 	p.grants = kept
 	if len(p.grants) >= pol.MaxPerHour {
 		p.mu.Unlock()
+		p.retryIn(c.addr, retryRefused)
 		p.refuse(c, "push.max_probations reached this hour")
 		return
 	}

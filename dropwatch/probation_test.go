@@ -233,10 +233,23 @@ func TestProbationHourlyCap(t *testing.T) {
 	if testutil.ToFloat64(w.p.probations) != 2 || outcomes(w.p, OutcomeRefused) != 1 {
 		t.Fatalf("probations %v refused %v, want 2 and 1", testutil.ToFloat64(w.p.probations), outcomes(w.p, OutcomeRefused))
 	}
+	// The refused one retries (as push servers do): refused again within
+	// the hour, but not locked out for the day.
+	third := netip.AddrFrom4([4]byte{203, 0, 113, 3})
+	w.clock.advance(5 * time.Minute)
+	w.consider(third, pushReq)
+	if outcomes(w.p, OutcomeRefused) != 1 {
+		t.Fatal("reconsidered within 10 minutes of its refusal")
+	}
+	w.clock.advance(6 * time.Minute)
+	w.consider(third, pushReq)
+	if outcomes(w.p, OutcomeRefused) != 2 {
+		t.Fatal("not reconsidered 10 minutes after its refusal")
+	}
 	w.clock.advance(time.Hour)
-	w.consider(netip.AddrFrom4([4]byte{203, 0, 113, 4}), pushReq)
-	if testutil.ToFloat64(w.p.probations) != 3 {
-		t.Fatal("the cap did not reopen after an hour")
+	w.consider(third, pushReq)
+	if testutil.ToFloat64(w.p.probations) != 3 || !w.p.OnProbation(third) {
+		t.Fatal("the cap did not reopen after an hour for the refused candidate")
 	}
 }
 
