@@ -3,6 +3,7 @@ package crowdsec_test
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -269,4 +270,66 @@ func BenchmarkLAPIPublish(b *testing.B) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "bans/s")
+}
+
+// timedSink records when each prefix arrived.
+type timedSink struct {
+	mu   sync.Mutex
+	seen map[netip.Prefix]time.Time
+}
+
+func (s *timedSink) AddRemote(_ context.Context, p netip.Prefix, _ time.Duration, _, _ string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.seen[p]; !ok {
+		s.seen[p] = time.Now()
+	}
+	return nil
+}
+func (s *timedSink) RemoveRemote(context.Context, netip.Prefix) error { return nil }
+
+// BenchmarkLAPIBanToPeer measures the time from a ban published by PBX A
+// to PBX B's consumer handing it to its sink (the kernel add after it takes
+// microseconds), at a 1 s and a 10 s poll interval: p50 and p99 over
+// b.N bans spaced at random within a poll interval.
+func BenchmarkLAPIBanToPeer(b *testing.B) {
+	for _, poll := range []time.Duration{time.Second, 10 * time.Second} {
+		b.Run(poll.String(), func(b *testing.B) {
+			l := lapitest.Start(b)
+			mc, _ := crowdsec.ReadMachineCredentials(l.AddMachine("a", "pw-a-0123456789"))
+			key, _ := crowdsec.ReadAPIKey(l.AddBouncer("b"))
+			ca, _ := crowdsec.NewClient(l.URL, mc, "", time.Minute)
+			cb, _ := crowdsec.NewClient(l.URL, crowdsec.MachineCredentials{}, key, time.Minute)
+			pub := crowdsec.NewPublisher(ca, crowdsec.PublisherOptions{})
+			sink := &timedSink{seen: map[netip.Prefix]time.Time{}}
+			cons := crowdsec.NewConsumer(cb, sink, crowdsec.ConsumerOptions{PollInterval: poll})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go pub.Run(ctx)
+			go cons.Run(ctx)
+			var lat []time.Duration
+			b.ResetTimer()
+			for i := range b.N {
+				a := netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)})
+				p := netip.PrefixFrom(a, 32)
+				t0 := time.Now()
+				pub.Publish(crowdsec.Ban{Addr: a, Reason: "bench", Duration: time.Hour})
+				for {
+					sink.mu.Lock()
+					at, ok := sink.seen[p]
+					sink.mu.Unlock()
+					if ok {
+						lat = append(lat, at.Sub(t0))
+						break
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+				time.Sleep(time.Duration(i*7919%1000) * poll / 1000) // de-phase from the poll ticker
+			}
+			b.StopTimer()
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Milliseconds()), "p50-ms")
+			b.ReportMetric(float64(lat[(len(lat)*99)/100].Milliseconds()), "p99-ms")
+		})
+	}
 }

@@ -32,8 +32,8 @@ import (
 	"github.com/sipsentry/sipsentry/geo/geotest"
 	"github.com/sipsentry/sipsentry/internal/ariwatch/aritest"
 	"github.com/sipsentry/sipsentry/internal/netnstest"
-	"github.com/sipsentry/sipsentry/state"
 	"github.com/sipsentry/sipsentry/internal/testpath"
+	"github.com/sipsentry/sipsentry/state"
 )
 
 // Loopback sources of the recordings and where the test puts them.

@@ -13,13 +13,29 @@ import (
 	"github.com/sipsentry/sipsentry/state"
 )
 
-// neverBan returns why a must not be banned, or "".
+// limitedBroadcast is 255.255.255.255: never a source, whatever Asterisk
+// logged.
+var limitedBroadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+
+// neverBan returns why a must not be banned, or "". The engine refuses by
+// itself what can never be one attacker's source (broadcast, unspecified,
+// multicast, loopback, link-local), then asks the host's addresses
+// (Deps.LocalReason), the static allows and the allow book.
 func (e *Engine) neverBan(a netip.Addr) string {
 	switch {
+	case a == limitedBroadcast:
+		return "the limited broadcast address"
+	case a.IsUnspecified():
+		return "the unspecified address"
+	case a.IsMulticast():
+		return "a multicast address"
 	case a.IsLoopback():
 		return "loopback"
-	case a.IsUnspecified() || a.IsMulticast():
-		return "not a unicast address"
+	case a.IsLinkLocalUnicast():
+		return "a link-local address"
+	}
+	if why := e.d.LocalReason(a); why != "" {
+		return why
 	}
 	for _, p := range e.opts().StaticAllows {
 		if p.Contains(a) {

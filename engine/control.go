@@ -175,6 +175,17 @@ func (e *Engine) Unban(ctx context.Context, addr netip.Addr, uid int) error {
 	return nil
 }
 
+// Ban bans a for another detector of the daemon (dropwatch's probation)
+// with the engine's own rules: the never-ban list, escalation, the set's
+// capacity, origin engine. It is Handle's ban without an event; a refusal
+// is logged and counted as a decision.
+func (e *Engine) Ban(ctx context.Context, a netip.Addr, reason string) {
+	if !a.IsValid() {
+		return
+	}
+	e.ban(ctx, a.Unmap(), sanitize(reason, 100), e.now(), time.Now(), flow{})
+}
+
 // minAllowBits refuses allows that would let a large part of the Internet
 // in by mistake (a typo such as "0.0.0.0/0").
 const minAllowBits4, minAllowBits6 = 8, 16

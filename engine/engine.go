@@ -1,11 +1,13 @@
-// Package engine turns typed AMI security events into decisions: per-source
-// sliding windows (fast, slow scan, user enumeration), injection bans, geo
-// strictness, escalation for repeat offenders, and push-server learning.
+// Package engine turns typed AMI security events into decisions: per-address
+// windows (fast, slow scan, user enumeration, unanswered challenges, kept by
+// engine/failmem), known addresses that forged UDP failures cannot ban,
+// injection bans, geo strictness, escalation for repeat offenders, and
+// push-server learning.
 //
-// Handle is the hot path: it touches memory only (one map, one ring of
-// timestamps per source) and calls the firewall only when it bans. Database
-// writes, contact look-ups, DNS, conntrack and ARI hang-ups run in the
-// background goroutines of Run.
+// Handle is the hot path: it touches memory only (the failure memory's
+// fixed-size record and the report's per-source aggregate) and calls the
+// firewall only when it bans. Database writes, contact look-ups, DNS,
+// conntrack and ARI hang-ups run in the background goroutines of Run.
 //
 // It must never ban an address taken from an attacker-controlled field (only
 // SecurityEvent.Remote, the true source), never ban what the admin or the
@@ -17,6 +19,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -26,6 +29,7 @@ import (
 
 	"github.com/sipsentry/sipsentry/activity"
 	"github.com/sipsentry/sipsentry/ami"
+	"github.com/sipsentry/sipsentry/engine/failmem"
 	"github.com/sipsentry/sipsentry/firewall"
 	"github.com/sipsentry/sipsentry/state"
 )
@@ -64,8 +68,15 @@ type Deps struct {
 	Logger *slog.Logger
 	// Now is the clock for windows and ban times; default time.Now.
 	Now func() time.Time
-	// HostAddrs are the host's own addresses (never banned); nil means
-	// net.InterfaceAddrs at New.
+	// LocalReason says why a is one of the host's own addresses, or a
+	// network or broadcast address of one of its subnets ("" if neither);
+	// such addresses are never banned. It is asked at every ban, so a
+	// watcher of the host's addresses (netlink) keeps it current. nil: a
+	// fixed list, HostAddrs or else the interface addresses at New.
+	LocalReason func(netip.Addr) string
+	// HostAddrs are the host's own addresses when LocalReason is nil; nil
+	// means net.InterfaceAddrs (with their subnets' network and broadcast
+	// addresses) at New.
 	HostAddrs []netip.Addr
 	// OnDecision, if set, is called after every decision (metrics, replay
 	// output). It must not block.
@@ -157,7 +168,7 @@ type Engine struct {
 	// current holds the settings; Reload swaps it.
 	current atomic.Pointer[settings]
 
-	sources   sourceTable // decide: per-source windows and aggregates
+	sources   sourceTable // per-source aggregates for the report (bounded, evictable)
 	bans      banBook     // bans, escalation, the desired ban set
 	allows    allowBook   // never-ban reasons and learned push allows
 	push      pushLearner // push-server learning: queue, DNS, contacts
@@ -165,6 +176,10 @@ type Engine struct {
 	post      postBanWork // after a ban: flows, conntrack walk, hang-ups
 	work      inFlight    // push examinations and post-ban jobs not yet done (Sync)
 	decisions decisionLog // counts and recent decisions (status)
+
+	// failures decides: what counts toward a ban, per address
+	// (engine/failmem); it never forgets a source on its way to a ban.
+	failures *failmem.Memory
 
 	events, malformed, droppedWrites, droppedPush atomic.Uint64
 	fullRefusals, fullUnlogged                    atomic.Uint64
@@ -201,6 +216,11 @@ func New(o Options, d Deps) (*Engine, error) {
 	}
 	e := &Engine{d: d, log: d.Logger, now: d.Now, fw: d.Firewall}
 	e.current.Store(p)
+	// Static allows and learned push servers need no "known" status: they
+	// are never banned at all (neverBan refuses, with the reason logged).
+	if e.failures, err = failmem.New(p.failures); err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
+	}
 	e.sources.init()
 	e.bans.init()
 	e.allows.init()
@@ -208,12 +228,12 @@ func New(o Options, d Deps) (*Engine, error) {
 	e.post.init()
 	e.work.init()
 	e.decisions.init()
-	hosts := d.HostAddrs
-	if hosts == nil {
-		hosts = interfaceAddrs(e.log)
-	}
-	for _, a := range hosts {
-		e.allows.never[a.Unmap()] = "host's own address"
+	if d.LocalReason == nil {
+		if d.HostAddrs != nil {
+			e.d.LocalReason = fixedLocal(d.HostAddrs, nil)
+		} else {
+			e.d.LocalReason = interfaceLocal(e.log)
+		}
 	}
 	for _, peer := range o.AMIPeers {
 		if peer.IsValid() {
@@ -223,21 +243,66 @@ func New(o Options, d Deps) (*Engine, error) {
 	return e, nil
 }
 
-func interfaceAddrs(log *slog.Logger) []netip.Addr {
+// interfaceLocal is the default LocalReason: the interface addresses at
+// New and their subnets' network and broadcast addresses.
+func interfaceLocal(log *slog.Logger) func(netip.Addr) string {
 	ifs, err := net.InterfaceAddrs()
 	if err != nil {
 		log.Warn("engine: cannot list the host's addresses; they are not protected from bans", "err", err)
-		return nil
 	}
-	var out []netip.Addr
+	var addrs []netip.Addr
+	var nets []netip.Prefix
 	for _, ia := range ifs {
 		if n, ok := ia.(*net.IPNet); ok {
 			if a, ok := netip.AddrFromSlice(n.IP); ok {
-				out = append(out, a.Unmap())
+				ones, _ := n.Mask.Size()
+				a = a.Unmap()
+				addrs = append(addrs, a)
+				if p, err := a.Prefix(ones); err == nil {
+					nets = append(nets, p)
+				}
 			}
 		}
 	}
-	return out
+	return fixedLocal(addrs, nets)
+}
+
+// fixedLocal is a LocalReason for a fixed list of the host's addresses
+// and subnets.
+func fixedLocal(addrs []netip.Addr, subnets []netip.Prefix) func(netip.Addr) string {
+	why := map[netip.Addr]string{}
+	for _, p := range subnets {
+		p = p.Masked()
+		if nw, bcast, ok := subnetEnds(p); ok {
+			why[nw] = "network address of the host's subnet " + p.String()
+			if bcast.IsValid() {
+				why[bcast] = "broadcast address of the host's subnet " + p.String()
+			}
+		}
+	}
+	for _, a := range addrs {
+		why[a.Unmap()] = "host's own address"
+	}
+	return func(a netip.Addr) string { return why[a] }
+}
+
+// subnetEnds returns p's network address and, for IPv4, its broadcast
+// address; ok is false for subnets too small to have them (/31, /32, /127,
+// /128), where both ends are hosts.
+func subnetEnds(p netip.Prefix) (network, broadcast netip.Addr, ok bool) {
+	p = p.Masked()
+	bits := p.Addr().BitLen()
+	if p.Bits() >= bits-1 {
+		return netip.Addr{}, netip.Addr{}, false
+	}
+	network = p.Addr()
+	if !network.Is4() {
+		return network, netip.Addr{}, true // the subnet-router anycast address
+	}
+	b := network.As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
+	return network, netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), true
 }
 
 // opts returns the settings in force.

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -209,7 +210,11 @@ func TestInjectionS9(t *testing.T) {
 	if es, _ := r.fw.List(context.Background(), firewall.SetAllow); len(es) != 0 {
 		t.Errorf("allow set %v: the forged SuccessfulAuth taught something", es)
 	}
-	if fs, _ := r.store.Flags(context.Background()); len(fs) != 0 {
+	// s9-18's made-up nonce is rightly noted as blind evidence
+	// (FlagBlind); no other note may appear.
+	fs, _ := r.store.Flags(context.Background())
+	fs = slices.DeleteFunc(fs, func(f state.Flag) bool { return f.Kind == FlagBlind })
+	if len(fs) != 0 {
 		t.Errorf("flags %v: a forged SuccessfulAuth must not even count as a login", fs)
 	}
 	recs, _ := r.store.Sources(context.Background())
@@ -605,7 +610,10 @@ func TestRestoreAllowsAndUnban(t *testing.T) {
 // Enumeration counts accounts tried within the windows, not over the life
 // of the aggregate.
 func TestEnumerationWindowed(t *testing.T) {
-	r := newRig(t, rigOpt{})
+	// The SuccessfulAuth keeps the aggregate in memory; with known_for it
+	// would also make the address known (UDP failures then only flag it,
+	// TestForgedCases), which is not what this test is about.
+	r := newRig(t, rigOpt{cfg: func(c *Options) { c.KnownFor = 0 }})
 	r.eng.Handle(context.Background(), ev(ami.EventChallengeResponseFailed, "1001", "203.0.113.70", "a"))
 	r.eng.Handle(context.Background(), ev(ami.EventChallengeResponseFailed, "1002", "203.0.113.70", "b"))
 	r.clock.Advance(23 * time.Hour) // keeps the aggregate in memory (seen within slow_find_time)

@@ -60,3 +60,21 @@ func (e *Engine) UnbanRemote(ctx context.Context, a netip.Addr) (bool, error) {
 	}
 	return true, nil
 }
+
+// AccountsOf lists the accounts a tried, as the source's aggregate holds
+// them (attacker text: escape it before handing it on); nil when the
+// source is not in memory.
+func (e *Engine) AccountsOf(a netip.Addr) []string {
+	t := &e.sources
+	t.tableMu.Lock()
+	defer t.tableMu.Unlock()
+	s := t.lookup(a.Unmap())
+	if s == nil {
+		return nil
+	}
+	out := make([]string, 0, len(s.src.Accounts))
+	for _, ac := range s.src.Accounts {
+		out = append(out, ac.Account)
+	}
+	return out
+}

@@ -37,7 +37,10 @@ func randomSource(rng *rand.Rand) netip.Addr {
 // max_sources and the heap does not grow with the second 100k.
 func TestFloodMemoryBounded(t *testing.T) {
 	const maxSources = 10000
-	r := newRig(t, rigOpt{noRun: true, cfg: func(c *Options) { c.MaxSources = maxSources }})
+	// The failure memory is bounded too (MaxTracked, default 1M addresses):
+	// here just above the 10k aggregates, so the second 100k must not grow
+	// the heap either.
+	r := newRig(t, rigOpt{noRun: true, cfg: func(c *Options) { c.MaxSources, c.MaxTracked = maxSources, 2*maxSources }})
 	rng := rand.New(rand.NewPCG(1, 2))
 	flood := func() {
 		for i := range 100000 {

@@ -2,22 +2,23 @@ package engine
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/sipsentry/sipsentry/activity"
 	"github.com/sipsentry/sipsentry/ami"
+	"github.com/sipsentry/sipsentry/engine/failmem"
 	"github.com/sipsentry/sipsentry/state"
 )
 
-type trigger struct {
-	reason string
-}
-
 // Handle takes one parsed security event. It is the hot path: memory only,
 // unless the event crosses a threshold and a ban is made.
+//
+// Two memories see each event: the source table keeps the report's
+// aggregate (accounts, User-Agent; bounded by MaxSources, evictable), and
+// the failure memory (engine/failmem) decides — it never forgets a source
+// on its way to a ban.
 func (e *Engine) Handle(ctx context.Context, ev ami.SecurityEvent) {
 	e.events.Add(1)
 	if !ev.Remote.IsValid() {
@@ -26,7 +27,12 @@ func (e *Engine) Handle(ctx context.Context, ev ami.SecurityEvent) {
 		e.malformed.Add(1)
 		return
 	}
-	start := time.Now()
+	// The latency runs from the socket read (before the AMI queue) when
+	// the event came through the client.
+	start := ev.Received
+	if start.IsZero() {
+		start = time.Now()
+	}
 	addr := ev.Remote.Addr().Unmap()
 	nowT := e.now()
 	now := nowT.UnixNano()
@@ -37,55 +43,54 @@ func (e *Engine) Handle(ctx context.Context, ev ami.SecurityEvent) {
 	t := &e.sources
 	t.tableMu.Lock()
 	s := t.get(addr, nowT, o.MaxSources)
-	distinct0 := s.src.DistinctAccounts
 	k, counted := s.src.Observe(&ev, nowT)
 	t.kinds[k&7]++
 	t.lastEvent = nowT
 	t.markDirty(s)
-	var trig *trigger
+	// The failure memory is a leaf lock inside tableMu; its allow callback
+	// takes allowsMu (order: sources, allows).
+	v := e.failures.Observe(addr, observation(&ev, k, counted, nowT))
+	held := s.holdUntil > now
+	reason := ""
 	switch {
+	case held:
 	case k == activity.KindInjection:
-		if s.holdUntil <= now {
-			trig = &trigger{reason: "injection (" + sanitize(ev.Suspicion, 80) + ")"}
-		}
-	case counted && k.IsFailure():
-		if last, ok := s.nthRecent(1); ok && now-last > max(o.findTime, o.slowFindTime) {
-			// Quiet for longer than every window: accounts tried before
-			// no longer count toward enumeration (a phone with three lines
-			// failing once a week is not enumerating users).
-			s.enumBase = int32(distinct0)
-		}
-		s.addFailure(now, o.ringSize)
-		if s.holdUntil <= now {
-			trig = e.thresholds(s, addr, now)
-		}
+		reason = "injection (" + sanitize(ev.Suspicion, 80) + ")"
+	case counted && k.IsFailure() && o.GeoMode == GeoStrict && e.foreign(addr):
+		reason = "geo strict: failure from outside the allowed countries"
+	case v.Ban && !e.bans.banned(addr, now, o.Enforce):
+		// A source whose aggregate was evicted while it stayed banned gets
+		// no second decision.
+		reason = v.Reason
 	}
-	if len(t.eventRows) < maxPendingEvents {
+	if t.sample.keep(now, reason != "") && len(t.eventRows) < maxPendingEvents {
 		row := state.Event{Time: nowT, Addr: addr, Type: ev.Type, Kind: k.String(), Service: ev.Service, Account: sanitize(ev.AccountID, 64)}
-		if trig != nil {
-			row.Decision = trig.reason
-		}
+		row.Decision = reason
 		t.eventRows = append(t.eventRows, row)
 	} else {
 		e.droppedWrites.Add(1)
 	}
-	if trig != nil {
-		s.enumBase = int32(s.src.DistinctAccounts)
+	if reason != "" {
 		// Hold further decisions until ban() tells how long; a concurrent
 		// event of the same source meanwhile finds the ban in the ban book.
 		s.holdUntil = now + int64(time.Second)
 	}
 	t.tableMu.Unlock()
 
-	if trig != nil {
-		until, ok := e.ban(ctx, addr, trig.reason, nowT, start, flowOf(&ev))
+	if v.Flag != "" {
+		e.flagFailures(addr, v.Flag, nowT)
+	}
+	if reason != "" {
+		until, ok := e.ban(ctx, addr, reason, nowT, start, flowOf(&ev))
 		if !ok {
 			// Refused (never-ban or set full): one decision and one log
 			// line per find_time, not one per event.
 			until = now + max(o.findTime, int64(time.Minute))
 		}
 		t.tableMu.Lock()
-		s.holdUntil = until
+		if cur := t.lookup(addr); cur != nil {
+			cur.holdUntil = until
+		}
 		t.tableMu.Unlock()
 		return
 	}
@@ -94,23 +99,42 @@ func (e *Engine) Handle(ctx context.Context, ev ami.SecurityEvent) {
 	}
 }
 
-// thresholds checks the windows after a counted failure; called with
-// sources.tableMu held.
-func (e *Engine) thresholds(s *srcState, addr netip.Addr, now int64) *trigger {
-	o := e.opts()
-	if o.GeoMode == GeoStrict && e.foreign(addr) {
-		return &trigger{reason: "geo strict: failure from outside the allowed countries"}
+// Flag kinds of the failure memory's notes (state flags table, report).
+const (
+	FlagKnownFailures = "known_address_failures"
+	FlagUnanswered    = "unanswered_challenges"
+	FlagBlind         = "blind_evidence"
+)
+
+// flagFailures logs, counts and records a note of the failure memory
+// (failmem says each once per address and spell of activity).
+func (e *Engine) flagFailures(a netip.Addr, note string, now time.Time) {
+	kind := FlagKnownFailures
+	switch note {
+	case failmem.FlagUnanswered:
+		kind = FlagUnanswered
+	case failmem.FlagBlind:
+		kind = FlagBlind
 	}
-	if s.within(o.MaxFailures, o.findTime, now) {
-		return &trigger{reason: fmt.Sprintf("%d failures in %s", o.MaxFailures, o.FindTime)}
-	}
-	if o.SlowMaxFailures > 0 && s.within(o.SlowMaxFailures, o.slowFindTime, now) {
-		return &trigger{reason: fmt.Sprintf("slow scan: %d failures in %s", o.SlowMaxFailures, o.SlowFindTime)}
-	}
-	if n := s.src.DistinctAccounts - int(s.enumBase); o.EnumAccounts > 0 && n >= o.EnumAccounts {
-		return &trigger{reason: fmt.Sprintf("user enumeration: %d accounts tried", n)}
-	}
-	return nil
+	e.log.Warn("engine: "+note, "addr", a, "flag", kind)
+	e.writer.queue(func(b *state.Batch) {
+		b.Flags = append(b.Flags, state.Flag{Addr: a, Kind: kind, Note: note, Time: now})
+	})
+	e.decide(Decision{Time: now, Kind: DecisionFlagged, Addr: a, Reason: note})
+}
+
+// tickFailures realizes the challenges that went unanswered past their
+// timeout and acts on what that decides; Run calls it every second.
+func (e *Engine) tickFailures(ctx context.Context) {
+	now := e.now()
+	e.failures.Tick(now, func(a netip.Addr, v failmem.Verdict) {
+		if v.Flag != "" {
+			e.flagFailures(a, v.Flag, now)
+		}
+		if v.Ban && !e.bans.banned(a, now.UnixNano(), e.opts().Enforce) {
+			e.ban(ctx, a, v.Reason, now, time.Now(), flow{})
+		}
+	})
 }
 
 // detach copies the fields a Source or an event-log row may keep
@@ -169,5 +193,5 @@ func (e *Engine) foreign(a netip.Addr) bool {
 			return false
 		}
 	}
-	return !e.allows.isNever(a) && !e.d.Geo.Allowed(a)
+	return !e.allows.isNever(a) && e.d.LocalReason(a) == "" && !e.d.Geo.Allowed(a)
 }

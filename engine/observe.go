@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/sipsentry/sipsentry/activity"
@@ -34,4 +35,41 @@ func observation(ev *ami.SecurityEvent, k activity.Kind, counted bool, at time.T
 		}
 	}
 	return o
+}
+
+// banned reports whether a holds a ban (or, in monitor mode, a would-ban)
+// that ban() would leave as it is; Handle then makes no second decision for
+// a source whose aggregate was evicted meanwhile.
+func (b *banBook) banned(a netip.Addr, now int64, enforce bool) bool {
+	b.bansMu.Lock()
+	defer b.bansMu.Unlock()
+	bi, ok := b.byAddr[keyOf(a)]
+	return ok && bi.until > now && (!bi.monitor || !enforce)
+}
+
+// eventLogRate is how many event-log rows a second are written in full.
+// Under a flood the rest are sampled out (counted as dropped writes), except
+// rows that carry a decision: writing 10k rows a second cost the daemon
+// more CPU than deciding (issue 11: persistence ≤ 10 % of the CPU). The
+// source aggregates and the failure memory still count every event.
+const eventLogRate = 1000
+
+// eventSampler spends the per-second budget; guarded by sources.tableMu.
+type eventSampler struct {
+	second int64 // Unix second of the budget being spent
+	used   int
+}
+
+func (s *eventSampler) keep(now int64, decision bool) bool {
+	if sec := now / int64(time.Second); sec != s.second {
+		s.second, s.used = sec, 0
+	}
+	if decision {
+		return true
+	}
+	if s.used < eventLogRate {
+		s.used++
+		return true
+	}
+	return false
 }

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"regexp"
 	"time"
+
+	"github.com/sipsentry/sipsentry/engine/failmem"
 )
 
 // GeoMode is the country policy (engine.geo_mode). It never decides whether
@@ -43,8 +45,20 @@ type Options struct {
 	MaxBanTime       time.Duration // cap of escalation
 	// BanMaxElem is the kernel ban set's capacity (firewall.ban_maxelem).
 	BanMaxElem int
-	// MaxSources bounds the source aggregates held in memory; 0: 200000.
+	// MaxSources bounds the source aggregates held in memory (the report's
+	// per-source rows); 0: 200000. Evicting one never forgets a failure:
+	// decisions read the failure memory, bounded by MaxTracked.
 	MaxSources int
+	// MaxTracked is how many addresses the failure memory (engine/failmem)
+	// tracks; 0: 1,048,576 (≈ 60 bytes each for IPv4, 73 for IPv6).
+	MaxTracked int
+	// KnownFor: an address that authenticated successfully within it (or
+	// is a static or learned allow) is known, and UDP failure events alone
+	// ban it only past KnownMaxFailures (engine.known_for; 0: none is).
+	KnownFor time.Duration
+	// KnownMaxFailures is the failures in FindTime, over UDP included, that
+	// ban a known address (engine.known_max_failures; 0: never).
+	KnownMaxFailures int
 	// EventRetention is how long the event log keeps rows; 0 keeps them
 	// (bounded by a row cap).
 	EventRetention time.Duration
@@ -87,6 +101,7 @@ func DefaultOptions() Options {
 		SlowMaxFailures: 20, SlowFindTime: 24 * time.Hour, EnumAccounts: 3,
 		BanTime: time.Hour, EscalationFactor: 4, MaxBanTime: 7 * 24 * time.Hour,
 		BanMaxElem: 1 << 20, MaxSources: 50000, EventRetention: 30 * 24 * time.Hour,
+		KnownFor: 7 * 24 * time.Hour, KnownMaxFailures: 50,
 		Push: PushOptions{
 			UserAgents: []*regexp.Regexp{regexp.MustCompile(`(?i)^Bria Push`), regexp.MustCompile(`(?i)^CounterPath Push`)},
 			Domains:    []string{"softphone.com"},
@@ -100,8 +115,8 @@ func DefaultOptions() Options {
 // them; immutable once stored (Reload swaps the pointer).
 type settings struct {
 	Options
-	ringSize               int
 	findTime, slowFindTime int64 // nanoseconds
+	failures               failmem.Options
 }
 
 func newSettings(o Options) (*settings, error) {
@@ -140,10 +155,21 @@ func newSettings(o Options) (*settings, error) {
 		}
 	}
 	o.StaticAllows = static
+	fo := failmem.DefaultOptions()
+	fo.MaxFailures, fo.FindTime = o.MaxFailures, o.FindTime
+	fo.SlowMaxFailures, fo.SlowFindTime = o.SlowMaxFailures, o.SlowFindTime
+	fo.EnumAccounts = o.EnumAccounts
+	fo.KnownFor, fo.KnownMaxFailures = o.KnownFor, o.KnownMaxFailures
+	if o.MaxTracked > 0 {
+		fo.MaxAddrs = o.MaxTracked
+	}
+	if err := fo.Check(); err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
+	}
 	return &settings{
 		Options:      o,
-		ringSize:     max(o.MaxFailures, o.SlowMaxFailures, 1),
 		findTime:     int64(o.FindTime),
 		slowFindTime: int64(o.SlowFindTime),
+		failures:     fo,
 	}, nil
 }

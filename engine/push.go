@@ -80,6 +80,9 @@ type pushCand struct {
 	service string
 	at      time.Time
 	refresh bool // already learned: only extend the allow
+	// contact, when set, is the registration itself (a resync after an AMI
+	// login): no PJSIPShowContacts look-up is needed.
+	contact *ami.Contact
 }
 
 // authOK looks at a SuccessfulAuth (never an injected one: those are
@@ -103,22 +106,87 @@ func (e *Engine) authOK(a netip.Addr, ev *ami.SecurityEvent, now time.Time) {
 	e.enqueuePush(pushCand{addr: a, account: ev.AccountID, service: ev.Service, at: now})
 }
 
+// ResyncContacts takes the contacts Asterisk holds, fetched after every
+// AMI (re)login, and feeds each foreign one to the push learner exactly as
+// its live registration would have been: a push server that registered
+// while the connection was down is learned (User-Agent in push.user_agents
+// or forward-confirmed PTR in push.domains) or the login is flagged; a
+// learned one is refreshed; an in-country contact is left alone. Contact
+// fields are hostile: the address must parse, everything kept is
+// sanitized, and the work is bounded by the learner's queue.
+func (e *Engine) ResyncContacts(ctx context.Context, cs []ami.Contact) {
+	now := e.now()
+	nowN := now.UnixNano()
+	queued, dropped, skipped := 0, 0, 0
+	for i := range cs {
+		if ctx.Err() != nil {
+			return
+		}
+		c := cs[i]
+		a, err := netip.ParseAddr(strings.Trim(c.ViaAddr, "[]"))
+		if err != nil || a.Zone() != "" || c.Endpoint == "" {
+			skipped++
+			continue
+		}
+		a = a.Unmap()
+		if !e.foreign(a) {
+			continue
+		}
+		cand := pushCand{addr: a, account: c.Endpoint, service: "PJSIP", at: now, contact: &c}
+		if al, learned := e.allows.pushInfo(a); learned && al.how != state.HowStatic && (al.until == 0 || al.until > nowN) {
+			if nowN-al.last < int64(refreshEvery) {
+				continue
+			}
+			cand.refresh = true
+		} else if last, ok := e.push.flaggedAt(a); ok && nowN-last < int64(reflagEvery) {
+			continue
+		}
+		switch e.tryEnqueuePush(cand) {
+		case enqueued:
+			queued++
+		case queueFull:
+			dropped++
+		}
+	}
+	e.log.Info("engine: AMI contacts resynchronised", "contacts", len(cs), "examined", queued, "unparsable", skipped, "dropped_queue_full", dropped)
+	if dropped > 0 {
+		e.log.Warn("engine: push-learning queue full during the contact resync; some foreign contacts were not examined (they are at their next registration)", "dropped", dropped)
+	}
+}
+
+type enqueueResult int
+
+const (
+	enqueued enqueueResult = iota
+	alreadyExamining
+	queueFull
+)
+
 func (e *Engine) enqueuePush(c pushCand) {
+	if e.tryEnqueuePush(c) == queueFull {
+		e.log.Warn("engine: push-learning queue full; a foreign login was not examined", "addr", c.addr)
+	}
+}
+
+// tryEnqueuePush queues c unless its address is being examined already
+// or the queue is full (counted in droppedPush).
+func (e *Engine) tryEnqueuePush(c pushCand) enqueueResult {
 	p := &e.push
 	p.examiningMu.Lock()
 	if p.examining[c.addr] {
 		p.examiningMu.Unlock()
-		return // one examination per address at a time (REGISTER + re-REGISTER)
+		return alreadyExamining // one examination per address at a time (REGISTER + re-REGISTER)
 	}
 	p.examining[c.addr] = true
 	p.examiningMu.Unlock()
 	e.work.add()
 	select {
 	case p.queue <- c:
+		return enqueued
 	default:
 		e.finish(c.addr)
 		e.droppedPush.Add(1)
-		e.log.Warn("engine: push-learning queue full; a foreign login was not examined", "addr", c.addr)
+		return queueFull
 	}
 }
 
@@ -143,7 +211,13 @@ func (e *Engine) examine(ctx context.Context, c pushCand) {
 		return
 	}
 	ev := state.PushEvidence{Account: sanitize(c.account, 64), FirstSeen: c.at, LastSeen: c.at}
-	if ct, ok := e.findContact(ctx, c.addr, c.account); ok {
+	ct, ok := ami.Contact{}, false
+	if c.contact != nil {
+		ct, ok = *c.contact, true
+	} else {
+		ct, ok = e.findContact(ctx, c.addr, c.account)
+	}
+	if ok {
 		// Contact fields come from the REGISTER: keep them printable.
 		ev.UserAgent, ev.URI, ev.AOR = sanitize(ct.UserAgent, 200), sanitize(ct.URI, 300), sanitize(aorOf(ct), 80)
 	}
@@ -164,7 +238,7 @@ func (e *Engine) examine(ctx context.Context, c pushCand) {
 		e.flag(c, ev.UserAgent, note)
 		return
 	}
-	e.learn(ctx, c.addr, ev, c.at)
+	_ = e.learn(ctx, c.addr, ev, c.at) // logged and counted as a refused decision
 }
 
 // pushComment is the allow-set comment of a learned or seeded push server.
@@ -202,14 +276,14 @@ func (e *Engine) setUA(a netip.Addr, ua string) {
 }
 
 // learn puts a in the allow set for push.learn_ttl and records the evidence.
-func (e *Engine) learn(ctx context.Context, a netip.Addr, ev state.PushEvidence, now time.Time) {
+func (e *Engine) learn(ctx context.Context, a netip.Addr, ev state.PushEvidence, now time.Time) error {
 	ttl := e.opts().Push.LearnTTL
 	e.allows.setMu.Lock()
 	if err := e.fw.Add(ctx, firewall.SetAllow, firewall.Entry{Prefix: prefixOf(a), Timeout: ttl, Comment: pushComment(ev.How, &ev)}); err != nil {
 		e.allows.setMu.Unlock()
 		e.log.Error("engine: adding learned push server to the allow set failed", "addr", a, "err", err)
 		e.decide(Decision{Time: now, Kind: DecisionRefused, Addr: a, Reason: "learn push server", Err: err.Error()})
-		return
+		return fmt.Errorf("engine: learning push server %s: %w", a, err)
 	}
 	kept := ev
 	e.allows.setPush(a, allowInfo{until: now.Add(ttl).UnixNano(), how: ev.How, last: now.UnixNano(), evidence: &kept})
@@ -223,6 +297,25 @@ func (e *Engine) learn(ctx context.Context, a netip.Addr, ev state.PushEvidence,
 	e.log.Info("engine: push server learned", "addr", a, "how", ev.How, "account", sanitize(ev.Account, 40),
 		"user_agent", sanitize(ev.UserAgent, 80), "ptr", ev.PTR, "ttl", ttl)
 	e.decide(Decision{Time: now, Kind: DecisionLearned, Addr: a, Reason: ev.How, Duration: ttl})
+	return nil
+}
+
+// LearnPush learns a as a push server on evidence another detector of the
+// daemon found (dropwatch's probation), the way the engine's own learner
+// does: the allow set for push.learn_ttl, the allow book (so the verifier
+// and `allows` know it), an allows row with the evidence.
+func (e *Engine) LearnPush(ctx context.Context, a netip.Addr, ev state.PushEvidence) error {
+	if !a.IsValid() || ev.How == "" {
+		return fmt.Errorf("%w: a push server needs an address and how it was recognised", ErrInvalid)
+	}
+	now := e.now()
+	if ev.FirstSeen.IsZero() {
+		ev.FirstSeen = now
+	}
+	if ev.LastSeen.IsZero() {
+		ev.LastSeen = now
+	}
+	return e.learn(ctx, a.Unmap(), ev, now)
 }
 
 func (e *Engine) refreshAllow(ctx context.Context, c pushCand) {

@@ -168,6 +168,21 @@ func (e *Engine) start(ctx context.Context, kernel bool) error {
 			}
 		}
 
+		// Addresses that authenticated within known_for stay known across a
+		// restart (forged UDP failures alone do not ban them).
+		if kf := e.opts().KnownFor; kf > 0 {
+			known := 0
+			if err := st.Authenticated(ctx, now.Add(-kf), func(a netip.Addr, at time.Time) {
+				e.failures.MarkKnown(a.Unmap(), at)
+				known++
+			}); err != nil {
+				return err
+			}
+			if known > 0 {
+				e.log.Info("engine: known addresses restored", "count", known, "known_for", kf)
+			}
+		}
+
 		if kernel {
 			// The config is the truth for static allows: rewrite their rows.
 			var b state.Batch
@@ -245,6 +260,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	workers(2, func() { e.runPostBan(ctx) })
 
 	flush := time.NewTicker(flushInterval)
+	challenges := time.NewTicker(time.Second) // unanswered-challenge timeouts
+	defer challenges.Stop()
 	sweep := time.NewTicker(sweepInterval)
 	prune := time.NewTicker(pruneInterval)
 	reseedEvery := e.opts().Push.Reseed
@@ -270,6 +287,8 @@ func (e *Engine) Run(ctx context.Context) error {
 			if err := e.Flush(ctx); err != nil && ctx.Err() == nil {
 				e.log.Error("engine: writing state failed; will retry", "err", err)
 			}
+		case <-challenges.C:
+			e.tickFailures(ctx)
 		case <-sweep.C:
 			e.Sweep()
 		case <-prune.C:
@@ -353,11 +372,14 @@ func (e *Engine) Reload(ctx context.Context, o Options) error {
 			b.Unallow = append(b.Unallow, p)
 		}
 	}
+	if err := e.failures.SetOptions(np.failures); err != nil {
+		return fmt.Errorf("engine: reload: %w", err)
+	}
 	e.sources.tableMu.Lock()
-	e.current.Store(np) // under tableMu: Handle sees the new ring size with cleared rings
+	e.current.Store(np)
 	e.sources.tableMu.Unlock()
 	// Held would-bans (or bans) are decided again under a new mode.
-	e.sources.reset(np.GeoMode != old.GeoMode || np.Enforce != old.Enforce, np.ringSize != old.ringSize)
+	e.sources.reset(np.GeoMode != old.GeoMode || np.Enforce != old.Enforce)
 	e.sources.evictBeyond(np.MaxSources)
 	e.writer.queue(func(w *state.Batch) {
 		w.Allows = append(w.Allows, b.Allows...)

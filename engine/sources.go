@@ -10,8 +10,8 @@ import (
 	"github.com/sipsentry/sipsentry/state"
 )
 
-// sourceTable is the decision table: every source's failure ring and
-// aggregate, in LRU order, and what Handle hands to the writer (changed
+// sourceTable holds every source's aggregate (the report's rows), in LRU
+// order, and what Handle hands to the writer (changed
 // sources, rows of evicted ones, event-log rows).
 type sourceTable struct {
 	tableMu sync.Mutex // guards every field below and the srcStates they hold
@@ -24,6 +24,7 @@ type sourceTable struct {
 	evictedRows []state.SourceUpdate
 	eventRows   []state.Event
 	nextSession int64
+	sample      eventSampler // the event log's per-second budget under a flood
 	kinds       [8]uint64
 	lastEvent   time.Time
 
@@ -32,13 +33,11 @@ type sourceTable struct {
 
 func (t *sourceTable) init() { t.byAddr = map[addrKey]*srcState{} }
 
-// srcState is one source in memory: the shared aggregate plus the ring of
-// its recent failure times that the windows read.
+// srcState is one source's aggregate in memory (what the report shows).
+// What counts toward a ban lives in the failure memory, not here: evicting
+// a srcState forgets a report row's tail, never a failure.
 type srcState struct {
-	src activity.Source
-	// fails holds up to ringSize failure times (UnixNano); once full, head
-	// is the oldest. It grows on demand so a one-event source costs 8 bytes.
-	fails   []int64
+	src     activity.Source
 	session int64
 	// holdUntil: no new decision before this (UnixNano): set to the ban's
 	// end after a ban, and for a while after a refused one, so that events
@@ -46,33 +45,7 @@ type srcState struct {
 	holdUntil  int64
 	touched    int64 // last move to the LRU front (UnixNano)
 	prev, next *srcState
-	head       int32
-	enumBase   int32 // DistinctAccounts at the last ban: enumeration counts anew after it
 	dirty      bool
-}
-
-func (s *srcState) addFailure(t int64, size int) {
-	if len(s.fails) < size {
-		s.fails = append(s.fails, t)
-		return
-	}
-	s.fails[s.head] = t
-	s.head = int32((int(s.head) + 1) % size)
-}
-
-// nthRecent returns the n-th most recent failure time (1 = newest).
-func (s *srcState) nthRecent(n int) (int64, bool) {
-	l := len(s.fails)
-	if n < 1 || n > l {
-		return 0, false
-	}
-	return s.fails[(int(s.head)+l-n)%l], true
-}
-
-// within reports whether n failures fell inside the window ending at now.
-func (s *srcState) within(n int, window, now int64) bool {
-	t, ok := s.nthRecent(n)
-	return ok && now-t <= window
 }
 
 // markDirty queues s for the next flush; called with tableMu held. Evicted
@@ -241,17 +214,15 @@ func (t *sourceTable) release(a netip.Addr) {
 }
 
 // reset makes every held source decided anew at its next failure (a
-// Reload changed the mode) and clears the failure rings (their size changed).
-func (t *sourceTable) reset(releaseHeld, clearRings bool) {
+// Reload changed the mode).
+func (t *sourceTable) reset(releaseHeld bool) {
+	if !releaseHeld {
+		return
+	}
 	t.tableMu.Lock()
 	defer t.tableMu.Unlock()
 	for _, s := range t.byAddr {
-		if releaseHeld {
-			s.holdUntil = 0
-		}
-		if clearRings {
-			s.fails, s.head = nil, 0
-		}
+		s.holdUntil = 0
 	}
 }
 

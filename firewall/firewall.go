@@ -25,10 +25,13 @@ const (
 	SetAllow Set = "allow"
 	// SetBan holds banned source addresses (timeouts).
 	SetBan Set = "ban"
+	// SetBanNet holds banned ranges (timeouts): remote decisions of scope
+	// Range (CrowdSec). The engine's own bans are single addresses in SetBan.
+	SetBanNet Set = "ban-net"
 )
 
 // Sets lists every set in rule order.
-var Sets = []Set{SetAllow, SetBan, SetAllowCountry}
+var Sets = []Set{SetAllow, SetBan, SetBanNet, SetAllowCountry}
 
 // Entry is one member of a set. Timeout 0 means permanent; on SetBan the
 // prefix is always a single address.

@@ -13,7 +13,7 @@ const MaxComment = 255
 // KnownSet tells whether s is one of sipsentry's sets.
 func KnownSet(s Set) bool {
 	switch s {
-	case SetAllow, SetBan, SetAllowCountry:
+	case SetAllow, SetBan, SetBanNet, SetAllowCountry:
 		return true
 	}
 	return false

@@ -20,7 +20,7 @@ func (g *Geo) Accept(path string) (ListResult, error) {
 		return ListResult{}, fmt.Errorf("geo: %s: the file name says which list it is: name it <cc>-ipv4.txt or <cc>-ipv6.txt (e.g. jp-ipv4.txt)", path)
 	}
 	k := listKey{strings.ToUpper(m[1]), m[2] == "6"}
-	if g.opts.ReadOnly || g.opts.StateDir == "" {
+	if !g.opts.StoreLastGood || g.opts.StateDir == "" {
 		return ListResult{}, fmt.Errorf("geo: cannot accept %s: no state directory to keep it in", path)
 	}
 	if abs, err := filepath.Abs(path); err == nil {

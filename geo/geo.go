@@ -12,10 +12,13 @@
 // <cc>-ipv6.txt files (the ipverse <cc>-ipv4-aggregated.txt names too).
 //
 // geo is a leaf: it knows nothing of firewalls, AMI or the engine. It must
-// never replace a good list with one that failed to download, failed to parse,
-// fell under the entry floor or shrank more than allowed; it must never crash
-// or refuse to start because a database file is missing; and it must never
-// block a lookup on I/O (lists and databases are swapped in atomically).
+// never replace a good list with one that failed to download or to parse,
+// fell under the floor, or shrank or changed more than allowed — downloaded
+// or local, at start or on reload (guard.go; the last good copies live in
+// <state_dir>/lists, and only `lists accept` takes a list past the guards);
+// it must never crash or refuse to start because a database file is
+// missing; and it must never block a lookup on I/O (lists and databases
+// are swapped in atomically).
 package geo
 
 import (
@@ -271,7 +274,7 @@ func (g *Geo) Run(ctx context.Context) error {
 			next := jitter(refresh)
 			if err != nil && ctx.Err() == nil {
 				next = jitter(min(refresh, retryAfterFailure))
-				g.log.Warn("geo: list refresh incomplete; the last good lists stay in use", "err", err, "retry_in", next.Round(time.Second))
+				g.log.Warn("geo: list refresh incomplete (each list's line above says what is in use)", "err", err, "retry_in", next.Round(time.Second))
 			}
 			schedule(next)
 		}

@@ -187,6 +187,17 @@ func TestLocalListNoGoodCopy(t *testing.T) {
 	if n := refusedCount(t, g, "jp-ipv4", CheckFloor); n != 1 {
 		t.Errorf("refused_total = %v", n)
 	}
+	m := gatherMetrics(t, g)
+	for key, want := range map[string]float64{
+		"sipsentry_geo_list_degraded,list=jp-ipv4":      1,
+		"sipsentry_geo_list_unenforceable,list=jp-ipv4": 1,
+		"sipsentry_geo_list_degraded,list=jp-ipv6":      0,
+		"sipsentry_geo_list_unenforceable,list=jp-ipv6": 0,
+	} {
+		if v, ok := m[key]; !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v", key, v, ok, want)
+		}
+	}
 }
 
 // TestMinEntriesCountsLines: geo.min_entries counts CIDR lines as written
@@ -453,4 +464,29 @@ func gatherMetrics(t *testing.T, g *Geo) map[string]float64 {
 		}
 	}
 	return got
+}
+
+// TestReadersWriteNothing: without StoreLastGood (doctor, lookup, sources)
+// the lists are checked against the stored copies, but nothing is written.
+func TestReadersWriteNothing(t *testing.T) {
+	dir, _, _, jp4, _ := localJP(t)
+	state := t.TempDir()
+	o := localOptions(dir, state)
+	o.StoreLastGood = false
+	g, err := Open(o, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !g.Allowed(jp4) {
+		t.Fatal("the local list is not in effect")
+	}
+	if _, err := g.Update(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(state); len(ents) != 0 {
+		t.Fatalf("a reader wrote %v into the state dir", ents)
+	}
+	if _, err := g.Accept(filepath.Join(dir, "jp-ipv4.txt")); err == nil {
+		t.Fatal("a reader accepted a list")
+	}
 }

@@ -87,6 +87,7 @@ func testOptions() Options {
 		MaxChurn:         0.25,
 		DownloadTimeout:  60 * time.Second,
 		MaxDownloadBytes: 16 << 20,
+		StoreLastGood:    true, // as the daemon runs
 	}
 }
 

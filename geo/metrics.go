@@ -24,7 +24,7 @@ func newMetrics() *metrics {
 			Name: "sipsentry_geo_list_refused_total",
 			Help: "Country lists (downloaded or local) refused by a check, by list and check (size, html, family, parse, floor, shrink, churn). A refused list keeps the last good one in use.",
 		}, []string{"list", "check"}),
-		problem: prometheus.NewDesc("sipsentry_geo_list_refused",
+		problem: prometheus.NewDesc("sipsentry_geo_list_degraded",
 			"1 while an allowed country's list source is refused or unreadable and the last good copy (or nothing) is in use, else 0.",
 			[]string{"list"}, nil),
 		noCopy: prometheus.NewDesc("sipsentry_geo_list_unenforceable",

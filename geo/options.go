@@ -4,7 +4,7 @@ import "time"
 
 // Options is everything geo needs from the configuration, as plain values:
 // the daemon and the commands translate their settings into it once (see
-// internal/daemon.GeoOptions), so geo never reads a config file. The
+// internal/geoconf), so geo never reads a config file. The
 // setting names in geo's messages ("geo.min_entries") are the config keys
 // an admin edits; they are only text here.
 type Options struct {
@@ -37,9 +37,11 @@ type Options struct {
 	MaxChurn float64
 	// DownloadTimeout bounds one list download; 0: no limit but ctx's.
 	DownloadTimeout time.Duration
-	// ReadOnly never writes under StateDir (doctor, lookup and the other
-	// one-shot readers): the checks still run against the stored copies.
-	ReadOnly bool
+	// StoreLastGood keeps each list that passed its checks as the last good
+	// copy under StateDir (the daemon, `lists update`, `lists accept`).
+	// False, the safe default for one-shot readers (doctor, lookup,
+	// sources): the checks run against the stored copies, nothing is written.
+	StoreLastGood bool
 	// MaxDownloadBytes caps one download (and one local list file);
 	// 0 means 16 MiB.
 	MaxDownloadBytes int64

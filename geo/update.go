@@ -279,6 +279,10 @@ func (g *Geo) Update(ctx context.Context, dryRun bool) ([]ListResult, error) {
 // there is none at all. live is the list in use now (nil at start).
 func (g *Geo) checkOne(ctx context.Context, k listKey, path string, live *listState, fetch, dryRun bool) (ListResult, *listState) {
 	prev := g.lastGood(k, live)
+	if live != nil && prev != live && !prev.meta.Accepted.IsZero() && !dryRun {
+		g.log.Warn("geo: taking the list an admin accepted with `sipsentry lists accept`", "list", k.String(),
+			"file", prev.meta.Source, "accepted", prev.meta.Accepted.Format(time.RFC3339), "entries", prev.n)
+	}
 	var res ListResult
 	var nl *listState
 	switch {
@@ -430,7 +434,7 @@ func (g *Geo) listURL(k listKey) string {
 // store keeps body as k's last good copy in <state_dir>/lists (not for a
 // read-only Geo) and stamps meta.Stored when it did.
 func (g *Geo) store(k listKey, body []byte, meta *listMeta) {
-	if g.opts.ReadOnly || g.opts.StateDir == "" {
+	if !g.opts.StoreLastGood || g.opts.StateDir == "" {
 		return
 	}
 	meta.Stored = g.now()
@@ -483,7 +487,7 @@ func (g *Geo) updateRemote(ctx context.Context, k listKey, prev *listState, dryR
 		}
 		nl := prev.withMeta(prev.meta)
 		nl.meta.Verified = now
-		if g.opts.ReadOnly || g.opts.StateDir == "" {
+		if !g.opts.StoreLastGood || g.opts.StateDir == "" {
 			return r, nl
 		}
 		if err := g.writeMeta(k, nl.meta); err != nil {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/sipsentry/sipsentry/activity"
 )
 
 const (
@@ -29,8 +31,8 @@ func WriteJSON(w io.Writer, rep *Report) error {
 
 // CSVHeader is the CSV column list; it matches the JSON keys.
 var CSVHeader = []string{"ip", "country_mmdb", "country_list", "in_allowed", "asn", "org", "first_seen", "last_seen",
-	"auth_ok", "auth_failed", "unknown_account", "acl", "other", "injection", "failures",
-	"accounts", "distinct_accounts", "last_user_agent", "status", "banned_until", "offences", "notes"}
+	"auth_ok", "auth_failed", "unknown_account", "acl", "other", "injection", "failures", "unanswered_challenges", "events",
+	"accounts_ok", "accounts", "distinct_accounts", "last_user_agent", "local", "status", "banned_until", "offences", "notes"}
 
 // WriteCSV writes a header line and one record per row. Accounts are
 // "name:count" joined by "|"; notes are joined by "; ". Peer-supplied text
@@ -42,9 +44,12 @@ func WriteCSV(w io.Writer, rep *Report) error {
 	}
 	for i := range rep.Rows {
 		r := &rep.Rows[i]
-		acc := make([]string, len(r.Accounts))
-		for j, a := range r.Accounts {
-			acc[j] = Escape(a.Account) + ":" + strconv.Itoa(a.Count)
+		join := func(as []activity.AccountCount) string {
+			parts := make([]string, len(as))
+			for j, a := range as {
+				parts[j] = Escape(a.Account) + ":" + strconv.Itoa(a.Count)
+			}
+			return noFormula(strings.Join(parts, "|"))
 		}
 		until := ""
 		if r.BannedUntil != nil {
@@ -55,8 +60,9 @@ func WriteCSV(w io.Writer, rep *Report) error {
 			timeCSV(r.FirstSeen), timeCSV(r.LastSeen),
 			strconv.Itoa(r.AuthOK), strconv.Itoa(r.AuthFailed), strconv.Itoa(r.UnknownAccount), strconv.Itoa(r.ACL),
 			strconv.Itoa(r.Other), strconv.Itoa(r.Injection), strconv.Itoa(r.Failures),
-			noFormula(strings.Join(acc, "|")), strconv.Itoa(r.DistinctAccounts), noFormula(Escape(r.LastUserAgent)),
-			r.Status, until, strconv.Itoa(r.Offences), noFormula(Escape(strings.Join(r.Notes, "; "))),
+			strconv.Itoa(r.Unanswered), strconv.Itoa(r.Events),
+			join(r.AccountsOK), join(r.Accounts), strconv.Itoa(r.DistinctAccounts), noFormula(Escape(r.LastUserAgent)),
+			strconv.FormatBool(r.Local), r.Status, until, strconv.Itoa(r.Offences), noFormula(Escape(strings.Join(r.Notes, "; "))),
 		}
 		if err := cw.Write(rec); err != nil {
 			return err
@@ -213,9 +219,10 @@ type column struct {
 }
 
 // WriteTable prints the header summary and the rows as a table that fits
-// opts.Width: wide text columns shrink with an ellipsis first, then columns
-// without any data are left out, then the times get shorter; when even that
-// does not fit, each source is printed as a short block of lines instead.
+// opts.Width without cutting anything: columns without any data are left
+// out first, then the times get shorter; when even that does not fit, each
+// source is printed as a short block of lines, and every line longer than
+// the width (summary, blocks, footer) wraps onto indented lines.
 func WriteTable(w io.Writer, rep *Report, opts TableOptions) error {
 	var b strings.Builder
 	writeSummary(&b, rep, opts.Width)
@@ -233,8 +240,7 @@ func WriteTable(w io.Writer, rep *Report, opts TableOptions) error {
 			}
 			writeCols(&b, cols)
 			if len(hidden) > 0 {
-				b.WriteString(clip("(no data, not shown: "+strings.Join(hidden, ", ")+")", opts.Width))
-				b.WriteByte('\n')
+				writeWrapped(&b, "(no data, not shown: "+strings.Join(hidden, ", ")+")", opts.Width)
 			}
 			return cols
 		}
@@ -243,11 +249,61 @@ func WriteTable(w io.Writer, rep *Report, opts TableOptions) error {
 		}
 	}
 	for _, f := range opts.Footer {
-		b.WriteString(clip(f, opts.Width))
-		b.WriteByte('\n')
+		writeWrapped(&b, f, opts.Width)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeWrapped writes s as one line, or, when it is wider than width (0:
+// unlimited), as several: broken at spaces where it can, hard where a word
+// is wider than the line, continuation lines indented by two spaces.
+func writeWrapped(b *strings.Builder, s string, width int) {
+	indent := strings.Repeat(" ", len(s)-len(strings.TrimLeft(s, " "))+2)
+	first := true
+	for {
+		limit := width
+		prefix := ""
+		if !first {
+			limit -= len(indent)
+			prefix = indent
+		}
+		if width <= 0 || Width(s) <= limit || limit < 4 {
+			b.WriteString(prefix + s + "\n")
+			return
+		}
+		// The longest head of s that fits, ending before a space if one is there.
+		// A break after a comma or between wide gaps keeps "JP 2" together;
+		// any space will do when there is none of those.
+		cut, n, lastSpace, lastGap := 0, 0, -1, -1
+		for i, r := range s {
+			rw := runeWidth(r)
+			if n+rw > limit {
+				break
+			}
+			n += rw
+			cut = i + utf8.RuneLen(r)
+			if r == ' ' && i > 0 {
+				lastSpace = i
+				if s[i-1] == ',' || s[i-1] == ' ' {
+					lastGap = i
+				}
+			}
+		}
+		if lastGap > 0 {
+			lastSpace = lastGap
+		}
+		head, rest := s[:cut], s[cut:]
+		if lastSpace > 0 && cut < len(s) && s[cut] != ' ' {
+			head, rest = s[:lastSpace], s[lastSpace+1:]
+		}
+		b.WriteString(prefix + strings.TrimRight(head, " ") + "\n")
+		s = strings.TrimLeft(rest, " ")
+		first = false
+		if s == "" {
+			return
+		}
+	}
 }
 
 // hideEmptyColumns hides the columns whose every cell says "no data" and
@@ -273,13 +329,6 @@ func hideEmptyColumns(cols []*column) []string {
 	return names
 }
 
-func clip(s string, width int) string {
-	if width > 0 {
-		return Truncate(s, width)
-	}
-	return s
-}
-
 func writeSummary(b *strings.Builder, rep *Report, width int) {
 	s := rep.Summary
 	var bc []string
@@ -290,9 +339,9 @@ func writeSummary(b *strings.Builder, rep *Report, width int) {
 	if len(rep.Rows) < s.Sources {
 		shown = fmt.Sprintf(" (showing %d)", len(rep.Rows))
 	}
-	line := fmt.Sprintf("sources: %d%s   events: %d   bans: %d   by country: %s", s.Sources, shown, s.Events, s.Bans, orDash(strings.Join(bc, ", ")))
-	b.WriteString(clip(line, width))
-	b.WriteByte('\n')
+	line := fmt.Sprintf("sources: %d%s   events: %d   attempts: %d   bans: %d   by country: %s",
+		s.Sources, shown, s.Events, s.Attempts, s.Bans, orDash(strings.Join(bc, ", ")))
+	writeWrapped(b, line, width)
 	allowed := "-"
 	if len(rep.Geo.AllowCountries) > 0 {
 		allowed = strings.Join(rep.Geo.AllowCountries, ",")
@@ -308,8 +357,8 @@ func writeSummary(b *strings.Builder, rep *Report, width int) {
 		src = append(src, "ASN mmdb")
 	}
 	line = fmt.Sprintf("allowed countries: %s   geo: %s", allowed, orDash(strings.Join(src, ", ")))
-	b.WriteString(clip(line, width))
-	b.WriteString("\n\n")
+	writeWrapped(b, line, width)
+	b.WriteByte('\n')
 }
 
 func orDash(s string) string {
@@ -322,6 +371,9 @@ func orDash(s string) string {
 // Cell formatting shared by the table and the block layout.
 
 func allowCell(r *Row) string {
+	if r.Local {
+		return "local"
+	}
 	if r.InAllowed == nil {
 		return "-"
 	}
@@ -345,16 +397,25 @@ func timeCell(t time.Time, layout string) string {
 	return t.UTC().Format(layout)
 }
 
+// accountsCell lists the accounts that authenticated, then those that
+// failed, each failed one marked with a leading "!".
 func accountsCell(r *Row) string {
-	if len(r.Accounts) == 0 {
+	if len(r.Accounts) == 0 && len(r.AccountsOK) == 0 {
 		return "-"
 	}
-	parts := make([]string, len(r.Accounts))
-	for i, a := range r.Accounts {
-		parts[i] = Escape(a.Account)
+	parts := make([]string, 0, len(r.AccountsOK)+len(r.Accounts))
+	add := func(mark string, a activity.AccountCount) {
+		p := mark + Escape(a.Account)
 		if a.Count > 1 {
-			parts[i] += "(" + strconv.Itoa(a.Count) + ")"
+			p += "(" + strconv.Itoa(a.Count) + ")"
 		}
+		parts = append(parts, p)
+	}
+	for _, a := range r.AccountsOK {
+		add("", a)
+	}
+	for _, a := range r.Accounts {
+		add("!", a)
 	}
 	s := strings.Join(parts, ",")
 	if more := r.DistinctAccounts - len(r.Accounts); more > 0 {
@@ -379,6 +440,12 @@ func statusCell(r *Row, layout string) string {
 		return s
 	case StatusLearnedPush:
 		return "learned push"
+	case StatusAllowed:
+		return "allowed: static"
+	case StatusAllowedCountry:
+		return "allowed: country"
+	case StatusWouldDrop:
+		return "would drop"
 	case StatusNone, "":
 		return "-"
 	}
@@ -415,6 +482,7 @@ func tableColumns(rep *Report, layout string) []*column {
 	asn, org := mk("ASN", false, 0), mk("ORG", false, 6)
 	first, last := mk("FIRST", false, 0), mk("LAST", false, 0)
 	ok, fail, unk, acl, oth := mk("OK", true, 0), mk("FAIL", true, 0), mk("UNK", true, 0), mk("ACL", true, 0), mk("OTH", true, 0)
+	chal, inj := mk("CHAL", true, 0), mk("INJ", true, 0)
 	acc, ua, st, note := mk("ACCOUNTS", false, 8), mk("UA", false, 5), mk("STATUS", false, 8), mk("NOTE", false, 8)
 	for i := range rep.Rows {
 		r := &rep.Rows[i]
@@ -430,14 +498,16 @@ func tableColumns(rep *Report, layout string) []*column {
 		fail.cells = append(fail.cells, strconv.Itoa(r.AuthFailed))
 		unk.cells = append(unk.cells, strconv.Itoa(r.UnknownAccount))
 		acl.cells = append(acl.cells, strconv.Itoa(r.ACL))
-		oth.cells = append(oth.cells, strconv.Itoa(r.Other+r.Injection))
+		oth.cells = append(oth.cells, strconv.Itoa(r.Other))
+		chal.cells = append(chal.cells, strconv.Itoa(r.Unanswered))
+		inj.cells = append(inj.cells, strconv.Itoa(r.Injection))
 		acc.cells = append(acc.cells, accountsCell(r))
 		ua.cells = append(ua.cells, uaCell(r))
 		st.cells = append(st.cells, statusCell(r, layout))
 		note.cells = append(note.cells, notesCell(r))
 	}
 	asn.hidden, org.hidden = !rep.Geo.ASNLoaded, !rep.Geo.ASNLoaded
-	cols := []*column{ip, mm, li, al, asn, org, first, last, ok, fail, unk, acl, oth, acc, ua, st, note}
+	cols := []*column{ip, mm, li, al, asn, org, first, last, ok, fail, unk, acl, chal, inj, oth, acc, ua, st, note}
 	for _, c := range cols {
 		c.width = Width(c.head)
 		for _, s := range c.cells {
@@ -447,35 +517,17 @@ func tableColumns(rep *Report, layout string) []*column {
 	return cols
 }
 
-// fit shrinks the shrinkable columns (widest first) until the table fits
-// width; it reports whether it does.
+// fit reports whether the visible columns fit width as they are: a cell
+// is never cut, so a table that does not fit gives way to another layout.
 func fit(cols []*column, width int) bool {
-	total := func() int {
-		t, n := 0, 0
-		for _, c := range cols {
-			if !c.hidden {
-				t += c.width
-				n++
-			}
+	t, n := 0, 0
+	for _, c := range cols {
+		if !c.hidden {
+			t += c.width
+			n++
 		}
-		return t + 2*(n-1)
 	}
-	for over := total() - width; over > 0; over-- {
-		var best *column
-		for _, c := range cols {
-			if c.hidden || c.min == 0 || c.width <= c.min {
-				continue
-			}
-			if best == nil || c.width-c.min > best.width-best.min {
-				best = c
-			}
-		}
-		if best == nil {
-			return false
-		}
-		best.width--
-	}
-	return true
+	return t+2*(n-1) <= width
 }
 
 func writeCols(b *strings.Builder, cols []*column) {
@@ -488,7 +540,7 @@ func writeCols(b *strings.Builder, cols []*column) {
 	line := func(cell func(c *column) string) {
 		var l strings.Builder
 		for i, c := range vis {
-			s := Truncate(cell(c), c.width)
+			s := cell(c)
 			if i == len(vis)-1 && !c.right {
 				l.WriteString(s)
 				break
@@ -520,7 +572,8 @@ func writeBlocks(b *strings.Builder, rep *Report, width int) {
 		lines := []string{
 			head,
 			fmt.Sprintf("  seen %s .. %s", timeCell(r.FirstSeen, timeLong), timeCell(r.LastSeen, timeLong)),
-			fmt.Sprintf("  ok %d  failed %d  unknown %d  acl %d  other %d", r.AuthOK, r.AuthFailed, r.UnknownAccount, r.ACL, r.Other+r.Injection),
+			fmt.Sprintf("  ok %d  failed %d  unknown %d  acl %d  unanswered %d  injection %d  other %d",
+				r.AuthOK, r.AuthFailed, r.UnknownAccount, r.ACL, r.Unanswered, r.Injection, r.Other),
 			"  accounts " + accountsCell(r),
 		}
 		if r.LastUserAgent != "" {
@@ -530,8 +583,7 @@ func writeBlocks(b *strings.Builder, rep *Report, width int) {
 			lines = append(lines, "  note "+notesCell(r))
 		}
 		for _, l := range lines {
-			b.WriteString(clip(l, width))
-			b.WriteByte('\n')
+			writeWrapped(b, l, width)
 		}
 	}
 }

@@ -24,14 +24,21 @@ import (
 	"github.com/sipsentry/sipsentry/geo"
 )
 
-// Status values, as the state DB names them.
+// Status values: the first six as the state DB names them, then what the
+// report works out from the configuration for a source the daemon has not
+// decided about (or offline). Each says what the firewall does with the
+// source's packets.
 const (
-	StatusAllowed     = "allowed"
+	StatusAllowed     = "allowed" // inside a static firewall.allow entry
 	StatusLearnedPush = "learned_push"
 	StatusBanned      = "banned"
-	StatusWouldBan    = "would_ban"
-	StatusFlagged     = "flagged"
+	StatusWouldBan    = "would_ban" // monitor mode: decided, not dropped
+	StatusFlagged     = "flagged"   // injection evidence, not banned
 	StatusNone        = "none"
+
+	StatusAllowedCountry = "allowed_country" // in the allowed countries' set
+	StatusDropped        = "dropped"         // geo_mode = "drop", enforce: outside the allowed countries
+	StatusWouldDrop      = "would_drop"      // the same in monitor mode
 )
 
 // Input is one source as the report receives it: the activity aggregate
@@ -42,6 +49,12 @@ type Input struct {
 	BannedUntil time.Time
 	Offences    int
 	Note        string
+
+	// What only a log or capture read whole can tell (zero from the DB).
+	Events     int                     // security events attributed to the source
+	Unanswered int                     // challenges never followed by an answer
+	AccountsOK []activity.AccountCount // accounts that authenticated from it
+	Local      bool                    // one of the PBX's own addresses
 }
 
 // Geo is what the report needs from geo.Geo.
@@ -82,9 +95,13 @@ type Row struct {
 	Other            int                     `json:"other"`
 	Injection        int                     `json:"injection"`
 	Failures         int                     `json:"failures"`
-	Accounts         []activity.AccountCount `json:"accounts"` // top 3
+	Unanswered       int                     `json:"unanswered_challenges"`
+	Events           int                     `json:"events"`
+	AccountsOK       []activity.AccountCount `json:"accounts_ok"` // accounts that authenticated, top 3
+	Accounts         []activity.AccountCount `json:"accounts"`    // accounts that failed, top 3
 	DistinctAccounts int                     `json:"distinct_accounts"`
 	LastUserAgent    string                  `json:"last_user_agent"`
+	Local            bool                    `json:"local"`
 	Status           string                  `json:"status"`
 	BannedUntil      *time.Time              `json:"banned_until,omitempty"`
 	Offences         int                     `json:"offences,omitempty"`
@@ -112,7 +129,8 @@ type CountryCount struct {
 // Summary is the report header.
 type Summary struct {
 	Sources   int            `json:"sources"`
-	Events    int            `json:"events"` // attempts counted (auth ok + failures)
+	Events    int            `json:"events"`   // security events of these sources, as the footer counts them
+	Attempts  int            `json:"attempts"` // auth ok + failures
 	Bans      int            `json:"bans"`
 	ByCountry []CountryCount `json:"by_country"` // top 10
 }
@@ -143,6 +161,12 @@ func buildRow(in *Input, g Geo, gi GeoInfo) Row {
 		Accounts: in.TopAccounts(3), DistinctAccounts: in.DistinctAccounts,
 		LastUserAgent: in.LastUserAgent, Status: cmp.Or(in.Status, StatusNone),
 		Offences: in.Offences, Notes: []string{},
+		Unanswered: in.Unanswered, Local: in.Local, Events: in.Events,
+		AccountsOK: topAccounts(in.AccountsOK, 3),
+	}
+	if r.Events == 0 {
+		// From the DB: the attempts are what is known.
+		r.Events = r.AuthOK + r.Failures
 	}
 	if r.Accounts == nil {
 		r.Accounts = []activity.AccountCount{}
@@ -172,16 +196,62 @@ func buildRow(in *Input, g Geo, gi GeoInfo) Row {
 			r.Notes = append(r.Notes, "list and mmdb disagree")
 		}
 	}
+	r.Status = firewallStatus(&r, in.Addr, gi)
 	// A login from outside the allowed countries; loopback and private
 	// addresses (the PBX's own AMI clients, the LAN) have no country.
 	if r.AuthOK > 0 && r.InAllowed != nil && !*r.InAllowed && r.Status != StatusLearnedPush && r.Status != StatusAllowed &&
-		in.Addr.IsGlobalUnicast() && !in.Addr.IsPrivate() {
+		!r.Local && in.Addr.IsGlobalUnicast() && !in.Addr.IsPrivate() {
 		r.Notes = append(r.Notes, "foreign login")
+	}
+	if r.Unanswered > 0 && r.AuthOK == 0 && r.Failures == 0 {
+		r.Notes = append(r.Notes, "only challenged, never answered")
 	}
 	if r.Injection > 0 {
 		r.Notes = append(r.Notes, fmt.Sprintf("injection attempt (%d)", r.Injection))
 	}
 	return r
+}
+
+// firewallStatus says what the firewall does with the source: the daemon's
+// decision when it made one (banned, learned push, static allow), else what
+// the configuration does with its address (static allow, allowed country,
+// dropped outside the countries), else flagged for injection, else none.
+func firewallStatus(r *Row, a netip.Addr, gi GeoInfo) string {
+	switch r.Status {
+	case StatusBanned, StatusWouldBan, StatusLearnedPush, StatusAllowed:
+		return r.Status
+	}
+	for _, p := range gi.StaticAllow {
+		if p.Contains(a) {
+			return StatusAllowed
+		}
+	}
+	if r.InAllowed != nil && *r.InAllowed {
+		return StatusAllowedCountry
+	}
+	// The PBX's own addresses never reach the SIP ports from outside.
+	if r.InAllowed != nil && !r.Local && gi.GeoMode == "drop" {
+		if gi.Enforce {
+			return StatusDropped
+		}
+		return StatusWouldDrop
+	}
+	if r.Injection > 0 {
+		return StatusFlagged
+	}
+	return r.Status
+}
+
+func topAccounts(in []activity.AccountCount, n int) []activity.AccountCount {
+	out := slices.Clone(in)
+	slices.SortStableFunc(out, func(a, b activity.AccountCount) int { return b.Count - a.Count })
+	if len(out) > n {
+		out = out[:n]
+	}
+	if out == nil {
+		out = []activity.AccountCount{}
+	}
+	return out
 }
 
 // Options select and order rows.
@@ -195,7 +265,8 @@ type Options struct {
 }
 
 // StatusFilters are the accepted --status values.
-var StatusFilters = []string{StatusAllowed, StatusLearnedPush, StatusBanned, StatusWouldBan, StatusFlagged, StatusNone}
+var StatusFilters = []string{StatusBanned, StatusWouldBan, StatusLearnedPush, StatusAllowed, StatusAllowedCountry,
+	StatusDropped, StatusWouldDrop, StatusFlagged, StatusNone}
 
 // SortKeys are the accepted --sort values.
 var SortKeys = []string{"last", "failures", "ip", "country"}
@@ -210,10 +281,8 @@ func (rep *Report) Apply(o Options) error {
 		return fmt.Errorf("report: --sort %q: want one of %s", o.Sort, strings.Join(SortKeys, ", "))
 	}
 	for _, s := range o.Statuses {
-		switch s {
-		case StatusAllowed, StatusLearnedPush, StatusBanned, StatusWouldBan, StatusFlagged, StatusNone:
-		default:
-			return fmt.Errorf("report: --status %q: want one of allowed, learned_push, banned, would_ban, flagged, none", s)
+		if !slices.Contains(StatusFilters, s) {
+			return fmt.Errorf("report: --status %q: want one of %s", s, strings.Join(StatusFilters, ", "))
 		}
 	}
 	out := rep.Rows[:0]
@@ -266,7 +335,8 @@ func summarize(rows []Row) Summary {
 	by := map[string]int{}
 	for i := range rows {
 		r := &rows[i]
-		s.Events += r.AuthOK + r.Failures
+		s.Events += r.Events
+		s.Attempts += r.AuthOK + r.Failures
 		if r.Status == StatusBanned {
 			s.Bans++
 		}
@@ -286,26 +356,48 @@ func summarize(rows []Row) Summary {
 
 // Aggregator turns a stream of security events (offline: a log or an AMI
 // capture) into per-source aggregates, exactly as the engine would count
-// them.
+// them, plus what only the report shows (unanswered challenges, accounts
+// that authenticated, user agents of registrations, the PBX's own
+// addresses).
 type Aggregator struct {
-	sources map[netip.Addr]*activity.Source
+	sources map[netip.Addr]*aggSource
 	// Events is every event added; Unattributed those without a source.
 	Events, Unattributed int
 	// last is the newest event time seen: an event without EventTV (a
 	// forged AMI block has none) is placed at the stream's clock instead
 	// of at the zero time, which would corrupt first/last seen.
 	last time.Time
+	// own holds the PBX's addresses: every LocalAddress seen.
+	own map[netip.Addr]bool
+	// agents are user agents of registrations (AMI contacts) by address.
+	agents map[netip.Addr]string
 }
+
+type aggSource struct {
+	activity.Source
+	events int
+	// challenged holds sessions sent a challenge for a known account and
+	// not answered yet (no success or failure on the same session).
+	challenged map[string]bool
+	accountsOK []activity.AccountCount
+}
+
+// maxPendingChallenges bounds the sessions remembered per source: a
+// scanner opening a million sessions must not grow memory.
+const maxPendingChallenges = 1024
 
 // NewAggregator returns an empty Aggregator.
 func NewAggregator() *Aggregator {
-	return &Aggregator{sources: map[netip.Addr]*activity.Source{}}
+	return &Aggregator{sources: map[netip.Addr]*aggSource{}, own: map[netip.Addr]bool{}, agents: map[netip.Addr]string{}}
 }
 
 // Add counts one event for its true source (ev.Remote). Values kept across
 // events are copied so the aggregate does not pin the reader's buffers.
 func (a *Aggregator) Add(ev *ami.SecurityEvent) {
 	a.Events++
+	if ev.Local.IsValid() && !ev.IsInjection() {
+		a.own[ev.Local.Addr().Unmap()] = true
+	}
 	if !ev.Remote.IsValid() {
 		a.Unattributed++
 		return
@@ -319,19 +411,59 @@ func (a *Aggregator) Add(ev *ami.SecurityEvent) {
 	addr := ev.Remote.Addr().Unmap()
 	s := a.sources[addr]
 	if s == nil {
-		s = &activity.Source{Addr: addr}
+		s = &aggSource{Source: activity.Source{Addr: addr}}
 		a.sources[addr] = s
 	}
-	s.Observe(ev, at)
+	s.events++
+	k, _ := s.Observe(ev, at)
+	switch {
+	case ev.Type == ami.EventChallengeSent && k == activity.KindNeutral && ev.SessionID != "":
+		if s.challenged == nil {
+			s.challenged = map[string]bool{}
+		}
+		if len(s.challenged) < maxPendingChallenges {
+			s.challenged[strings.Clone(ev.SessionID)] = true
+		}
+	case k == activity.KindAuthOK || k == activity.KindAuthFailed:
+		delete(s.challenged, ev.SessionID)
+	}
+	if k == activity.KindAuthOK && ev.AccountID != "" && ev.AccountID != ami.UnknownAccount {
+		s.addOK(ev.AccountID)
+	}
+}
+
+func (s *aggSource) addOK(acct string) {
+	for i := range s.accountsOK {
+		if s.accountsOK[i].Account == acct {
+			s.accountsOK[i].Count++
+			return
+		}
+	}
+	if len(s.accountsOK) < activity.MaxAccounts {
+		s.accountsOK = append(s.accountsOK, activity.AccountCount{Account: strings.Clone(acct), Count: 1})
+	}
+}
+
+// AddContact keeps the user agent a registration (an AMI ContactList
+// entry) came with, for the address it registered from.
+func (a *Aggregator) AddContact(from netip.Addr, userAgent string) {
+	if from.IsValid() && userAgent != "" {
+		a.agents[from.Unmap()] = strings.Clone(userAgent)
+	}
 }
 
 // Inputs returns the aggregates as report inputs, in address order. Offline
-// there is no daemon decision; sources with injection evidence are
-// "flagged", every other one "none".
+// there is no daemon decision: the status is "none", or "flagged" for a
+// source with injection evidence, until Build works out what the
+// configured firewall does with it.
 func (a *Aggregator) Inputs() []Input {
 	out := make([]Input, 0, len(a.sources))
 	for _, s := range a.sources {
-		in := Input{Source: *s, Status: StatusNone}
+		in := Input{Source: s.Source, Status: StatusNone, Events: s.events, Unanswered: len(s.challenged),
+			AccountsOK: s.accountsOK, Local: a.own[s.Addr]}
+		if ua, ok := a.agents[s.Addr]; ok {
+			in.LastUserAgent = ua
+		}
 		if s.Counts.Injection > 0 {
 			in.Status = StatusFlagged
 		}

@@ -339,3 +339,103 @@ func TestAggregatorEventWithoutTime(t *testing.T) {
 		t.Fatalf("%+v", in)
 	}
 }
+
+// No text is cut at any width (issue 13: --width 80 cut the footer): long
+// lines wrap, nothing ends in an ellipsis, and the footer's words all
+// arrive, in order.
+func TestNoLineIsCut(t *testing.T) {
+	rep := testReport(t)
+	footer := "contrib/sample/security.log: 219 lines, 213 events, 0 garbage, 16 with injection evidence; " + strings.Repeat("y", 150)
+	for w := 20; w <= 260; w++ {
+		var b bytes.Buffer
+		if err := WriteTable(&b, rep, TableOptions{Width: w, Footer: []string{footer}}); err != nil {
+			t.Fatal(err)
+		}
+		out := b.String()
+		if strings.Contains(out, "…") {
+			t.Fatalf("width %d: a cell or line was cut:\n%s", w, out)
+		}
+		for _, l := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+			if Width(l) > w {
+				t.Fatalf("width %d: %q is %d wide", w, l, Width(l))
+			}
+		}
+		i := strings.Index(out, "contrib/sample/")
+		if i < 0 {
+			t.Fatalf("width %d: footer missing:\n%s", w, out)
+		}
+		if got := strings.Join(strings.Fields(out[i:]), ""); got != strings.Join(strings.Fields(footer), "") {
+			t.Fatalf("width %d: footer text changed by wrapping:\n%s", w, out[i:])
+		}
+		for _, r := range rep.Rows {
+			if !strings.Contains(out, r.IP.String()) {
+				t.Fatalf("width %d: %s missing", w, r.IP)
+			}
+		}
+	}
+}
+
+// What the report tells from the recorded logs (issue 13): challenges
+// without an answer, injection apart from other events, accounts that
+// authenticated, the PBX's own address marked local, and the header
+// counting the same events as the reader.
+func TestReportTellsTheTruth(t *testing.T) {
+	agg := aggregate(t, "security.log", "security-s9-injection.log")
+	rep := Build(agg.Inputs(), testGeo, GeoInfo{ListsLoaded: true, MMDBLoaded: true, AllowCountries: []string{"JP"}, GeoMode: "drop", Enforce: true})
+	if err := rep.Apply(Options{}); err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]Row{}
+	for _, r := range rep.Rows {
+		rows[r.IP.String()] = r
+	}
+	if rep.Summary.Events != agg.Events-agg.Unattributed {
+		t.Errorf("header events %d, the reader attributed %d", rep.Summary.Events, agg.Events-agg.Unattributed)
+	}
+	phone := rows["127.0.0.21"]
+	if phone.Status != StatusAllowedCountry || len(phone.AccountsOK) != 1 || phone.AccountsOK[0].Account != "1001" {
+		t.Errorf("in-country phone: status %q, accounts ok %v; want allowed_country and 1001", phone.Status, phone.AccountsOK)
+	}
+	push := rows["127.0.0.31"]
+	if push.Status != StatusDropped || len(push.AccountsOK) != 1 || push.AccountsOK[0].Account != "1001" {
+		t.Errorf("push server: status %q, accounts ok %v; want dropped (geo drop, enforce) and 1001", push.Status, push.AccountsOK)
+	}
+	ami := rows["127.0.0.1"]
+	if !ami.Local || ami.Status == StatusDropped {
+		t.Errorf("127.0.0.1 (the PBX's own AMI clients): local %v status %q, want local and not dropped", ami.Local, ami.Status)
+	}
+	inj := rows["127.0.0.13"]
+	if inj.Injection != 16 || inj.Other != 0 || inj.Unanswered == 0 {
+		t.Errorf("injection source: injection %d other %d unanswered %d; want 16, 0, >0", inj.Injection, inj.Other, inj.Unanswered)
+	}
+	var b bytes.Buffer
+	if err := WriteTable(&b, rep, TableOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"CHAL", "INJ", "allowed: country", "dropped", "local", "!acl1003(2)"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
+// A challenge for a known account answered on the same session is not
+// counted; one never answered is.
+func TestUnansweredChallenges(t *testing.T) {
+	agg := NewAggregator()
+	src := ami.Address{Transport: "UDP", AddrPort: netip.MustParseAddrPort("198.51.100.20:5060")}
+	t0 := time.Date(2026, 11, 25, 13, 0, 0, 0, time.UTC)
+	for _, ev := range []ami.SecurityEvent{
+		{Type: ami.EventChallengeSent, AccountID: "1001", SessionID: "a", Remote: src, Time: t0},
+		{Type: ami.EventSuccessfulAuth, AccountID: "1001", SessionID: "a", Remote: src, Time: t0},
+		{Type: ami.EventChallengeSent, AccountID: "1001", SessionID: "b", Remote: src, Time: t0},
+		{Type: ami.EventChallengeSent, AccountID: "1002", SessionID: "c", Remote: src, Time: t0},
+		{Type: ami.EventChallengeSent, AccountID: "1002", SessionID: "c", Remote: src, Time: t0},
+	} {
+		agg.Add(&ev)
+	}
+	in := agg.Inputs()
+	if len(in) != 1 || in[0].Unanswered != 2 || in[0].Events != 5 {
+		t.Fatalf("%+v: want 2 unanswered challenges (sessions b, c) of 5 events", in)
+	}
+}

@@ -404,19 +404,27 @@ func applyTx(ctx context.Context, tx *sql.Tx, b *Batch, now time.Time) error {
 			}
 		}
 	}
-	for _, bn := range b.Bans {
-		origin, uid := bn.Origin, bn.UID
-		if origin == "" {
-			origin = OriginEngine
-		}
-		if origin == OriginEngine {
-			uid = NoUID
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO bans (addr, until, offences, reason, created, monitor, origin, uid) VALUES (?,?,?,?,?,?,?,?)
+	if len(b.Bans) > 0 {
+		// Prepared once per batch: a ban burst is thousands of rows, and
+		// preparing each one cost as much as running it.
+		st, err := tx.PrepareContext(ctx, `INSERT INTO bans (addr, until, offences, reason, created, monitor, origin, uid) VALUES (?,?,?,?,?,?,?,?)
 			ON CONFLICT(addr) DO UPDATE SET until=excluded.until, offences=max(bans.offences, excluded.offences),
-			reason=excluded.reason, created=excluded.created, monitor=excluded.monitor, origin=excluded.origin, uid=excluded.uid`,
-			bn.Addr.String(), ns(bn.Until), bn.Offences, bn.Reason, ns(bn.Created), bn.Monitor, origin, uid); err != nil {
-			return fmt.Errorf("state: writing ban %s: %w", bn.Addr, err)
+			reason=excluded.reason, created=excluded.created, monitor=excluded.monitor, origin=excluded.origin, uid=excluded.uid`)
+		if err != nil {
+			return fmt.Errorf("state: %w", err)
+		}
+		defer st.Close()
+		for _, bn := range b.Bans {
+			origin, uid := bn.Origin, bn.UID
+			if origin == "" {
+				origin = OriginEngine
+			}
+			if origin == OriginEngine {
+				uid = NoUID
+			}
+			if _, err := st.ExecContext(ctx, bn.Addr.String(), ns(bn.Until), bn.Offences, bn.Reason, ns(bn.Created), bn.Monitor, origin, uid); err != nil {
+				return fmt.Errorf("state: writing ban %s: %w", bn.Addr, err)
+			}
 		}
 	}
 	for _, a := range b.Lifts {

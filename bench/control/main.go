@@ -14,7 +14,9 @@
 //   - socket: control.Client.Ban from this process: connect, request, the
 //     daemon's engine bans, answer (the daemon answers after the kernel add);
 //   - cli: `sipsentry ban ADDR` exec'd, from fork to exit (what an operator
-//     or a script waits for).
+//     or a script waits for);
+//   - and, to tell the socket's own cost from the engine's work behind it,
+//     a request answered from memory (disallow of an absent entry).
 //
 // Every address is checked in the kernel's ban set at the end. Addresses are
 // from 2001:db8::/32; nothing leaves the namespace.
@@ -27,6 +29,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"net/netip"
@@ -148,7 +151,7 @@ socket = %q
 	}
 
 	var engineAddrs []netip.Addr
-	var socketLat, cliLat []time.Duration
+	var socketLat, cliLat, protoLat []time.Duration
 	var all []netip.Addr
 	seq := 0
 	next := func(way byte) netip.Addr {
@@ -177,6 +180,17 @@ socket = %q
 				return fmt.Errorf("socket ban %s: %w", a, err)
 			}
 			socketLat = append(socketLat, time.Since(t0))
+		}
+		// The socket and the protocol alone: a disallow of an entry that
+		// does not exist is answered from the engine's memory, with no
+		// kernel or DB work.
+		for i := 0; i < n; i++ {
+			t0 := time.Now()
+			err := client.Disallow(ctx, netip.MustParsePrefix("2001:db8:ffff::/48"), 0)
+			protoLat = append(protoLat, time.Since(t0))
+			if !errors.Is(err, control.ErrNotAllowed) {
+				return fmt.Errorf("disallow of an absent entry: %v, want ErrNotAllowed", err)
+			}
 		}
 		for i := 0; i < n; i++ {
 			a := next(0xc0)
@@ -220,6 +234,7 @@ socket = %q
 	}{
 		{"engine: event -> kernel (its own timing)", engineLat},
 		{"socket: control.Client.Ban round trip", socketLat},
+		{"socket: protocol only (absent disallow)", protoLat},
 		{"cli: `sipsentry ban` fork to exit", cliLat},
 	} {
 		p50, p99 := pct(w.lat, 50), pct(w.lat, 99)

@@ -65,10 +65,12 @@ func kindOrder(k string) string {
 		return "1"
 	case control.AllowLearned:
 		return "2"
-	case control.AllowManual:
+	case control.AllowSeeded:
 		return "3"
+	case control.AllowManual:
+		return "4"
 	}
-	return "4" + k
+	return "5" + k
 }
 
 type allowJSON struct {
@@ -106,7 +108,7 @@ func printAllows(w io.Writer, allows []control.AllowRecord, now time.Time) {
 		switch a.Kind {
 		case control.AllowStatic:
 			detail = "firewall.allow"
-		case control.AllowLearned:
+		case control.AllowLearned, control.AllowSeeded:
 			detail = evidenceText(a.Evidence)
 		default:
 			var parts []string

@@ -22,7 +22,8 @@ func newBanCommand(g *globalOptions) *cobra.Command {
 		Use:   "ban IP",
 		Short: "Ban an address now, as the engine would: recorded, in the kernel, kept across restarts",
 		Long: `Ban IP for --for (default: engine.ban_time, escalated like the engine's own
-bans by the address's earlier offences; "0" bans until unbanned).
+bans by the address's earlier offences). A ban of an address that is banned
+already never shortens it.
 
 While the daemon runs the request goes through its control socket
 (control.socket) and its engine decides: the never-ban rules apply (loopback,
@@ -40,7 +41,7 @@ Exit status: 0 banned, 1 refused or failed, 2 bad usage.`,
 		RunE: func(cmd *cobra.Command, args []string) error { return runBan(cmd, o, g, args) },
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.forText, "for", "", "ban for `DURATION` (e.g. 1h, 7d; 0 = until unbanned; default engine.ban_time)")
+	f.StringVar(&o.forText, "for", "", "ban for `DURATION` (e.g. 1h, 7d; default engine.ban_time, escalated)")
 	f.StringVar(&o.reason, "reason", "", "why (recorded with the ban; at most 200 bytes)")
 	return cmd
 }
@@ -54,6 +55,11 @@ func runBan(cmd *cobra.Command, o *banOptions, g *globalOptions, args []string) 
 	if o.forText != "" {
 		if d, err = parseFor(o.forText); err != nil {
 			return err
+		}
+		if d <= 0 {
+			// The ban's end is what the kernel entry, the state DB row and
+			// the restore at the next start agree on.
+			return usagef("ban: --for must be longer than 0 (e.g. 30d): a manual ban ends; `sipsentry unban` ends it sooner")
 		}
 	}
 	if err := control.CheckText("--reason", o.reason); err != nil {

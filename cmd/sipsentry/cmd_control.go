@@ -13,6 +13,7 @@ import (
 
 	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/internal/control"
+	"github.com/sipsentry/sipsentry/internal/daemon"
 	"github.com/sipsentry/sipsentry/report"
 )
 
@@ -122,7 +123,8 @@ func uidText(uid *uint32) string {
 }
 
 // openOfflineEngine opens the engine on the state DB and the kernel for one
-// operation; the returned function flushes and closes it.
+// operation (daemon.OpenControlOffline); the returned function writes out
+// what is pending and closes it.
 func openOfflineEngine(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Writer) (control.Handler, func() error, error) {
-	return nil, nil, errors.New("the offline path is not wired yet: start the daemon (sipsentry run)")
+	return daemon.OpenControlOffline(ctx, cfg, log, out)
 }

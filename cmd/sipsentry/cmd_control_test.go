@@ -138,8 +138,8 @@ func TestBanThroughTheSocket(t *testing.T) {
 	if _, err := runCtl(t, cfg, "ban", "203.0.113.8", "--for", "7d"); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := runCtl(t, cfg, "ban", "203.0.113.9", "--for", "0"); err != nil || !strings.Contains(out, "until unbanned") {
-		t.Errorf("ban --for 0: %q, %v", out, err)
+	if out, err := runCtl(t, cfg, "ban", "203.0.113.9", "--for", "30d"); err != nil || !strings.Contains(out, "banned 203.0.113.9") {
+		t.Errorf("ban --for 30d: %q, %v", out, err)
 	}
 
 	out, err = runCtl(t, cfg, "ban", "127.0.0.1")
@@ -163,7 +163,7 @@ func TestBanThroughTheSocket(t *testing.T) {
 	want := []string{
 		fmt.Sprintf("ban 203.0.113.7 -1ns %q uid=%d", "brute force from the log", uid),
 		fmt.Sprintf("ban 203.0.113.8 168h0m0s \"\" uid=%d", uid),
-		fmt.Sprintf("ban 203.0.113.9 0s \"\" uid=%d", uid),
+		fmt.Sprintf("ban 203.0.113.9 720h0m0s \"\" uid=%d", uid),
 		fmt.Sprintf("ban 127.0.0.1 -1ns \"\" uid=%d", uid),
 		fmt.Sprintf("unban 203.0.113.7 uid=%d", uid),
 		fmt.Sprintf("unban 203.0.113.99 uid=%d", uid),
@@ -194,7 +194,7 @@ func TestControlUsageErrors(t *testing.T) {
 	cfg := ctlEnv(t, f, true, "enforce")
 	for _, args := range [][]string{
 		{"ban"}, {"ban", "203.0.113.7", "203.0.113.8"}, {"ban", "203.0.113.0/24"}, {"ban", "nonsense"},
-		{"ban", "203.0.113.7", "--for", "soon"}, {"ban", "203.0.113.7", "--reason", "a\nb"},
+		{"ban", "203.0.113.7", "--for", "soon"}, {"ban", "203.0.113.7", "--for", "0"}, {"ban", "203.0.113.7", "--reason", "a\nb"},
 		{"ban", "203.0.113.7", "--reason", strings.Repeat("r", 201)},
 		{"unban"}, {"allow"}, {"allow", "203.0.113.0/33"}, {"disallow"}, {"disallow", "x", "y"},
 		{"bans", "extra"}, {"allows", "extra"}, {"bans", "--nope"},

@@ -17,6 +17,7 @@ import (
 	"github.com/sipsentry/sipsentry/geo"
 	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/internal/daemon"
+	"github.com/sipsentry/sipsentry/internal/geoconf"
 )
 
 func newFirewallCommand(g *globalOptions) *cobra.Command {
@@ -127,7 +128,7 @@ func allowedCountryEntries(cfg *config.Config, log *slog.Logger) ([]firewall.Ent
 		return nil, nil
 	}
 	dropping := cfg.Firewall.Mode == "enforce" && cfg.Firewall.GeoDrop
-	gg, err := geo.Open(daemon.GeoOptionsReadOnly(cfg.Geo, cfg.StateDir), log)
+	gg, err := geo.Open(geoconf.Options(cfg.Geo, cfg.StateDir), log)
 	var ps []netip.Prefix
 	if err == nil {
 		ps = gg.AllowedPrefixes()
@@ -249,14 +250,4 @@ func singleAddr(s string) (netip.Addr, error) {
 		return netip.Addr{}, usagef("%s is a network: the ban set takes single addresses", s)
 	}
 	return p.Addr(), nil
-}
-
-// inStaticAllow reports the firewall.allow entry that holds a, if any.
-func inStaticAllow(cfg config.Firewall, a netip.Addr) (netip.Prefix, bool) {
-	for _, p := range cfg.Allow {
-		if p.Contains(a) {
-			return p.Prefix, true
-		}
-	}
-	return netip.Prefix{}, false
 }

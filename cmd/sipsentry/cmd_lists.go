@@ -17,7 +17,7 @@ import (
 
 	"github.com/sipsentry/sipsentry/geo"
 	"github.com/sipsentry/sipsentry/internal/config"
-	"github.com/sipsentry/sipsentry/internal/daemon"
+	"github.com/sipsentry/sipsentry/internal/geoconf"
 )
 
 func newListsCommand(g *globalOptions) *cobra.Command {
@@ -67,8 +67,9 @@ cache written here is what the daemon loads when it starts.`,
 
 // openGeoForLists opens the lists only (no databases). log nil: geo's
 // own log lines are dropped, because the command prints every outcome
-// itself (once). readOnly: nothing is written under state_dir.
-func openGeoForLists(cmd *cobra.Command, g *globalOptions, log *slog.Logger, readOnly bool) (*geo.Geo, *config.Config, error) {
+// itself (once). store: keep the last good copies under state_dir (update);
+// else nothing is written (show).
+func openGeoForLists(cmd *cobra.Command, g *globalOptions, log *slog.Logger, store bool) (*geo.Geo, *config.Config, error) {
 	cfg, err := g.loadConfig(cmd, true)
 	if err != nil {
 		return nil, nil, err
@@ -78,8 +79,8 @@ func openGeoForLists(cmd *cobra.Command, g *globalOptions, log *slog.Logger, rea
 	}
 	gc := cfg.Geo
 	gc.MMDB, gc.ASNMMDB = "", "" // not needed for lists; don't load 10 MB for nothing
-	opts := daemon.GeoOptions(gc, cfg.StateDir)
-	opts.ReadOnly = readOnly
+	opts := geoconf.Options(gc, cfg.StateDir)
+	opts.StoreLastGood = store
 	gdb, err := geo.Open(opts, log)
 	if err != nil {
 		return nil, nil, usageError{err}
@@ -95,7 +96,7 @@ func configName(p string) string {
 }
 
 func runListsUpdate(ctx context.Context, cmd *cobra.Command, o listsUpdateOptions, g *globalOptions) error {
-	gdb, cfg, err := openGeoForLists(cmd, g, nil, false)
+	gdb, cfg, err := openGeoForLists(cmd, g, nil, true)
 	if err != nil {
 		return err
 	}
@@ -211,8 +212,11 @@ func runListsAccept(cmd *cobra.Command, g *globalOptions, path string) error {
 	}
 	gc := cfg.Geo
 	gc.MMDB, gc.ASNMMDB = "", ""
-	// geo's own lines (the accept itself, at warn) go to the log.
-	gdb, err := geo.Open(daemon.GeoOptions(gc, cfg.StateDir), g.logger(cfg))
+	opts := geoconf.Options(gc, cfg.StateDir)
+	opts.StoreLastGood = true
+	// geo's own log would first refuse the very file being accepted; the
+	// accept is logged here, once.
+	gdb, err := geo.Open(opts, nil)
 	if err != nil {
 		return usageError{err}
 	}
@@ -223,6 +227,8 @@ func runListsAccept(cmd *cobra.Command, g *globalOptions, path string) error {
 		}
 		return err
 	}
+	g.logger(cfg).Warn("lists accept: list accepted past the floor, shrink and churn checks", "list", r.List, "file", r.Source,
+		"lines", r.Lines, "before", r.Before, "after", r.After, "added", r.Added, "removed", r.Removed)
 	fmt.Fprintf(cmd.OutOrStdout(), "%s: accepted %s (%d CIDR lines; entries %d → %d, +%d -%d). A running daemon takes it at its next reload (systemctl reload sipsentry) or list refresh.\n",
 		r.List, r.Source, r.Lines, r.Before, r.After, r.Added, r.Removed)
 	return nil
@@ -273,7 +279,7 @@ func newListsShowCommand(g *globalOptions) *cobra.Command {
 		Short: "Show the lists in the cache (or geo.lists_dir): entries, age, source",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			gdb, _, err := openGeoForLists(cmd, g, nil, true)
+			gdb, _, err := openGeoForLists(cmd, g, nil, false)
 			if err != nil {
 				return err
 			}
@@ -299,7 +305,14 @@ func newListsShowCommand(g *globalOptions) *cobra.Command {
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", l.Name, allowed, l.Entries, age, l.Source)
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			// What the table cannot show: a source refused, or no good copy.
+			for _, p := range gdb.Health() {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+p.String())
+			}
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&o.json, "json", false, "print JSON")

@@ -15,7 +15,7 @@ import (
 
 	"github.com/sipsentry/sipsentry/geo"
 	"github.com/sipsentry/sipsentry/internal/config"
-	"github.com/sipsentry/sipsentry/internal/daemon"
+	"github.com/sipsentry/sipsentry/internal/geoconf"
 )
 
 type lookupOptions struct {
@@ -88,10 +88,9 @@ func runLookup(_ context.Context, cmd *cobra.Command, o lookupOptions, g *global
 	if err := applyGeoFlags(cmd, &cfg.Geo, o.mmdb, o.asnMMDB, o.listsDir, o.countries); err != nil {
 		return err
 	}
-	opts := daemon.GeoOptions(cfg.Geo, cfg.StateDir)
-	opts.ReadOnly = true // a lookup never writes the daemon's state
-	// geo's log lines would repeat the notes printed after the table.
-	gdb, err := geo.Open(opts, nil)
+	// geoconf's options write nothing: a lookup never changes the daemon's
+	// state. geo's log lines would repeat the notes printed after the table.
+	gdb, err := geo.Open(geoconf.Options(cfg.Geo, cfg.StateDir), nil)
 	if err != nil {
 		return usageError{err}
 	}

@@ -37,7 +37,9 @@ func readStateDB(ctx context.Context, path string) ([]report.Input, error) {
 	}
 	out := make([]report.Input, len(recs))
 	for i, r := range recs {
-		out[i] = report.Input{Source: r.Source, Status: r.Status, BannedUntil: r.BannedUntil, Offences: r.Offences, Note: r.Note}
+		// Loopback is the PBX itself (AMI clients, local tools).
+		out[i] = report.Input{Source: r.Source, Status: r.Status, BannedUntil: r.BannedUntil, Offences: r.Offences, Note: r.Note,
+			Local: r.Source.Addr.IsLoopback()}
 	}
 	return out, nil
 }

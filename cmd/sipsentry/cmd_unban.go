@@ -38,7 +38,7 @@ Exit status: 0 unbanned, 1 not banned or failed, 2 bad usage.`,
 			if err != nil {
 				return fmt.Errorf("unban %s: %w", a, err)
 			}
-			fmt.Fprintf(r.out, "unbanned %s: removed from the kernel and the state DB\n", a)
+			fmt.Fprintf(r.out, "unbanned %s: gone from the kernel's ban set and the state DB, so the next start does not restore it\n", a)
 			r.offlineNote()
 			return nil
 		},

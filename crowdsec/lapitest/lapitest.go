@@ -22,16 +22,28 @@ import (
 
 // LAPI is a running Local API.
 type LAPI struct {
-	URL    string // http://127.0.0.1:PORT/
+	URL    string // http://127.0.0.1:PORT/ (or the namespace address)
 	Dir    string
 	config string
 	t      testing.TB
 	stop   func()
+	ns     *netnstest.NS
 }
 
-// Start runs a LAPI; without the crowdsec binary the test skips (fails
-// under CI=true).
-func Start(t testing.TB) *LAPI {
+// Options place the LAPI; the zero value is host loopback.
+type Options struct {
+	// NS runs the LAPI (and cscli) inside that namespace, listening on
+	// ListenIP, so that daemons in other namespaces reach it over veths.
+	NS       *netnstest.NS
+	ListenIP string
+}
+
+// Start runs a LAPI on host loopback; without the crowdsec binary the test
+// skips (fails under CI=true).
+func Start(t testing.TB) *LAPI { return StartWith(t, Options{}) }
+
+// StartWith runs a LAPI placed by o.
+func StartWith(t testing.TB, o Options) *LAPI {
 	t.Helper()
 	netnstest.RequireTool(t, "crowdsec", "cscli")
 	dir := t.TempDir()
@@ -50,6 +62,10 @@ func Start(t testing.TB) *LAPI {
 		}
 	}
 	port := freePort(t)
+	ip := "127.0.0.1"
+	if o.NS != nil {
+		ip, port = o.ListenIP, 18080 // the namespace is the LAPI's alone
+	}
 	cfg := filepath.Join(dir, "config.yaml")
 	conf := fmt.Sprintf(`common: {daemonize: false, log_media: stdout, log_level: warning, working_dir: %[1]s}
 config_paths:
@@ -64,16 +80,16 @@ db_config: {type: sqlite, db_path: %[1]s/data/crowdsec.db, use_wal: true, log_le
 api:
   client: {credentials_path: %[1]s/local_api_credentials.yaml}
   server:
-    listen_uri: 127.0.0.1:%[2]d
+    listen_uri: %[3]s:%[2]d
     profiles_path: %[1]s/etc/profiles.yaml
     console_path: %[1]s/etc/console.yaml
     trusted_ips: [127.0.0.1, "::1"]
 prometheus: {enabled: false, level: full, listen_addr: 127.0.0.1, listen_port: 16060}
-`, dir, port)
+`, dir, port, ip)
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	l := &LAPI{URL: fmt.Sprintf("http://127.0.0.1:%d/", port), Dir: dir, config: cfg, t: t}
+	l := &LAPI{URL: fmt.Sprintf("http://%s/", net.JoinHostPort(ip, fmt.Sprint(port))), Dir: dir, config: cfg, t: t, ns: o.NS}
 	l.start()
 	// cscli needs credentials of its own to list decisions through the API.
 	l.Cscli("machines", "add", "lapitest-cscli", "-a", "-f", filepath.Join(dir, "local_api_credentials.yaml"))
@@ -88,7 +104,11 @@ func (l *LAPI) start() {
 	}
 	cmd := exec.Command("crowdsec", "-c", l.config, "-no-cs", "-no-capi")
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
+	start := cmd.Start
+	if l.ns != nil {
+		start = func() error { return l.ns.Do(cmd.Start) }
+	}
+	if err := start(); err != nil {
 		t.Fatalf("lapitest: start crowdsec: %v", err)
 	}
 	done := make(chan struct{})
@@ -101,9 +121,21 @@ func (l *LAPI) start() {
 		}
 		logf.Close()
 	})
+	client := &http.Client{Timeout: 2 * time.Second}
+	if l.ns != nil {
+		client.Transport = &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := l.ns.Do(func() error {
+				var err error
+				c, err = (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		}}
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get(l.URL + "health")
+		resp, err := client.Get(l.URL + "health")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
@@ -139,7 +171,12 @@ func (l *LAPI) Cscli(args ...string) string {
 	l.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "cscli", append([]string{"-c", l.config}, args...)...)
+	argv := append([]string{"cscli", "-c", l.config}, args...)
+	if l.ns != nil {
+		// cscli talks to the LAPI for some verbs: run it where the LAPI is.
+		argv = append([]string{"ip", "netns", "exec", l.ns.Name}, argv...)
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {

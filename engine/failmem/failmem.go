@@ -140,6 +140,13 @@ type Options struct {
 	Allowed func(netip.Addr) bool
 }
 
+// maxLimit bounds every count threshold. Counts are kept per bucket up to
+// 255 (a third of find_time, a seventh of slow_find_time) and distinct
+// accounts up to 255: a limit above what the buckets can hold is reached
+// only by failures spread over the buckets — such limits mean "practically
+// never", which is how they are used (e.g. to test one rule alone).
+const maxLimit = 1 << 20
+
 // DefaultOptions are the engine's defaults (engine.* config keys).
 func DefaultOptions() Options {
 	return Options{
@@ -153,24 +160,25 @@ func DefaultOptions() Options {
 	}
 }
 
-func (o *Options) check() error {
+// Check reports the first option out of range.
+func (o *Options) Check() error {
 	switch {
-	case o.MaxFailures < 1 || o.MaxFailures > 255:
-		return fmt.Errorf("failmem: max failures %d: want 1..255", o.MaxFailures)
+	case o.MaxFailures < 1 || o.MaxFailures > maxLimit:
+		return fmt.Errorf("failmem: max failures %d: want 1..%d", o.MaxFailures, maxLimit)
 	case o.FindTime < 3*time.Second || o.FindTime > 18*time.Hour:
 		return fmt.Errorf("failmem: find time %s: want 3s..18h (longer windows are the slow scan's)", o.FindTime)
-	case o.SlowMaxFailures < 0 || o.SlowMaxFailures > 255*8:
-		return fmt.Errorf("failmem: slow max failures %d: want 0..2040", o.SlowMaxFailures)
+	case o.SlowMaxFailures < 0 || o.SlowMaxFailures > maxLimit:
+		return fmt.Errorf("failmem: slow max failures %d: want 0..%d", o.SlowMaxFailures, maxLimit)
 	case o.SlowMaxFailures > 0 && o.SlowFindTime < 7*time.Second:
 		return fmt.Errorf("failmem: slow find time %s: want at least 7s", o.SlowFindTime)
-	case o.EnumAccounts < 0 || o.EnumAccounts > 255:
-		return fmt.Errorf("failmem: enum accounts %d: want 0..255", o.EnumAccounts)
+	case o.EnumAccounts < 0 || o.EnumAccounts > maxLimit:
+		return fmt.Errorf("failmem: enum accounts %d: want 0..%d", o.EnumAccounts, maxLimit)
 	case o.ChallengeTimeout < time.Second || o.ChallengeTimeout > time.Hour:
 		return fmt.Errorf("failmem: challenge timeout %s: want 1s..1h", o.ChallengeTimeout)
 	case o.KnownFor < 0:
 		return errors.New("failmem: known_for must not be negative")
-	case o.KnownMaxFailures < 0 || o.KnownMaxFailures > 255*4:
-		return fmt.Errorf("failmem: known max failures %d: want 0..1020", o.KnownMaxFailures)
+	case o.KnownMaxFailures < 0 || o.KnownMaxFailures > maxLimit:
+		return fmt.Errorf("failmem: known max failures %d: want 0..%d", o.KnownMaxFailures, maxLimit)
 	case o.MaxAddrs < 1024:
 		return fmt.Errorf("failmem: max addresses %d: want at least 1024", o.MaxAddrs)
 	}
@@ -203,6 +211,7 @@ type Memory struct {
 	o        Options
 	fastW    int64 // fast bucket width, seconds
 	slowW    int64
+	horizon  int64 // the longest window, seconds
 	v4       table[[4]byte]
 	v6       table[[16]byte]
 	rng      *rand.Rand
@@ -229,7 +238,7 @@ func HashAccount(name string) uint64 {
 
 // New builds an empty memory; it allocates as addresses arrive.
 func New(o Options) (*Memory, error) {
-	if err := o.check(); err != nil {
+	if err := o.Check(); err != nil {
 		return nil, err
 	}
 	seed := rand.Uint64()
@@ -246,7 +255,7 @@ func New(o Options) (*Memory, error) {
 // when a window's width changes its buckets are re-indexed to the new width
 // (counts may then cover somewhat more than the window, never less).
 func (m *Memory) SetOptions(o Options) error {
-	if err := o.check(); err != nil {
+	if err := o.Check(); err != nil {
 		return err
 	}
 	m.mu.Lock()
@@ -275,6 +284,7 @@ func (m *Memory) setOptions(o Options) {
 	m.o = o
 	m.fastW = ceilDiv(int64(o.FindTime/time.Second), 3)
 	m.slowW = ceilDiv(int64(max(o.SlowFindTime, 7*time.Second)/time.Second), 7)
+	m.horizon = int64(max(o.FindTime, o.SlowFindTime) / time.Second)
 	// Each table may hold every address; growth keeps the load at most 7/8.
 	maxLen := (o.MaxAddrs*maxLoadDen + maxLoadNum - 1) / maxLoadNum
 	m.v4.maxLen, m.v6.maxLen = maxLen, maxLen
@@ -455,14 +465,15 @@ type pendingCheck struct {
 func (m *Memory) observe(r *record, addr netip.Addr, o Observation, now int64) (Verdict, pendingCheck) {
 	var v Verdict
 	fi, si := uint16(now/m.fastW), uint16(now/m.slowW)
-	if r.fastSum(fi) == 0 && r.slowSum(si) == 0 && r.pendN == 0 {
-		// Quiet for longer than every window: start a new spell (accounts
-		// tried before no longer count toward enumeration, notes may be
-		// said again).
-		if r.distinct > 0 || r.flags != 0 {
-			r.resetAccounts()
-			r.flags = 0
-		}
+	// No failure for longer than every window (exact, from the ring's
+	// newest): accounts tried before no longer count toward enumeration (a
+	// phone with three lines failing once a week is not enumerating users).
+	quiet := r.newest == 0 || now-int64(r.newest) > m.horizon
+	if quiet && r.distinct > 0 {
+		r.resetAccounts()
+	}
+	if quiet && r.flags != 0 && r.fastSum(fi) == 0 && r.slowSum(si) == 0 && r.pendN == 0 {
+		r.flags = 0 // a new spell: notes may be said again
 	}
 	realized := m.settle(r, now)
 	counted := false

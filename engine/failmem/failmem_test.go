@@ -352,6 +352,7 @@ func TestSlotSizes(t *testing.T) {
 func TestOptionsChecked(t *testing.T) {
 	for _, mod := range []func(*Options){
 		func(o *Options) { o.MaxFailures = 0 },
+		func(o *Options) { o.MaxFailures = maxLimit + 1 },
 		func(o *Options) { o.FindTime = time.Second },
 		func(o *Options) { o.MaxAddrs = 10 },
 		func(o *Options) { o.KnownFor = -time.Hour },

@@ -105,6 +105,7 @@ type Backend struct {
 	verifyMu sync.Mutex
 	vconn    *nlConn
 	golden   map[string]*goldenRules // by family
+	vbufs    verifyBufs
 }
 
 var (
@@ -330,6 +331,8 @@ func (b *Backend) spec(set firewall.Set, fam string) setSpec {
 		s.typ, s.timeout = "hash:net", true
 	case firewall.SetBan:
 		s.typ, s.timeout, s.maxElem = "hash:ip", true, b.cfg.BanMaxElem
+	case firewall.SetBanNet:
+		s.typ, s.timeout = "hash:net", true
 	}
 	return s
 }
@@ -513,16 +516,18 @@ func (b *Backend) chainRulesFor(fam string, mode firewall.Mode, geoDrop bool) []
 		mkRule(c, "-m", "comment", "--comment", ownerComment),
 		mkRule(c, "-m", "set", "--match-set", name(firewall.SetAllow), "src", "-j", "RETURN"),
 	}
-	if enforce {
-		rs = append(rs, b.nflogRule(NFLOGPrefixBan, "-m", "set", "--match-set", name(firewall.SetBan), "src")...)
-		rs = append(rs, mkRule(c, "-m", "set", "--match-set", name(firewall.SetBan), "src", "-j", "DROP"))
-	} else {
+	for _, set := range []firewall.Set{firewall.SetBan, firewall.SetBanNet} {
+		if enforce {
+			rs = append(rs, b.nflogRule(NFLOGPrefixBan, "-m", "set", "--match-set", name(set), "src")...)
+			rs = append(rs, mkRule(c, "-m", "set", "--match-set", name(set), "src", "-j", "DROP"))
+			continue
+		}
 		// monitor drops nothing: a banned source is logged (rate limited, so
 		// a scan cannot flood the journal) and counted by the RETURN.
 		rs = append(rs,
-			mkRule(c, "-m", "set", "--match-set", name(firewall.SetBan), "src", "-m", "limit", "--limit", "6/min",
+			mkRule(c, "-m", "set", "--match-set", name(set), "src", "-m", "limit", "--limit", "6/min",
 				"-j", "LOG", "--log-prefix", logBanPrefix),
-			mkRule(c, "-m", "set", "--match-set", name(firewall.SetBan), "src", "-j", "RETURN"))
+			mkRule(c, "-m", "set", "--match-set", name(set), "src", "-j", "RETURN"))
 	}
 	rs = append(rs, mkRule(c, "-m", "set", "--match-set", name(firewall.SetAllowCountry), "src", "-j", "RETURN"))
 	switch {

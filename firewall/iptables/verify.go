@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -22,10 +23,6 @@ type goldenRules struct {
 	// every check reads them with `iptables -S`.
 	execOnly bool
 }
-
-// seenBit marks a kernel member matched by a desired entry during one
-// check; ipset timeouts stay below 2^31 seconds.
-const seenBit = 1 << 31
 
 // confirmMax: when at most this many entries differ, each difference is
 // confirmed (a kernel test per missing entry, a second pass over the
@@ -87,19 +84,13 @@ func normalize(set firewall.Set, p netip.Prefix) (netip.Prefix, bool) {
 	return p, true
 }
 
-// timeoutDiffers compares a kernel member's seconds left with the desired
-// time left.
-func timeoutDiffers(kernel uint32, want firewall.Entry) bool {
-	if want.Timeout <= 0 {
-		return kernel != 0
+// wantSeconds is a desired entry's time left as the kernel would hold it
+// (0: permanent).
+func wantSeconds(e firewall.Entry) uint32 {
+	if e.Timeout <= 0 {
+		return 0
 	}
-	if kernel == 0 {
-		return true
-	}
-	w := int64(timeoutSeconds(want.Timeout))
-	diff := int64(kernel) - w
-	slack := int64(firewall.TimeoutSlack.Seconds())
-	return diff > slack || diff < -slack
+	return timeoutSeconds(e.Timeout)
 }
 
 type famDiff struct {
@@ -108,17 +99,31 @@ type famDiff struct {
 	invalid          int
 }
 
+// verifyBufs are the slices a check fills, kept from one check to the
+// next (100k members are a few MB).
+type verifyBufs struct {
+	kern     map[string]*kernelSet // by kernel set name
+	want4    []member4
+	want6    []member6
+	scratch4 []member4
+}
+
 func (b *Backend) verifySet(ctx context.Context, d *firewall.Drift, set firewall.Set, want firewall.Desired, repair bool) error {
+	vb := &b.vbufs
+	if vb.kern == nil {
+		vb.kern = map[string]*kernelSet{}
+	}
 	// The kernel first: an entry added after this read is in the desired
 	// state by the time it is iterated, so at worst it is re-added.
-	ks := map[string]kernelSet{}
+	ks := map[string]*kernelSet{}
 	for _, fam := range families {
 		s := b.spec(set, fam)
-		k, err := b.vconn.dumpSet(s.name, 0)
+		k, err := b.vconn.dumpSet(s.name, vb.kern[s.name])
 		if err != nil {
 			return err
 		}
-		ks[fam] = k
+		vb.kern[s.name] = &k
+		ks[fam] = &k
 	}
 	refused := map[string]error{}
 	for _, fam := range families {
@@ -129,32 +134,73 @@ func (b *Backend) verifySet(ctx context.Context, d *firewall.Drift, set firewall
 		}
 	}
 	diff := map[string]*famDiff{"inet": {}, "inet6": {}}
+	want4, want6 := vb.want4[:0], vb.want6[:0]
 	for e := range want.Entries(set) {
 		p, ok := normalize(set, e.Prefix)
-		fam := famOf(p)
 		if !ok {
-			diff[fam].invalid++
+			diff[famOf(p)].invalid++
 			continue
 		}
-		e.Prefix = p
-		m := ks[fam].members
-		t, found := m[keyOf(p)]
-		switch {
-		case !found:
-			diff[fam].missing = append(diff[fam].missing, e)
-		case t&seenBit != 0:
-			// listed twice in the desired state
-		default:
-			m[keyOf(p)] = t | seenBit
-			if b.spec(set, fam).timeout && timeoutDiffers(t, e) {
-				diff[fam].changed = append(diff[fam].changed, e)
-			}
+		if p.Addr().Is4() {
+			want4 = append(want4, member4{k: key4(p), t: wantSeconds(e)})
+		} else {
+			want6 = append(want6, member6{k: keyOf(p), t: wantSeconds(e)})
 		}
 	}
-	for _, fam := range families {
-		for k, t := range ks[fam].members {
-			if t&seenBit == 0 {
-				diff[fam].extra = append(diff[fam].extra, k.prefix(fam == "inet"))
+	vb.want4, vb.want6 = want4, want6
+	slack := int64(firewall.TimeoutSlack / time.Second)
+	timeouts := b.spec(set, "inet").timeout
+	radixSort4(ks["inet"].m4, &vb.scratch4)
+	radixSort4(want4, &vb.scratch4)
+	sortMembers6(ks["inet6"].m6)
+	sortMembers6(want6)
+	miss4, extra4, chg4 := diffSorted(ks["inet"].m4, want4, cmpMember4, timeouts, slack)
+	miss6, extra6, chg6 := diffSorted(ks["inet6"].m6, want6, cmpMember6, timeouts, slack)
+	for _, m := range extra4 {
+		diff["inet"].extra = append(diff["inet"].extra, prefix4(m.k))
+	}
+	for _, m := range extra6 {
+		diff["inet6"].extra = append(diff["inet6"].extra, m.k.prefix(false))
+	}
+	if len(miss4)+len(chg4)+len(miss6)+len(chg6) > 0 {
+		// The entries themselves (comments, time left now), from a second
+		// pass over the desired state: only when something differs.
+		// After a flush every desired entry of the family is missing: no
+		// lookups then.
+		all4, all6 := len(miss4) == len(want4), len(miss6) == len(want6)
+		need := make(map[netip.Prefix]bool)
+		isChanged := map[netip.Prefix]bool{}
+		if !all4 {
+			for _, m := range miss4 {
+				need[prefix4(m.k)] = true
+			}
+		}
+		if !all6 {
+			for _, m := range miss6 {
+				need[m.k.prefix(false)] = true
+			}
+		}
+		for _, m := range chg4 {
+			need[prefix4(m.k)], isChanged[prefix4(m.k)] = true, true
+		}
+		for _, m := range chg6 {
+			need[m.k.prefix(false)], isChanged[m.k.prefix(false)] = true, true
+		}
+		for e := range want.Entries(set) {
+			p, ok := normalize(set, e.Prefix)
+			if !ok {
+				continue
+			}
+			if is4 := p.Addr().Is4(); !(is4 && all4) && !(!is4 && all6) && !need[p] {
+				continue
+			}
+			delete(need, p)
+			e.Prefix = p
+			fd := diff[famOf(p)]
+			if isChanged[p] {
+				fd.changed = append(fd.changed, e)
+			} else {
+				fd.missing = append(fd.missing, e)
 			}
 		}
 	}

@@ -119,6 +119,9 @@ type Engine struct {
 	EnumAccounts     int      `toml:"enum_accounts"`
 	EventRetention   Duration `toml:"event_retention"`
 	MaxSources       int      `toml:"max_sources"`
+	// KnownFor / KnownMaxFailures: forged-source resistance (engine.Options).
+	KnownFor         Duration `toml:"known_for"`
+	KnownMaxFailures int      `toml:"known_max_failures"`
 }
 
 type Push struct {
@@ -181,6 +184,7 @@ func Default() *Config {
 			EscalationFactor: 4, MaxBanTime: Duration(7 * 24 * 3600e9),
 			SlowMaxFailures: 20, SlowFindTime: Duration(24 * 3600e9), EnumAccounts: 3,
 			EventRetention: Duration(30 * 24 * 3600e9), MaxSources: 50000,
+			KnownFor: Duration(7 * 24 * 3600e9), KnownMaxFailures: 50,
 		},
 		Push: Push{
 			UserAgents: mustRegexps(`(?i)^Bria Push`, `(?i)^CounterPath Push`),
@@ -407,6 +411,15 @@ func (c *Config) validate(data []byte) error {
 	}
 	if c.Engine.MaxFailures < 1 {
 		bad("engine.max_failures", "must be at least 1")
+	}
+	if d := c.Engine.FindTime.D(); d < 3*time.Second || d > 18*time.Hour {
+		bad("engine.find_time", "must be between 3s and 18h (longer windows are slow_find_time's)")
+	}
+	if c.Engine.KnownFor.D() < 0 {
+		bad("engine.known_for", "must not be negative (0: no address is known by a successful login)")
+	}
+	if c.Engine.KnownMaxFailures < 0 {
+		bad("engine.known_max_failures", "must not be negative (0: UDP failures never ban a known address)")
 	}
 	if c.Engine.EscalationFactor < 1 {
 		bad("engine.escalation_factor", "must be 1 or more")

@@ -167,7 +167,8 @@ type BanRecord struct {
 // Allow kinds.
 const (
 	AllowStatic  = "static"  // firewall.allow in the config
-	AllowLearned = "learned" // a push server learned from its registrations (or seeded)
+	AllowLearned = "learned" // a push server learned from its registrations
+	AllowSeeded  = "seeded"  // a push host of push.hosts, resolved by DNS
 	AllowManual  = "manual"  // `sipsentry allow`
 )
 

@@ -4,37 +4,42 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os/user"
 	"strconv"
 
-	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/internal/control"
 )
 
 // controlService serves the control socket (`sipsentry ban`, `bans`, ...)
-// with the engine behind it. The socket is opened early, with the metrics
-// listener, so a second daemon stops before touching the kernel; it serves
-// once the engine has started.
+// with the engine behind it. The socket is opened early, next to the
+// metrics listener, so a second daemon stops before touching the kernel;
+// it serves once Run is called, after the engine has started. A replay has
+// no control socket: it is a one-shot over a capture.
 type controlService struct {
-	srv *control.Server
+	d   *daemon
+	h   *controlHandler
+	srv *control.Server // nil: disabled
 }
 
-// openControl listens on control.socket with access for root and
+// newControlService listens on control.socket with access for root and
 // control.group.
-func openControl(cfg config.Control, h control.Handler, log *slog.Logger) (*controlService, error) {
-	access, err := controlAccess(cfg.Group)
+func newControlService(d *daemon, replay bool) (*controlService, error) {
+	s := &controlService{d: d, h: &controlHandler{}}
+	if replay {
+		return s, nil
+	}
+	access, err := controlAccess(d.cfg.Control.Group)
 	if err != nil {
 		return nil, configError{err}
 	}
-	srv, err := control.Listen(control.ServerOptions{Path: cfg.Socket, Access: access, Handler: h, Logger: log})
+	s.srv, err = control.Listen(control.ServerOptions{Path: d.cfg.Control.Socket, Access: access, Handler: s.h, Logger: d.log})
 	if err != nil {
 		if errors.Is(err, control.ErrInUse) {
 			return nil, fmt.Errorf("run: %w", err)
 		}
 		return nil, fmt.Errorf("run: control socket: %w", err)
 	}
-	return &controlService{srv: srv}, nil
+	return s, nil
 }
 
 // controlAccess resolves control.group: a group name, or a numeric gid.
@@ -56,8 +61,21 @@ func controlAccess(group string) (control.Access, error) {
 	return control.Access{GroupSet: true, Group: uint32(gid)}, nil
 }
 
-// Run serves until ctx ends, then removes the socket.
-func (s *controlService) Run(ctx context.Context) error { return s.srv.Serve(ctx) }
+// Run hands the started engine to the handler, then serves until ctx ends
+// and removes the socket. Connections made before wait in the backlog.
+func (s *controlService) Run(ctx context.Context) error {
+	if s.srv == nil {
+		return nil
+	}
+	s.h.eng, s.h.geo = s.d.eng, s.d.geo
+	s.d.log.Info("run: control socket ready", "socket", s.srv.Path())
+	return s.srv.Serve(ctx)
+}
 
 // Close removes the socket of a service that never ran (an early return).
-func (s *controlService) Close() error { return s.srv.Close() }
+func (s *controlService) Close() error {
+	if s.srv == nil {
+		return nil
+	}
+	return s.srv.Close()
+}

@@ -27,7 +27,9 @@ func TestControlAccess(t *testing.T) {
 		t.Error("an unknown group name was accepted")
 	}
 	// A group that does not exist is a configuration error (exit 2) at start.
-	_, err := openControl(controlConfig(t, "no-such-group-sipsentry"), nil, nil)
+	cfg := config.Default()
+	cfg.Control = controlConfig(t, "no-such-group-sipsentry")
+	_, err := newControlService(&daemon{cfg: cfg}, false)
 	if !errors.Is(err, ErrConfig) {
 		t.Errorf("openControl with an unknown group: %v, want ErrConfig", err)
 	}

@@ -98,6 +98,7 @@ type daemon struct {
 	skipped atomic.Uint64
 
 	dw *dropwatchService // nil unless the firewall copies drops to NFLOG
+	cs *crowdsecService  // nil unless [crowdsec] is enabled
 }
 
 // Run wires the daemon together from cfg and runs it until ctx ends (or, with
@@ -152,6 +153,11 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		}
 		defer metricsLn.Close() // Serve closes it too; this covers an early return
 	}
+	ctl, err := newControlService(d, o.Replay != "") // the control socket: same reason
+	if err != nil {
+		return err
+	}
+	defer ctl.Close()
 
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("run: creating state_dir: %w", err)
@@ -254,6 +260,11 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if d.dw, err = newDropwatchService(d, o.Replay != ""); err != nil {
 		return configError{err}
 	}
+	if o.Replay == "" {
+		if d.cs, err = newCrowdsecService(d); err != nil {
+			return configError{err}
+		}
+	}
 	d.met.SetState(d.metricsState)
 	// The start-up bulk loads (lists, restore scripts, DB rows) leave garbage
 	// several times the size of what stays live; hand it back to the OS now
@@ -306,6 +317,10 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if d.dw != nil {
 		goRun("dropwatch", d.dw.Run)
 	}
+	if d.cs != nil {
+		goRun("crowdsec", d.cs.Run)
+	}
+	goRun("control", ctl.Run)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -402,12 +417,9 @@ func (d *daemon) onAMIConnect(ctx context.Context, c *ami.Client) error {
 	if err != nil {
 		return fmt.Errorf("resync: PJSIPShowContacts: %w (the AMI user needs read/write=system or reporting)", err)
 	}
-	d.log.Info("run: AMI resync", "contacts", len(cs))
-	if r, ok := any(d.eng).(interface {
-		Resync(context.Context, []ami.Contact)
-	}); ok {
-		r.Resync(ctx, cs)
-	}
+	// The contacts feed the push learner as live registrations would: a push
+	// server that registered while AMI was down is learned (or flagged) now.
+	d.eng.ResyncContacts(ctx, cs)
 	return nil
 }
 
@@ -621,6 +633,7 @@ func (d *daemon) followLists(ctx context.Context) error {
 // the engine's hot path and must not block.
 func (d *daemon) onDecision(dec engine.Decision) {
 	d.met.Decision(dec.Kind)
+	d.cs.publish(dec)
 	if dec.Kind == engine.DecisionBan && dec.Latency > 0 {
 		// Latency runs from Handle's start to the kernel set add's return.
 		d.met.EventToKernel(dec.Latency)

@@ -26,6 +26,8 @@ func EngineOptions(cfg *config.Config) engine.Options {
 		MaxBanTime:       ec.MaxBanTime.D(),
 		BanMaxElem:       cfg.Firewall.BanMaxElem,
 		MaxSources:       ec.MaxSources,
+		KnownFor:         ec.KnownFor.D(),
+		KnownMaxFailures: ec.KnownMaxFailures,
 		EventRetention:   ec.EventRetention.D(),
 		ConfigFile:       cfg.Path,
 		Push: engine.PushOptions{

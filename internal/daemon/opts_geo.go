@@ -6,11 +6,12 @@ import (
 	"github.com/sipsentry/sipsentry/internal/geoconf"
 )
 
-// GeoOptions is geoconf.Options, kept here beside the other translations
-// the daemon's wiring uses.
-func GeoOptions(c config.Geo, stateDir string) geo.Options { return geoconf.Options(c, stateDir) }
-
-// GeoOptionsReadOnly is geoconf.ReadOnly: for the one-shot readers.
-func GeoOptionsReadOnly(c config.Geo, stateDir string) geo.Options {
-	return geoconf.ReadOnly(c, stateDir)
+// GeoOptions is geoconf.Options for the daemon and the commands that
+// maintain the lists (lists update, lists accept): they keep the last good
+// copies under state_dir. One-shot readers use geoconf.Options, which
+// writes nothing.
+func GeoOptions(c config.Geo, stateDir string) geo.Options {
+	o := geoconf.Options(c, stateDir)
+	o.StoreLastGood = true
+	return o
 }

@@ -38,6 +38,7 @@ import (
 	"github.com/sipsentry/sipsentry/geo"
 	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/internal/daemon"
+	"github.com/sipsentry/sipsentry/internal/geoconf"
 )
 
 // Status is a check's verdict. Only fail makes doctor exit 1.
@@ -945,7 +946,7 @@ func (d *doctor) checkLists() []Result {
 	gc := g
 	gc.MMDB, gc.ASNMMDB = "", ""
 	logged := &doctorLog{}
-	gdb, err := geo.Open(daemon.GeoOptionsReadOnly(gc, d.cfg.StateDir), slog.New(logged))
+	gdb, err := geo.Open(geoconf.Options(gc, d.cfg.StateDir), slog.New(logged))
 	if err != nil {
 		return []Result{checkFail(name, "correct the setting named in the message", "%v", err)}
 	}
@@ -1028,7 +1029,7 @@ func (d *doctor) checkMMDB(key, path string) Result {
 	if key == "geo.asn_mmdb" {
 		probe = config.Geo{ASNMMDB: path}
 	}
-	if _, err := geo.Open(daemon.GeoOptionsReadOnly(probe, d.cfg.StateDir), slog.New(slog.DiscardHandler)); err != nil {
+	if _, err := geo.Open(geoconf.Options(probe, d.cfg.StateDir), slog.New(slog.DiscardHandler)); err != nil {
 		db.Close()
 		return checkFail(key, "point "+key+" at the right kind of database (country: GeoIP2/GeoLite2-Country or DB-IP/iptoasn country; ASN: GeoLite2-ASN)", "%v", err)
 	}

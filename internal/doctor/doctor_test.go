@@ -491,7 +491,7 @@ func TestDoctorListAges(t *testing.T) {
 		dir := t.TempDir()
 		copyList(t, dir, "jp-ipv4.txt", "jp-ipv6-aggregated.txt", time.Hour)
 		copyList(t, dir, "jp-ipv6.txt", "jp-ipv6-aggregated.txt", time.Hour)
-		env, _, _ := testDoctorEnv(t, fmt.Sprintf("[geo]\nallow_countries = [\"JP\"]\nlists_dir = %q\n", dir), 0o600)
+		env, _, _ := testDoctorEnv(t, fmt.Sprintf("state_dir = %q\n[geo]\nallow_countries = [\"JP\"]\nlists_dir = %q\n", t.TempDir(), dir), 0o600)
 		got := newDoctor(env).checkLists()[0]
 		wantResult(t, got, Warn, "no usable list for jp-ipv4 in "+dir, "sipsentry does not download into lists_dir")
 		if !strings.Contains(got.Detail, "list=jp-ipv4") {
@@ -501,12 +501,12 @@ func TestDoctorListAges(t *testing.T) {
 	t.Run("lists_dir stale", func(t *testing.T) {
 		dir := t.TempDir()
 		jp(t, dir, 10*24*time.Hour, time.Hour)
-		env, _, _ := testDoctorEnv(t, fmt.Sprintf("[geo]\nallow_countries = [\"JP\"]\nlists_dir = %q\nrefresh = \"2d\"\n", dir), 0o600)
+		env, _, _ := testDoctorEnv(t, fmt.Sprintf("state_dir = %q\n[geo]\nallow_countries = [\"JP\"]\nlists_dir = %q\nrefresh = \"2d\"\n", t.TempDir(), dir), 0o600)
 		wantResult(t, newDoctor(env).checkLists()[0], Warn, "jp-ipv4 (10d)", "sipsentry does not download into lists_dir")
 	})
 	t.Run("lists_dir missing", func(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "nope")
-		env, _, _ := testDoctorEnv(t, fmt.Sprintf("[geo]\nallow_countries = [\"JP\"]\nlists_dir = %q\n", dir), 0o600)
+		env, _, _ := testDoctorEnv(t, fmt.Sprintf("state_dir = %q\n[geo]\nallow_countries = [\"JP\"]\nlists_dir = %q\n", t.TempDir(), dir), 0o600)
 		wantResult(t, newDoctor(env).checkLists()[0], Fail, "geo.lists_dir", "correct the setting")
 	})
 }

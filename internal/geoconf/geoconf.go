@@ -11,7 +11,9 @@ import (
 // Options translates the [geo] settings and state_dir into geo's own
 // options: the one place geo's settings are read, for the daemon and for
 // every command that opens the lists or databases. The country codes were
-// validated by config.Parse (or by the command flag that set them).
+// validated by config.Parse (or by the command flag that set them). The
+// options write nothing under state_dir (geo.Options.StoreLastGood is
+// false): the daemon and the list commands turn that on.
 func Options(c config.Geo, stateDir string) geo.Options {
 	return geo.Options{
 		AllowCountries:   c.AllowCountries,
@@ -28,13 +30,4 @@ func Options(c config.Geo, stateDir string) geo.Options {
 		DownloadTimeout:  c.DownloadTimeout.D(),
 		MaxDownloadBytes: c.MaxDownloadBytes,
 	}
-}
-
-// ReadOnly is Options for the one-shot readers (doctor, lookup, sources,
-// firewall status): the lists are checked exactly as the daemon checks
-// them, but nothing is written under state_dir.
-func ReadOnly(c config.Geo, stateDir string) geo.Options {
-	o := Options(c, stateDir)
-	o.ReadOnly = true
-	return o
 }

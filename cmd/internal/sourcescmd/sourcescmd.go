@@ -199,7 +199,7 @@ func Run(ctx context.Context, cmd *cobra.Command, o Options, args []string, env 
 		return err
 	}
 	log := quietLogger(cmd.ErrOrStderr())
-	gdb, err := geo.Open(geoconf.ReadOnly(cfg.Geo, cfg.StateDir), log)
+	gdb, err := geo.Open(geoconf.Options(cfg.Geo, cfg.StateDir), log)
 	if err != nil {
 		return cliexit.UsageError{Err: err}
 	}
@@ -439,6 +439,16 @@ func readAMICapture(path string, agg *report.Aggregator) (string, error) {
 		}
 		if err != nil {
 			return "", fmt.Errorf("sources: %s: %w", path, err)
+		}
+		if m.Get("Event") == "ContactList" {
+			// A registration's user agent (PJSIPShowContacts), kept for
+			// the address it registered from.
+			if c, err := ami.ParseContact(&m); err == nil {
+				if via, ok := c.Via(); ok {
+					agg.AddContact(via.Addr(), c.UserAgent)
+				}
+			}
+			continue
 		}
 		if !ami.IsSecurityEvent(&m) {
 			continue
