@@ -21,7 +21,6 @@ import (
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/dropwatch"
 	"github.com/sipsentry/sipsentry/dropwatch/nflog"
-	"github.com/sipsentry/sipsentry/dropwatch/sip"
 	"github.com/sipsentry/sipsentry/engine"
 	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/state"
@@ -197,26 +196,13 @@ func (g allowGate) Revoke(ctx context.Context, a netip.Addr) error {
 	return err
 }
 
-// learner learns a push server through the engine: LearnPush when the
-// engine offers it (the evidence kept as for its own learning), else as a
-// timed allow of push.learn_ttl whose comment carries the evidence.
+// learner learns a push server through the engine's LearnPush: the allow
+// set for push.learn_ttl, the engine's allow book (drift repair and
+// `sipsentry allows` know it) and an allows row with the evidence.
 type learner struct{ d *daemon }
 
 func (l learner) Learn(ctx context.Context, a netip.Addr, ev state.PushEvidence) error {
-	if e, ok := any(l.d.eng).(interface {
-		LearnPush(context.Context, netip.Addr, state.PushEvidence) error
-	}); ok {
-		return e.LearnPush(ctx, a, ev)
-	}
-	note := "push server learned on probation (dropwatch): " + ev.How
-	if ev.PTR != "" {
-		note += " " + ev.PTR
-	}
-	if ev.UserAgent != "" {
-		note += " UA " + sip.Printable(ev.UserAgent)
-	}
-	_, err := l.d.eng.AllowManual(ctx, hostPrefix(a), l.d.cfg.Push.LearnTTL.D(), note, daemonUID)
-	return err
+	return l.d.eng.LearnPush(ctx, a, ev)
 }
 
 // engineBanner hands a probation's failure to the engine, which decides

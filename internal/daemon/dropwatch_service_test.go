@@ -230,8 +230,8 @@ func TestDropwatchAdaptersOnEngine(t *testing.T) {
 			r = x
 		}
 	}
-	if ok, _ := fw.Contains(ctx, firewall.SetAllow, b); !ok || !strings.Contains(r.Comment, "push-new.softphone.com") ||
-		r.Until.Sub(time.Now()) < cfg.Push.LearnTTL.D()-time.Minute {
+	if ok, _ := fw.Contains(ctx, firewall.SetAllow, b); !ok || r.Kind != engine.AllowLearned || r.Push == nil ||
+		r.Push.PTR != "push-new.softphone.com" || r.Until.Sub(time.Now()) < o.Push.LearnTTL-time.Minute {
 		t.Fatalf("learned push server: in the allow set %v, record %+v", ok, r)
 	}
 }
