@@ -122,11 +122,17 @@ func (s *dropwatchService) securityEvent(ctx context.Context, ev *ami.SecurityEv
 	if !a.IsValid() || !s.prob.OnProbation(a) {
 		return
 	}
+	// The outcome writes the state DB and the kernel (milliseconds): it runs
+	// off the AMI path, which must never wait. Only an address on
+	// probation gets here (at most push.max_probations an hour), and the
+	// probation is taken once, so repeated events act once.
 	switch k := activity.Classify(ev); {
 	case k == activity.KindAuthOK:
-		s.prob.AuthSucceeded(ctx, a, ev.AccountID)
+		account := ev.AccountID
+		go s.prob.AuthSucceeded(ctx, a, account)
 	case k.IsFailure():
-		s.prob.AuthFailed(ctx, a, ev.Type)
+		what := ev.Type
+		go s.prob.AuthFailed(ctx, a, what)
 	}
 }
 

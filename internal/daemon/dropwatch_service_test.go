@@ -108,11 +108,26 @@ func TestDropwatchSecurityEvents(t *testing.T) {
 	}
 	s.securityEvent(ctx, ev(ami.EventSuccessfulAuth, "PJSIP", a))
 	s.securityEvent(ctx, ev(ami.EventChallengeResponseFailed, "PJSIP", b))
-	got := c.String()
-	for _, want := range []string{"learn 203.0.113.66 user_agent 1001", "revoke 203.0.113.68", "ban 203.0.113.68"} {
-		if !strings.Contains(got, want) {
-			t.Errorf("calls %q lack %q", got, want)
+	s.securityEvent(ctx, ev(ami.EventChallengeResponseFailed, "PJSIP", b)) // the retry: acts once
+	wants := []string{"learn 203.0.113.66 user_agent 1001", "revoke 203.0.113.68", "ban 203.0.113.68"}
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		got, n := c.String(), 0
+		for _, want := range wants {
+			if strings.Contains(got, want) {
+				n++
+			}
 		}
+		if n == len(wants) {
+			if strings.Count(got, "ban 203.0.113.68") != 1 {
+				t.Fatalf("two failures banned twice: %s", got)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("calls %q lack some of %q", got, wants)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	var nilSvc *dropwatchService
 	nilSvc.securityEvent(ctx, ev(ami.EventSuccessfulAuth, "PJSIP", a)) // drop mode off: no-op
