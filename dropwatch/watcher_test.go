@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -131,5 +132,71 @@ func BenchmarkObserve(b *testing.B) {
 	b.StopTimer()
 	if cpu := processCPU() - cpu0; cpu > 0 {
 		b.ReportMetric(float64(b.N)/cpu.Seconds(), "pkts/cpu-s")
+	}
+}
+
+// pruneStore records SaveDropped rows and PruneDropped calls.
+type pruneStore struct {
+	mu     sync.Mutex // guards saved, prunes
+	saved  int
+	prunes []int
+}
+
+func (s *pruneStore) SaveDropped(_ context.Context, recs []state.DroppedSource) error {
+	s.mu.Lock()
+	s.saved += len(recs)
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *pruneStore) PruneDropped(_ context.Context, _ time.Time, maxRows int) (int64, error) {
+	s.mu.Lock()
+	s.prunes = append(s.prunes, maxRows)
+	s.mu.Unlock()
+	return 0, nil
+}
+
+// TestWatcherPrunesByCount: a quarter of MaxRows new sources since the
+// last prune trigger a prune at the next flush, long before the 10-minute
+// age prune; a final flush saves what is left when ctx ends.
+func TestWatcherPrunesByCount(t *testing.T) {
+	st := &pruneStore{}
+	w := New(Options{Store: st, MaxRows: 40, FlushEvery: 20 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.maintain(ctx, nil) }()
+	for i := range 9 { // below 40/4: no prune by count
+		w.Observe(udpDrop(t, nflog.ReasonGeo, netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(i)}), 5060), "x"))
+	}
+	time.Sleep(100 * time.Millisecond)
+	st.mu.Lock()
+	early := len(st.prunes)
+	st.mu.Unlock()
+	if early != 0 {
+		t.Fatalf("pruned after 9 new sources (MaxRows 40)")
+	}
+	w.Observe(udpDrop(t, nflog.ReasonGeo, netip.MustParseAddrPort("203.0.113.200:5060"), "x"))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st.mu.Lock()
+		n := len(st.prunes)
+		st.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no prune after 10 new sources (a quarter of MaxRows 40)")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	w.Observe(udpDrop(t, nflog.ReasonGeo, netip.MustParseAddrPort("203.0.113.201:5060"), "x"))
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.saved != 11 || st.prunes[0] != 40 {
+		t.Fatalf("saved %d rows (want 11, the last by the final flush), prunes %v", st.saved, st.prunes)
 	}
 }
