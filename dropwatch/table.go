@@ -292,6 +292,15 @@ func (t *table) drain(limit int) (out []state.DroppedSource, done bool) {
 	return out, true
 }
 
+// requeue keeps records a failed save returned for the next drain, within
+// maxEvictedPending; the others are counted as unsaved.
+func (t *table) requeue(recs []state.DroppedSource) {
+	room := max(0, maxEvictedPending-len(t.pendingEvicted))
+	n := min(room, len(recs))
+	t.pendingEvicted = append(t.pendingEvicted, recs[:n]...)
+	t.evictedUnsaved += uint64(len(recs) - n)
+}
+
 // reintern keeps only the User-Agents live sources still refer to.
 func (t *table) reintern() {
 	old := t.uas

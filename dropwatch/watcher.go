@@ -206,6 +206,11 @@ func (w *Watcher) Flush(ctx context.Context) error {
 		if w.o.Store != nil && len(recs) > 0 {
 			if err := w.o.Store.SaveDropped(ctx, recs); err != nil {
 				w.flushErrs.Add(1)
+				// Keep the deltas for the next flush, as far as the
+				// evicted-record budget allows (the rest is counted).
+				w.tableMu.Lock()
+				w.tab.requeue(recs)
+				w.tableMu.Unlock()
 				return fmt.Errorf("dropwatch: saving %d dropped sources: %w", len(recs), err)
 			}
 		}

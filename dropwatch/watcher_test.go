@@ -2,6 +2,7 @@ package dropwatch
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"path/filepath"
 	"sync"
@@ -137,14 +138,18 @@ func BenchmarkObserve(b *testing.B) {
 
 // pruneStore records SaveDropped rows and PruneDropped calls.
 type pruneStore struct {
-	mu     sync.Mutex // guards saved, prunes
-	saved  int
-	prunes []int
+	mu      sync.Mutex // guards saved, packets, prunes
+	saved   int
+	packets uint64
+	prunes  []int
 }
 
 func (s *pruneStore) SaveDropped(_ context.Context, recs []state.DroppedSource) error {
 	s.mu.Lock()
 	s.saved += len(recs)
+	for _, r := range recs {
+		s.packets += r.Packets
+	}
 	s.mu.Unlock()
 	return nil
 }
@@ -198,5 +203,38 @@ func TestWatcherPrunesByCount(t *testing.T) {
 	defer st.mu.Unlock()
 	if st.saved != 11 || st.prunes[0] != 40 {
 		t.Fatalf("saved %d rows (want 11, the last by the final flush), prunes %v", st.saved, st.prunes)
+	}
+}
+
+// failingStore fails the first save, then records.
+type failingStore struct {
+	pruneStore
+	failed bool
+}
+
+func (s *failingStore) SaveDropped(ctx context.Context, recs []state.DroppedSource) error {
+	if !s.failed {
+		s.failed = true
+		return errors.New("disk full")
+	}
+	return s.pruneStore.SaveDropped(ctx, recs)
+}
+
+// TestWatcherKeepsDeltasOnFailedSave: a failed save loses nothing: the
+// next flush writes the same packets.
+func TestWatcherKeepsDeltasOnFailedSave(t *testing.T) {
+	st := &failingStore{}
+	w := New(Options{Store: st})
+	for range 3 {
+		w.Observe(udpDrop(t, nflog.ReasonGeo, netip.MustParseAddrPort("203.0.113.9:5060"), "x"))
+	}
+	if err := w.Flush(context.Background()); err == nil {
+		t.Fatal("the failed save was not reported")
+	}
+	if err := w.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st.saved != 1 || st.packets != 3 || w.Stats().FlushErrors != 1 {
+		t.Fatalf("saved %d rows with %d packets after a failure and a retry, want 1 with 3", st.saved, st.packets)
 	}
 }
