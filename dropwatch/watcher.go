@@ -319,14 +319,21 @@ var (
 		"Dropped-packet aggregates evicted to make room (least recently seen first).", nil, nil)
 	descNFLOGOverruns = prometheus.NewDesc("sipsentry_nflog_overruns_total",
 		"Times the kernel reported NFLOG copies lost because sipsentry read too slowly.", nil, nil)
+	descDroppedUnsaved = prometheus.NewDesc("sipsentry_dropped_sources_unsaved_total",
+		"Dropped-packet aggregates lost before reaching the state DB (evicted or failed saves beyond the pending budget).", nil, nil)
+	descDroppedFlushErrors = prometheus.NewDesc("sipsentry_dropped_flush_errors_total",
+		"Failed saves of dropped-packet aggregates to the state DB.", nil, nil)
+	descNFLOGMalformed = prometheus.NewDesc("sipsentry_nflog_malformed_total",
+		"NFLOG copies that did not decode as an IP packet.", nil, nil)
 )
 
 type statsCollector struct{ w *Watcher }
 
 func (c statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- descDroppedSources
-	ch <- descDroppedEvicted
-	ch <- descNFLOGOverruns
+	for _, d := range []*prometheus.Desc{descDroppedSources, descDroppedEvicted, descNFLOGOverruns,
+		descDroppedUnsaved, descDroppedFlushErrors, descNFLOGMalformed} {
+		ch <- d
+	}
 }
 
 func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
@@ -334,6 +341,9 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descDroppedSources, prometheus.GaugeValue, float64(s.Sources))
 	ch <- prometheus.MustNewConstMetric(descDroppedEvicted, prometheus.CounterValue, float64(s.Evicted))
 	ch <- prometheus.MustNewConstMetric(descNFLOGOverruns, prometheus.CounterValue, float64(s.Overruns))
+	ch <- prometheus.MustNewConstMetric(descDroppedUnsaved, prometheus.CounterValue, float64(s.EvictedUnsaved))
+	ch <- prometheus.MustNewConstMetric(descDroppedFlushErrors, prometheus.CounterValue, float64(s.FlushErrors))
+	ch <- prometheus.MustNewConstMetric(descNFLOGMalformed, prometheus.CounterValue, float64(s.Malformed))
 }
 
 // Collectors are the Watcher's (and its Probation's) metrics, for the

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/sipsentry/sipsentry/dropwatch/nflog"
@@ -236,5 +238,28 @@ func TestWatcherKeepsDeltasOnFailedSave(t *testing.T) {
 	}
 	if st.saved != 1 || st.packets != 3 || w.Stats().FlushErrors != 1 {
 		t.Fatalf("saved %d rows with %d packets after a failure and a retry, want 1 with 3", st.saved, st.packets)
+	}
+}
+
+// TestWatcherCollectors: every metric is registrable and named as the
+// house wants (sipsentry_ prefix, _total on counters).
+func TestWatcherCollectors(t *testing.T) {
+	w := New(Options{Probation: NewProbation(ProbationOptions{})})
+	reg := prometheus.NewRegistry()
+	for _, c := range w.Collectors() {
+		if err := reg.Register(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Observe(udpDrop(t, nflog.ReasonBan, netip.MustParseAddrPort("203.0.113.9:5060"), "x"))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		n := mf.GetName()
+		if !strings.HasPrefix(n, "sipsentry_") || (mf.GetType().String() == "COUNTER" && !strings.HasSuffix(n, "_total")) {
+			t.Errorf("metric %s", n)
+		}
 	}
 }
