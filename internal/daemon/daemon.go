@@ -473,6 +473,7 @@ func (d *daemon) reload(ctx context.Context) {
 		d.log.Error("run: engine refused the new configuration; keeping the running one", "err", err)
 		return
 	}
+	d.dw.reload(nc)
 	d.geo.Reload()
 	go func() {
 		// Re-read (lists_dir) or re-fetch the lists, then load them into the kernel.
