@@ -9,6 +9,15 @@
 // firewall only when it bans. Database writes, contact look-ups, DNS,
 // conntrack and ARI hang-ups run in the background goroutines of Run.
 //
+// The engine is also the one truth for the kernel's ban and allow sets:
+// Entries is their desired content (the firewall's verifier repairs the
+// kernel from it), and operators change them only through BanManual,
+// Unban, AllowManual and Disallow, with a daemon or without one
+// (OpenOffline). Its jobs have rooms of their own, one file each: the
+// decision table (sources.go), the ban book (banbook.go), the allow book
+// (allowbook.go), push learning (push.go), persistence (persist.go) and
+// post-ban work (postban.go).
+//
 // It must never ban an address taken from an attacker-controlled field (only
 // SecurityEvent.Remote, the true source), never ban what the admin or the
 // host needs (static allows, learned push servers, loopback, own addresses,
