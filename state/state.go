@@ -37,7 +37,7 @@ const FileName = "sipsentry.db"
 // Source statuses as Sources reports them, strongest first.
 const (
 	StatusBanned      = "banned"       // an active ban in the kernel
-	StatusWouldBan    = "would_ban"    // geo_mode monitor: the engine would have banned it
+	StatusWouldBan    = "would_ban"    // firewall.mode monitor: the engine would have banned it
 	StatusAllowed     = "allowed"      // inside a static firewall.allow CIDR
 	StatusLearnedPush = "learned_push" // a learned or seeded push server
 	StatusFlagged     = "flagged"      // e.g. a foreign login that was not learned

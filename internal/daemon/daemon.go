@@ -274,7 +274,11 @@ func (d *daemon) openKernel(ctx context.Context, o Options) error {
 // wire builds the AMI client (or the replay's feed), ARI and the engine.
 func (d *daemon) wire(in inputs) error {
 	cfg := d.cfg
-	deps := engine.Deps{Firewall: d.fw, Geo: d.geo, Store: d.store, Logger: d.log, OnDecision: d.onDecision}
+	// The host's own addresses, followed by netlink until Run returns.
+	hostCtx, stopHostWatch := context.WithCancel(context.Background())
+	d.onClose(stopHostWatch)
+	deps := engine.Deps{Firewall: d.fw, Geo: d.geo, Store: d.store, Logger: d.log, OnDecision: d.onDecision,
+		LocalReason: localReason(hostCtx, d.log)}
 	if d.replay == "" {
 		cc, err := AMIClientConfig(cfg, in.amiSecret, d.log)
 		if err != nil {

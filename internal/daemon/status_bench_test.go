@@ -56,7 +56,9 @@ func statusDaemonWith(tb testing.TB, n int, fw firewall.Backend) *daemon {
 	d.fwUp.Store(true)
 	ctx := context.Background()
 	for i := range n {
-		eng.Ban(ctx, benchAddr(i), "bench")
+		if err := eng.BanFor(ctx, benchAddr(i), "bench"); err != nil {
+			tb.Fatal(err)
+		}
 	}
 	if got := eng.Snapshot().ActiveBans; got != n {
 		tb.Fatalf("%d active bans, want %d", got, n)
@@ -142,7 +144,7 @@ func BenchmarkStatus200k(b *testing.B) {
 	ban := func(b *testing.B) {
 		ctx := context.Background()
 		for b.Loop() {
-			d.eng.Ban(ctx, benchAddr(int(next.Add(1))), "bench")
+			d.eng.BanFor(ctx, benchAddr(int(next.Add(1))), "bench")
 		}
 	}
 	// Two request loops take CPU from the ban on two cores whatever they
