@@ -290,11 +290,13 @@ func writeWrapped(b *strings.Builder, s string, width int) {
 				}
 			}
 		}
-		if lastGap > 0 {
-			lastSpace = lastGap
-		}
 		head, rest := s[:cut], s[cut:]
-		if lastSpace > 0 && cut < len(s) && s[cut] != ' ' {
+		switch {
+		case cut < len(s) && s[cut] == ' ' && (s[cut-1] == ',' || s[cut-1] == ' ' || lastGap < 0):
+			// a clean break right at the limit
+		case lastGap > 0:
+			head, rest = s[:lastGap], s[lastGap+1:]
+		case lastSpace > 0 && s[cut] != ' ':
 			head, rest = s[:lastSpace], s[lastSpace+1:]
 		}
 		b.WriteString(prefix + strings.TrimRight(head, " ") + "\n")

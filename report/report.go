@@ -422,7 +422,7 @@ func (a *Aggregator) Add(ev *ami.SecurityEvent) {
 			s.challenged = map[string]bool{}
 		}
 		if len(s.challenged) < maxPendingChallenges {
-			s.challenged[strings.Clone(ev.SessionID)] = true
+			s.challenged[ev.SessionID] = true // seclog and ami already copy it out of their buffers
 		}
 	case k == activity.KindAuthOK || k == activity.KindAuthFailed:
 		delete(s.challenged, ev.SessionID)

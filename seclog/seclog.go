@@ -76,10 +76,19 @@ type Reader struct {
 	recGarbage, firstRecGarbage int
 
 	pending     []byte // the record being assembled (may span lines); reused
+	spare       []byte // the previous record's buffer: its view is in use until the next start
 	open        bool   // pending holds a record
 	pendingLine int    // line number where pending starts
 	over        bool   // pending exceeded MaxRecordBytes
 	eof         bool
+
+	// copyRecords makes every record a copied string (the path before the
+	// in-place parse); tests compare the two.
+	copyRecords bool
+	fields      []ami.Header // the parser's scratch fields, reused
+	fieldBlock  []ami.Header // detached fields, shared by many events
+	lastAccount lastCopy     // the previous event's AccountID copy
+	lastSession lastCopy     // the previous event's SessionID copy
 }
 
 // NewReader returns a Reader on r. It buffers (1 MiB: few read calls on a
@@ -105,22 +114,36 @@ func (r *Reader) Stats() Stats {
 // already had to compute to find the record's end.
 type frame struct {
 	rec  string // raw record, trailing CR removed; parsed when raw
+	buf  []byte // the bytes rec views (nil when rec is a copy)
 	raw  bool
 	line int // where the record starts
 	ev   ami.SecurityEvent
 	err  error
 }
 
-func (f *frame) parse() {
-	if f.raw {
-		f.ev, f.err = ParseRecord(f.rec)
-		f.raw = false
+func (r *Reader) parse(f *frame) {
+	if !f.raw {
+		return
+	}
+	f.raw = false
+	if f.buf == nil { // a copied record: its event may keep everything
+		f.ev, f.err = parseRecord(f.rec, nil, false)
+		return
+	}
+	f.ev, f.err = parseRecord(f.rec, r.fields[:0], true)
+	if cap(f.ev.Fields) > cap(r.fields) {
+		r.fields = f.ev.Fields[:0] // keep the grown scratch slice
+	}
+	if f.err == nil {
+		r.detach(&f.ev, f.buf)
+	} else {
+		f.ev = ami.SecurityEvent{}
 	}
 }
 
 // account counts a frame's outcome and returns its event, if any.
 func (r *Reader) account(f *frame) (ami.SecurityEvent, bool) {
-	f.parse()
+	r.parse(f)
 	if f.err == nil {
 		r.events++
 		if f.ev.Suspicion != "" {
@@ -223,7 +246,7 @@ func (r *Reader) frameLine(line []byte) (frame, bool) {
 	}
 	// The rarer cases need the parse result to decide where the record ends.
 	f := r.rawFrame()
-	f.parse()
+	r.parse(&f)
 	if isRecordStart(line) {
 		// An attacker's LF can put a "[..." line inside a record; join it
 		// when the record so far is incomplete and the line is not a
@@ -261,7 +284,10 @@ func (r *Reader) rawFrame() frame {
 	if n := len(rec); n > 0 && rec[n-1] == '\r' {
 		rec = rec[:n-1]
 	}
-	return frame{rec: string(rec), raw: true, line: r.pendingLine}
+	if r.copyRecords {
+		return frame{rec: string(rec), raw: true, line: r.pendingLine}
+	}
+	return frame{rec: view(rec), buf: r.pending, raw: true, line: r.pendingLine}
 }
 
 func (r *Reader) start(line []byte) {
@@ -279,7 +305,9 @@ func (r *Reader) start(line []byte) {
 		return
 	}
 	r.records++
-	r.pending = append(r.pending[:0], line...)
+	// The buffers take turns: the record just framed may still be viewed
+	// (its event is parsed and detached after this line is read).
+	r.pending, r.spare = append(r.spare[:0], line...), r.pending
 	r.open = true
 	r.pendingLine = r.lines
 	r.over = len(line) > MaxRecordBytes
@@ -331,18 +359,29 @@ var (
 // ParseRecord parses one whole record (its physical lines joined by LF).
 // It is exported for tests and for callers that frame records themselves.
 func ParseRecord(rec string) (ami.SecurityEvent, error) {
+	return parseRecord(rec, nil, false)
+}
+
+// parseRecord is ParseRecord with a scratch slice for the event's fields.
+// inPlace leaves AccountID and SessionID pointing into rec: the Reader
+// detaches them itself (see detach.go).
+func parseRecord(rec string, fields []ami.Header, inPlace bool) (ami.SecurityEvent, error) {
 	i := strings.Index(rec, `SecurityEvent="`)
 	if i < 0 || i > 160 {
 		return ami.SecurityEvent{}, errors.New("seclog: no SecurityEvent key")
 	}
-	return parseBody(rec[i:])
+	return parseBody(rec[i:], fields, inPlace)
 }
 
 // header keys in the order Asterisk writes them; their values are written
 // by Asterisk itself and never contain a quote.
 var headKeys = [...]string{"SecurityEvent", "EventTV", "Severity", "Service", "EventVersion"}
 
-func parseBody(body string) (ami.SecurityEvent, error) {
+func parseBody(body string, scratch []ami.Header, inPlace bool) (ami.SecurityEvent, error) {
+	clone := strings.Clone
+	if inPlace {
+		clone = func(s string) string { return s }
+	}
 	var ev ami.SecurityEvent
 	p := body
 	var vals [len(headKeys)]string
@@ -406,20 +445,20 @@ func parseBody(body string) (ami.SecurityEvent, error) {
 		if !ok {
 			continue
 		}
-		fields, tailAcct, ok := parseTail(rest, !hasAcct)
+		fields, tailAcct, ok := parseTail(rest, !hasAcct, scratch)
 		if !ok {
 			continue
 		}
 		ev.Local, ev.Remote = local, remote
-		ev.SessionID = strings.Clone(sess)
+		ev.SessionID = clone(sess)
 		if hasAcct {
 			if acct == ami.UnknownAccount { // half of all PJSIP events: no copy
 				ev.AccountID = ami.UnknownAccount
 			} else {
-				ev.AccountID = strings.Clone(acct)
+				ev.AccountID = clone(acct)
 			}
 		} else {
-			ev.AccountID = strings.Clone(tailAcct)
+			ev.AccountID = clone(tailAcct)
 		}
 		ev.Fields = fields
 		for _, f := range fields {
@@ -529,14 +568,17 @@ func isHexPointer(s string) bool {
 // appear here (AccountID only when acctAllowed, for RequestBadFormat), and
 // no key twice. Tail values from the peer (digest Challenge/Response) are
 // SIP quoted strings, so their quotes arrive as \" and never form `="`.
-func parseTail(s string, acctAllowed bool) ([]ami.Header, string, bool) {
+func parseTail(s string, acctAllowed bool, scratch []ami.Header) ([]ami.Header, string, bool) {
 	if s == "" {
 		return nil, "", true
 	}
 	if s[0] != ',' || !strings.HasSuffix(s, `"`) {
 		return nil, "", false
 	}
-	fields := make([]ami.Header, 0, 3)
+	fields := scratch[:0]
+	if fields == nil {
+		fields = make([]ami.Header, 0, 3)
+	}
 	var acct string
 	s = s[1:]
 	for s != "" {

@@ -142,3 +142,17 @@ func TestOneShotLoggerIsHuman(t *testing.T) {
 }
 
 func defaultTestConfig() *config.Config { return config.Default() }
+
+// An unknown subcommand of a group (`lists bogus`) is a usage error, not
+// the group's help with exit 0.
+func TestExitCodeUnknownSubcommand(t *testing.T) {
+	for _, args := range [][]string{{"lists", "bogus"}, {"firewall", "nope"}, {"config", "chek"}} {
+		_, _, err := execWithConfig(t, args...)
+		if exitCode(err) != exitUsage || err == nil || !strings.Contains(err.Error(), "unknown command") {
+			t.Errorf("%v: %v (exit %d), want exit 2 naming the unknown command", args, err, exitCode(err))
+		}
+	}
+	if _, _, err := execWithConfig(t, "lists"); err != nil {
+		t.Errorf("lists alone: %v, want its help and exit 0", err)
+	}
+}

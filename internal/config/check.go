@@ -7,7 +7,9 @@ import (
 	"io/fs"
 	"math"
 	"os"
+	"os/user"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -91,6 +93,10 @@ func LoadForRun(path string, replay bool) (*Config, error) {
 	} else if err := checkFileMode(c, path, data); err != nil {
 		return nil, err
 	}
+	// Load's check of who may change the file, as one more problem.
+	if err := CheckOwner(path); err != nil {
+		errs = append(errs, &Error{File: path, Msg: strings.TrimPrefix(err.Error(), ErrUnsafeOwner.Error()+": "), Err: err})
+	}
 	if !replay {
 		errs = append(errs, c.checkSecret(data, "ami.secret", "ami.secret_file", c.AMI.Secret, c.AMI.SecretFile, true)...)
 	}
@@ -106,6 +112,15 @@ func LoadForRun(path string, replay bool) (*Config, error) {
 		}
 	} else if c.ARI.PasswordFile != "" && !replay {
 		errs = append(errs, c.checkSecret(data, "ari.password", "ari.password_file", c.ARI.Password, c.ARI.PasswordFile, false)...)
+	}
+	if g := c.Control.Group; g != "" && !replay {
+		// run resolves the name when it opens the control socket.
+		if _, err := strconv.ParseUint(g, 10, 32); err != nil {
+			if _, err := user.LookupGroup(g); err != nil {
+				errs = append(errs, &Error{File: c.Path, Line: lineOf(data, "control.group"), Key: "control.group",
+					Msg: fmt.Sprintf("no group %q on this host: create it (groupadd %s) or give a numeric gid", g, g)})
+			}
+		}
 	}
 	if err := errs.sorted().orNil(); err != nil {
 		return nil, err
@@ -182,15 +197,14 @@ func (c *Config) checkSecret(data []byte, inlineKey, fileKey, inline, file strin
 	case st.Mode().Perm()&0o077 != 0:
 		return at(fileKey, fmt.Sprintf("%s is mode %04o and holds a secret: run chmod 600 %s", file, st.Mode().Perm(), file), ErrInsecure)
 	}
-	if err := CheckOwner(file); err != nil {
-		return at(fileKey, strings.TrimPrefix(err.Error(), ErrUnsafeOwner.Error()+": "), err)
-	}
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return at(fileKey, fmt.Sprintf("%s cannot be read: %v: run as root, or as the user the daemon runs as", file, err), err)
-	}
-	if strings.TrimRight(string(b), "\r\n") == "" {
-		return at(fileKey, fmt.Sprintf("%s is empty: write the secret on its first line", file), nil)
+	// Then exactly what run does with it (owner, mode of its directory,
+	// empty file), worded by the function run calls.
+	if _, err := ReadSecretFile(file); err != nil {
+		msg := err.Error()
+		for _, sentinel := range []error{ErrUnsafeOwner, ErrInsecure} {
+			msg = strings.TrimPrefix(msg, sentinel.Error()+": ")
+		}
+		return at(fileKey, strings.TrimPrefix(msg, "config: "), err)
 	}
 	return nil
 }

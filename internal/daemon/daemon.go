@@ -274,7 +274,7 @@ func (d *daemon) openKernel(ctx context.Context, o Options) error {
 // wire builds the AMI client (or the replay's feed), ARI and the engine.
 func (d *daemon) wire(in inputs) error {
 	cfg := d.cfg
-	// The host's own addresses, followed by netlink until Run returns.
+	// The host's addresses are followed by netlink until the daemon closes.
 	hostCtx, stopHostWatch := context.WithCancel(context.Background())
 	d.onClose(stopHostWatch)
 	deps := engine.Deps{Firewall: d.fw, Geo: d.geo, Store: d.store, Logger: d.log, OnDecision: d.onDecision,
@@ -473,6 +473,7 @@ func (d *daemon) reload(ctx context.Context) {
 		d.log.Error("run: engine refused the new configuration; keeping the running one", "err", err)
 		return
 	}
+	d.dw.reload(nc)
 	d.geo.Reload()
 	go func() {
 		// Re-read (lists_dir) or re-fetch the lists, then load them into the kernel.

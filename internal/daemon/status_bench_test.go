@@ -144,7 +144,7 @@ func BenchmarkStatus200k(b *testing.B) {
 	ban := func(b *testing.B) {
 		ctx := context.Background()
 		for b.Loop() {
-			d.eng.BanFor(ctx, benchAddr(int(next.Add(1))), "bench")
+			_ = d.eng.BanFor(ctx, benchAddr(int(next.Add(1))), "bench")
 		}
 	}
 	// Two request loops take CPU from the ban on two cores whatever they

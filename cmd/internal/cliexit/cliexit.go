@@ -78,6 +78,17 @@ func IsCobraUsage(err error) bool {
 // it so that a wrong argument count is a UsageError (exit 2) without
 // matching message text. Call it once the command tree is complete.
 func TypeArgs(cmd *cobra.Command) {
+	if cmd.HasSubCommands() && !cmd.Runnable() {
+		// A group such as `lists`: cobra would print its help and exit 0
+		// for `lists bogus`; an unknown subcommand is a usage error.
+		cmd.Args = func(c *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return Usagef("unknown command %q for %q (see %s --help)", args[0], c.CommandPath(), c.CommandPath())
+			}
+			return nil
+		}
+		cmd.RunE = func(c *cobra.Command, _ []string) error { return c.Help() }
+	}
 	if v := cmd.Args; v != nil {
 		cmd.Args = func(c *cobra.Command, args []string) error {
 			if err := v(c, args); err != nil {
