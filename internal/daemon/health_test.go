@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/geo"
 	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/internal/metrics"
@@ -157,5 +158,27 @@ func TestHealthListsCondition(t *testing.T) {
 	}
 	if code, body := request(d.met.Handler(d.status), "/healthz"); code != 503 || !strings.Contains(body, "jp-ipv6") {
 		t.Errorf("/healthz = %d %q", code, body)
+	}
+}
+
+// AMI down is degraded only past its reconnect budget (2 × reconnect_max +
+// 2 × timeout): a reconnect within it keeps /healthz ok.
+func TestHealthAMIDownPastItsBudget(t *testing.T) {
+	d := statusDaemon(t, 1)
+	d.amiC = ami.NewClient(ami.ClientConfig{Address: "127.0.0.1:1", ReconnectMax: 20 * time.Millisecond, Timeout: 20 * time.Millisecond})
+	if b := d.amiC.ReconnectBudget(); b != 80*time.Millisecond {
+		t.Fatalf("ReconnectBudget = %s, want 80ms", b)
+	}
+	h := d.met.Handler(d.status)
+	if code, body := request(h, "/healthz"); code != 200 {
+		t.Errorf("/healthz within the reconnect budget = %d %q", code, body)
+	}
+	time.Sleep(100 * time.Millisecond)
+	code, body := request(h, "/healthz")
+	if code != 503 || !strings.Contains(body, "AMI not connected") {
+		t.Errorf("/healthz past the reconnect budget = %d %q", code, body)
+	}
+	if _, m := request(h, "/metrics"); !strings.Contains(m, `sipsentry_health_degraded{condition="ami"} 1`) {
+		t.Error(`/metrics lacks sipsentry_health_degraded{condition="ami"} 1`)
 	}
 }
