@@ -116,6 +116,13 @@ func TestRateLimitedLog(t *testing.T) {
 		emit(t0.Add(time.Duration(i)*100*time.Millisecond), slog.LevelError, "engine: writing state failed; will retry")
 	}
 	emit(t0.Add(time.Second), slog.LevelWarn, "another fault")
+	// The same message about another object is another event: it passes.
+	r := slog.NewRecord(t0.Add(2*time.Second), slog.LevelWarn, "geo: list refused", 0)
+	r.AddAttrs(slog.String("list", "jp-ipv4"), slog.String("check", "floor"))
+	log.Handler().Handle(context.Background(), r)
+	r = slog.NewRecord(t0.Add(3*time.Second), slog.LevelWarn, "geo: list refused", 0)
+	r.AddAttrs(slog.String("list", "jp-ipv4"), slog.String("check", "html"))
+	log.Handler().Handle(context.Background(), r)
 	emit(t0.Add(time.Second), slog.LevelInfo, "engine: writing state failed; will retry")
 	emit(t0.Add(61*time.Second), slog.LevelError, "engine: writing state failed; will retry")
 	out := buf.String()
@@ -124,6 +131,9 @@ func TestRateLimitedLog(t *testing.T) {
 	}
 	if !strings.Contains(out, "suppressed=599") {
 		t.Errorf("the second line does not count the 599 left out:\n%s", out)
+	}
+	if strings.Count(out, "geo: list refused") != 2 {
+		t.Errorf("two refusals of one list for different reasons were collapsed:\n%s", out)
 	}
 	if !strings.Contains(out, "another fault") || strings.Count(out, "level=INFO") != 1 || !strings.Contains(out, "component=engine") {
 		t.Errorf("other lines were held back:\n%s", out)
