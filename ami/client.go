@@ -109,8 +109,16 @@ type ClientConfig struct {
 	// with the connection. An error is logged; the session stays up.
 	OnConnect func(ctx context.Context, c *Client) error
 	// OnMessage receives every event in order, from one goroutine. Responses
-	// to actions and list items go to their callers instead.
+	// to actions and list items go to their callers instead. With
+	// OnSecurityEvent set, security events go there instead.
 	OnMessage func(Message)
+	// OnSecurityEvent, when set, receives each security event parsed
+	// (ParseSecurityEvent), in order, from the same goroutine, with Run's
+	// context: the engine subscribes here. Events without a usable source
+	// are counted (Stats.Unusable), never delivered.
+	OnSecurityEvent SecurityHandler
+	// OnEventType, when set, sees each event's EventLabel (for counting).
+	OnEventType func(label string)
 }
 
 // ClientStats are counters since NewClient.
@@ -127,6 +135,10 @@ type ClientStats struct {
 	ListItemsDropped uint64
 	// ListItemsPeak is the most items one list action held at once.
 	ListItemsPeak uint64
+	// SecurityEvents were parsed and handed to OnSecurityEvent; Unusable
+	// were security events without a usable source address.
+	SecurityEvents uint64
+	Unusable       uint64
 }
 
 // Client is an AMI client. Create it with NewClient, then call Run once.
@@ -136,11 +148,16 @@ type Client struct {
 	events chan Message
 	ids    atomic.Uint64
 
-	mu   sync.Mutex
-	sess *session // logged-in session, nil otherwise
+	mu        sync.Mutex
+	sess      *session  // logged-in session, nil otherwise
+	downSince time.Time // when the last session ended (or NewClient), while sess is nil
+	banner    string    // the last banner read
+	loginMsg  string    // Message of the last accepted login's response
+	stopOnce  func()    // ends Connect's dispatcher (nil without Connect)
 
 	logins, queued, dropped, timeouts, malformed, oversized atomic.Uint64
 	listOverflows, listDropped, listPeak                    atomic.Uint64
+	security, unusable                                      atomic.Uint64
 }
 
 // NewClient returns a client; nothing happens until Run.
@@ -167,7 +184,7 @@ func NewClient(cfg ClientConfig) *Client {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Client{cfg: cfg, log: log.With("ami", cfg.Address), events: make(chan Message, cfg.QueueSize)}
+	return &Client{cfg: cfg, log: log.With("ami", cfg.Address), events: make(chan Message, cfg.QueueSize), downSince: time.Now()}
 }
 
 // Stats returns the client's counters.
@@ -175,7 +192,8 @@ func (c *Client) Stats() ClientStats {
 	return ClientStats{Logins: c.logins.Load(), Events: c.queued.Load(),
 		EventsDropped: c.dropped.Load(), Timeouts: c.timeouts.Load(),
 		Malformed: c.malformed.Load(), Oversized: c.oversized.Load(),
-		ListOverflows: c.listOverflows.Load(), ListItemsDropped: c.listDropped.Load(), ListItemsPeak: c.listPeak.Load()}
+		ListOverflows: c.listOverflows.Load(), ListItemsDropped: c.listDropped.Load(), ListItemsPeak: c.listPeak.Load(),
+		SecurityEvents: c.security.Load(), Unusable: c.unusable.Load()}
 }
 
 // Connected reports whether a logged-in session is up.
@@ -193,8 +211,30 @@ func (c *Client) current() *session {
 
 func (c *Client) setCurrent(s *session) {
 	c.mu.Lock()
+	if s == nil && c.sess != nil {
+		c.downSince = time.Now()
+	}
 	c.sess = s
 	c.mu.Unlock()
+}
+
+// DownFor is how long the client has had no logged-in session: 0 while one
+// is up, else the time since the last one ended (or since NewClient).
+func (c *Client) DownFor() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sess != nil {
+		return 0
+	}
+	return time.Since(c.downSince)
+}
+
+// ReconnectBudget is how long a healthy reconnect may take: two backoff
+// waits at the ceiling plus a dial and a login. Down longer than this, the
+// connection is not coming back by itself (Asterisk stopped, AMI disabled,
+// a firewall in between) and a person should know.
+func (c *Client) ReconnectBudget() time.Duration {
+	return 2*c.cfg.ReconnectMax + 2*c.cfg.Timeout
 }
 
 // TLSConfig builds client TLS settings for AMI over TLS (manager.conf
@@ -269,13 +309,13 @@ func (c *Client) dispatch(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case m := <-c.events:
-			c.cfg.OnMessage(m)
+			c.route(ctx, m)
 		}
 	}
 }
 
 func (c *Client) enqueue(m Message) {
-	if c.cfg.OnMessage == nil {
+	if c.cfg.OnMessage == nil && c.cfg.OnSecurityEvent == nil && c.cfg.OnEventType == nil {
 		return
 	}
 	select {
@@ -361,6 +401,9 @@ func (c *Client) dial(ctx context.Context) (net.Conn, *Reader, error) {
 		return nil, nil, fmt.Errorf("ami: %s: %w", c.cfg.Address, err)
 	}
 	c.log.Debug("ami: connected", "banner", banner)
+	c.mu.Lock()
+	c.banner = banner
+	c.mu.Unlock()
 	return nc, rd, nil
 }
 
@@ -618,7 +661,18 @@ func (s *session) login(ctx context.Context) error {
 	if !strings.EqualFold(cl.resp.Get("Response"), "Success") {
 		return &AuthError{User: cfg.Username, Address: cfg.Address, Message: cl.resp.Get("Message")}
 	}
+	s.c.mu.Lock()
+	s.c.loginMsg = cl.resp.Get("Message")
+	s.c.mu.Unlock()
 	return nil
+}
+
+// LoginMessage is the Message of the last accepted login's response
+// (Asterisk says "Authentication accepted").
+func (c *Client) LoginMessage() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.loginMsg
 }
 
 // keepalive pings; a Ping unanswered within Timeout means the peer is dead
@@ -651,6 +705,68 @@ func (s *session) logoff() {
 		s.c.log.Debug("ami: Logoff", "err", err)
 	}
 	s.close(nil)
+}
+
+// Banner is the banner the last connection read ("" before one was read):
+// whether the address answered as an Asterisk manager at all.
+func (c *Client) Banner() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.banner
+}
+
+// Connect is Run's login once, for a short session (`sipsentry doctor`):
+// dial, banner, login, with no keepalive and no reconnect. After it returns
+// nil, actions may be called and events reach OnMessage until Close. A
+// refused login is an error wrapping ErrAuth, as with Run. Use either Run
+// or Connect on a client, once.
+func (c *Client) Connect(ctx context.Context) error {
+	nc, rd, err := c.dial(ctx)
+	if err != nil {
+		return err
+	}
+	s := &session{c: c, nc: nc, pending: map[string]*call{}, done: make(chan struct{})}
+	go s.read(rd)
+	dctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); c.dispatch(dctx) }()
+	stopDispatch := func() { stop(); wg.Wait() }
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { // a connection lost during the login ends it at once
+		select {
+		case <-s.done:
+			cancel()
+		case <-lctx.Done():
+		}
+	}()
+	if err := s.login(lctx); err != nil {
+		s.close(nil)
+		stopDispatch()
+		return err
+	}
+	c.logins.Add(1)
+	c.mu.Lock()
+	c.sess, c.stopOnce = s, stopDispatch
+	c.mu.Unlock()
+	c.log.Info("ami: logged in (one session)", "user", c.cfg.Username, "events", c.cfg.Events)
+	return nil
+}
+
+// Close ends Connect's session with a Logoff.
+func (c *Client) Close() {
+	c.mu.Lock()
+	s, stop := c.sess, c.stopOnce
+	c.stopOnce = nil
+	c.mu.Unlock()
+	if s != nil {
+		s.logoff()
+		c.setCurrent(nil)
+	}
+	if stop != nil {
+		stop()
+	}
 }
 
 // Action sends m (an "Action:" message) and returns its response. A

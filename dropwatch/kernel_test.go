@@ -145,9 +145,8 @@ func TestKernelDroppedPushServer(t *testing.T) {
 	defer st.Close()
 	rec := &recorder{}
 	prob := NewProbation(ProbationOptions{
-		UserAgents: []*regexp.Regexp{regexp.MustCompile(`(?i)^Bria Push`)},
-		Domains:    []string{"softphone.com"},
-		Duration:   30 * time.Second, MaxPerHour: 10,
+		Policy: Policy{UserAgents: []*regexp.Regexp{regexp.MustCompile(`(?i)^Bria Push`)},
+			Domains: []string{"softphone.com"}, Duration: 30 * time.Second, MaxPerHour: 10},
 		Resolver: fakeResolver{netip.MustParseAddr("203.0.113.67"): "push-new.softphone.com."},
 		Gate:     nsGate{ns: k.pbx, set: k.set, rec: rec}, Banner: rec, Learner: rec,
 	})

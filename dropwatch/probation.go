@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,8 +56,8 @@ func (realClock) AfterFunc(d time.Duration, f func()) func() bool {
 	return time.AfterFunc(d, f).Stop
 }
 
-// ProbationOptions configure a Probation (push.* of the config).
-type ProbationOptions struct {
+// Policy is what a reload may change (push.* of the config).
+type Policy struct {
 	// UserAgents are push.user_agents.
 	UserAgents []*regexp.Regexp
 	// Domains are push.domains: a confirmed PTR name in one is learned.
@@ -66,6 +67,11 @@ type ProbationOptions struct {
 	Duration time.Duration
 	// MaxPerHour is push.max_probations.
 	MaxPerHour int
+}
+
+// ProbationOptions configure a Probation.
+type ProbationOptions struct {
+	Policy
 	// AORExists tells whether a REGISTER's To user is an AOR of this PBX;
 	// nil accepts any (push parameters alone then make a candidate).
 	AORExists func(user string) bool
@@ -113,12 +119,17 @@ type active struct {
 // Probation turns dropped REGISTERs that look like a push server's into
 // candidates, and candidates into learned push servers, bans or nothing.
 type Probation struct {
-	o ProbationOptions
+	o      ProbationOptions
+	policy atomic.Pointer[Policy]
 
-	mu         sync.Mutex // guards considered, running, grants
+	mu         sync.Mutex // guards considered, running, grants and the overflow warnings
 	considered map[netip.Addr]time.Time
 	running    map[netip.Addr]*active
 	grants     []time.Time // probation starts within the last hour
+	// overflow warnings: at most one a minute
+	lastOverflowLog time.Time
+	suppressed      int
+	lastPrune       time.Time // of considered
 
 	queue   chan candidate
 	onState func(a netip.Addr, st string, at time.Time)
@@ -139,6 +150,7 @@ func NewProbation(o ProbationOptions) *Probation {
 	}
 	p := &Probation{o: o, considered: map[netip.Addr]time.Time{}, running: map[netip.Addr]*active{},
 		queue: make(chan candidate, candidateQueue)}
+	p.SetPolicy(o.Policy)
 	p.candidates = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "sipsentry_push_candidates_total",
 		Help: "Dropped REGISTERs from outside the allowed countries that looked like a push server's (User-Agent or push parameters), once per address per day.",
@@ -154,13 +166,17 @@ func NewProbation(o ProbationOptions) *Probation {
 	return p
 }
 
+// SetPolicy applies a reloaded push.* policy to the candidates that come
+// next; a running probation keeps its duration.
+func (p *Probation) SetPolicy(pol Policy) { p.policy.Store(&pol) }
+
 // Collectors are the Probation's metrics.
 func (p *Probation) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{p.candidates, p.probations, p.outcomes}
 }
 
 func (p *Probation) uaMatches(ua string) bool {
-	for _, re := range p.o.UserAgents {
+	for _, re := range p.policy.Load().UserAgents {
 		if re.MatchString(ua) {
 			return true
 		}
@@ -186,7 +202,10 @@ func (p *Probation) Consider(a netip.Addr, req sip.Request, country string) {
 		p.mu.Unlock()
 		return // once per address per day
 	}
-	if len(p.considered) >= maxConsidered {
+	if len(p.considered) >= maxConsidered && now.Sub(p.lastPrune) >= time.Minute {
+		// At most once a minute: while forged candidates keep the map
+		// full, a walk per packet would cost 10,000 steps each.
+		p.lastPrune = now
 		for k, t := range p.considered {
 			if now.Sub(t) >= oncePer {
 				delete(p.considered, k)
@@ -200,16 +219,48 @@ func (p *Probation) Consider(a netip.Addr, req sip.Request, country string) {
 	p.mu.Unlock()
 	c := candidate{addr: a, req: req, country: country, pushUA: pushUA, at: now}
 	p.candidates.Inc()
-	p.o.Log.Info("dropwatch: push candidate: a dropped REGISTER looks like a push server's", p.attrs(c)...)
-	p.state(a, state.PushCandidate, now)
 	if full {
-		p.refuse(c, "more than 10000 candidates in a day")
+		// Spoofed sources can mint candidates without end: count them, and
+		// log the overflow at most once a minute, never once per address.
+		p.overflow(c, "more than 10000 candidates in a day")
 		return
 	}
 	select {
 	case p.queue <- c:
 	default:
-		p.refuse(c, "too many candidates waiting for their DNS check")
+		p.retryIn(a, retryRefused)
+		p.overflow(c, "too many candidates waiting for their DNS check")
+	}
+}
+
+// retryRefused: a candidate refused for lack of room (the hour's
+// probations used up, the DNS queue full) may be one again this much later,
+// not only the next day: its REGISTER retries keep coming.
+const retryRefused = 10 * time.Minute
+
+// retryIn lets a be considered again d from now.
+func (p *Probation) retryIn(a netip.Addr, d time.Duration) {
+	p.mu.Lock()
+	if _, ok := p.considered[a]; ok {
+		p.considered[a] = p.o.Clock.Now().Add(d - oncePer)
+	}
+	p.mu.Unlock()
+}
+
+// overflow refuses a candidate the Probation has no room for.
+func (p *Probation) overflow(c candidate, why string) {
+	p.outcomes.WithLabelValues(OutcomeRefused).Inc()
+	p.mu.Lock()
+	p.suppressed++
+	logNow := c.at.Sub(p.lastOverflowLog) >= time.Minute
+	n := p.suppressed
+	if logNow {
+		p.lastOverflowLog, p.suppressed = c.at, 0
+	}
+	p.mu.Unlock()
+	if logNow {
+		p.o.Log.Warn("dropwatch: push candidates refused: no room (a flood of forged REGISTERs?)", "why", why,
+			"refused_since_last_warning", n, "last_addr", c.addr)
 	}
 }
 
@@ -259,6 +310,9 @@ func inDomains(name string, domains []string) bool {
 }
 
 func (p *Probation) examine(ctx context.Context, c candidate) {
+	pol := p.policy.Load()
+	p.o.Log.Info("dropwatch: push candidate: a dropped REGISTER looks like a push server's", p.attrs(c)...)
+	p.state(c.addr, state.PushCandidate, c.at)
 	if p.o.Resolver != nil {
 		dctx, cancel := context.WithTimeout(ctx, dnsTimeout)
 		name, err := p.o.Resolver.ConfirmedName(dctx, c.addr)
@@ -266,7 +320,7 @@ func (p *Probation) examine(ctx context.Context, c candidate) {
 		if err != nil {
 			p.o.Log.Info("dropwatch: push candidate has no confirmed PTR name", p.attrs(c, "err", err)...)
 		}
-		if err == nil && name != "" && inDomains(name, p.o.Domains) {
+		if err == nil && name != "" && inDomains(name, pol.Domains) {
 			ev := state.PushEvidence{How: state.HowPTR, PTR: name, UserAgent: c.req.UserAgent, AOR: c.req.ToUser,
 				FirstSeen: c.at, LastSeen: p.o.Clock.Now()}
 			if err := p.o.Learner.Learn(ctx, c.addr, ev); err != nil {
@@ -278,7 +332,7 @@ func (p *Probation) examine(ctx context.Context, c candidate) {
 			return
 		}
 	}
-	if p.o.Duration <= 0 {
+	if pol.Duration <= 0 {
 		p.refuse(c, "push.probation = 0 disables probation")
 		return
 	}
@@ -291,8 +345,9 @@ func (p *Probation) examine(ctx context.Context, c candidate) {
 		}
 	}
 	p.grants = kept
-	if len(p.grants) >= p.o.MaxPerHour {
+	if len(p.grants) >= pol.MaxPerHour {
 		p.mu.Unlock()
+		p.retryIn(c.addr, retryRefused)
 		p.refuse(c, "push.max_probations reached this hour")
 		return
 	}
@@ -301,18 +356,18 @@ func (p *Probation) examine(ctx context.Context, c candidate) {
 	// The probation starts only once the admission is in the kernel: an
 	// outcome taken earlier would revoke an admission not yet made, which
 	// would then open the door after the ban.
-	if err := p.o.Gate.AdmitSIP(ctx, c.addr, p.o.Duration); err != nil {
+	if err := p.o.Gate.AdmitSIP(ctx, c.addr, pol.Duration); err != nil {
 		p.o.Log.Error("dropwatch: opening the firewall for a probation failed", p.attrs(c, "err", err)...)
 		p.refuse(c, "the firewall refused the admission")
 		return
 	}
 	p.probations.Inc()
-	p.o.Log.Info("dropwatch: push candidate on probation: let through to the SIP ports", p.attrs(c, "for", p.o.Duration)...)
+	p.o.Log.Info("dropwatch: push candidate on probation: let through to the SIP ports", p.attrs(c, "for", pol.Duration)...)
 	p.state(c.addr, state.PushProbation, now)
 	a := &active{c: c}
 	p.mu.Lock()
 	p.running[c.addr] = a
-	a.stop = p.o.Clock.AfterFunc(p.o.Duration, func() { p.silence(c.addr) })
+	a.stop = p.o.Clock.AfterFunc(pol.Duration, func() { p.silence(c.addr) })
 	p.mu.Unlock()
 }
 

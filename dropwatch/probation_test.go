@@ -2,6 +2,7 @@ package dropwatch
 
 import (
 	"context"
+	"log/slog"
 	"net/netip"
 	"regexp"
 	"strings"
@@ -107,9 +108,8 @@ type world struct {
 func newWorld(t *testing.T, mod func(*ProbationOptions)) *world {
 	w := &world{clock: &fakeClock{now: time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)}, rec: &recorder{}, dns: fakeResolver{}}
 	o := ProbationOptions{
-		UserAgents: []*regexp.Regexp{regexp.MustCompile(`(?i)^Bria Push`)},
-		Domains:    []string{"softphone.com"},
-		Duration:   time.Minute, MaxPerHour: 10,
+		Policy: Policy{UserAgents: []*regexp.Regexp{regexp.MustCompile(`(?i)^Bria Push`)},
+			Domains: []string{"softphone.com"}, Duration: time.Minute, MaxPerHour: 10},
 		Resolver: w.dns, Gate: w.rec, Banner: w.rec, Learner: w.rec, Clock: w.clock,
 	}
 	if mod != nil {
@@ -233,10 +233,23 @@ func TestProbationHourlyCap(t *testing.T) {
 	if testutil.ToFloat64(w.p.probations) != 2 || outcomes(w.p, OutcomeRefused) != 1 {
 		t.Fatalf("probations %v refused %v, want 2 and 1", testutil.ToFloat64(w.p.probations), outcomes(w.p, OutcomeRefused))
 	}
+	// The refused one retries (as push servers do): refused again within
+	// the hour, but not locked out for the day.
+	third := netip.AddrFrom4([4]byte{203, 0, 113, 3})
+	w.clock.advance(5 * time.Minute)
+	w.consider(third, pushReq)
+	if outcomes(w.p, OutcomeRefused) != 1 {
+		t.Fatal("reconsidered within 10 minutes of its refusal")
+	}
+	w.clock.advance(6 * time.Minute)
+	w.consider(third, pushReq)
+	if outcomes(w.p, OutcomeRefused) != 2 {
+		t.Fatal("not reconsidered 10 minutes after its refusal")
+	}
 	w.clock.advance(time.Hour)
-	w.consider(netip.AddrFrom4([4]byte{203, 0, 113, 4}), pushReq)
-	if testutil.ToFloat64(w.p.probations) != 3 {
-		t.Fatal("the cap did not reopen after an hour")
+	w.consider(third, pushReq)
+	if testutil.ToFloat64(w.p.probations) != 3 || !w.p.OnProbation(third) {
+		t.Fatal("the cap did not reopen after an hour for the refused candidate")
 	}
 }
 
@@ -281,4 +294,36 @@ func TestInDomains(t *testing.T) {
 			t.Errorf("inDomains(%q) != %v", name, want)
 		}
 	}
+}
+
+// TestProbationOverflowBounded: forged candidates beyond the queue are
+// refused and counted, and logged at most once a minute.
+func TestProbationOverflowBounded(t *testing.T) {
+	var logs strings.Builder
+	w := newWorld(t, func(o *ProbationOptions) { o.Log = slog.New(slog.NewTextHandler(&logs, nil)) })
+	for i := range candidateQueue + 500 {
+		w.p.Consider(netip.AddrFrom4([4]byte{203, 0, byte(i >> 8), byte(i)}), pushReq, "XX")
+	}
+	if got := outcomes(w.p, OutcomeRefused); got != 500 {
+		t.Fatalf("%v refused, want 500 (the queue holds %d)", got, candidateQueue)
+	}
+	if n := strings.Count(logs.String(), "no room"); n != 1 {
+		t.Fatalf("%d overflow warnings for 500 refusals in the same minute, want 1", n)
+	}
+	for len(w.p.queue) > 0 {
+		w.p.examine(context.Background(), <-w.p.queue)
+	}
+	if n := strings.Count(logs.String(), "push candidate:"); n != candidateQueue {
+		t.Fatalf("%d candidate lines, want %d (the queued ones)", n, candidateQueue)
+	}
+}
+
+// TestProbationSetPolicy: a reload's push.* applies to the next candidates.
+func TestProbationSetPolicy(t *testing.T) {
+	w := newWorld(t, nil)
+	w.p.SetPolicy(Policy{UserAgents: []*regexp.Regexp{regexp.MustCompile(`^NewPush`)}, Duration: 2 * time.Minute, MaxPerHour: 1})
+	w.consider(pushServer, sip.Request{Method: "REGISTER", UserAgent: "Bria Push Service"}) // no longer a push UA
+	w.consider(netip.MustParseAddr("203.0.113.7"), sip.Request{Method: "REGISTER", UserAgent: "NewPush 1.0"})
+	w.consider(netip.MustParseAddr("203.0.113.8"), sip.Request{Method: "REGISTER", UserAgent: "NewPush 1.0"})
+	w.want(t, "admit 203.0.113.7 2m0s", "203.0.113.7 candidate", "203.0.113.7 probation", "203.0.113.8 candidate", "203.0.113.8 refused")
 }

@@ -56,6 +56,7 @@ type table struct {
 	uaIdx map[string]uint16
 
 	cursor         int32  // where the next drain chunk starts
+	inserted       uint64 // sources ever inserted (each may become a DB row)
 	evicted        uint64 // sources evicted to make room
 	evictedUnsaved uint64 // of them, with packets lost before a flush
 	uaOverflow     uint64 // User-Agents not kept (maxUAs reached)
@@ -156,6 +157,7 @@ func (t *table) observe(src netip.Addr, at time.Time, reason string, p *packet.P
 	k := key(src)
 	s, pos := t.find(k)
 	if s < 0 {
+		t.inserted++
 		s = t.alloc()
 		_, pos = t.find(k) // eviction may have shifted the run
 		t.index[pos] = s
@@ -288,6 +290,15 @@ func (t *table) drain(limit int) (out []state.DroppedSource, done bool) {
 		t.reintern()
 	}
 	return out, true
+}
+
+// requeue keeps records a failed save returned for the next drain, within
+// maxEvictedPending; the others are counted as unsaved.
+func (t *table) requeue(recs []state.DroppedSource) {
+	room := max(0, maxEvictedPending-len(t.pendingEvicted))
+	n := min(room, len(recs))
+	t.pendingEvicted = append(t.pendingEvicted, recs[:n]...)
+	t.evictedUnsaved += uint64(len(recs) - n)
 }
 
 // reintern keeps only the User-Agents live sources still refer to.

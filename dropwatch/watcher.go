@@ -21,7 +21,7 @@ import (
 // Store is where aggregates go (state.Store implements it).
 type Store interface {
 	SaveDropped(ctx context.Context, recs []state.DroppedSource) error
-	PruneDropped(ctx context.Context, before time.Time) (int64, error)
+	PruneDropped(ctx context.Context, before time.Time, maxRows int) (int64, error)
 }
 
 // Options configure a Watcher.
@@ -32,6 +32,9 @@ type Options struct {
 	FlushEvery time.Duration
 	// Retention: rows last seen longer ago are pruned; default 30 days.
 	Retention time.Duration
+	// MaxRows caps the stored sources (least recently seen pruned first);
+	// default 200,000 (about 25 MB of database: 124 bytes a row).
+	MaxRows int
 	// Country returns a source's ISO country code ("" if unknown); asked
 	// once per new source. May be nil.
 	Country func(netip.Addr) string
@@ -74,6 +77,9 @@ func New(o Options) *Watcher {
 	}
 	if o.Retention <= 0 {
 		o.Retention = 30 * 24 * time.Hour
+	}
+	if o.MaxRows <= 0 {
+		o.MaxRows = 200_000
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -200,6 +206,11 @@ func (w *Watcher) Flush(ctx context.Context) error {
 		if w.o.Store != nil && len(recs) > 0 {
 			if err := w.o.Store.SaveDropped(ctx, recs); err != nil {
 				w.flushErrs.Add(1)
+				// Keep the deltas for the next flush, as far as the
+				// evicted-record budget allows (the rest is counted).
+				w.tableMu.Lock()
+				w.tab.requeue(recs)
+				w.tableMu.Unlock()
 				return fmt.Errorf("dropwatch: saving %d dropped sources: %w", len(recs), err)
 			}
 		}
@@ -224,9 +235,38 @@ func (w *Watcher) Run(ctx context.Context, opts nflog.Options) error {
 	if w.o.Probation != nil {
 		go w.o.Probation.Run(rctx)
 	}
+	err := w.maintain(ctx, readErr)
+	cancel()
+	return err
+}
+
+// maintain flushes and prunes until ctx ends or the reader stops
+// (readErr), then flushes a last time.
+func (w *Watcher) maintain(ctx context.Context, readErr <-chan error) error {
 	t := time.NewTicker(w.o.FlushEvery)
 	defer t.Stop()
-	prune := time.NewTicker(time.Hour)
+	// Pruned by age every 10 minutes, and by count as soon as a quarter of
+	// MaxRows new sources were seen since the last prune: the table then
+	// never holds much more than 1.25 x MaxRows rows, however fast spoofed
+	// sources arrive.
+	prune := time.NewTicker(10 * time.Minute)
+	var prunedAt uint64 // table.inserted at the last prune
+	pruneNow := func() {
+		if w.o.Store == nil {
+			return
+		}
+		w.tableMu.Lock()
+		prunedAt = w.tab.inserted
+		w.tableMu.Unlock()
+		if _, err := w.o.Store.PruneDropped(ctx, w.o.Now().Add(-w.o.Retention), w.o.MaxRows); err != nil {
+			w.log.Warn("dropwatch: prune failed", "err", err)
+		}
+	}
+	newSincePrune := func() uint64 {
+		w.tableMu.Lock()
+		defer w.tableMu.Unlock()
+		return w.tab.inserted - prunedAt
+	}
 	defer prune.Stop()
 	final := func() {
 		fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -238,8 +278,9 @@ func (w *Watcher) Run(ctx context.Context, opts nflog.Options) error {
 	for {
 		select {
 		case <-ctx.Done():
-			cancel()
-			<-readErr
+			if readErr != nil {
+				<-readErr // the reader ends with ctx
+			}
 			final()
 			return nil
 		case err := <-readErr:
@@ -255,16 +296,18 @@ func (w *Watcher) Run(ctx context.Context, opts nflog.Options) error {
 			if err := w.Flush(ctx); err != nil {
 				w.log.Warn("dropwatch: flush failed; the aggregates stay in memory until the next", "err", err)
 			}
+			if newSincePrune() >= uint64(w.o.MaxRows/4) {
+				pruneNow()
+			}
 		case <-w.flushNow:
 			if err := w.Flush(ctx); err != nil {
 				w.log.Warn("dropwatch: flush failed; the aggregates stay in memory until the next", "err", err)
 			}
-		case <-prune.C:
-			if w.o.Store != nil {
-				if _, err := w.o.Store.PruneDropped(ctx, w.o.Now().Add(-w.o.Retention)); err != nil {
-					w.log.Warn("dropwatch: prune failed", "err", err)
-				}
+			if newSincePrune() >= uint64(w.o.MaxRows/4) {
+				pruneNow()
 			}
+		case <-prune.C:
+			pruneNow()
 		}
 	}
 }
@@ -276,14 +319,21 @@ var (
 		"Dropped-packet aggregates evicted to make room (least recently seen first).", nil, nil)
 	descNFLOGOverruns = prometheus.NewDesc("sipsentry_nflog_overruns_total",
 		"Times the kernel reported NFLOG copies lost because sipsentry read too slowly.", nil, nil)
+	descDroppedUnsaved = prometheus.NewDesc("sipsentry_dropped_sources_unsaved_total",
+		"Dropped-packet aggregates lost before reaching the state DB (evicted or failed saves beyond the pending budget).", nil, nil)
+	descDroppedFlushErrors = prometheus.NewDesc("sipsentry_dropped_flush_errors_total",
+		"Failed saves of dropped-packet aggregates to the state DB.", nil, nil)
+	descNFLOGMalformed = prometheus.NewDesc("sipsentry_nflog_malformed_total",
+		"NFLOG copies that did not decode as an IP packet.", nil, nil)
 )
 
 type statsCollector struct{ w *Watcher }
 
 func (c statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- descDroppedSources
-	ch <- descDroppedEvicted
-	ch <- descNFLOGOverruns
+	for _, d := range []*prometheus.Desc{descDroppedSources, descDroppedEvicted, descNFLOGOverruns,
+		descDroppedUnsaved, descDroppedFlushErrors, descNFLOGMalformed} {
+		ch <- d
+	}
 }
 
 func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
@@ -291,6 +341,9 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descDroppedSources, prometheus.GaugeValue, float64(s.Sources))
 	ch <- prometheus.MustNewConstMetric(descDroppedEvicted, prometheus.CounterValue, float64(s.Evicted))
 	ch <- prometheus.MustNewConstMetric(descNFLOGOverruns, prometheus.CounterValue, float64(s.Overruns))
+	ch <- prometheus.MustNewConstMetric(descDroppedUnsaved, prometheus.CounterValue, float64(s.EvictedUnsaved))
+	ch <- prometheus.MustNewConstMetric(descDroppedFlushErrors, prometheus.CounterValue, float64(s.FlushErrors))
+	ch <- prometheus.MustNewConstMetric(descNFLOGMalformed, prometheus.CounterValue, float64(s.Malformed))
 }
 
 // Collectors are the Watcher's (and its Probation's) metrics, for the

@@ -2,14 +2,19 @@ package dropwatch
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/sipsentry/sipsentry/dropwatch/nflog"
+	"github.com/sipsentry/sipsentry/dropwatch/sip"
 	"github.com/sipsentry/sipsentry/state"
 )
 
@@ -81,13 +86,8 @@ func TestWatcherAggregatesAndFlushes(t *testing.T) {
 	}
 }
 
-// BenchmarkObserve is the per-packet path (decode done by the reader:
-// parse, aggregate, count) over many sources, against the same run's
-// parse-only baseline in dropwatch/sip.
-//
-//	go test -run XXX -bench Observe -benchtime 2s -cpu 1 ./dropwatch/
-func BenchmarkObserve(b *testing.B) {
-	w := New(Options{MaxSources: 100_000, Country: func(netip.Addr) string { return "XX" }})
+// floodDrops are the benchmarks' dropped packets: scanner REGISTERs.
+func floodDrops(b *testing.B) []nflog.Drop {
 	drops := make([]nflog.Drop, 4096)
 	for i := range drops {
 		ua := "friendly-scanner"
@@ -96,6 +96,32 @@ func BenchmarkObserve(b *testing.B) {
 		}
 		drops[i] = udpDrop(b, nflog.ReasonGeo, netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, 0, byte(i >> 8), byte(i)}), 5070), register(ua, ""))
 	}
+	return drops
+}
+
+// BenchmarkParseOnly is BenchmarkObserve's same-run baseline: the SIP
+// parse alone, on the same packets.
+func BenchmarkParseOnly(b *testing.B) {
+	drops := floodDrops(b)
+	cpu0 := processCPU()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		_, _ = sip.Parse(drops[i%len(drops)].Payload)
+	}
+	b.StopTimer()
+	if cpu := processCPU() - cpu0; cpu > 0 {
+		b.ReportMetric(float64(b.N)/cpu.Seconds(), "pkts/cpu-s")
+	}
+}
+
+// BenchmarkObserve is the per-packet path (decode done by the reader:
+// parse, aggregate, count) over many sources, against the same run's
+// parse-only baseline in dropwatch/sip.
+//
+//	go test -run XXX -bench Observe -benchtime 2s -cpu 1 ./dropwatch/
+func BenchmarkObserve(b *testing.B) {
+	w := New(Options{MaxSources: 100_000, Country: func(netip.Addr) string { return "XX" }})
+	drops := floodDrops(b)
 	b.ReportAllocs()
 	cpu0 := processCPU()
 	b.ResetTimer()
@@ -109,5 +135,131 @@ func BenchmarkObserve(b *testing.B) {
 	b.StopTimer()
 	if cpu := processCPU() - cpu0; cpu > 0 {
 		b.ReportMetric(float64(b.N)/cpu.Seconds(), "pkts/cpu-s")
+	}
+}
+
+// pruneStore records SaveDropped rows and PruneDropped calls.
+type pruneStore struct {
+	mu      sync.Mutex // guards saved, packets, prunes
+	saved   int
+	packets uint64
+	prunes  []int
+}
+
+func (s *pruneStore) SaveDropped(_ context.Context, recs []state.DroppedSource) error {
+	s.mu.Lock()
+	s.saved += len(recs)
+	for _, r := range recs {
+		s.packets += r.Packets
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *pruneStore) PruneDropped(_ context.Context, _ time.Time, maxRows int) (int64, error) {
+	s.mu.Lock()
+	s.prunes = append(s.prunes, maxRows)
+	s.mu.Unlock()
+	return 0, nil
+}
+
+// TestWatcherPrunesByCount: a quarter of MaxRows new sources since the
+// last prune trigger a prune at the next flush, long before the 10-minute
+// age prune; a final flush saves what is left when ctx ends.
+func TestWatcherPrunesByCount(t *testing.T) {
+	st := &pruneStore{}
+	w := New(Options{Store: st, MaxRows: 40, FlushEvery: 20 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.maintain(ctx, nil) }()
+	for i := range 9 { // below 40/4: no prune by count
+		w.Observe(udpDrop(t, nflog.ReasonGeo, netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(i)}), 5060), "x"))
+	}
+	time.Sleep(100 * time.Millisecond)
+	st.mu.Lock()
+	early := len(st.prunes)
+	st.mu.Unlock()
+	if early != 0 {
+		t.Fatalf("pruned after 9 new sources (MaxRows 40)")
+	}
+	w.Observe(udpDrop(t, nflog.ReasonGeo, netip.MustParseAddrPort("203.0.113.200:5060"), "x"))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st.mu.Lock()
+		n := len(st.prunes)
+		st.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no prune after 10 new sources (a quarter of MaxRows 40)")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	w.Observe(udpDrop(t, nflog.ReasonGeo, netip.MustParseAddrPort("203.0.113.201:5060"), "x"))
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.saved != 11 || st.prunes[0] != 40 {
+		t.Fatalf("saved %d rows (want 11, the last by the final flush), prunes %v", st.saved, st.prunes)
+	}
+}
+
+// failingStore fails the first save, then records.
+type failingStore struct {
+	pruneStore
+	failed bool
+}
+
+func (s *failingStore) SaveDropped(ctx context.Context, recs []state.DroppedSource) error {
+	if !s.failed {
+		s.failed = true
+		return errors.New("disk full")
+	}
+	return s.pruneStore.SaveDropped(ctx, recs)
+}
+
+// TestWatcherKeepsDeltasOnFailedSave: a failed save loses nothing: the
+// next flush writes the same packets.
+func TestWatcherKeepsDeltasOnFailedSave(t *testing.T) {
+	st := &failingStore{}
+	w := New(Options{Store: st})
+	for range 3 {
+		w.Observe(udpDrop(t, nflog.ReasonGeo, netip.MustParseAddrPort("203.0.113.9:5060"), "x"))
+	}
+	if err := w.Flush(context.Background()); err == nil {
+		t.Fatal("the failed save was not reported")
+	}
+	if err := w.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st.saved != 1 || st.packets != 3 || w.Stats().FlushErrors != 1 {
+		t.Fatalf("saved %d rows with %d packets after a failure and a retry, want 1 with 3", st.saved, st.packets)
+	}
+}
+
+// TestWatcherCollectors: every metric is registrable and named as the
+// house wants (sipsentry_ prefix, _total on counters).
+func TestWatcherCollectors(t *testing.T) {
+	w := New(Options{Probation: NewProbation(ProbationOptions{})})
+	reg := prometheus.NewRegistry()
+	for _, c := range w.Collectors() {
+		if err := reg.Register(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Observe(udpDrop(t, nflog.ReasonBan, netip.MustParseAddrPort("203.0.113.9:5060"), "x"))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		n := mf.GetName()
+		if !strings.HasPrefix(n, "sipsentry_") || (mf.GetType().String() == "COUNTER" && !strings.HasSuffix(n, "_total")) {
+			t.Errorf("metric %s", n)
+		}
 	}
 }

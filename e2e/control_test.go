@@ -17,7 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/ami/amitest"
+	"github.com/sipsentry/sipsentry/geo/geotest"
 	"github.com/sipsentry/sipsentry/internal/netnstest"
 	"github.com/sipsentry/sipsentry/state"
 )
@@ -41,7 +43,10 @@ type ctlSetup struct {
 // ownAddr is an address of the namespace itself (on lo): the host's own.
 const ownAddr = "203.0.113.200"
 
-func newCtlSetup(t *testing.T, label, controlExtra string) *ctlSetup {
+// newCtlSetup: controlExtra goes at the end of the config (keys of
+// [control], then any further tables); contacts are what the fake
+// Asterisk answers to PJSIPShowContacts.
+func newCtlSetup(t *testing.T, label, controlExtra string, contacts ...ami.Contact) *ctlSetup {
 	t.Helper()
 	netnstest.RequireRoot(t)
 	netnstest.RequireTool(t, "ip", "ipset", "iptables", "ip6tables")
@@ -68,7 +73,7 @@ func newCtlSetup(t *testing.T, label, controlExtra string) *ctlSetup {
 	var srv *amitest.Server
 	if err := ns.Do(func() error {
 		var err error
-		srv, err = amitest.Start(amitest.Options{Listen: "127.0.0.1:0"})
+		srv, err = amitest.Start(amitest.Options{Listen: "127.0.0.1:0", Contacts: contacts})
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -133,9 +138,16 @@ func (s *ctlSetup) start(t *testing.T) *daemonProc {
 // returns its combined output and exit status.
 func (s *ctlSetup) cli(t *testing.T, cred *syscall.Credential, args ...string) (string, int) {
 	t.Helper()
+	stdout, stderr, code := s.cli3(t, cred, args...)
+	return stdout + stderr, code
+}
+
+// cli3 is cli with stdout and stderr apart.
+func (s *ctlSetup) cli3(t *testing.T, cred *syscall.Credential, args ...string) (string, string, int) {
+	t.Helper()
 	cmd := exec.Command(s.bin, append(args, "--config", s.cfg)...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
 	if cred != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	}
@@ -149,16 +161,27 @@ func (s *ctlSetup) cli(t *testing.T, cred *syscall.Credential, args ...string) (
 	case err = <-done:
 	case <-time.After(60 * time.Second):
 		cmd.Process.Kill()
-		t.Fatalf("sipsentry %s did not finish within 60 s:\n%s", strings.Join(args, " "), out.String())
+		t.Fatalf("sipsentry %s did not finish within 60 s:\n%s%s", strings.Join(args, " "), out.String(), errb.String())
 	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
-		return out.String(), ee.ExitCode()
+		return out.String(), errb.String(), ee.ExitCode()
 	}
 	if err != nil {
 		t.Fatalf("sipsentry %s: %v", strings.Join(args, " "), err)
 	}
-	return out.String(), 0
+	return out.String(), errb.String(), 0
+}
+
+// mustJSON runs the CLI as root and returns its stdout (logs go to
+// stderr), failing the test unless it exits 0.
+func (s *ctlSetup) mustJSON(t *testing.T, args ...string) string {
+	t.Helper()
+	stdout, stderr, code := s.cli3(t, nil, args...)
+	if code != 0 {
+		t.Fatalf("sipsentry %s: exit %d:\n%s%s", strings.Join(args, " "), code, stdout, stderr)
+	}
+	return stdout
 }
 
 // mustCLI runs the CLI as root and fails the test unless it exits 0.
@@ -183,7 +206,7 @@ type banRow struct {
 
 func (s *ctlSetup) bans(t *testing.T) map[string]banRow {
 	t.Helper()
-	out := s.mustCLI(t, "bans", "--json")
+	out := s.mustJSON(t, "bans", "--json")
 	var rows []banRow
 	if err := json.Unmarshal([]byte(out), &rows); err != nil {
 		t.Fatalf("bans --json: %v\n%s", err, out)
@@ -273,14 +296,14 @@ func TestControlBanWhileDaemonRuns(t *testing.T) {
 			ActiveBans int `json:"active_bans"`
 		} `json:"engine"`
 	}
-	if out := s.mustCLI(t, "status", "--json"); json.Unmarshal([]byte(out), &st) != nil || st.Engine.ActiveBans != 1 {
+	if out := s.mustJSON(t, "status", "--json"); json.Unmarshal([]byte(out), &st) != nil || st.Engine.ActiveBans != 1 {
 		t.Errorf("status --json: active bans %d, want the manual ban:\n%s", st.Engine.ActiveBans, out)
 	}
 	var srcs []struct {
 		IP     string `json:"ip"`
 		Status string `json:"status"`
 	}
-	out = s.mustCLI(t, "sources", "--json")
+	out = s.mustJSON(t, "sources", "--json")
 	if err := json.Unmarshal([]byte(out), &srcs); err != nil {
 		t.Fatalf("sources --json: %v\n%s", err, out)
 	}
@@ -347,6 +370,10 @@ func TestControlBanWhileDaemonRuns(t *testing.T) {
 // and the next start agrees.
 func TestControlWithoutDaemon(t *testing.T) {
 	s := newCtlSetup(t, "ctloff", "")
+	// A listing reads the state DB; it needs no kernel (the sets do not exist yet).
+	if out := s.mustCLI(t, "bans"); !strings.Contains(out, "no active bans") {
+		t.Errorf("bans before anything: %q", out)
+	}
 	s.mustCLI(t, "firewall", "up")
 
 	out := s.mustCLI(t, "ban", "203.0.113.60", "--for", "3h", "--reason", "offline")
@@ -455,4 +482,80 @@ func TestControlSocketRootOnly(t *testing.T) {
 	if code != 1 || !strings.Contains(out, "permission denied") {
 		t.Errorf("bans as uid 65534 (even with group 0): exit %d, %q", code, out)
 	}
+}
+
+// `allows` lists the static entry, a push server learned from its login
+// with its evidence, and a manual entry with its comment and uid, through
+// the daemon; and after a restart, from the daemon again.
+func TestControlAllowsListing(t *testing.T) {
+	push := ami.Contact{ObjectName: "1001;@5d1e04aa", Endpoint: "1001",
+		URI:       "sip:1001@203.0.113.31:5062;transport=UDP;pn-provider=apns;pn-prid=abc;pn-param=xyz",
+		UserAgent: "Bria Push Service", ViaAddr: "203.0.113.31", ViaPort: "5062", CallID: "push-1", Status: "Reachable",
+		ExpirationTime: time.Now().Add(120 * time.Second)}
+	lists, err := os.MkdirTemp("", "sipsentry-ctl-lists-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(lists) })
+	geotest.WriteLists(t, lists, map[string][]string{"JP": {"198.51.100.0/24"}, "CN": {"203.0.113.0/24"}})
+	s := newCtlSetup(t, "ctlallow", fmt.Sprintf("[geo]\nallow_countries = [\"JP\"]\nlists_dir = %q\nmin_entries = 0\n", lists), push)
+	d := s.start(t)
+	s.srv.Send(rewriteAMI(asterisk(t, "ami-s3-register-ok-push.raw")))
+	eventually(t, "the push server in the kernel allow set", func() (bool, string) {
+		got := setMembers(t, s.ns, "sipsentry-allow-v4")
+		return slices.Contains(got, "203.0.113.31"), fmt.Sprint(got)
+	})
+	s.mustCLI(t, "allow", "203.0.113.64/28", "--for", "2h", "--comment", "branch office")
+
+	type allowRow struct {
+		Prefix   string  `json:"prefix"`
+		Kind     string  `json:"kind"`
+		Comment  string  `json:"comment"`
+		UID      *uint32 `json:"uid"`
+		Left     float64 `json:"time_left_seconds"`
+		Evidence *struct {
+			How       string `json:"how"`
+			Account   string `json:"account"`
+			UserAgent string `json:"user_agent"`
+			URI       string `json:"uri"`
+		} `json:"evidence"`
+	}
+	check := func(when string) {
+		t.Helper()
+		out := s.mustJSON(t, "allows", "--json")
+		var rows []allowRow
+		if err := json.Unmarshal([]byte(out), &rows); err != nil {
+			t.Fatalf("%s: allows --json: %v\n%s", when, err, out)
+		}
+		byPrefix := map[string]allowRow{}
+		for _, r := range rows {
+			byPrefix[r.Prefix] = r
+		}
+		if r := byPrefix["198.51.100.0/24"]; r.Kind != "static" {
+			t.Errorf("%s: static entry %+v", when, r)
+		}
+		if r := byPrefix["203.0.113.31/32"]; r.Kind != "learned" || r.Evidence == nil || r.Evidence.UserAgent != "Bria Push Service" ||
+			r.Evidence.Account != "1001" || !strings.Contains(r.Evidence.URI, "203.0.113.31") {
+			t.Errorf("%s: learned push server %+v (evidence %+v)", when, r, r.Evidence)
+		}
+		if r := byPrefix["203.0.113.64/28"]; r.Kind != "manual" || r.Comment != "branch office" || r.UID == nil || *r.UID != 0 || r.Left < 7000 {
+			t.Errorf("%s: manual entry %+v", when, r)
+		}
+		if t.Failed() {
+			t.Logf("allows --json:\n%s", out)
+		}
+	}
+	eventually(t, "the learned push server in `allows`", func() (bool, string) {
+		out := s.mustCLI(t, "allows")
+		return strings.Contains(out, "203.0.113.31/32") && strings.Contains(out, "learned"), out
+	})
+	check("with the daemon")
+	if out := s.mustCLI(t, "allows"); !strings.Contains(out, `ua="Bria Push Service"`) || !strings.Contains(out, `"branch office" by uid 0`) {
+		t.Errorf("allows table:\n%s", out)
+	}
+	d.cmd.Process.Kill()
+	d.wait()
+	check("without a daemon (from the state DB)")
+	s.start(t)
+	check("after kill -9 and a restart")
 }

@@ -158,7 +158,9 @@ hosts = []
 resolver = "127.0.0.1:1"
 [metrics]
 listen = ""
-`, filepath.Join(dir, "state"), srv.Addr(), lists))
+[control]
+socket = %q
+`, filepath.Join(dir, "state"), srv.Addr(), lists, filepath.Join(dir, "control.sock")))
 
 	logHas := func(p *daemonProc, what string) int {
 		b, _ := os.ReadFile(p.log)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/sipsentry/sipsentry/firewall"
@@ -57,7 +58,8 @@ type BanRecord struct {
 	Since   time.Time  `json:"since"`
 	Until   time.Time  `json:"until"`
 	// Enforced: in the kernel ban set. False: a would-ban (firewall
-	// monitor mode), recorded only.
+	// monitor mode), or a stored ban the engine keeps out of the kernel
+	// because its address is allowed now; recorded only.
 	Enforced bool `json:"enforced"`
 }
 
@@ -83,7 +85,7 @@ func (e *Engine) banRecordOf(a netip.Addr, bi banInfo) BanRecord {
 func (e *Engine) banRecordLocked(k addrKey, bi banInfo) BanRecord {
 	r := BanRecord{Addr: k.addr(), Reason: e.bans.reasons.text[bi.reason], Origin: OriginEngine, UID: state.NoUID,
 		Offence: int(bi.offences), Since: time.Unix(int64(bi.since), 0).UTC(), Until: time.Unix(0, bi.until).UTC(),
-		Enforced: !bi.monitor}
+		Enforced: bi.active}
 	if bi.manual {
 		r.Origin = OriginManual
 		if x, ok := e.bans.external[k]; ok {
@@ -137,7 +139,6 @@ func (e *Engine) Unban(ctx context.Context, addr netip.Addr, uid int) error {
 	bk.bansMu.Lock()
 	b, ok := bk.byAddr[k]
 	running := ok && b.until > nowN
-	wasActive := ok && b.active
 	if running {
 		if b.active {
 			b.active = false
@@ -148,22 +149,22 @@ func (e *Engine) Unban(ctx context.Context, addr netip.Addr, uid int) error {
 		delete(bk.external, k)
 	}
 	bk.bansMu.Unlock()
-	inKernel := wasActive
 	if !running {
 		// The kernel may hold what the engine does not (a ban made behind
 		// its back, or by an older sipsentry's CLI).
-		var err error
-		if inKernel, err = e.fw.Contains(ctx, firewall.SetBan, a); err != nil {
+		inKernel, err := e.fw.Contains(ctx, firewall.SetBan, a)
+		if err != nil {
 			return fmt.Errorf("engine: unban %s: reading the ban set: %w", a, err)
 		}
 		if !inKernel {
 			return fmt.Errorf("%w: %s", ErrNotBanned, a)
 		}
 	}
-	if inKernel {
-		if err := e.fw.Delete(ctx, firewall.SetBan, prefixOf(a)); err != nil {
-			return fmt.Errorf("engine: unban %s: %w", a, err)
-		}
+	// Always, not only when the engine put it there: Delete of an absent
+	// entry is no error, and a ban the kernel holds against the engine's
+	// view (drift) must go too.
+	if err := e.fw.Delete(ctx, firewall.SetBan, prefixOf(a)); err != nil {
+		return fmt.Errorf("engine: unban %s: %w", a, err)
 	}
 	e.writer.queue(func(b *state.Batch) { b.Lifts = append(b.Lifts, a) })
 	e.sources.release(a)
@@ -173,17 +174,6 @@ func (e *Engine) Unban(ctx context.Context, addr netip.Addr, uid int) error {
 		return fmt.Errorf("engine: %s is unbanned, but the state DB write failed (retried at the next flush): %w", a, err)
 	}
 	return nil
-}
-
-// Ban bans a for another detector of the daemon (dropwatch's probation)
-// with the engine's own rules: the never-ban list, escalation, the set's
-// capacity, origin engine. It is Handle's ban without an event; a refusal
-// is logged and counted as a decision.
-func (e *Engine) Ban(ctx context.Context, a netip.Addr, reason string) {
-	if !a.IsValid() {
-		return
-	}
-	e.ban(ctx, a.Unmap(), sanitize(reason, 100), e.now(), time.Now(), flow{})
 }
 
 // minAllowBits refuses allows that would let a large part of the Internet
@@ -352,6 +342,7 @@ func (e *Engine) Allows(now time.Time) []AllowRecord {
 		} else {
 			r.Push = &state.PushEvidence{How: al.how}
 		}
+		r.Comment = pushSummary(r.Push)
 		out = append(out, r)
 	}
 	for p, m := range ab.manual {
@@ -367,6 +358,25 @@ func (e *Engine) Allows(now time.Time) []AllowRecord {
 		return x.Prefix.Addr().Compare(y.Prefix.Addr())
 	})
 	return out
+}
+
+// pushSummary is a push allow's evidence in one line for `allows`.
+func pushSummary(ev *state.PushEvidence) string {
+	var parts []string
+	if ev.PTR != "" {
+		parts = append(parts, "PTR "+ev.PTR)
+	}
+	if ev.UserAgent != "" {
+		parts = append(parts, "UA "+sanitize(ev.UserAgent, 80))
+	}
+	if ev.Account != "" {
+		parts = append(parts, "account "+sanitize(ev.Account, 40))
+	}
+	s := "push server (" + ev.How + ")"
+	if len(parts) > 0 {
+		s += ": " + strings.Join(parts, ", ")
+	}
+	return s
 }
 
 func kindOrder(k string) int {

@@ -291,3 +291,38 @@ func TestAllowManualDisallow(t *testing.T) {
 		t.Error("disallowed prefix back after a restart")
 	}
 }
+
+// A stored ban of an address allowed since: the next engine keeps it as
+// the DB has it (listed, not enforced: the allow wins) and Unban lifts it,
+// so the DB and the engine agree; it is not back after a restart.
+func TestStoredBanOfAllowedAddress(t *testing.T) {
+	clock := newClock()
+	dbPath := filepath.Join(t.TempDir(), state.FileName)
+	r1 := newRig(t, rigOpt{clock: clock, dbPath: dbPath})
+	if _, err := r1.eng.BanManual(bg, netip.MustParseAddr("203.0.113.5"), 2*time.Hour, "scanner", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r1.eng.AllowManual(bg, netip.MustParsePrefix("203.0.113.0/24"), 0, "partner", 0); err != nil {
+		t.Fatal(err)
+	}
+	r1.stop()
+	r2 := newRig(t, rigOpt{clock: clock, dbPath: dbPath})
+	got := r2.eng.Bans(clock.Now())
+	if len(got) != 1 || got[0].Addr != netip.MustParseAddr("203.0.113.5") || got[0].Enforced {
+		t.Errorf("Bans = %+v: want the stored ban, not enforced", got)
+	}
+	if r2.banned("203.0.113.5") {
+		t.Error("a ban of an allowed address put in the kernel")
+	}
+	if err := r2.eng.Unban(bg, netip.MustParseAddr("203.0.113.5"), 0); err != nil {
+		t.Fatalf("Unban: %v", err)
+	}
+	r2.stop()
+	r3 := newRig(t, rigOpt{clock: clock, dbPath: dbPath})
+	if len(r3.eng.Bans(clock.Now())) != 0 {
+		t.Error("unbanned ban back after a restart")
+	}
+	if b, ok := storedBan(t, dbPath, "203.0.113.5"); !ok || b.Until.After(clock.Now()) {
+		t.Errorf("DB row %+v %v: want lifted", b, ok)
+	}
+}

@@ -119,8 +119,12 @@ func TestEngineFailuresSurviveAggregateEviction(t *testing.T) {
 	for range 20000 {
 		r.eng.Handle(context.Background(), ev(ami.EventChallengeResponseFailed, "1001", randomSource(rng).String(), "x"))
 	}
-	if st := r.eng.Snapshot(); st.Evicted < 19000 {
+	st := r.eng.Snapshot()
+	if st.Evicted < 19000 {
 		t.Fatalf("only %d aggregates evicted: the flood did not push the source out", st.Evicted)
+	}
+	if fm := st.FailureMemory; fm.Tracked < 20000 || fm.Evicted != 0 || fm.Bytes == 0 {
+		t.Fatalf("failure memory %+v: want every source tracked, none evicted", fm)
 	}
 	r.eng.Handle(context.Background(), ev(ami.EventChallengeResponseFailed, "1001", src, "5"))
 	if !r.banned(src) {
@@ -172,5 +176,20 @@ func TestEventLogSampledUnderFlood(t *testing.T) {
 	}
 	if last := r.eng.sources.eventRows[rows-1]; !strings.Contains(last.Decision, "5 failures") {
 		t.Errorf("last row %+v: the ban's row was sampled out", last)
+	}
+}
+
+// A successful login during a flood keeps its event-log row: known
+// addresses are restored from those rows at the next start.
+func TestAuthRowKeptUnderFlood(t *testing.T) {
+	r := newRig(t, rigOpt{noRun: true})
+	rng := rand.New(rand.NewPCG(7, 8))
+	for range eventLogRate + 10 {
+		r.eng.Handle(context.Background(), ev(ami.EventInvalidAccountID, "u", randomSource(rng).String(), ""))
+	}
+	r.eng.Handle(context.Background(), ev(ami.EventSuccessfulAuth, "1001", "203.0.113.46", "reg"))
+	rows := r.eng.sources.eventRows
+	if last := rows[len(rows)-1]; last.Kind != "auth_ok" || last.Addr != netip.MustParseAddr("203.0.113.46") {
+		t.Fatalf("last row %+v: the login's row was sampled out", last)
 	}
 }

@@ -18,7 +18,7 @@ import (
 //
 // Any other set (the allowed countries' prefixes belong to the geo lists)
 // yields nothing. The sequence is a snapshot taken when iteration starts:
-// the locks are held only while copying (about 24 bytes per ban), never
+// the locks are held only while copying (32 bytes per ban), never
 // while the consumer runs, so a verifier may call the engine from its loop.
 func (e *Engine) Entries(set firewall.Set) iter.Seq[firewall.Entry] {
 	switch set {

@@ -9,6 +9,15 @@
 // firewall only when it bans. Database writes, contact look-ups, DNS,
 // conntrack and ARI hang-ups run in the background goroutines of Run.
 //
+// The engine is also the one truth for the kernel's ban and allow sets:
+// Entries is their desired content (the firewall's verifier repairs the
+// kernel from it), and operators change them only through BanManual,
+// Unban, AllowManual and Disallow, with a daemon or without one
+// (OpenOffline). Its jobs have rooms of their own, one file each: the
+// decision table (sources.go), the ban book (banbook.go), the allow book
+// (allowbook.go), push learning (push.go), persistence (persist.go) and
+// post-ban work (postban.go).
+//
 // It must never ban an address taken from an attacker-controlled field (only
 // SecurityEvent.Remote, the true source), never ban what the admin or the
 // host needs (static allows, learned push servers, loopback, own addresses,
@@ -130,6 +139,10 @@ type Status struct {
 	FullRefusals  uint64            `json:"full_refusals"`       // bans refused because the ban set was full
 	LastEvent     time.Time         `json:"last_event"`
 	Recent        []Decision        `json:"recent"`
+
+	// FailureMemory is the failure memory's size (engine/failmem): the
+	// addresses it tracks, what it evicted, its slots' bytes.
+	FailureMemory failmem.Stats `json:"failure_memory"`
 }
 
 const (
@@ -180,6 +193,7 @@ type Engine struct {
 	// failures decides: what counts toward a ban, per address
 	// (engine/failmem); it never forgets a source on its way to a ban.
 	failures *failmem.Memory
+	applier  lowApplier // the state writer's transactions at low CPU priority (flusher.go)
 
 	events, malformed, droppedWrites, droppedPush atomic.Uint64
 	fullRefusals, fullUnlogged                    atomic.Uint64
@@ -216,6 +230,7 @@ func New(o Options, d Deps) (*Engine, error) {
 	}
 	e := &Engine{d: d, log: d.Logger, now: d.Now, fw: d.Firewall}
 	e.current.Store(p)
+	e.applier.init()
 	// Static allows and learned push servers need no "known" status: they
 	// are never banned at all (neverBan refuses, with the reason logged).
 	if e.failures, err = failmem.New(p.failures); err != nil {
@@ -339,6 +354,7 @@ func (e *Engine) Snapshot() Status {
 	st.Events = e.events.Load()
 	st.Malformed = e.malformed.Load()
 	st.Evicted = e.sources.evicted.Load()
+	st.FailureMemory = e.failures.Stats()
 	st.DroppedWrites = e.droppedWrites.Load()
 	st.DroppedSource = e.sources.droppedRows.Load()
 	st.DroppedPush = e.droppedPush.Load()

@@ -37,6 +37,22 @@ func (e *Engine) BanRemote(ctx context.Context, a netip.Addr, d time.Duration, r
 	if !a.IsValid() || a.Zone() != "" || d <= 0 || !strings.HasPrefix(origin, RemoteOriginPrefix) {
 		return BanRecord{}, fmt.Errorf("%w: remote ban of %v for %s from %q", ErrInvalid, a, d, origin)
 	}
+	// A running ban of the engine's own or an operator's stays theirs: the
+	// remote decision must not take it over (its deletion would then lift
+	// a local ban early).
+	k := keyOf(a.Unmap())
+	e.bans.bansMu.Lock()
+	bi := e.bans.byAddr[k]
+	x, ext := e.bans.external[k]
+	local := bi.until > e.now().UnixNano() && !bi.monitor && (!ext || !strings.HasPrefix(x.origin, RemoteOriginPrefix))
+	var rec BanRecord
+	if local {
+		rec = e.banRecordLocked(k, bi)
+	}
+	e.bans.bansMu.Unlock()
+	if local {
+		return rec, nil
+	}
 	why := sanitize(origin+": "+reason, 100)
 	return e.banWith(ctx, banRequest{addr: a.Unmap(), reason: why, now: e.now(), start: time.Now(),
 		manual: true, uid: state.NoUID, dur: d, origin: sanitize(origin, 48)})

@@ -49,6 +49,14 @@ func TestBanRemoteOriginAndUnbanRemote(t *testing.T) {
 	if !r.banned("203.0.113.91") {
 		t.Error("engine ban lifted by a remote deletion")
 	}
+	// A remote decision for an address the engine banned itself does not
+	// take the ban over, so its deletion cannot lift it either.
+	if rec, err := r.eng.BanRemote(bg, netip.MustParseAddr("203.0.113.91"), time.Minute, "x", "crowdsec:cscli"); err != nil || rec.Origin != OriginEngine {
+		t.Errorf("remote decision over an engine ban: %+v, %v", rec, err)
+	}
+	if lifted, _ := r.eng.UnbanRemote(bg, netip.MustParseAddr("203.0.113.91")); lifted || !r.banned("203.0.113.91") {
+		t.Error("engine ban lifted after a remote decision for it was deleted")
+	}
 	r.stop()
 
 	clock.Advance(time.Minute)

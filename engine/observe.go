@@ -47,10 +47,11 @@ func (b *banBook) banned(a netip.Addr, now int64, enforce bool) bool {
 	return ok && bi.until > now && (!bi.monitor || !enforce)
 }
 
-// eventLogRate is how many event-log rows a second are written in full.
-// Under a flood the rest are sampled out (counted as dropped writes), except
-// rows that carry a decision: writing 10k rows a second cost the daemon
-// more CPU than deciding (issue 11: persistence ≤ 10 % of the CPU). The
+// eventLogRate is how many event-log rows a second are written in full:
+// writing 10k rows a second cost the daemon more CPU than deciding (issue
+// 11: persistence ≤ 10 % of the CPU). Under a flood the rest are sampled
+// out (counted as dropped writes), except rows that carry a decision and
+// successful logins (known addresses are restored from them at start). The
 // source aggregates and the failure memory still count every event.
 const eventLogRate = 1000
 

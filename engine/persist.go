@@ -48,7 +48,7 @@ func (e *Engine) Flush(ctx context.Context) error {
 	if e.d.Store == nil || b.Empty() {
 		return nil
 	}
-	if err := e.d.Store.Apply(ctx, b); err != nil {
+	if err := e.apply(ctx, b); err != nil {
 		// Keep it for the next tick; the event log is the first thing to go.
 		if len(b.Events) > maxPendingEvents {
 			e.droppedWrites.Add(uint64(len(b.Events)))

@@ -131,8 +131,9 @@ func (e *Engine) start(ctx context.Context, kernel bool) error {
 				reason: bk.reasons.intern(b.Reason), monitor: b.Monitor, manual: b.Origin != "" && b.Origin != state.OriginEngine}
 			if bi.until > nowN && !b.Monitor && e.opts().Enforce {
 				if why := e.neverBan(a); why != "" {
-					e.log.Warn("engine: not restoring a stored ban", "addr", a, "refused_because", why)
-					bi.until = nowN
+					// Kept as the DB has it (Bans lists it, Unban lifts it)
+					// but not put in the kernel: the allow wins.
+					e.log.Warn("engine: stored ban not put in the kernel", "addr", a, "refused_because", why)
 				} else if bk.active >= maxElem {
 					bi.until = nowN
 					e.fullRefusals.Add(1)
@@ -258,6 +259,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	workers(2, func() { e.runPushLearner(ctx) })
 	workers(2, func() { e.runPostBan(ctx) })
+	if e.d.Store != nil {
+		workers(1, func() { e.runApplier(ctx) })
+	}
 
 	flush := time.NewTicker(flushInterval)
 	challenges := time.NewTicker(time.Second) // unanswered-challenge timeouts
@@ -346,11 +350,12 @@ func (e *Engine) Sync(ctx context.Context) error {
 }
 
 // Reload takes new settings (SIGHUP): thresholds, ban times, modes, push
-// patterns and domains, static allows. The kernel allow set is made equal
-// to the engine's again (one Replace), so a static allow removed from the
-// config leaves it whatever its comment; the sources' failure rings are
-// cleared when their size changes. The state DB, AMI and firewall backend
-// are not reloadable here.
+// patterns and domains, static allows. Invalid settings are refused with
+// nothing changed. The kernel allow set is made equal to the engine's again
+// (one Replace), so a static allow removed from the config leaves it
+// whatever its comment; the sources' failure rings are cleared when their
+// size changes. The state DB, AMI and firewall backend are not reloadable
+// here.
 func (e *Engine) Reload(ctx context.Context, o Options) error {
 	np, err := newSettings(o)
 	if err != nil {
@@ -386,7 +391,9 @@ func (e *Engine) Reload(ctx context.Context, o Options) error {
 		w.Unallow = append(w.Unallow, b.Unallow...)
 	})
 	if _, err := e.replaceAllowSet(ctx); err != nil {
-		return fmt.Errorf("engine: reload: %w (the new settings are in force; the allow set is repaired at the next reload or verify)", err)
+		// The new settings are in force already; the verifier repairs the
+		// kernel set from Entries, so the reload itself stands.
+		e.log.Error("engine: reload: the kernel allow set was not replaced; the firewall verifier repairs it", "err", err)
 	}
 	e.log.Info("engine: configuration reloaded", "geo_mode", np.GeoMode, "enforce", np.Enforce, "max_failures", np.MaxFailures,
 		"static_allows_added", added, "static_allows_removed", removed)

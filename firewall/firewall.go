@@ -5,6 +5,12 @@
 // Each backend lives in its own folder (iptables, dryrun; nftables later) and
 // passes the shared suite in firewall/fwtest. A backend never touches chains,
 // rules or sets it did not create.
+//
+// A backend applies a desired state it does not own: which entries the sets
+// hold is the caller's (the engine's bans and allows, the daemon's
+// countries), given to Replace, Add, BulkLoad and Verify. A backend must
+// never add entries of its own (not even from a config) nor read the
+// daemon's configuration; it takes Options of netip, port and time values.
 package firewall
 
 import (
@@ -135,6 +141,15 @@ type FlowDropper interface {
 type BulkFlowDropper interface {
 	// DropFlowsOf is DropFlows for every address in addrs, in one pass.
 	DropFlowsOf(ctx context.Context, addrs []netip.Addr) error
+}
+
+// SetStatter is implemented by backends that can report their sets' sizes
+// without Status's rule listing: a cost independent of the number of
+// entries and of processes, for /status and health checks.
+type SetStatter interface {
+	// SetInfos returns each set's size per family; a missing kernel set
+	// is left out.
+	SetInfos(ctx context.Context) ([]SetInfo, error)
 }
 
 // Preparer is implemented by backends that can create their sets without

@@ -15,9 +15,13 @@ import (
 // Desired is what the kernel must hold: the whole content of each set.
 // The engine implements it for SetBan and SetAllow (static, learned and
 // manual allows); the daemon composes SetAllowCountry from the lists
-// (With). A Timeout is the time left (0: permanent). Entries may be called
-// more than once per check and must not hold a lock the ban path needs
-// while the caller consumes the sequence for long (Verify only reads).
+// (With). A Timeout is the time left (0: permanent).
+//
+// Entries may be called more than once per check (a second pass runs only
+// when something differs) and must not call the backend. Verify reads the
+// kernel before it iterates, so an entry must be in the desired state no
+// later than it is added to the kernel: then a ban added during a check is
+// never removed by it.
 type Desired interface {
 	Entries(set Set) iter.Seq[Entry]
 }
@@ -212,7 +216,9 @@ func (c *RepairCounter) Collect(ch chan<- prometheus.Metric) {
 type Loader interface {
 	// BulkLoad adds every entry of seq to set (present ones refreshed).
 	// Invalid entries are skipped and counted, never sent; the first kernel
-	// error stops the load. It returns how many entries were loaded.
+	// error stops the load. It returns how many entries were loaded. Other
+	// writes to set wait until the load ends, so seq must not call the
+	// backend.
 	BulkLoad(ctx context.Context, set Set, seq iter.Seq[Entry]) (BulkResult, error)
 }
 

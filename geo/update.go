@@ -291,6 +291,11 @@ func (g *Geo) checkOne(ctx context.Context, k listKey, path string, live *listSt
 		res.Decision = DecisionUnchanged
 		if prev == nil {
 			res, _ = kept(res, DecisionFailed, CheckMissing, "not downloaded yet: run `sipsentry lists update`, or wait for the daemon's first refresh")
+			if lp, _ := g.cachePaths(k); g.opts.StateDir != "" {
+				if _, err := os.Stat(lp); err == nil {
+					res, _ = kept(res, DecisionFailed, CheckCache, "the stored copy %s is unusable (the log says why): it is downloaded again at the daemon's first refresh, or now with `sipsentry lists update`", lp)
+				}
+			}
 		}
 	case g.opts.ListsDir != "":
 		res, nl = g.updateLocal(k, path, prev, dryRun)

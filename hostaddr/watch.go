@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -186,7 +187,12 @@ func (w *watcher) publish() {
 	for k := range w.addrs {
 		ps = append(ps, k.prefix)
 	}
+	before := w.set.Prefixes()
 	w.set.replace(ps)
+	if after := w.set.Prefixes(); before != nil && !slices.Equal(before, after) {
+		// Rare (DHCP, an admin's ip addr add): worth a line.
+		w.log.Info("hostaddr: the host's addresses changed", "addresses", fmt.Sprint(after))
+	}
 }
 
 func prefixOf(n *net.IPNet) (netip.Prefix, bool) {

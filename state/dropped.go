@@ -9,6 +9,8 @@ package state
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"math/bits"
 	"net/netip"
@@ -237,8 +239,10 @@ func (s *Store) DroppedCountries(ctx context.Context, since time.Time, limit int
 	return out, rows.Err()
 }
 
-// PruneDropped deletes the rows last seen before `before`.
-func (s *Store) PruneDropped(ctx context.Context, before time.Time) (int64, error) {
+// PruneDropped deletes the rows last seen before `before` and then, past
+// maxRows rows (0: no cap), the least recently seen ones: spoofed sources
+// can mint a row each, so the table needs a bound besides its age.
+func (s *Store) PruneDropped(ctx context.Context, before time.Time, maxRows int) (int64, error) {
 	if s.ro {
 		return 0, ErrReadOnly
 	}
@@ -249,5 +253,24 @@ func (s *Store) PruneDropped(ctx context.Context, before time.Time) (int64, erro
 	if err != nil {
 		return 0, fmt.Errorf("state: prune dropped: %w", err)
 	}
-	return res.RowsAffected()
+	n, _ := res.RowsAffected()
+	if maxRows <= 0 {
+		return n, nil
+	}
+	var cutoff int64
+	err = s.db.QueryRowContext(ctx, `SELECT last_seen FROM dropped_sources ORDER BY last_seen DESC LIMIT 1 OFFSET ?`, maxRows).Scan(&cutoff)
+	if errors.Is(err, sql.ErrNoRows) {
+		return n, nil // within the cap
+	}
+	if err != nil {
+		return n, fmt.Errorf("state: prune dropped: %w", err)
+	}
+	// Rows seen at the cutoff time itself go too: the cap is kept, never
+	// exceeded, at the price of a few rows more.
+	res, err = s.db.ExecContext(ctx, `DELETE FROM dropped_sources WHERE last_seen <= ?`, cutoff)
+	if err != nil {
+		return n, fmt.Errorf("state: prune dropped: %w", err)
+	}
+	m, _ := res.RowsAffected()
+	return n + m, nil
 }

@@ -67,8 +67,36 @@ func TestDroppedSaveMergeRead(t *testing.T) {
 	if err := ro.SaveDropped(ctx, got); err != ErrReadOnly {
 		t.Fatalf("read-only save: %v", err)
 	}
-	if n, err := s.PruneDropped(ctx, t0.Add(time.Minute)); err != nil || n != 1 {
+	if n, err := s.PruneDropped(ctx, t0.Add(time.Minute), 0); err != nil || n != 1 {
 		t.Fatalf("prune: %d, %v", n, err)
+	}
+}
+
+func TestDroppedPruneCapsRows(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(filepath.Join(t.TempDir(), FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	var recs []DroppedSource
+	for i := range 10 {
+		at := t0.Add(time.Duration(i) * time.Second)
+		recs = append(recs, DroppedSource{Addr: netip.AddrFrom4([4]byte{203, 0, 113, byte(i)}), FirstSeen: at, LastSeen: at, Packets: 1})
+	}
+	if err := s.SaveDropped(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.PruneDropped(ctx, t0, 4); err != nil || n != 6 {
+		t.Fatalf("prune to 4 rows: deleted %d, %v", n, err)
+	}
+	rows, _ := s.DroppedSources(ctx, time.Time{})
+	if len(rows) != 4 || rows[0].Addr != netip.AddrFrom4([4]byte{203, 0, 113, 9}) || rows[3].Addr != netip.AddrFrom4([4]byte{203, 0, 113, 6}) {
+		t.Fatalf("kept %+v, want the 4 most recent", rows)
+	}
+	if n, err := s.PruneDropped(ctx, t0, 4); err != nil || n != 0 {
+		t.Fatalf("within the cap: deleted %d, %v", n, err)
 	}
 }
 

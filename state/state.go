@@ -37,7 +37,7 @@ const FileName = "sipsentry.db"
 // Source statuses as Sources reports them, strongest first.
 const (
 	StatusBanned      = "banned"       // an active ban in the kernel
-	StatusWouldBan    = "would_ban"    // geo_mode monitor: the engine would have banned it
+	StatusWouldBan    = "would_ban"    // firewall.mode monitor: the engine would have banned it
 	StatusAllowed     = "allowed"      // inside a static firewall.allow CIDR
 	StatusLearnedPush = "learned_push" // a learned or seeded push server
 	StatusFlagged     = "flagged"      // e.g. a foreign login that was not learned
@@ -74,6 +74,8 @@ type Store struct {
 	ro   bool
 	// Now is the clock used for "active" (unexpired) queries; tests replace it.
 	Now func() time.Time
+
+	writes writeHealth // Apply's results, for WriteHealth (check.go)
 }
 
 const schema = `
@@ -363,13 +365,14 @@ func tm(n int64) time.Time {
 }
 
 // Apply writes b in one transaction.
-func (s *Store) Apply(ctx context.Context, b *Batch) error {
+func (s *Store) Apply(ctx context.Context, b *Batch) (err error) {
 	if s.ro {
 		return ErrReadOnly
 	}
 	if b.Empty() {
 		return nil
 	}
+	defer func() { s.writes.note(ctx, err) }()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("state: begin: %w", err)

@@ -9,8 +9,9 @@
 // same daemon so that the machine's noise falls on all three alike:
 //
 //   - engine: an AMI InvalidAccountID from a new source (engine.max_failures
-//     = 1), timed by the engine itself from Handle's start to the kernel
-//     set add's return (the "latency" of its "banned" log line);
+//     = 1), one every -pace, timed by the engine itself from the AMI socket
+//     read to the kernel set add's return (the "latency" of its "banned"
+//     log line);
 //   - socket: control.Client.Ban from this process: connect, request, the
 //     daemon's engine bans, answer (the daemon answers after the kernel add);
 //   - cli: `sipsentry ban ADDR` exec'd, from fork to exit (what an operator
@@ -51,6 +52,7 @@ func main() {
 	n := flag.Int("n", 200, "bans per way per round")
 	rounds := flag.Int("rounds", 5, "rounds (each runs the three ways in turn)")
 	bin := flag.String("bin", "", "sipsentry binary (default: go build ./cmd/sipsentry)")
+	flag.DurationVar(&pace, "pace", 2*time.Millisecond, "pause between the engine's events, so each is timed alone like a socket or CLI ban (0: one burst of n; the engine's figure then includes the AMI queue)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fatal("control bench: needs root (network namespace, ipset, iptables)")
@@ -59,6 +61,9 @@ func main() {
 		fatal("control bench: %v", err)
 	}
 }
+
+// pace: see the -pace flag.
+var pace time.Duration
 
 func fatal(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, format+"\n", args...)
@@ -161,15 +166,23 @@ socket = %q
 		return a
 	}
 	for r := 0; r < rounds; r++ {
-		// engine: one event per new source, sent in one burst of n; the
-		// engine times each ban itself.
+		// engine: one event per new source, spaced by -pace; the engine
+		// times each ban itself, from the AMI socket read to the kernel
+		// add's return.
 		var b bytes.Buffer
 		for i := 0; i < n; i++ {
 			a := next(0xe0)
 			engineAddrs = append(engineAddrs, a)
 			b.Write(invalidAccount(a, seq))
+			if pace > 0 {
+				srv.Send(b.Bytes())
+				b.Reset()
+				time.Sleep(pace)
+			}
 		}
-		srv.Send(b.Bytes())
+		if b.Len() > 0 {
+			srv.Send(b.Bytes())
+		}
 		if err := waitLogged(logPath, len(engineAddrs), 60*time.Second); err != nil {
 			return err
 		}

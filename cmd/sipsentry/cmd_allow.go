@@ -67,6 +67,6 @@ Exit status: 0 allowed, 1 refused or failed, 2 bad usage.`,
 		},
 	}
 	cmd.Flags().StringVar(&o.forText, "for", "", "allow for `DURATION` (e.g. 12h, 30d; default: no timeout)")
-	cmd.Flags().StringVar(&o.comment, "comment", "", "why (recorded with the entry; at most 200 bytes)")
+	cmd.Flags().StringVar(&o.comment, "comment", "", "why, as `TEXT` recorded with the entry (at most 200 bytes)")
 	return cmd
 }

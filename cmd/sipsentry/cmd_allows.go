@@ -34,10 +34,9 @@ uid, time_left_seconds).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var allows []control.AllowRecord
 			now := time.Now()
-			r, err := viaControl(cmd, g, func(ctx context.Context, h control.Handler, _ uint32) error {
-				var err error
-				allows, err = h.Allows(ctx, now)
-				return err
+			r, err := listViaControl(cmd, g, func(ctx context.Context, h control.Handler, _ uint32) error {
+				allows = allows[:0] // a second attempt (offline) starts over
+				return h.Allows(ctx, now, func(a control.AllowRecord) error { allows = append(allows, a); return nil })
 			})
 			if err != nil {
 				return fmt.Errorf("allows: %w", err)

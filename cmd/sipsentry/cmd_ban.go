@@ -42,7 +42,7 @@ Exit status: 0 banned, 1 refused or failed, 2 bad usage.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.forText, "for", "", "ban for `DURATION` (e.g. 1h, 7d; default engine.ban_time, escalated)")
-	f.StringVar(&o.reason, "reason", "", "why (recorded with the ban; at most 200 bytes)")
+	f.StringVar(&o.reason, "reason", "", "why, as `TEXT` recorded with the ban (at most 200 bytes)")
 	return cmd
 }
 

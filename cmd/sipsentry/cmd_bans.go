@@ -37,10 +37,9 @@ without timeout).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var bans []control.BanRecord
 			now := time.Now()
-			r, err := viaControl(cmd, g, func(ctx context.Context, h control.Handler, _ uint32) error {
-				var err error
-				bans, err = h.Bans(ctx, now)
-				return err
+			r, err := listViaControl(cmd, g, func(ctx context.Context, h control.Handler, _ uint32) error {
+				bans = bans[:0] // a second attempt (offline) starts over
+				return h.Bans(ctx, now, func(b control.BanRecord) error { bans = append(bans, b); return nil })
 			})
 			if err != nil {
 				return fmt.Errorf("bans: %w", err)

@@ -45,6 +45,9 @@ func runConfigCheck(cmd *cobra.Command, g *globalOptions) error {
 		// open, a secret missing) is the admin's input: exit 2.
 		return usageError{err}
 	}
+	for _, w := range c.Warnings { // deprecated but accepted settings
+		fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", w)
+	}
 	_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (firewall.mode = %s, engine.geo_mode = %s)\n",
 		c.Path, c.Firewall.Mode, c.Engine.GeoMode)
 	return err

@@ -38,6 +38,16 @@ type controlRun struct {
 // that vanished between the attempts), and printing is the caller's after
 // the single success.
 func viaControl(cmd *cobra.Command, g *globalOptions, op func(context.Context, control.Handler, uint32) error) (*controlRun, error) {
+	return viaControlMode(cmd, g, false, op)
+}
+
+// listViaControl is viaControl for a listing: offline it reads the state
+// DB without opening the kernel.
+func listViaControl(cmd *cobra.Command, g *globalOptions, op func(context.Context, control.Handler, uint32) error) (*controlRun, error) {
+	return viaControlMode(cmd, g, true, op)
+}
+
+func viaControlMode(cmd *cobra.Command, g *globalOptions, listOnly bool, op func(context.Context, control.Handler, uint32) error) (*controlRun, error) {
 	cfg, err := g.loadConfig(cmd, true)
 	if err != nil {
 		return nil, err
@@ -54,7 +64,7 @@ func viaControl(cmd *cobra.Command, g *globalOptions, op func(context.Context, c
 		return r, controlError(err)
 	}
 	r.offline = true
-	h, closeFn, err := openOffline(ctx, cfg, r.log, r.out)
+	h, closeFn, err := openOffline(ctx, cfg, daemon.OfflineOptions{Logger: r.log, DryRunOut: r.out, ListOnly: listOnly})
 	if err != nil {
 		return r, fmt.Errorf("no daemon is running (nothing listens on %s), and opening the state DB and the firewall here failed: %w", cfg.Control.Socket, err)
 	}
@@ -125,6 +135,6 @@ func uidText(uid *uint32) string {
 // openOfflineEngine opens the engine on the state DB and the kernel for one
 // operation (daemon.OpenControlOffline); the returned function writes out
 // what is pending and closes it.
-func openOfflineEngine(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Writer) (control.Handler, func() error, error) {
-	return daemon.OpenControlOffline(ctx, cfg, log, out)
+func openOfflineEngine(ctx context.Context, cfg *config.Config, o daemon.OfflineOptions) (control.Handler, func() error, error) {
+	return daemon.OpenControlOffline(ctx, cfg, o)
 }

@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/internal/control"
+	"github.com/sipsentry/sipsentry/internal/daemon"
 )
 
 // ctlFake is a control.Handler that records its calls.
@@ -65,14 +64,24 @@ func (f *ctlFake) Disallow(_ context.Context, p netip.Prefix, uid uint32) error 
 	return fmt.Errorf("%w: %s", control.ErrNotAllowed, p)
 }
 
-func (f *ctlFake) Bans(context.Context, time.Time) ([]control.BanRecord, error) {
+func (f *ctlFake) Bans(_ context.Context, _ time.Time, each func(control.BanRecord) error) error {
 	f.rec("bans")
-	return f.bans, nil
+	for _, b := range f.bans {
+		if err := each(b); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-func (f *ctlFake) Allows(context.Context, time.Time) ([]control.AllowRecord, error) {
+func (f *ctlFake) Allows(_ context.Context, _ time.Time, each func(control.AllowRecord) error) error {
 	f.rec("allows")
-	return f.allows, nil
+	for _, a := range f.allows {
+		if err := each(a); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (f *ctlFake) Calls() []string {
@@ -281,7 +290,9 @@ func TestBanWithoutDaemonGoesOffline(t *testing.T) {
 	cfg := ctlEnv(t, f, false, "enforce")
 	closed := 0
 	prev := openOffline
-	openOffline = func(_ context.Context, c *config.Config, _ *slog.Logger, _ io.Writer) (control.Handler, func() error, error) {
+	var listOnly []bool
+	openOffline = func(_ context.Context, c *config.Config, o daemon.OfflineOptions) (control.Handler, func() error, error) {
+		listOnly = append(listOnly, o.ListOnly)
 		return f, func() error { closed++; return nil }, nil
 	}
 	t.Cleanup(func() { openOffline = prev })
@@ -295,7 +306,30 @@ func TestBanWithoutDaemonGoesOffline(t *testing.T) {
 	if _, err := runCtl(t, cfg, "ban", "127.0.0.1"); err == nil || !strings.Contains(err.Error(), "loopback") || closed != 2 {
 		t.Errorf("offline ban 127.0.0.1: %v, closed %d times", err, closed)
 	}
-	if calls := f.Calls(); len(calls) != 2 {
+	if _, err := runCtl(t, cfg, "bans"); err != nil {
+		t.Fatal(err)
+	}
+	if calls := f.Calls(); len(calls) != 3 {
 		t.Errorf("offline calls %q", calls)
+	}
+	// Only the listing opens the engine without the kernel.
+	if fmt.Sprint(listOnly) != "[false false true]" {
+		t.Errorf("ListOnly per offline open: %v, want [false false true]", listOnly)
+	}
+}
+
+// config check (the unit's ExecStartPre) refuses a control.group that run
+// could not resolve.
+func TestConfigCheckControlGroup(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "sipsentry.toml")
+	writeFile(t, cfg, fmt.Sprintf("state_dir = %q\n[ami]\nsecret = \"x\"\n[control]\ngroup = \"no-such-group-sipsentry\"\n", filepath.Join(dir, "state")), 0o600)
+	out, err := runCtl(t, cfg, "config", "check")
+	if !isCtlUsage(err) || !strings.Contains(err.Error(), "control.group") || !strings.Contains(err.Error(), "no-such-group-sipsentry") {
+		t.Errorf("config check with an unknown control.group: %v\n%s", err, out)
+	}
+	writeFile(t, cfg, fmt.Sprintf("state_dir = %q\n[ami]\nsecret = \"x\"\n[control]\ngroup = \"64123\"\n", filepath.Join(dir, "state")), 0o600)
+	if out, err := runCtl(t, cfg, "config", "check"); err != nil {
+		t.Errorf("config check with a numeric control.group: %v\n%s", err, out)
 	}
 }

@@ -18,7 +18,10 @@ func fwConfig(t *testing.T, body string) string {
 	t.Helper()
 	dir := t.TempDir()
 	p := filepath.Join(dir, "sipsentry.toml")
-	writeFile(t, p, "state_dir = \""+filepath.Join(dir, "state")+"\"\n"+body, 0o600)
+	// No daemon listens on this control socket: ban, unban, allow and
+	// disallow take the offline path, whatever runs on the machine.
+	writeFile(t, p, "state_dir = \""+filepath.Join(dir, "state")+"\"\n"+body+
+		"\n[control]\nsocket = \""+filepath.Join(dir, "control.sock")+"\"\n", 0o600)
 	return p
 }
 
@@ -32,30 +35,37 @@ func TestFirewallCommandsDryRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"dry-run: add ban 203.0.113.5/32 timeout 2h0m0s comment \"manual ", ": scanner\"", "dry-run: dropflows 203.0.113.5/32", "banned 203.0.113.5 for 2h0m0s"} {
+	for _, want := range []string{"dry-run: add ban 203.0.113.5/32 timeout 2h0m0s comment \"sipsentry: manual", ": scanner\"", "dry-run: dropflows 203.0.113.5/32", "banned 203.0.113.5 until ", "(2h0m0s)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("ban output lacks %q:\n%s", want, out)
 		}
 	}
+	// Inside the static allow list: the engine refuses, with the reason.
 	out, err = execRoot(t, "-c", cfg, "ban", "198.51.100.9")
-	if err != nil || !strings.Contains(out, "inside firewall.allow 198.51.100.0/24") || !strings.Contains(out, "timeout 1h0m0s") {
-		t.Errorf("ban inside the static allow list (default engine.ban_time): %v\n%s", err, out)
+	var ue usageError
+	if err == nil || errors.As(err, &ue) || !strings.Contains(err.Error(), "static allow 198.51.100.0/24") || strings.Contains(out, "dry-run: add ban") {
+		t.Errorf("ban inside the static allow list: %v\n%s", err, out)
+	}
+	out, err = execRoot(t, "-c", cfg, "ban", "203.0.113.6")
+	if err != nil || !strings.Contains(out, "timeout 1h0m0s") {
+		t.Errorf("ban without --for (default engine.ban_time): %v\n%s", err, out)
+	}
+	if out, err := execRoot(t, "-c", cfg, "unban", "203.0.113.5"); err != nil || !strings.Contains(out, "dry-run: delete ban 203.0.113.5/32") {
+		t.Errorf("unban: %v\n%s", err, out)
 	}
 	out, err = execRoot(t, "-c", cfg, "allow", "203.0.113.0/24", "--for", "7d", "--comment", "push")
-	if err != nil || !strings.Contains(out, `dry-run: add allow 203.0.113.0/24 timeout 168h0m0s comment "manual: push"`) {
+	if err != nil || !strings.Contains(out, `dry-run: add allow 203.0.113.0/24 timeout 168h0m0s comment "sipsentry: manual allow: push"`) {
 		t.Errorf("allow: %v\n%s", err, out)
 	}
-	for _, args := range [][]string{{"unban", "203.0.113.5"}, {"disallow", "203.0.113.0/24"}} {
-		if out, err := execRoot(t, append([]string{"-c", cfg}, args...)...); err != nil || !strings.Contains(out, "dry-run: delete") {
-			t.Errorf("%v: %v\n%s", args, err, out)
-		}
+	if out, err := execRoot(t, "-c", cfg, "disallow", "203.0.113.0/24"); err != nil || !strings.Contains(out, "dry-run: delete allow 203.0.113.0/24") {
+		t.Errorf("disallow: %v\n%s", err, out)
 	}
 	out, err = execRoot(t, "-c", cfg, "firewall", "show", "--json")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var st firewall.Status
-	if err := json.Unmarshal([]byte(out), &st); err != nil || st.Backend != "dry-run" || st.Mode != "enforce" || len(st.Sets) != 6 {
+	if err := json.Unmarshal([]byte(out), &st); err != nil || st.Backend != "dry-run" || st.Mode != "enforce" || len(st.Sets) != 8 { // allow, ban, ban-net, allow-cc; v4 and v6
 		t.Errorf("show --json: %v: %+v\n%s", err, st, out)
 	}
 	// Bad input is a usage error (exit 2) and reaches no backend.
@@ -104,14 +114,14 @@ func TestFirewallCommandsKernel(t *testing.T) {
 	}
 	run("firewall", "up")
 	out := run("ban", "203.0.113.5", "--for", "2h", "--reason", "scanner")
-	if !strings.Contains(out, "banned 203.0.113.5 for 2h0m0s") {
+	if !strings.Contains(out, "banned 203.0.113.5 until ") || !strings.Contains(out, "(2h0m0s)") {
 		t.Errorf("ban: %s", out)
 	}
 	run("allow", "2001:db8:7::/48", "--comment", "push")
 	save := ns.MustExec("ipset", "save")
 	for _, want := range []string{
 		`add sipsentry-allow-v4 198.51.100.0/24 timeout 0 comment "static (config)"`,
-		`add sipsentry-allow-v6 2001:db8:7::/48 timeout 0 comment "manual: push"`,
+		`add sipsentry-allow-v6 2001:db8:7::/48 timeout 0 comment "sipsentry: manual allow: push"`,
 		`: scanner"`,
 	} {
 		if !strings.Contains(save, want) {

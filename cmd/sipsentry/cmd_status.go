@@ -129,6 +129,18 @@ func printStatus(w io.Writer, r *daemon.StatusReport) {
 		return
 	}
 	fmt.Fprintf(tw, "daemon\trunning since %s (pid %d, %s)\n", r.Started.Local().Format(time.DateTime), r.PID, r.Version)
+	if r.Health != nil {
+		if r.Health.Status == "ok" {
+			fmt.Fprintf(tw, "health\tok\n")
+		} else {
+			fmt.Fprintf(tw, "health\tDEGRADED (/healthz answers 503)\n")
+			for _, cond := range metrics.Conditions {
+				if why, ok := r.Health.Reasons[cond]; ok {
+					fmt.Fprintf(tw, "  %s\t%s\n", cond, why)
+				}
+			}
+		}
+	}
 	printDBTotals(tw, r)
 	if r.Replay != "" {
 		fmt.Fprintf(tw, "source\treplay of %s\n", r.Replay)

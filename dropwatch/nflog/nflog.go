@@ -155,8 +155,11 @@ func Run(ctx context.Context, o Options, fn func(Drop)) error {
 // reasonOf maps a rule's --nflog-prefix to a reason; the prefix may carry
 // a trailing NUL or space from the kernel.
 func reasonOf(prefix string) string {
-	prefix = strings.TrimRight(prefix, "\x00 ")
-	switch strings.TrimPrefix(prefix, prefixOwn) {
+	rest, ours := strings.CutPrefix(strings.TrimRight(prefix, "\x00 "), prefixOwn)
+	if !ours {
+		return ReasonOther
+	}
+	switch rest {
 	case ReasonBan:
 		return ReasonBan
 	case ReasonGeo:

@@ -26,6 +26,7 @@ import (
 	"hash/maphash"
 	"math/rand/v2"
 	"net/netip"
+	"runtime"
 	"sync"
 	"time"
 	"unsafe"
@@ -187,11 +188,11 @@ func (o *Options) Check() error {
 
 // Stats are the memory's counters.
 type Stats struct {
-	Tracked  int // addresses with a record
-	Bytes    int // table memory (slots allocated)
-	Evicted  uint64
-	Pending  int    // challenges queued for their timeout
-	Overflow uint64 // challenges not queued (queue full): realized at the address's next event
+	Tracked  int    `json:"tracked"` // addresses with a record
+	Bytes    int    `json:"bytes"`   // table memory (slots allocated)
+	Evicted  uint64 `json:"evicted"`
+	Pending  int    `json:"pending_challenges"` // challenges queued for their timeout
+	Overflow uint64 `json:"pending_overflow"`   // challenges not queued (queue full): realized at the address's next event
 }
 
 // maxPendingQueue bounds the timeout queue (24 bytes an entry, 1.5 MiB).
@@ -207,15 +208,18 @@ type pendingEntry struct {
 // Memory is safe for concurrent use.
 type Memory struct {
 	// mu guards everything below.
-	mu       sync.Mutex
-	o        Options
-	fastW    int64 // fast bucket width, seconds
-	slowW    int64
-	horizon  int64 // the longest window, seconds
-	v4       table[[4]byte]
-	v6       table[[16]byte]
-	rng      *rand.Rand
-	evicted  uint64
+	mu      sync.Mutex
+	o       Options
+	fastW   int64 // fast bucket width, seconds
+	slowW   int64
+	horizon int64 // the longest window, seconds
+	v4      *table[[4]byte]
+	v6      *table[[16]byte]
+	rng     *rand.Rand
+	evicted uint64
+	// clock is the latest observation's time (Unix seconds): "now" for
+	// eviction scores and re-indexing, on the clock decisions use.
+	clock    int64
 	queue    []pendingEntry // challenges waiting for their timeout, in deadline order
 	qHead    int
 	overflow uint64
@@ -244,10 +248,14 @@ func New(o Options) (*Memory, error) {
 	seed := rand.Uint64()
 	m := &Memory{
 		rng: rand.New(rand.NewPCG(seed, rand.Uint64())),
-		v4:  table[[4]byte]{hash: hash4, seed: seed},
-		v6:  table[[16]byte]{hash: hash16, seed: seed ^ 0x9e3779b97f4a7c15},
+		v4:  &table[[4]byte]{hash: hash4, seed: seed},
+		v6:  &table[[16]byte]{hash: hash16, seed: seed ^ 0x9e3779b97f4a7c15},
 	}
 	m.setOptions(o)
+	// The slots live outside the heap (allocSlots): give them back when the
+	// memory is collected (tests, a rebuilt engine); a daemon keeps its one.
+	runtime.AddCleanup(m, func(t *table[[4]byte]) { freeSlots(t.slots, t.mapped) }, m.v4)
+	runtime.AddCleanup(m, func(t *table[[16]byte]) { freeSlots(t.slots, t.mapped) }, m.v6)
 	return m, nil
 }
 
@@ -265,7 +273,7 @@ func (m *Memory) SetOptions(o Options) error {
 	if oldFast != m.fastW || oldSlow != m.slowW {
 		// The buckets' counts are kept and taken as counted now: more than
 		// the new window may hold, never less.
-		now := nowSec()
+		now := m.clock
 		fi, si := uint16(now/m.fastW), uint16(now/m.slowW)
 		rebase := func(r *record) {
 			r.fastBase, r.slowBase = fi, si
@@ -342,9 +350,9 @@ func (m *Memory) makeRoom(v4 bool) {
 		}
 		var ok bool
 		if fromV4 {
-			ok = evictOne(m, &m.v4)
+			ok = evictOne(m, m.v4)
 		} else {
-			ok = evictOne(m, &m.v6)
+			ok = evictOne(m, m.v6)
 		}
 		if !ok {
 			return
@@ -367,7 +375,7 @@ func evictOne[K addrKey](m *Memory, t *table[K]) bool {
 	if t.n == 0 {
 		return false
 	}
-	now := nowSec()
+	now := m.clock
 	var zero K
 	best, bestScore := -1, uint64(1<<64-1)
 	i := m.rng.IntN(len(t.slots))
@@ -391,10 +399,6 @@ func evictOne[K addrKey](m *Memory, t *table[K]) bool {
 	t.remove(best)
 	return true
 }
-
-// nowSec is the wall clock for eviction scores only; decisions use the
-// observation's time.
-var nowSec = func() int64 { return time.Now().Unix() }
 
 // keepScore orders records for eviction, lowest first: nothing in any
 // window, then the least progress toward a ban (relative to each
@@ -439,6 +443,7 @@ func (m *Memory) Observe(addr netip.Addr, o Observation) Verdict {
 	}
 	now := o.Time.Unix()
 	m.mu.Lock()
+	m.clock = max(m.clock, now)
 	r := m.recRef(addr, true)
 	if r == nil {
 		m.mu.Unlock()

@@ -24,6 +24,7 @@ const maxLoadNum, maxLoadDen = 7, 8
 // step can stop exactly at the size max_addresses needs.
 type table[K addrKey] struct {
 	slots  []slot[K]
+	mapped bool // slots live outside the Go heap (allocSlots)
 	n      int
 	maxLen int // the most slots it may grow to
 	hash   func(*K, uint64) uint64
@@ -87,8 +88,9 @@ func (t *table[K]) grow() {
 	if n <= len(t.slots) {
 		return
 	}
-	old := t.slots
-	t.slots = make([]slot[K], n)
+	old, oldMapped := t.slots, t.mapped
+	t.slots, t.mapped = allocSlots[K](n)
+	defer freeSlots(old, oldMapped)
 	var zero K
 	for i := range old {
 		if old[i].key == zero {

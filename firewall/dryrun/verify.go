@@ -98,7 +98,7 @@ func timeoutDiffers(m member, want firewall.Entry, now time.Time) bool {
 }
 
 // BulkLoad adds every valid entry of seq to set (see firewall.Loader).
-// The record keeps one "add" operation per call.
+// The record keeps one "add" operation per 4096 entries.
 func (b *Backend) BulkLoad(_ context.Context, set firewall.Set, seq iter.Seq[firewall.Entry]) (firewall.BulkResult, error) {
 	var r firewall.BulkResult
 	if !firewall.KnownSet(set) {
@@ -136,4 +136,12 @@ func (b *Backend) BulkLoad(_ context.Context, set firewall.Set, seq iter.Seq[fir
 		}
 	}
 	return r, flush()
+}
+
+var _ firewall.SetStatter = (*Backend)(nil)
+
+// SetInfos is Status's set sizes.
+func (b *Backend) SetInfos(ctx context.Context) ([]firewall.SetInfo, error) {
+	st, err := b.Status(ctx)
+	return st.Sets, err
 }

@@ -433,6 +433,25 @@ func testStatus(t *testing.T, b firewall.Backend) {
 	if n["inet"] != 2 || n["inet6"] != 1 {
 		t.Fatalf("ban sizes = %v, want inet 2, inet6 1", n)
 	}
+	ss, ok := b.(firewall.SetStatter)
+	if !ok {
+		t.Fatalf("%T does not implement firewall.SetStatter", b)
+	}
+	infos, err := ss.SetInfos(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(infos) != 2*len(firewall.Sets) {
+		t.Errorf("SetInfos lists %d sets, want %d", len(infos), 2*len(firewall.Sets))
+	}
+	for _, si := range infos {
+		if si.Set == firewall.SetBan && si.Entries != n[si.Family] {
+			t.Errorf("SetInfos ban %s = %d entries, Status says %d", si.Family, si.Entries, n[si.Family])
+		}
+		if si.Set == firewall.SetBan && si.MaxElem < 3 {
+			t.Errorf("SetInfos ban %s maxelem = %d", si.Family, si.MaxElem)
+		}
+	}
 }
 
 func testDropFlows(t *testing.T, b firewall.Backend) {

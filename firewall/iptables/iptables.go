@@ -13,6 +13,11 @@
 // which measured ~100 times faster than an exec (see the benchmarks).
 // Conntrack work has sockets of its own: a walk of the conntrack table
 // takes tens of milliseconds and must never hold up a ban add.
+//
+// Verify (verify.go) reads the sets and the rules by netlink on a socket of
+// its own and repairs by netlink batches; BulkLoad (load.go) streams
+// entries into a set the same way. nlipset.go and nlrules.go hold the two
+// small netlink codecs they need.
 package iptables
 
 import (
@@ -106,6 +111,9 @@ type Backend struct {
 	vconn    *nlConn
 	golden   map[string]*goldenRules // by family
 	vbufs    verifyBufs
+
+	statMu sync.Mutex // guards sconn, SetInfos' own netlink socket
+	sconn  *nlConn
 }
 
 var (
@@ -257,6 +265,12 @@ func (b *Backend) Close() error {
 		b.vconn.close()
 		b.vconn = nil
 	}
+	b.statMu.Lock()
+	if b.sconn != nil {
+		b.sconn.close()
+		b.sconn = nil
+	}
+	b.statMu.Unlock()
 	if b.run != nil {
 		b.run.stop()
 		b.run = nil

@@ -62,3 +62,40 @@ func (b *Backend) BulkLoad(ctx context.Context, set firewall.Set, seq iter.Seq[f
 	r.Loaded = sent
 	return r, nil
 }
+
+var _ firewall.SetStatter = (*Backend)(nil)
+
+// SetInfos reads each kernel set's header by netlink (the list request
+// with the header-only flag): no process and no member is read, so the
+// cost does not grow with the bans. Its socket is its own, so a running
+// Verify does not hold it up.
+func (b *Backend) SetInfos(ctx context.Context) ([]firewall.SetInfo, error) {
+	b.statMu.Lock()
+	defer b.statMu.Unlock()
+	if b.sconn == nil {
+		var err error
+		b.run.do(func() { b.sconn, err = openNLConn() })
+		if err != nil {
+			return nil, fmt.Errorf("iptables: netlink socket: %w", err)
+		}
+		b.sconn.buf = make([]byte, 64<<10)
+	}
+	var out []firewall.SetInfo
+	for _, fam := range families {
+		for _, set := range firewall.Sets {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			s := b.spec(set, fam)
+			k, err := b.sconn.dumpHeader(s.name)
+			if err != nil {
+				return nil, err
+			}
+			if !k.exists {
+				continue
+			}
+			out = append(out, firewall.SetInfo{Set: set, Family: fam, Entries: k.header.Entries, MaxElem: k.header.MaxElem, Memory: k.header.Memory})
+		}
+	}
+	return out, nil
+}

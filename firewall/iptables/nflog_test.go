@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sipsentry/sipsentry/firewall"
 	"github.com/sipsentry/sipsentry/internal/netnstest"
 )
 
@@ -37,6 +38,22 @@ func TestNFLOGRules(t *testing.T) {
 	geo := "-A SIPSENTRY -m limit --limit 1000/sec --limit-burst 200 -j NFLOG --nflog-prefix sipsentry-geo --nflog-group 5061 --nflog-size 512\n" + finalDrop + "\n"
 	if strings.Count(up1, geo) != 2 {
 		t.Errorf("want the country NFLOG copy right before the final DROP in both families:\n%s", up1)
+	}
+
+	// Drift repair knows the NFLOG rules: none reported on the fresh
+	// chain (the limit's moving state is not drift), a deleted copy rule
+	// is found and put back.
+	want := firewall.DesiredSets{}
+	if d := mustVerify(t, b, want, false); len(d.Objects) != 0 {
+		t.Fatalf("drift on a fresh chain with NFLOG rules: %+v", d)
+	}
+	ns.MustExec("iptables", "-D", "SIPSENTRY", "-m", "limit", "--limit", "1000/sec", "--limit-burst", "200", "-j", "NFLOG",
+		"--nflog-prefix", "sipsentry-geo", "--nflog-group", "5061", "--nflog-size", "512")
+	if d := mustVerify(t, b, want, true); len(d.Objects) == 0 {
+		t.Fatal("a deleted NFLOG rule was not seen as drift")
+	}
+	if s := snapshot(t, ns); s != up1 {
+		t.Fatalf("repair did not restore the NFLOG rule:\n%s\n---\n%s", up1, s)
 	}
 
 	off := testConfig("enforce")

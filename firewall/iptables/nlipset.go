@@ -236,12 +236,16 @@ func (bt *batch) readErrors(b []byte) {
 }
 
 func (bt *batch) fail(seq uint32, errno int32) {
-	op := nlOp{seq: seq}
+	var op nlOp
+	found := false
 	for _, o := range bt.ops {
 		if o.seq == seq {
-			op = o
+			op, found = o, true
 			break
 		}
+	}
+	if !found {
+		return // a late answer to an earlier request (e.g. a failed dump's)
 	}
 	if bt.cmd == nl.IPSET_CMD_DEL && errno == nl.IPSET_ERR_EXIST {
 		return // not in the set: nothing to delete
@@ -340,11 +344,28 @@ func (ks *kernelSet) size() int { return len(ks.m4) + len(ks.m6) }
 // (cleared first) when it is not nil. A missing set is exists == false,
 // not an error.
 func (c *nlConn) dumpSet(name string, reuse *kernelSet) (kernelSet, error) {
+	return c.list(name, reuse, false)
+}
+
+// ipsetFlagListHeader asks a list for the set's header alone
+// (IPSET_FLAG_LIST_HEADER, what `ipset list -t` sends).
+const ipsetFlagListHeader = 1 << 2
+
+// dumpHeader reads set name's header (type, options, number of entries,
+// memory) without its members.
+func (c *nlConn) dumpHeader(name string) (kernelSet, error) {
+	return c.list(name, nil, true)
+}
+
+func (c *nlConn) list(name string, reuse *kernelSet, headerOnly bool) (kernelSet, error) {
 	ks := kernelSet{header: setHeader{Name: name}}
 	if reuse != nil {
 		ks.m4, ks.m6 = reuse.m4[:0], reuse.m6[:0]
 	}
 	req, at, seq := c.beginMsg(c.out[:0], nl.IPSET_CMD_LIST, unix.NLM_F_REQUEST|unix.NLM_F_ACK|unix.NLM_F_DUMP, name)
+	if headerOnly {
+		req = putAttr(req, nl.IPSET_ATTR_FLAGS|nl.NLA_F_NET_BYTEORDER, binary.BigEndian.AppendUint32(nil, ipsetFlagListHeader))
+	}
 	endMsg(req, at)
 	c.out = req[:0]
 	if err := unix.Sendto(c.fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {

@@ -323,3 +323,36 @@ func BenchmarkRestore100kFromDB(b *testing.B) {
 	b.ReportMetric(float64(streamed)/float64(base), "bulkload-ratio-vs-raw")
 	b.ReportMetric(float64(chunked)/float64(base), "chunked-ratio-vs-raw")
 }
+
+// BenchmarkSetInfos100k: the set sizes for /status with 100k bans and the
+// 8 countries loaded: SetInfos (netlink, headers only) against Status
+// (`ipset list -t` and iptables processes), same run.
+func BenchmarkSetInfos100k(b *testing.B) {
+	be, _ := bigWorld(b, 100000)
+	if _, err := be.SetInfos(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if k, err := be.sconn.dumpHeader(be.spec(firewall.SetBan, "inet").name); err != nil || k.size() != 0 || k.header.Entries != 100000 {
+		b.Fatalf("header-only list: %d members read, header says %d entries, %v", k.size(), k.header.Entries, err)
+	}
+	var ours, status time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		infos, err := be.SetInfos(ctx)
+		ours += time.Since(t0)
+		if err != nil || len(infos) != 2*len(firewall.Sets) {
+			b.Fatalf("SetInfos: %v %v", infos, err)
+		}
+		t0 = time.Now()
+		if _, err := be.Status(ctx); err != nil {
+			b.Fatal(err)
+		}
+		status += time.Since(t0)
+	}
+	b.StopTimer()
+	n := float64(b.N)
+	b.ReportMetric(float64(ours.Microseconds())/1000/n, "setinfos-ms")
+	b.ReportMetric(float64(status.Microseconds())/1000/n, "status-ms")
+	b.ReportMetric(float64(ours)/float64(status), "ratio-vs-status")
+}

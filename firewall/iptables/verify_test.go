@@ -3,8 +3,10 @@ package iptables
 import (
 	"errors"
 	"fmt"
+	"iter"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -47,9 +49,20 @@ func desiredWorld(t *testing.T, ns *netnstest.NS, mode string, nBans int) (*Back
 var timeLeftRE = regexp.MustCompile(`( timeout )[1-9][0-9]*`)
 
 // snapshotTimeless is snapshot without the members' time left, which
-// moves by itself (a permanent member stays "timeout 0").
+// moves by itself (a permanent member stays "timeout 0"), and with the
+// members sorted (a re-created set lists them in another hash order);
+// rules keep their order.
 func snapshotTimeless(t *testing.T, ns *netnstest.NS) string {
-	return timeLeftRE.ReplaceAllString(snapshot(t, ns), "${1}>0")
+	var rest, members []string
+	for _, l := range strings.Split(timeLeftRE.ReplaceAllString(snapshot(t, ns), "${1}>0"), "\n") {
+		if strings.HasPrefix(l, "add ") {
+			members = append(members, l)
+		} else {
+			rest = append(rest, l)
+		}
+	}
+	slices.Sort(members)
+	return strings.Join(rest, "\n") + "\nmembers:\n" + strings.Join(members, "\n")
 }
 
 func mustVerify(t *testing.T, v firewall.Verifier, want firewall.Desired, repair bool) firewall.Drift {
@@ -93,6 +106,7 @@ func TestVerifyRepairsKernelDrift(t *testing.T) {
 			{"ip6tables", "-D", "INPUT", "-p", "udp", "-m", "multiport", "--dports", "5060,10000:20000", "-m", "comment", "--comment", "sipsentry", "-j", "SIPSENTRY"},
 			{"ip6tables", "-D", "INPUT", "-p", "tcp", "-m", "multiport", "--dports", "5060:5061", "-m", "comment", "--comment", "sipsentry", "-j", "SIPSENTRY"},
 			{"ip6tables", "-F", "SIPSENTRY"}, {"ip6tables", "-X", "SIPSENTRY"}}, "chain-v6"},
+		{"rules flushed and a set destroyed", [][]string{{"ip6tables", "-F", "SIPSENTRY"}, {"ipset", "destroy", "sipsentry-ban-v6"}}, "ban-v6"},
 	}
 	for _, c := range cases {
 		for _, mode := range []string{"enforce", "monitor"} {
@@ -285,5 +299,79 @@ func TestDownAfterFlush(t *testing.T) {
 				t.Fatalf("down left traces:\nbefore up:\n%s\nafter down:\n%s", empty, after)
 			}
 		})
+	}
+}
+
+// addingDesired adds a ban to the kernel while Verify iterates the
+// desired bans, as the engine may ban between Verify's kernel read and its
+// iteration.
+type addingDesired struct {
+	firewall.DesiredSets
+	b     *Backend
+	extra firewall.Entry
+	t     *testing.T
+}
+
+func (a addingDesired) Entries(set firewall.Set) iter.Seq[firewall.Entry] {
+	if set != firewall.SetBan {
+		return a.DesiredSets.Entries(set)
+	}
+	return func(yield func(firewall.Entry) bool) {
+		if err := a.b.nlAdd(firewall.SetBan, a.extra); err != nil {
+			a.t.Error(err)
+		}
+		if !yield(a.extra) {
+			return
+		}
+		for e := range a.DesiredSets.Entries(set) {
+			if !yield(e) {
+				return
+			}
+		}
+	}
+}
+
+// TestVerifyKeepsBanAddedDuringCheck: a ban that reaches the kernel after
+// Verify read it, and the desired state before Verify iterated it, is
+// neither removed nor reported as drift.
+func TestVerifyKeepsBanAddedDuringCheck(t *testing.T) {
+	requireKernel(t)
+	ns := netnstest.NewNS(t, "vrace")
+	b, want := desiredWorld(t, ns, "enforce", 50)
+	ban := firewall.Entry{Prefix: netip.MustParsePrefix("203.0.113.200/32"), Timeout: time.Hour, Comment: "during the check"}
+	d := mustVerify(t, b, addingDesired{DesiredSets: want, b: b, extra: ban, t: t}, true)
+	if !d.Clean() {
+		t.Fatalf("a ban added during the check was reported: %s", d)
+	}
+	in, err := b.Contains(ctx, firewall.SetBan, ban.Prefix.Addr())
+	if err != nil || !in {
+		t.Fatalf("ban added during the check: in the set %v (%v), want kept", in, err)
+	}
+}
+
+// TestVerifyForeignSet: a set of sipsentry's name replaced by someone
+// else's is reported, never written into, and no rule is made to use it.
+func TestVerifyForeignSet(t *testing.T) {
+	requireKernel(t)
+	ns := netnstest.NewNS(t, "vfs")
+	b, want := desiredWorld(t, ns, "enforce", 10)
+	// Another tool takes the name: chain, jumps and the v6 ban set go.
+	ns.MustExec("ip6tables", "-D", "INPUT", "-p", "udp", "-m", "multiport", "--dports", "5060,10000:20000", "-m", "comment", "--comment", "sipsentry", "-j", "SIPSENTRY")
+	ns.MustExec("ip6tables", "-D", "INPUT", "-p", "tcp", "-m", "multiport", "--dports", "5060:5061", "-m", "comment", "--comment", "sipsentry", "-j", "SIPSENTRY")
+	ns.MustExec("ip6tables", "-F", "SIPSENTRY")
+	ns.MustExec("ip6tables", "-X", "SIPSENTRY")
+	ns.MustExec("ipset", "destroy", "sipsentry-ban-v6")
+	ns.MustExec("ipset", "create", "sipsentry-ban-v6", "hash:net", "family", "inet6")
+	before := snapshot(t, ns)
+	d := mustVerify(t, b, want, true)
+	o, ok := findObject(d, "ban-v6")
+	if !ok || o.Repaired || !errors.Is(o.Refused, firewall.ErrNotOurs) {
+		t.Fatalf("foreign set: %s; want ban-v6 refused with ErrNotOurs", d)
+	}
+	if c, ok := findObject(d, "chain-v6"); !ok || c.Repaired {
+		t.Fatalf("chain-v6 with a foreign set: %s; want reported, not re-created", d)
+	}
+	if after := snapshot(t, ns); after != before {
+		t.Fatalf("Verify(repair) changed the namespace around a foreign set:\n%s\n---\n%s", before, after)
 	}
 }

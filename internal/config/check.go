@@ -9,7 +9,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/user"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -83,6 +85,10 @@ func LoadForRun(path string, replay bool) (*Config, error) {
 		_, err = Load(path)
 		return nil, err
 	}
+	// A file another user can change is refused whatever it says.
+	if err := CheckOwner(path); err != nil {
+		return nil, err
+	}
 	c, err := Parse(path, data)
 	var errs Errors
 	if v, ok := err.(validated); ok {
@@ -113,6 +119,15 @@ func LoadForRun(path string, replay bool) (*Config, error) {
 		}
 	} else if c.ARI.PasswordFile != "" && !replay {
 		errs = append(errs, c.checkSecret(data, "ari.password", "ari.password_file", c.ARI.Password, c.ARI.PasswordFile, false)...)
+	}
+	if g := c.Control.Group; g != "" && !replay {
+		// run resolves the name when it opens the control socket.
+		if _, err := strconv.ParseUint(g, 10, 32); err != nil {
+			if _, err := user.LookupGroup(g); err != nil {
+				errs = append(errs, &Error{File: c.Path, Line: lineOf(data, "control.group"), Key: "control.group",
+					Msg: fmt.Sprintf("no group %q on this host: create it (groupadd %s) or give a numeric gid", g, g)})
+			}
+		}
 	}
 	if err := errs.sorted().orNil(); err != nil {
 		return nil, err

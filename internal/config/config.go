@@ -101,6 +101,10 @@ type Firewall struct {
 	// NFLogGroup is the NFLOG group that receives a rate-limited copy of
 	// what the ban and country rules drop (0 = no copy).
 	NFLogGroup uint16 `toml:"nflog_group"`
+	// VerifyInterval is how often the kernel's sets, chain and jumps are
+	// compared with what the daemon holds and repaired (0 = never; a
+	// reload verifies too).
+	VerifyInterval Duration `toml:"verify_interval"`
 	// GeoDrop is not a key: Parse sets it from engine.geo_mode == "drop".
 	// The firewall's last rule drops what no set accepted only when it is
 	// true (and mode is enforce); strict and monitor let those packets in.
@@ -173,11 +177,12 @@ func Default() *Config {
 		},
 		Firewall: Firewall{
 			Mode: "monitor", Backend: "iptables", Chain: "SIPSENTRY", InputPosition: 1,
-			UDPPorts:   []PortRange{{5060, 5060}},
-			TCPPorts:   []PortRange{{5060, 5061}},
-			RTPPorts:   []PortRange{{10000, 20000}},
-			BanMaxElem: 1 << 20,
-			NFLogGroup: 5060,
+			UDPPorts:       []PortRange{{5060, 5060}},
+			TCPPorts:       []PortRange{{5060, 5061}},
+			RTPPorts:       []PortRange{{10000, 20000}},
+			BanMaxElem:     1 << 20,
+			VerifyInterval: Duration(10 * time.Second),
+			NFLogGroup:     5060,
 		},
 		Engine: Engine{
 			GeoMode: "off", MaxFailures: 5, FindTime: Duration(600e9), BanTime: Duration(3600e9),
@@ -258,11 +263,13 @@ func Load(path string) (*Config, error) {
 		}
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	c, err := Parse(path, data)
-	if err != nil {
+	// Who may write the file is judged first: a file another user can
+	// change is refused whatever it says.
+	if err := CheckOwner(path); err != nil {
 		return nil, err
 	}
-	if err := CheckOwner(path); err != nil {
+	c, err := Parse(path, data)
+	if err != nil {
 		return nil, err
 	}
 	return c, checkFileMode(c, path, data)

@@ -91,3 +91,11 @@ func TestReadSecretFileRefusesOthersWritable(t *testing.T) {
 		t.Fatal("a secret file others can write was read")
 	}
 }
+
+// run and config check read the file through LoadForRun: the same refusal.
+func TestLoadForRunRefusesAConfigOthersCanWrite(t *testing.T) {
+	p := writeConfig(t, 0o666)
+	if _, err := LoadForRun(p, true); !errors.Is(err, ErrUnsafeOwner) || !strings.Contains(err.Error(), "chmod go-w "+p) {
+		t.Errorf("LoadForRun(0666) = %v, want ErrUnsafeOwner with the chmod", err)
+	}
+}

@@ -181,26 +181,22 @@ func (c *Client) Disallow(ctx context.Context, p netip.Prefix, _ uint32) error {
 	return c.Do(ctx, Request{Op: OpDisallow, Target: p.String()}, nil)
 }
 
-// Bans lists the daemon's bans (now is the daemon's).
-func (c *Client) Bans(ctx context.Context, _ time.Time) ([]BanRecord, error) {
-	var out []BanRecord
-	err := c.Do(ctx, Request{Op: OpBans}, func(r Response) error {
-		if r.Ban != nil {
-			out = append(out, *r.Ban)
+// Bans calls each for every ban of the daemon (now is the daemon's).
+func (c *Client) Bans(ctx context.Context, _ time.Time, each func(BanRecord) error) error {
+	return c.Do(ctx, Request{Op: OpBans}, func(r Response) error {
+		if r.Ban == nil {
+			return nil
 		}
-		return nil
+		return each(*r.Ban)
 	})
-	return out, err
 }
 
-// Allows lists the daemon's allow entries.
-func (c *Client) Allows(ctx context.Context, _ time.Time) ([]AllowRecord, error) {
-	var out []AllowRecord
-	err := c.Do(ctx, Request{Op: OpAllows}, func(r Response) error {
-		if r.Allow != nil {
-			out = append(out, *r.Allow)
+// Allows calls each for every allow entry of the daemon.
+func (c *Client) Allows(ctx context.Context, _ time.Time, each func(AllowRecord) error) error {
+	return c.Do(ctx, Request{Op: OpAllows}, func(r Response) error {
+		if r.Allow == nil {
+			return nil
 		}
-		return nil
+		return each(*r.Allow)
 	})
-	return out, err
 }

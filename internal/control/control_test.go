@@ -23,10 +23,11 @@ import (
 
 // fakeHandler records what the server asked of it.
 type fakeHandler struct {
-	mu    sync.Mutex
-	calls []string
-	bans  map[netip.Addr]BanRecord
-	block chan struct{} // Ban waits on it (or ctx) when set
+	mu      sync.Mutex
+	calls   []string
+	bans    map[netip.Addr]BanRecord
+	block   chan struct{} // Ban waits on it (or ctx) when set
+	listErr error         // Bans fails with it when set
 }
 
 func newFake() *fakeHandler { return &fakeHandler{bans: map[netip.Addr]BanRecord{}} }
@@ -86,23 +87,43 @@ func (f *fakeHandler) Disallow(_ context.Context, p netip.Prefix, uid uint32) er
 	return fmt.Errorf("%w: %s has no allow entry", ErrNotAllowed, p)
 }
 
-func (f *fakeHandler) Bans(context.Context, time.Time) ([]BanRecord, error) {
+func (f *fakeHandler) Bans(_ context.Context, _ time.Time, each func(BanRecord) error) error {
 	f.record("bans")
+	if f.listErr != nil {
+		return f.listErr
+	}
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	var out []BanRecord
 	for _, b := range f.bans {
 		out = append(out, b)
 	}
-	return out, nil
+	f.mu.Unlock()
+	for _, b := range out {
+		if err := each(b); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-func (f *fakeHandler) Allows(context.Context, time.Time) ([]AllowRecord, error) {
+func (f *fakeHandler) Allows(_ context.Context, _ time.Time, each func(AllowRecord) error) error {
 	f.record("allows")
-	return []AllowRecord{
+	for _, a := range []AllowRecord{
 		{Prefix: netip.MustParsePrefix("198.51.100.0/24"), Kind: AllowStatic},
 		{Prefix: netip.MustParsePrefix("203.0.113.31/32"), Kind: AllowLearned, Evidence: &Evidence{How: "user_agent", UserAgent: "Bria Push Service"}},
-	}, nil
+	} {
+		if err := each(a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// collect gathers a streamed listing.
+func collect[T any](list func(func(T) error) error) ([]T, error) {
+	var out []T
+	err := list(func(v T) error { out = append(out, v); return nil })
+	return out, err
 }
 
 // selfAccess lets the test's own process in whether or not it runs as root.
@@ -150,7 +171,7 @@ func TestRoundTrip(t *testing.T) {
 	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "loopback") {
 		t.Errorf("ban 127.0.0.1: %v, want ErrRefused with the reason", err)
 	}
-	bans, err := c.Bans(ctx, time.Time{})
+	bans, err := collect(func(each func(BanRecord) error) error { return c.Bans(ctx, time.Time{}, each) })
 	if err != nil || len(bans) != 2 {
 		t.Errorf("bans = %+v, %v", bans, err)
 	}
@@ -167,7 +188,7 @@ func TestRoundTrip(t *testing.T) {
 	if err := c.Disallow(ctx, netip.MustParsePrefix("198.51.100.0/24"), 0); !errors.Is(err, ErrNotAllowed) {
 		t.Errorf("disallow: %v, want ErrNotAllowed", err)
 	}
-	allows, err := c.Allows(ctx, time.Time{})
+	allows, err := collect(func(each func(AllowRecord) error) error { return c.Allows(ctx, time.Time{}, each) })
 	if err != nil || len(allows) != 2 || allows[1].Evidence == nil || allows[1].Evidence.UserAgent != "Bria Push Service" {
 		t.Errorf("allows = %+v, %v", allows, err)
 	}
@@ -254,7 +275,7 @@ func TestSilentPeerTimesOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	if _, err := c.Bans(context.Background(), time.Time{}); err != nil {
+	if err := c.Bans(context.Background(), time.Time{}, func(BanRecord) error { return nil }); err != nil {
 		t.Errorf("a second client while the first is silent: %v", err)
 	}
 	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
@@ -265,7 +286,7 @@ func TestSilentPeerTimesOut(t *testing.T) {
 	if !strings.Contains(string(b), `"code":"protocol"`) || !strings.Contains(string(b), "no complete request line within 300ms") {
 		t.Errorf("the answer to a silent peer: %q", b)
 	}
-	if _, err := c.Bans(context.Background(), time.Time{}); err != nil {
+	if err := c.Bans(context.Background(), time.Time{}, func(BanRecord) error { return nil }); err != nil {
 		t.Errorf("after the timeout: %v", err)
 	}
 }
@@ -314,7 +335,7 @@ func TestTooManyConnections(t *testing.T) {
 	}
 	defer hold.Close()
 	time.Sleep(100 * time.Millisecond) // let the server take the slot
-	_, err = c.Bans(context.Background(), time.Time{})
+	err = c.Bans(context.Background(), time.Time{}, func(BanRecord) error { return nil })
 	if !errors.Is(err, ErrUnavailable) {
 		t.Errorf("a second connection over MaxConns: %v, want ErrUnavailable", err)
 	}
@@ -493,5 +514,70 @@ func TestPeerCredentialsFromTheKernel(t *testing.T) {
 	}
 	if calls := h.Calls(); len(calls) != 1 || !strings.Contains(calls[0], "uid=65534") {
 		t.Errorf("handler calls %q, want one ban by uid 65534", calls)
+	}
+}
+
+// A listing is streamed record by record; a handler that fails before the
+// first record answers with its error.
+func TestListingStreamsAndFails(t *testing.T) {
+	h := newFake()
+	_, c := startServer(t, h, nil)
+	ctx := context.Background()
+	for i := range 300 {
+		a := netip.AddrFrom4([4]byte{203, 0, 113, byte(i)})
+		if i >= 256 {
+			a = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(i)})
+		}
+		if _, err := c.Ban(ctx, a, time.Hour, strings.Repeat("r", 150), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := 0
+	if err := c.Bans(ctx, time.Time{}, func(BanRecord) error { n++; return nil }); err != nil || n != 300 {
+		t.Errorf("listing: %d records, %v; want 300", n, err)
+	}
+	// The reader stops early: the client returns the reader's error.
+	stop := errors.New("enough")
+	n = 0
+	err := c.Bans(ctx, time.Time{}, func(BanRecord) error {
+		if n++; n == 10 {
+			return stop
+		}
+		return nil
+	})
+	if !errors.Is(err, stop) || n != 10 {
+		t.Errorf("a reader that stops: %v after %d records", err, n)
+	}
+	h.listErr = fmt.Errorf("%w: the engine is stopping", ErrUnavailable)
+	err = c.Bans(ctx, time.Time{}, func(BanRecord) error { return nil })
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "the engine is stopping") {
+		t.Errorf("a failing listing: %v", err)
+	}
+}
+
+// Serve returns promptly at shutdown even with a silent peer connected.
+func TestShutdownCutsSilentPeers(t *testing.T) {
+	s, err := Listen(ServerOptions{Path: filepath.Join(t.TempDir(), "control.sock"), Handler: newFake(), Access: selfAccess(),
+		ReadTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	conn, err := net.Dial("unix", s.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	time.Sleep(50 * time.Millisecond) // served, waiting for a request
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Serve still waits for a silent peer after its context ended")
 	}
 }

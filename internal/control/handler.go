@@ -24,8 +24,10 @@ type Handler interface {
 	Allow(ctx context.Context, p netip.Prefix, d time.Duration, comment string, uid uint32) (AllowRecord, error)
 	// Disallow removes a manual or learned allow entry.
 	Disallow(ctx context.Context, p netip.Prefix, uid uint32) error
-	// Bans lists the bans active at now (would-bans included).
-	Bans(ctx context.Context, now time.Time) ([]BanRecord, error)
-	// Allows lists the allow entries in force at now.
-	Allows(ctx context.Context, now time.Time) ([]AllowRecord, error)
+	// Bans calls each for every ban active at now (would-bans included),
+	// so a listing of many bans is streamed, never copied whole; an error
+	// from each ends the listing and is returned.
+	Bans(ctx context.Context, now time.Time, each func(BanRecord) error) error
+	// Allows calls each for every allow entry in force at now.
+	Allows(ctx context.Context, now time.Time, each func(AllowRecord) error) error
 }

@@ -197,6 +197,10 @@ func (s *Server) refuseBusy(c *net.UnixConn) {
 
 func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 	defer c.Close()
+	// At shutdown a peer that is slow to write or read is cut off at
+	// once, not after its deadlines.
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
 	peer, err := peerOf(c)
 	if err != nil {
 		s.log.Error("control: connection without credentials; closed", "err", err)
@@ -209,7 +213,7 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 	}
 	_ = c.SetWriteDeadline(time.Now().Add(s.o.HandleTimeout))
 	if !s.o.Access.allows(peer) {
-		// Logged before anything the request says is looked at.
+		// Refused before anything the request says is looked at.
 		s.log.Warn("control: refused a peer that is neither root nor in control.group",
 			"uid", peer.UID, "gid", peer.GID, "pid", peer.PID)
 		msg := fmt.Sprintf("control: uid %d may not use the control socket: run as root", peer.UID)
@@ -349,32 +353,14 @@ func (s *Server) dispatch(ctx context.Context, c *net.UnixConn, req Request, pee
 			return h.Disallow(ctx, p, peer.UID)
 		}()
 	case OpBans:
-		bans, err := h.Bans(ctx, s.o.Now())
-		if err != nil {
-			s.answer(c, Response{Error: s.handlerError(err)})
-			return
-		}
-		_ = c.SetWriteDeadline(time.Now().Add(s.o.HandleTimeout))
-		for i := range bans {
-			if !writeResponse(c, Response{OK: true, Ban: &bans[i], More: true}) {
-				return
-			}
-		}
-		writeResponse(c, Response{OK: true})
+		s.list(ctx, c, func(w func(Response) error) error {
+			return h.Bans(ctx, s.o.Now(), func(b BanRecord) error { return w(Response{OK: true, Ban: &b, More: true}) })
+		})
 		return
 	case OpAllows:
-		allows, err := h.Allows(ctx, s.o.Now())
-		if err != nil {
-			s.answer(c, Response{Error: s.handlerError(err)})
-			return
-		}
-		_ = c.SetWriteDeadline(time.Now().Add(s.o.HandleTimeout))
-		for i := range allows {
-			if !writeResponse(c, Response{OK: true, Allow: &allows[i], More: true}) {
-				return
-			}
-		}
-		writeResponse(c, Response{OK: true})
+		s.list(ctx, c, func(w func(Response) error) error {
+			return h.Allows(ctx, s.o.Now(), func(a AllowRecord) error { return w(Response{OK: true, Allow: &a, More: true}) })
+		})
 		return
 	default:
 		err = fmt.Errorf("%w: unknown operation %q", ErrInvalid, sanitize(req.Op, 32))
@@ -384,9 +370,40 @@ func (s *Server) dispatch(ctx context.Context, c *net.UnixConn, req Request, pee
 		s.log.Info("control: "+sanitize(req.Op, 16)+" not done", "target", target, "uid", peer.UID, "pid", peer.PID, "err", err)
 	} else {
 		resp.OK = true
-		s.log.Info("control: "+req.Op, "target", target, "for", req.For, "uid", peer.UID, "pid", peer.PID)
+		s.log.Info("control: "+req.Op, "target", target, "for", sanitize(req.For, 32), "uid", peer.UID, "pid", peer.PID)
 	}
 	s.answer(c, resp)
+}
+
+// errPeerGone ends a listing whose reader went away.
+var errPeerGone = errors.New("control: the peer stopped reading")
+
+// list streams a listing: one line per record as the handler yields it,
+// then the closing line, or an error line when the handler fails before
+// the first record (after it, the peer sees the listing cut short: no
+// closing line).
+func (s *Server) list(ctx context.Context, c *net.UnixConn, run func(write func(Response) error) error) {
+	_ = c.SetWriteDeadline(time.Now().Add(s.o.HandleTimeout))
+	n := 0
+	err := run(func(r Response) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		n++
+		if !writeResponse(c, r) {
+			return errPeerGone
+		}
+		return nil
+	})
+	switch {
+	case err == nil:
+		writeResponse(c, Response{OK: true})
+	case errors.Is(err, errPeerGone):
+	case n == 0:
+		s.answer(c, Response{Error: s.handlerError(err)})
+	default:
+		s.log.Warn("control: listing cut short", "records", n, "err", err)
+	}
 }
 
 // writeResponse writes one line; false when the peer is gone.

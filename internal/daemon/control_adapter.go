@@ -57,22 +57,22 @@ func (h *controlHandler) Disallow(ctx context.Context, p netip.Prefix, uid uint3
 	return controlError(h.eng.Disallow(ctx, p, int(uid)))
 }
 
-func (h *controlHandler) Bans(_ context.Context, now time.Time) ([]control.BanRecord, error) {
-	bans := h.eng.Bans(now)
-	out := make([]control.BanRecord, len(bans))
-	for i, b := range bans {
-		out[i] = h.banRecord(b)
+func (h *controlHandler) Bans(_ context.Context, now time.Time, each func(control.BanRecord) error) error {
+	for _, b := range h.eng.Bans(now) {
+		if err := each(h.banRecord(b)); err != nil {
+			return err
+		}
 	}
-	return out, nil
+	return nil
 }
 
-func (h *controlHandler) Allows(_ context.Context, now time.Time) ([]control.AllowRecord, error) {
-	allows := h.eng.Allows(now)
-	out := make([]control.AllowRecord, len(allows))
-	for i, a := range allows {
-		out[i] = allowRecord(a)
+func (h *controlHandler) Allows(_ context.Context, now time.Time, each func(control.AllowRecord) error) error {
+	for _, a := range h.eng.Allows(now) {
+		if err := each(allowRecord(a)); err != nil {
+			return err
+		}
 	}
-	return out, nil
+	return nil
 }
 
 func (h *controlHandler) banRecord(b engine.BanRecord) control.BanRecord {

@@ -26,7 +26,8 @@ import (
 //
 // Run it only when no daemon serves control.socket: two engines writing
 // the same DB and kernel sets would each believe their own view.
-func OpenControlOffline(ctx context.Context, cfg *config.Config, log *slog.Logger, dryRunOut io.Writer) (h control.Handler, close func() error, err error) {
+func OpenControlOffline(ctx context.Context, cfg *config.Config, o OfflineOptions) (h control.Handler, close func() error, err error) {
+	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -55,7 +56,12 @@ func OpenControlOffline(ctx context.Context, cfg *config.Config, log *slog.Logge
 	if err != nil {
 		return nil, nil, err
 	}
-	fw, err := OpenFirewall(cfg.Firewall, log, dryRunOut)
+	fwc := cfg.Firewall
+	dryRunOut := o.DryRunOut
+	if o.ListOnly {
+		fwc.Backend, dryRunOut = "dry-run", io.Discard
+	}
+	fw, err := OpenFirewall(fwc, log, dryRunOut)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -72,6 +78,18 @@ func OpenControlOffline(ctx context.Context, cfg *config.Config, log *slog.Logge
 		return eng.Close(cctx)
 	})
 	return &controlHandler{eng: eng, geo: g}, closeAll, nil
+}
+
+// OfflineOptions tune OpenControlOffline.
+type OfflineOptions struct {
+	Logger *slog.Logger
+	// DryRunOut receives the operations of a dry-run backend.
+	DryRunOut io.Writer
+	// ListOnly is for the listings (bans, allows): they read what the
+	// engine loads from the state DB, so the kernel is not opened (a
+	// backend that records nothing stands in) and listing needs neither
+	// CAP_NET_ADMIN nor the firewall up. The handler must then only list.
+	ListOnly bool
 }
 
 // resolveAMIHost resolves ami.address when it names a host, so that

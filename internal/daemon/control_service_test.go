@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"errors"
+	"io/fs"
+	"os"
 	"testing"
 
 	"github.com/sipsentry/sipsentry/internal/config"
@@ -37,4 +39,27 @@ func TestControlAccess(t *testing.T) {
 
 func controlConfig(t *testing.T, group string) config.Control {
 	return config.Control{Socket: t.TempDir() + "/control.sock", Group: group}
+}
+
+// A second daemon on the same control.socket stops at it (before anything
+// else is touched), and a replay opens no socket at all.
+func TestControlServiceSecondDaemon(t *testing.T) {
+	cfg := config.Default()
+	cfg.Control = controlConfig(t, "")
+	first, err := newControlService(&daemon{cfg: cfg}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	if _, err := newControlService(&daemon{cfg: cfg}, false); !errors.Is(err, control.ErrInUse) || errors.Is(err, ErrConfig) {
+		t.Errorf("second daemon: %v, want control.ErrInUse (exit 1)", err)
+	}
+	first.Close()
+	replay, err := newControlService(&daemon{cfg: cfg}, true)
+	if err != nil || replay.srv != nil {
+		t.Errorf("replay: %+v, %v; want no socket", replay, err)
+	}
+	if _, err := os.Lstat(cfg.Control.Socket); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("socket file after Close and a replay: %v", err)
+	}
 }

@@ -11,6 +11,7 @@ package daemon
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,13 +19,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/signal"
 	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/sipsentry/sipsentry/ami"
@@ -53,6 +52,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Version is logged at start and shown on the status page.
 	Version string
+	// Backend, when set, is used instead of the one the config names (tests
+	// hand in a dry-run backend that plays the kernel). Run closes it.
+	Backend firewall.Backend
 }
 
 // ErrConfig matches the errors caused by the configuration, the secrets or
@@ -82,181 +84,272 @@ type daemon struct {
 	geo   *geo.Geo
 	// fw is handed to the engine unwrapped, so the optional interfaces it
 	// probes (firewall.FlowDropper, BulkFlowDropper) stay visible.
-	fw     firewall.Backend
-	fwUp   atomic.Bool // for /healthz and status
-	eng    *engine.Engine
-	met    *metrics.Metrics
-	amiC   *ami.Client // nil with --replay
+	fw   firewall.Backend
+	fwUp atomic.Bool // for /healthz and status
+	eng  *engine.Engine
+	met  *metrics.Metrics
+	amiC *ami.Client // nil with --replay
+	// events is the client whose dispatcher hands security events to the
+	// engine: amiC, or with --replay a client that is only fed the capture.
+	events *ami.Client
 	ari    *ariwatch.Watcher
 	replay string
 	recent *recentEvents
 	out    io.Writer // replay output (decisions, dry-run operations)
 
-	ccMu    sync.Mutex
-	ccFP    string // fingerprint of the lists last put into allow-cc
-	handled atomic.Uint64
-	skipped atomic.Uint64
+	// Cached parts of /status, /healthz and /metrics (status.go).
+	snap      *cached[engine.Status]
+	fwStatus  *cached[fwStatusResult]
+	dbSummary *cached[*state.Summary]
+	statusDoc *cached[json.RawMessage]
+
+	// health holds the conditions services report (health.go); writes is
+	// the state DB's write health (the store, or a test's fake).
+	health healthBoard
+	writes stateWriteHealth
+
+	ccMu sync.Mutex
+	ccFP string // fingerprint of the lists last put into allow-cc
 
 	dw *dropwatchService // nil unless the firewall copies drops to NFLOG
 	cs *crowdsecService  // nil unless [crowdsec] is enabled
+
+	// verifier compares the kernel with desired{} (nil: the backend cannot);
+	// verifyReq asks for a pass now; repairs counts what it repaired.
+	verifier  firewall.Verifier
+	verifyReq chan struct{}
+	repairs   *firewall.RepairCounter
+
+	closers []func() // run when Run returns, last first (onClose)
 }
 
-// Run wires the daemon together from cfg and runs it until ctx ends (or, with
-// Options.Replay, until the capture's end). Errors caused by the
-// configuration or the replay file, before anything was changed, match
+// Run wires the daemon together from cfg and runs its services until ctx
+// ends (or, with Options.Replay, until the capture's end). Errors caused by
+// the configuration or the replay file, before anything was changed, match
 // ErrConfig.
 func Run(ctx context.Context, cfg *config.Config, o Options) error {
+	d := newDaemon(cfg, o)
+	defer d.closeAll()
+	tctx, stopTrim := context.WithCancel(ctx)
+	defer stopTrim()
+	go trimWhenIdle(tctx)
+
+	in, err := d.openInputs(o)
+	if err != nil {
+		return err
+	}
+	if err := d.openKernel(ctx, o); err != nil {
+		return err
+	}
+	if err := d.wire(in); err != nil {
+		return err
+	}
+	if err := d.bringUp(ctx, o); err != nil {
+		return err
+	}
+	d.log.Info("run: started", "version", d.version, "firewall_mode", cfg.Firewall.Mode,
+		"backend", cfg.Firewall.Backend, "geo_mode", cfg.Engine.GeoMode, "allow_countries", cfg.Geo.AllowCountries,
+		"state_db", d.store.Path())
+	err = d.serve(ctx, d.services(in.metricsLn, in.ctl))
+	if o.Replay != "" && err == nil {
+		d.printReplaySummary(d.out)
+	}
+	d.log.Info("run: stopped", "events", d.events.Stats().SecurityEvents)
+	return err
+}
+
+func newDaemon(cfg *config.Config, o Options) *daemon {
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// A fault that repeats (a full disk under the engine's writer, ten
+	// times a second) is logged once a minute with a count.
+	log = slog.New(newRateLimited(log.Handler(), time.Minute))
 	out := o.Out
 	if out == nil {
 		out = io.Discard
 	}
-	tctx, stopTrim := context.WithCancel(ctx)
-	defer stopTrim()
-	go trimWhenIdle(tctx)
-	var err error
 	for _, w := range cfg.Warnings {
 		log.Warn("run: deprecated setting", "warning", w)
 	}
-	d := &daemon{cfg: cfg, cfgPath: o.ConfigPath, log: log, version: o.Version, started: time.Now(), replay: o.Replay, recent: newRecentEvents(20), out: out}
+	return &daemon{cfg: cfg, cfgPath: o.ConfigPath, log: log, version: o.Version, started: time.Now(), replay: o.Replay,
+		recent: newRecentEvents(20), out: out, verifyReq: make(chan struct{}, 1), repairs: firewall.NewRepairCounter()}
+}
+
+// onClose registers f to run when Run returns, last registered first.
+func (d *daemon) onClose(f func()) { d.closers = append(d.closers, f) }
+
+func (d *daemon) closeAll() {
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		d.closers[i]()
+	}
+}
+
+// inputs are what openInputs read or opened before anything else.
+type inputs struct {
+	amiSecret, ariPassword string
+	metricsLn              net.Listener
+	ctl                    *controlService
+}
+
+// openInputs checks the replay file, reads the secrets and opens the
+// listeners before anything touches the kernel, so a bad secret or a second
+// daemon on the same config stops here with the kernel left alone.
+func (d *daemon) openInputs(o Options) (in inputs, err error) {
+	cfg := d.cfg
 	if o.Replay != "" {
 		if _, err := os.Stat(o.Replay); err != nil {
-			return configErrorf("run: --replay: %v", err)
+			return in, configErrorf("run: --replay: %v", err)
 		}
-	}
-	// Secrets are read before anything touches the kernel, so a bad secret
-	// file stops the start cleanly.
-	var amiSecret, ariPassword string
-	if o.Replay == "" {
-		if amiSecret, err = cfg.AMISecret(); err != nil {
-			return configError{err}
-		}
+	} else if in.amiSecret, err = cfg.AMISecret(); err != nil {
+		return in, configError{err}
 	}
 	if cfg.ARI.URL != "" && o.Replay == "" {
-		if ariPassword, err = cfg.ARIPassword(); err != nil {
-			return configError{err}
+		if in.ariPassword, err = cfg.ARIPassword(); err != nil {
+			return in, configError{err}
 		}
 	}
-
-	// The listener is opened before anything else is touched, so a second
-	// daemon on the same config stops here, with the kernel left alone.
-	var metricsLn net.Listener
 	if cfg.Metrics.Listen != "" {
-		if metricsLn, err = metrics.Listen(cfg.Metrics.Listen); err != nil {
+		if in.metricsLn, err = metrics.Listen(cfg.Metrics.Listen); err != nil {
 			if errors.Is(err, metrics.ErrNotLoopback) || errors.Is(err, metrics.ErrBadAddress) {
-				return configError{err}
+				return in, configError{err}
 			}
-			return err
+			return in, err
 		}
-		defer metricsLn.Close() // Serve closes it too; this covers an early return
+		ln := in.metricsLn
+		d.onClose(func() { ln.Close() }) // Serve closes it too; this covers an early return
 	}
-	ctl, err := newControlService(d, o.Replay != "") // the control socket: same reason
-	if err != nil {
-		return err
+	if in.ctl, err = newControlService(d, o.Replay != ""); err != nil {
+		return in, err
 	}
-	defer ctl.Close()
+	d.onClose(func() { in.ctl.Close() })
+	return in, nil
+}
 
+// openKernel opens the state DB (checked, a corrupt one moved aside), the
+// lists and the firewall backend; after a corrupt DB the kernel's sets are
+// read back as the truth before anything changes them.
+func (d *daemon) openKernel(ctx context.Context, o Options) error {
+	cfg := d.cfg
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("run: creating state_dir: %w", err)
 	}
-	d.store, err = state.Open(state.Path(cfg.StateDir))
+	rebuilt, err := d.openState(ctx)
 	if err != nil {
 		return err
 	}
-	defer d.store.Close()
-
-	d.geo, err = geo.Open(GeoOptions(cfg.Geo, cfg.StateDir), log)
-	if err != nil {
+	d.onClose(func() { d.store.Close() })
+	d.writes = d.store
+	if d.geo, err = geo.Open(GeoOptions(cfg.Geo, cfg.StateDir), d.log); err != nil {
 		return err
 	}
-
 	if err := d.requireAllowedLists(ctx); err != nil {
 		return err
 	}
-	// A replay into a dry-run backend prints every operation on stdout.
-	var dryRunOut io.Writer
-	if o.Replay != "" {
-		dryRunOut = d.out
+	be := o.Backend
+	if be == nil {
+		// A replay into a dry-run backend prints every operation on stdout.
+		var dryRunOut io.Writer
+		if o.Replay != "" {
+			dryRunOut = d.out
+		}
+		if be, err = OpenFirewall(cfg.Firewall, d.log, dryRunOut); err != nil {
+			return fmt.Errorf("run: %w", err)
+		}
 	}
-	be, err := OpenFirewall(cfg.Firewall, log, dryRunOut)
-	if err != nil {
-		return fmt.Errorf("run: %w", err)
-	}
-	defer be.Close()
-	d.met = metrics.New(nil)
+	d.onClose(func() { be.Close() })
 	d.fw = be
-	if err := d.met.Register(d.geo); err != nil {
-		log.Warn("run: geo metrics not exported", "err", err)
+	d.verifier, _ = be.(firewall.Verifier)
+	d.met = metrics.New(nil)
+	if rebuilt {
+		d.adoptKernelSets(ctx)
 	}
+	if err := d.met.Register(d.geo, d.repairs); err != nil {
+		d.log.Warn("run: geo metrics not exported", "err", err)
+	}
+	return nil
+}
 
-	deps := engine.Deps{Firewall: d.fw, Geo: d.geo, Store: d.store, Logger: log, OnDecision: d.onDecision}
-	if o.Replay == "" {
-		cc, err := AMIClientConfig(cfg, amiSecret, log)
+// wire builds the AMI client (or the replay's feed), ARI and the engine.
+func (d *daemon) wire(in inputs) error {
+	cfg := d.cfg
+	// The host's addresses are followed by netlink until the daemon closes.
+	hostCtx, stopHostWatch := context.WithCancel(context.Background())
+	d.onClose(stopHostWatch)
+	deps := engine.Deps{Firewall: d.fw, Geo: d.geo, Store: d.store, Logger: d.log, OnDecision: d.onDecision,
+		LocalReason: localReason(hostCtx, d.log)}
+	if d.replay == "" {
+		cc, err := AMIClientConfig(cfg, in.amiSecret, d.log)
 		if err != nil {
 			return err
 		}
 		cc.OnConnect = d.onAMIConnect
-		cc.OnMessage = func(m ami.Message) { d.handleMessage(ctx, m) }
 		d.amiC = ami.NewClient(cc)
+		d.events = d.amiC
 		deps.Contacts = d.amiC
+	} else {
+		d.events = ami.NewClient(ami.ClientConfig{Logger: d.log})
 	}
-	if cfg.ARI.URL != "" && o.Replay == "" {
-		acfg := ariwatch.FromConfig(cfg.ARI, ariPassword, log)
+	if cfg.ARI.URL != "" && d.replay == "" {
+		acfg := ariwatch.FromConfig(cfg.ARI, in.ariPassword, d.log)
 		acfg.OnEvent = d.met.ARIEvent
-		d.ari, err = ariwatch.New(acfg)
-		if err != nil {
+		var err error
+		if d.ari, err = ariwatch.New(acfg); err != nil {
 			return configError{err}
 		}
 		if cfg.ARI.HangupOnBan {
 			deps.Hangup = d.ari.Hangup
 		}
 	}
-	d.eng, err = engine.New(EngineOptions(cfg), deps)
-	if err != nil {
+	var err error
+	if d.eng, err = engine.New(EngineOptions(cfg), deps); err != nil {
 		return configError{err}
 	}
+	d.protectAMIHost()
+	return nil
+}
 
-	// The engine protects ami.address when it is an IP literal; a host name
-	// is resolved here so Asterisk's own address is never banned either.
-	if host, _, err := net.SplitHostPort(cfg.AMI.Address); err == nil && o.Replay == "" {
-		if _, perr := netip.ParseAddr(host); perr != nil {
-			lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			addrs, err := net.DefaultResolver.LookupNetIP(lctx, "ip", host)
-			cancel()
-			if err != nil {
-				log.Warn("run: cannot resolve ami.address; its address is not on the never-ban list", "host", host, "err", err)
-			}
-			for _, a := range addrs {
-				d.eng.SetAMIPeer(a)
-			}
-		}
+// protectAMIHost: the engine protects ami.address when it is an IP literal;
+// a host name is resolved here so Asterisk's own address is never banned
+// either.
+func (d *daemon) protectAMIHost() {
+	host, _, err := net.SplitHostPort(d.cfg.AMI.Address)
+	if err != nil || d.replay != "" {
+		return
 	}
+	if _, perr := netip.ParseAddr(host); perr == nil {
+		return
+	}
+	lctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	addrs, err := net.DefaultResolver.LookupNetIP(lctx, "ip", host)
+	cancel()
+	if err != nil {
+		d.log.Warn("run: cannot resolve ami.address; its address is not on the never-ban list", "host", host, "err", err)
+	}
+	for _, a := range addrs {
+		d.eng.SetAMIPeer(a)
+	}
+}
 
-	// The firewall goes up before the engine restores bans into it, with the
-	// allowed-country set filled before any DROP rule exists (UpWith).
+// bringUp puts the firewall up (allow-cc filled before any DROP rule), lets
+// the engine restore into it, and builds the services that need the
+// started engine.
+func (d *daemon) bringUp(ctx context.Context, o Options) error {
 	if err := d.firewallUp(ctx); err != nil {
 		return err
 	}
 	if o.DownOnExit {
-		defer func() {
-			dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			d.fwUp.Store(false)
-			if err := d.fw.Down(dctx); err != nil {
-				log.Error("run: --down-on-exit: removing the firewall failed", "err", err)
-			} else {
-				log.Info("run: firewall removed (--down-on-exit)")
-			}
-		}()
+		d.onClose(d.downOnExit)
 	} else {
-		defer log.Info("run: firewall left up: bans keep protecting the PBX (sipsentry firewall down removes it)")
+		d.onClose(func() {
+			d.log.Info("run: firewall left up: bans keep protecting the PBX (sipsentry firewall down removes it)")
+		})
 	}
 	if err := d.eng.Start(ctx); err != nil {
 		return fmt.Errorf("run: starting the engine: %w", err)
 	}
+	var err error
 	if d.dw, err = newDropwatchService(d, o.Replay != ""); err != nil {
 		return configError{err}
 	}
@@ -265,149 +358,25 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			return configError{err}
 		}
 	}
+	d.subscribe()
+	d.initStatusCaches()
 	d.met.SetState(d.metricsState)
 	// The start-up bulk loads (lists, restore scripts, DB rows) leave garbage
 	// several times the size of what stays live; hand it back to the OS now
 	// rather than keep it as idle heap for the daemon's whole life.
 	debug.FreeOSMemory()
+	return nil
+}
 
-	ctx, cancel := context.WithCancel(ctx)
+func (d *daemon) downOnExit() {
+	dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var wg sync.WaitGroup
-	errc := make(chan error, 8)
-	goRun := func(name string, f func(context.Context) error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(ctx); err != nil && ctx.Err() == nil {
-				errc <- fmt.Errorf("%s: %w", name, err)
-			}
-		}()
-	}
-	// The engine's background loop (batched writes, expiry) stops last: it
-	// gets its own context so pending writes are flushed after the inputs end.
-	engCtx, engCancel := context.WithCancel(context.Background())
-	engDone := make(chan error, 1)
-	go func() { engDone <- d.eng.Run(engCtx) }()
-	stopEngine := func() {
-		engCancel()
-		if err := <-engDone; err != nil {
-			log.Error("run: engine stopped with an error", "err", err)
-		}
-	}
-
-	if metricsLn != nil {
-		ln := metricsLn
-		goRun("metrics", func(ctx context.Context) error {
-			return metrics.Serve(ctx, ln, d.met.Handler(d.status), log)
-		})
-	}
-	if o.Replay == "" {
-		goRun("geo", func(ctx context.Context) error {
-			if err := d.geo.Run(ctx); ctx.Err() == nil {
-				return err
-			}
-			return nil
-		})
-		goRun("allow-cc", d.followLists)
-	}
-	if d.ari != nil {
-		goRun("ari", d.ari.Run)
-	}
-	if d.dw != nil {
-		goRun("dropwatch", d.dw.Run)
-	}
-	if d.cs != nil {
-		goRun("crowdsec", d.cs.Run)
-	}
-	goRun("control", ctl.Run)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				d.reload(ctx)
-			}
-		}
-	}()
-
-	log.Info("run: started", "version", d.version, "firewall_mode", cfg.Firewall.Mode,
-		"backend", cfg.Firewall.Backend, "geo_mode", cfg.Engine.GeoMode, "allow_countries", cfg.Geo.AllowCountries,
-		"state_db", d.store.Path())
-
-	var runErr error
-	if o.Replay != "" {
-		runErr = d.runReplay(ctx, o.Replay)
-		if runErr == nil {
-			// Let the push learner and the DB writer finish before the summary.
-			sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
-			if err := d.eng.Sync(sctx); err != nil {
-				log.Warn("run: replay: waiting for pending work", "err", err)
-			}
-			scancel()
-		}
+	d.fwUp.Store(false)
+	if err := d.fw.Down(dctx); err != nil {
+		d.log.Error("run: --down-on-exit: removing the firewall failed", "err", err)
 	} else {
-		amiErr := make(chan error, 1)
-		wg.Add(1)
-		go func() { defer wg.Done(); amiErr <- d.amiC.Run(ctx) }()
-		select {
-		case <-ctx.Done():
-		case err := <-amiErr:
-			if err != nil {
-				runErr = fmt.Errorf("run: %w (fix [ami] username/secret and manager.conf, then restart)", err)
-			}
-		case err := <-errc:
-			runErr = err
-		}
+		d.log.Info("run: firewall removed (--down-on-exit)")
 	}
-	cancel()
-	wg.Wait()
-	stopEngine()
-	if o.Replay != "" && runErr == nil {
-		d.printReplaySummary(d.out)
-	}
-	log.Info("run: stopped", "events", d.handled.Load())
-	return runErr
-}
-
-// handleMessage is the hot path: one AMI message from the client (or the
-// replay) to a decision.
-func (d *daemon) handleMessage(ctx context.Context, m ami.Message) {
-	t0 := time.Now()
-	typ := m.Get("Event")
-	if typ == "" {
-		return
-	}
-	if !ami.IsSecurityEvent(&m) {
-		d.met.AMIEvent(otherEventLabel(typ))
-		return
-	}
-	d.met.AMIEvent(typ) // one of the fixed security types
-	ev, err := ami.ParseSecurityEvent(&m)
-	if err != nil {
-		d.skipped.Add(1)
-		d.log.Debug("run: security event without a usable source", "event", typ, "err", err)
-		return
-	}
-	d.eng.Handle(ctx, ev)
-	d.dw.securityEvent(ctx, &ev)
-	d.handled.Add(1)
-	d.recent.add(ev, t0)
-}
-
-// otherEventLabel bounds the metric label of non-security events: an
-// injected "Event:" header (recorded s9-11) must not mint a time series per
-// attacker-chosen value.
-func otherEventLabel(typ string) string {
-	switch typ {
-	case "ContactStatus", "PeerStatus", "DeviceStateChange", "FullyBooted", "Shutdown", "Reload":
-		return typ
-	}
-	return "other"
 }
 
 // onAMIConnect runs after every (re)login: resynchronise what may have
@@ -445,11 +414,11 @@ func (d *daemon) runReplay(ctx context.Context, path string) error {
 		if err != nil {
 			return configErrorf("run: --replay %s: %v", path, err)
 		}
-		d.handleMessage(ctx, m)
+		d.events.Feed(ctx, m)
 	}
-	st := rd.Stats()
+	st, es := rd.Stats(), d.events.Stats()
 	d.log.Info("run: replay finished", "file", path, "messages", st.Messages, "malformed", st.Malformed,
-		"oversized", st.Oversized, "security_events", d.handled.Load(), "without_source", d.skipped.Load())
+		"oversized", st.Oversized, "security_events", es.SecurityEvents, "without_source", es.Unusable)
 	return nil
 }
 
@@ -462,7 +431,7 @@ func (d *daemon) printReplaySummary(w io.Writer) {
 		return
 	}
 	fmt.Fprintf(w, "replay: %d security events, %d without a usable source; %d active bans:\n",
-		d.handled.Load(), d.skipped.Load(), len(bans))
+		d.events.Stats().SecurityEvents, d.events.Stats().Unusable, len(bans))
 	for _, b := range bans {
 		tag := ""
 		if b.Monitor {
@@ -504,6 +473,7 @@ func (d *daemon) reload(ctx context.Context) {
 		d.log.Error("run: engine refused the new configuration; keeping the running one", "err", err)
 		return
 	}
+	d.dw.reload(nc)
 	d.geo.Reload()
 	go func() {
 		// Re-read (lists_dir) or re-fetch the lists, then load them into the kernel.
@@ -519,18 +489,21 @@ func (d *daemon) reload(ctx context.Context) {
 }
 
 func (d *daemon) metricsState() metrics.State {
-	s := metrics.State{FirewallUp: d.fwUp.Load(), ARIEnabled: d.ari != nil}
+	s := metrics.State{FirewallUp: d.fwUp.Load(), ARIEnabled: d.ari != nil, Degraded: d.degraded()}
 	if d.amiC != nil {
 		s.AMIConnected = d.amiC.Connected()
+		if !s.AMIConnected && d.amiC.DownFor() <= d.amiC.ReconnectBudget() {
+			s.AMIReconnecting = true
+		}
 		st := d.amiC.Stats()
-		s.AMILogins, s.AMIEventsDropped = st.Logins, st.EventsDropped
+		s.AMILogins, s.AMIEventsDropped, s.AMIListOverflows = st.Logins, st.EventsDropped, st.ListOverflows
 	} else {
 		s.AMIConnected = true // a replay has no AMI connection to lose
 	}
 	if d.ari != nil {
 		s.ARIConnected = d.ari.Connected()
 	}
-	snap := d.eng.Snapshot()
+	snap := d.snap.get(context.Background())
 	s.BansActive, s.LearnedAllows = snap.ActiveBans, snap.LearnedAllows
 	s.SourcesTracked, s.SourcesEvicted, s.Unattributed = snap.Sources, snap.Evicted, snap.Malformed
 	s.EventLogDropped, s.PushDropped = snap.DroppedWrites, snap.DroppedPush

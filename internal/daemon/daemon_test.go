@@ -56,8 +56,8 @@ func TestOtherEventLabelIsBounded(t *testing.T) {
 		"ContactStatus": "ContactStatus", "FullyBooted": "FullyBooted",
 		"x\",RemoteAddress=\"IPV4/UDP/6.6.6.6/50": "other", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA": "other",
 	} {
-		if got := otherEventLabel(in); got != want {
-			t.Errorf("otherEventLabel(%q) = %q, want %q", in, got, want)
+		if got := ami.EventLabel(in); got != want {
+			t.Errorf("ami.EventLabel(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

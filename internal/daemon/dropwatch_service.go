@@ -10,16 +10,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sipsentry/sipsentry/activity"
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/dropwatch"
 	"github.com/sipsentry/sipsentry/dropwatch/nflog"
-	"github.com/sipsentry/sipsentry/dropwatch/sip"
 	"github.com/sipsentry/sipsentry/engine"
 	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/state"
@@ -31,6 +32,7 @@ type dropwatchService struct {
 	prob  *dropwatch.Probation // nil: probation and push candidates off
 	group uint16
 	d     *daemon
+	aors  aorSet
 }
 
 // dropwatchEnabled says whether the firewall installs the NFLOG copies the
@@ -53,21 +55,12 @@ func newDropwatchService(d *daemon, replay bool) (*dropwatchService, error) {
 		if err != nil {
 			return nil, fmt.Errorf("run: push.resolver: %w", err)
 		}
-		uas := make([]*regexp.Regexp, 0, len(cfg.Push.UserAgents))
-		for _, r := range cfg.Push.UserAgents {
-			if r.Regexp != nil {
-				uas = append(uas, r.Regexp)
-			}
-		}
 		s.prob = dropwatch.NewProbation(dropwatch.ProbationOptions{
-			UserAgents: uas,
-			Domains:    cfg.Push.Domains,
-			Duration:   cfg.Push.Probation.D(),
-			MaxPerHour: cfg.Push.MaxProbations,
-			// The AORs are not known here (PJSIPShowAors is not read): push
-			// parameters alone make a candidate; the once-a-day and hourly
-			// bounds hold either way.
-			AORExists: nil,
+			Policy: probationPolicy(cfg),
+			// Push parameters make a candidate only for an AOR of this PBX
+			// (PJSIPShowAors, refreshed by Run); until the first answer,
+			// any AOR passes (the once-a-day and hourly bounds hold).
+			AORExists: s.aors.exists,
 			Resolver:  fcrdns{res},
 			Gate:      allowGate{d.eng},
 			Banner:    engineBanner{d.eng},
@@ -88,11 +81,32 @@ func newDropwatchService(d *daemon, replay bool) (*dropwatchService, error) {
 	return s, nil
 }
 
+// probationPolicy is push.* as the probation takes it.
+func probationPolicy(cfg *config.Config) dropwatch.Policy {
+	uas := make([]*regexp.Regexp, 0, len(cfg.Push.UserAgents))
+	for _, r := range cfg.Push.UserAgents {
+		if r.Regexp != nil {
+			uas = append(uas, r.Regexp)
+		}
+	}
+	return dropwatch.Policy{UserAgents: uas, Domains: cfg.Push.Domains, Duration: cfg.Push.Probation.D(), MaxPerHour: cfg.Push.MaxProbations}
+}
+
+// reload applies a reloaded config's push.* to the probation (SIGHUP).
+func (s *dropwatchService) reload(cfg *config.Config) {
+	if s != nil && s.prob != nil {
+		s.prob.SetPolicy(probationPolicy(cfg))
+	}
+}
+
 // Run reads the NFLOG group in the daemon's namespace until ctx ends. A
 // failure of the reader is logged, never fatal: bans and allows do not
 // depend on it.
 func (s *dropwatchService) Run(ctx context.Context) error {
 	s.d.log.Info("run: reading what the firewall drops", "nflog_group", s.group, "probation", s.prob != nil)
+	if s.prob != nil && s.d.amiC != nil {
+		go s.aors.follow(ctx, s.d.amiC, s.d.log)
+	}
 	if err := s.w.Run(ctx, nflog.Options{Group: s.group, Log: s.d.log}); err != nil && ctx.Err() == nil {
 		s.d.log.Error("run: dropped packets are not visible; the firewall still drops them", "err", err)
 	}
@@ -108,11 +122,17 @@ func (s *dropwatchService) securityEvent(ctx context.Context, ev *ami.SecurityEv
 	if !a.IsValid() || !s.prob.OnProbation(a) {
 		return
 	}
+	// The outcome writes the state DB and the kernel (milliseconds): it runs
+	// off the AMI path, which must never wait. Only an address on
+	// probation gets here (at most push.max_probations an hour), and the
+	// probation is taken once, so repeated events act once.
 	switch k := activity.Classify(ev); {
 	case k == activity.KindAuthOK:
-		s.prob.AuthSucceeded(ctx, a, ev.AccountID)
+		account := ev.AccountID
+		go s.prob.AuthSucceeded(ctx, a, account)
 	case k.IsFailure():
-		s.prob.AuthFailed(ctx, a, ev.Type)
+		what := ev.Type
+		go s.prob.AuthFailed(ctx, a, what)
 	}
 }
 
@@ -182,26 +202,13 @@ func (g allowGate) Revoke(ctx context.Context, a netip.Addr) error {
 	return err
 }
 
-// learner learns a push server through the engine: LearnPush when the
-// engine offers it (the evidence kept as for its own learning), else as a
-// timed allow of push.learn_ttl whose comment carries the evidence.
+// learner learns a push server through the engine's LearnPush: the allow
+// set for push.learn_ttl, the engine's allow book (drift repair and
+// `sipsentry allows` know it) and an allows row with the evidence.
 type learner struct{ d *daemon }
 
 func (l learner) Learn(ctx context.Context, a netip.Addr, ev state.PushEvidence) error {
-	if e, ok := any(l.d.eng).(interface {
-		LearnPush(context.Context, netip.Addr, state.PushEvidence) error
-	}); ok {
-		return e.LearnPush(ctx, a, ev)
-	}
-	note := "push server learned on probation (dropwatch): " + ev.How
-	if ev.PTR != "" {
-		note += " " + ev.PTR
-	}
-	if ev.UserAgent != "" {
-		note += " UA " + sip.Printable(ev.UserAgent)
-	}
-	_, err := l.d.eng.AllowManual(ctx, hostPrefix(a), l.d.cfg.Push.LearnTTL.D(), note, daemonUID)
-	return err
+	return l.d.eng.LearnPush(ctx, a, ev)
 }
 
 // engineBanner hands a probation's failure to the engine, which decides
@@ -210,4 +217,66 @@ type engineBanner struct{ e *engine.Engine }
 
 func (b engineBanner) Ban(ctx context.Context, a netip.Addr, reason string) {
 	_ = b.e.BanFor(ctx, a, reason) // the engine logs and counts refusals
+}
+
+// aorSet is the PBX's AOR names as PJSIPShowAors lists them. Until the
+// first answer it knows none and lets every name pass.
+type aorSet struct {
+	names atomic.Pointer[map[string]struct{}]
+}
+
+// aorRefresh: AORs change when the admin edits pjsip.conf, rarely.
+const aorRefresh = 5 * time.Minute
+
+func (s *aorSet) exists(user string) bool {
+	m := s.names.Load()
+	if m == nil {
+		return true
+	}
+	_, ok := (*m)[user]
+	return ok
+}
+
+// listActioner is the AMI client's list action (*ami.Client).
+type listActioner interface {
+	ListAction(ctx context.Context, m ami.Message) ([]ami.Message, error)
+}
+
+// refresh asks Asterisk for its AORs.
+func (s *aorSet) refresh(ctx context.Context, c listActioner) error {
+	items, err := c.ListAction(ctx, ami.Message{Headers: []ami.Header{{Key: "Action", Value: "PJSIPShowAors"}}})
+	if err != nil {
+		return err
+	}
+	m := make(map[string]struct{}, len(items))
+	for _, it := range items {
+		if it.Get("Event") == "AorList" {
+			if n := it.Get("ObjectName"); n != "" {
+				m[n] = struct{}{}
+			}
+		}
+	}
+	s.names.Store(&m)
+	return nil
+}
+
+// follow refreshes the set every aorRefresh (sooner while AMI is down).
+func (s *aorSet) follow(ctx context.Context, c listActioner, log *slog.Logger) {
+	wait := 2 * time.Second
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := s.refresh(rctx, c)
+		cancel()
+		if err != nil {
+			log.Debug("run: dropwatch: PJSIPShowAors failed; push parameters keep counting for any AOR", "err", err)
+			wait = 30 * time.Second
+			continue
+		}
+		wait = aorRefresh
+	}
 }

@@ -1,9 +1,12 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -18,6 +21,7 @@ import (
 	"github.com/sipsentry/sipsentry/firewall"
 	"github.com/sipsentry/sipsentry/firewall/dryrun"
 	"github.com/sipsentry/sipsentry/internal/config"
+	"github.com/sipsentry/sipsentry/internal/testpath"
 	"github.com/sipsentry/sipsentry/state"
 )
 
@@ -77,8 +81,7 @@ func TestDropwatchSecurityEvents(t *testing.T) {
 	defer cancel()
 	c := &calls{}
 	prob := dropwatch.NewProbation(dropwatch.ProbationOptions{
-		UserAgents: []*regexp.Regexp{regexp.MustCompile(`^Bria Push`)},
-		Duration:   time.Minute, MaxPerHour: 10,
+		Policy:   dropwatch.Policy{UserAgents: []*regexp.Regexp{regexp.MustCompile(`^Bria Push`)}, Duration: time.Minute, MaxPerHour: 10},
 		Resolver: noPTR{}, Gate: c, Banner: c, Learner: c, Log: slog.New(slog.DiscardHandler),
 	})
 	go prob.Run(ctx)
@@ -105,11 +108,26 @@ func TestDropwatchSecurityEvents(t *testing.T) {
 	}
 	s.securityEvent(ctx, ev(ami.EventSuccessfulAuth, "PJSIP", a))
 	s.securityEvent(ctx, ev(ami.EventChallengeResponseFailed, "PJSIP", b))
-	got := c.String()
-	for _, want := range []string{"learn 203.0.113.66 user_agent 1001", "revoke 203.0.113.68", "ban 203.0.113.68"} {
-		if !strings.Contains(got, want) {
-			t.Errorf("calls %q lack %q", got, want)
+	s.securityEvent(ctx, ev(ami.EventChallengeResponseFailed, "PJSIP", b)) // the retry: acts once
+	wants := []string{"learn 203.0.113.66 user_agent 1001", "revoke 203.0.113.68", "ban 203.0.113.68"}
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		got, n := c.String(), 0
+		for _, want := range wants {
+			if strings.Contains(got, want) {
+				n++
+			}
 		}
+		if n == len(wants) {
+			if strings.Count(got, "ban 203.0.113.68") != 1 {
+				t.Fatalf("two failures banned twice: %s", got)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("calls %q lack some of %q", got, wants)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	var nilSvc *dropwatchService
 	nilSvc.securityEvent(ctx, ev(ami.EventSuccessfulAuth, "PJSIP", a)) // drop mode off: no-op
@@ -227,8 +245,63 @@ func TestDropwatchAdaptersOnEngine(t *testing.T) {
 			r = x
 		}
 	}
-	if ok, _ := fw.Contains(ctx, firewall.SetAllow, b); !ok || !strings.Contains(r.Comment, "push-new.softphone.com") ||
-		r.Until.Sub(time.Now()) < cfg.Push.LearnTTL.D()-time.Minute {
+	if ok, _ := fw.Contains(ctx, firewall.SetAllow, b); !ok || r.Kind != engine.AllowLearned || r.Push == nil ||
+		r.Push.PTR != "push-new.softphone.com" || r.Until.Sub(time.Now()) < o.Push.LearnTTL-time.Minute {
 		t.Fatalf("learned push server: in the allow set %v, record %+v", ok, r)
+	}
+}
+
+// recordedAors answers PJSIPShowAors with the recorded Asterisk 22 answer.
+type recordedAors struct {
+	t   *testing.T
+	err error
+}
+
+func (r recordedAors) ListAction(_ context.Context, m ami.Message) ([]ami.Message, error) {
+	if r.err != nil {
+		return nil, r.err
+	}
+	if m.Get("Action") != "PJSIPShowAors" {
+		r.t.Fatalf("action %q", m.Get("Action"))
+	}
+	raw, err := os.ReadFile(testpath.Shared(r.t, "asterisk", "ami-action-pjsipshowaors.raw"))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	_, s2c, ok := bytes.Cut(raw, []byte("#### S->C PJSIPShowAors\r\n"))
+	if !ok {
+		r.t.Fatal("no S->C block")
+	}
+	rd := ami.NewReader(bytes.NewReader(s2c), ami.ReaderOptions{})
+	var items []ami.Message
+	for {
+		msg, err := rd.ReadMessage()
+		if err != nil {
+			break
+		}
+		if msg.Get("Event") == "AorList" {
+			items = append(items, msg)
+		}
+	}
+	return items, nil
+}
+
+// TestAORSet: push parameters count only for an AOR Asterisk lists; before
+// any answer (or while AMI fails) every name passes.
+func TestAORSet(t *testing.T) {
+	var s aorSet
+	if !s.exists("9999") {
+		t.Fatal("before the first answer every AOR must pass")
+	}
+	if err := s.refresh(context.Background(), recordedAors{t: t, err: errors.New("ami: closed")}); err == nil || !s.exists("9999") {
+		t.Fatal("a failed refresh must keep the permissive state")
+	}
+	if err := s.refresh(context.Background(), recordedAors{t: t}); err != nil {
+		t.Fatal(err)
+	}
+	for user, want := range map[string]bool{"1001": true, "1002": true, "acl1003": true, "9999": false, "": false, "1001;x": false} {
+		if s.exists(user) != want {
+			t.Errorf("exists(%q) = %v, want %v", user, !want, want)
+		}
 	}
 }

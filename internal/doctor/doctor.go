@@ -11,10 +11,6 @@ package doctor
 import (
 	"compress/gzip"
 	"context"
-	"crypto/md5"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,6 +25,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/oschwald/maxminddb-golang/v2"
@@ -134,6 +131,8 @@ func SystemEnv(configPath string, given bool) Env {
 		HTTP:     &http.Client{Timeout: 10 * time.Second},
 		AMIWait:  3 * time.Second,
 		FirewallStatus: func(ctx context.Context, cfg config.Firewall) (firewall.Status, error) {
+			// The one backend chooser, as run and the CLI build it: what the
+			// config names, not always iptables.
 			b, err := daemon.OpenFirewall(cfg, slog.New(slog.DiscardHandler), nil)
 			if err != nil {
 				return firewall.Status{}, err
@@ -318,8 +317,6 @@ type amiProbe struct {
 	wait    time.Duration
 }
 
-const doctorAMISession = "doctor"
-
 func (d *doctor) checkAMI(ctx context.Context) []Result {
 	p := d.probeAMI(ctx)
 	return []Result{
@@ -332,11 +329,14 @@ func (d *doctor) checkAMI(ctx context.Context) []Result {
 	}
 }
 
-// probeAMI logs in with Events: security,system and watches what arrives.
-// Asterisk sends FullyBooted right after the login response, but only to a
-// session whose read classes include system; and it reports every AMI login
-// as a SuccessfulAuth security event, which reaches this very session only
-// with read=security. PJSIPShowContacts needs write=system.
+// probeAMI logs in with the AMI client's own login (the daemon's, not a
+// copy) with Events: security,system and watches what arrives. Asterisk
+// sends FullyBooted right after the login response, but only to a session
+// whose read classes include system; and it reports every AMI login as a
+// SuccessfulAuth security event, which reaches this very session only with
+// read=security. PJSIPShowContacts needs write=system; a PBX with no
+// registered contact answers it "No Contacts found", which the client
+// returns as an empty list (issue 12: not a broken PBX).
 func (d *doctor) probeAMI(ctx context.Context) amiProbe {
 	c := d.cfg.AMI
 	p := amiProbe{address: c.Address, username: c.Username, wait: d.env.AMIWait}
@@ -345,176 +345,84 @@ func (d *doctor) probeAMI(ctx context.Context) amiProbe {
 		p.secretErr = err
 		return p
 	}
-	timeout := c.Timeout.D()
-	if timeout <= 0 {
-		timeout = 10 * time.Second
-	}
-	dctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	conn, err := (&net.Dialer{}).DialContext(dctx, "tcp", c.Address)
+	cc, err := daemon.AMIClientConfig(d.cfg, secret, slog.New(slog.DiscardHandler))
 	if err != nil {
 		p.dialErr = err
 		return p
 	}
-	defer conn.Close()
-	if c.TLS {
-		tc, err := doctorAMITLS(c)
-		if err != nil {
-			p.dialErr = err
-			return p
-		}
-		tconn := tls.Client(conn, tc)
-		if err := tconn.HandshakeContext(dctx); err != nil {
-			p.dialErr = err
-			return p
-		}
-		conn = tconn
-	}
-	_ = conn.SetDeadline(time.Now().Add(timeout))
-	r := ami.NewReader(conn, ami.ReaderOptions{})
-	if p.banner, err = r.ReadBanner(); err != nil {
-		p.dialErr = fmt.Errorf("reading the banner: %w", err)
-		return p
-	}
-	if !strings.HasPrefix(p.banner, "Asterisk Call Manager/") {
-		p.dialErr = fmt.Errorf("%q is not an Asterisk Manager banner", p.banner)
-		return p
-	}
-	note := func(m *ami.Message) {
+	var (
+		mu            sync.Mutex // guards gotBooted, gotSecurity
+		booted, sec   bool
+		bothArrived   = make(chan struct{})
+		bothSignalled bool
+	)
+	cc.OnMessage = func(m ami.Message) {
+		mu.Lock()
+		defer mu.Unlock()
 		switch {
 		case strings.EqualFold(m.Get("Event"), "FullyBooted"):
-			p.gotBooted = true
-		case m.Has("Event") && strings.HasPrefix(strings.ToLower(m.Get("Privilege")), "security"):
-			p.gotSecurity = true
+			booted = true
+		case strings.HasPrefix(strings.ToLower(m.Get("Privilege")), "security"):
+			sec = true
+		}
+		if booted && sec && !bothSignalled {
+			bothSignalled = true
+			close(bothArrived)
 		}
 	}
-	// response reads until the Response with this ActionID, noting events.
-	response := func(id string) (ami.Message, error) {
-		for {
-			m, err := r.ReadMessage()
-			if err != nil {
-				return m, err
-			}
-			if m.Has("Response") && m.Get("ActionID") == id {
-				return m, nil
-			}
-			note(&m)
-		}
-	}
-	login := ami.Message{Headers: []ami.Header{{Key: "Action", Value: "Login"}, {Key: "ActionID", Value: doctorAMISession + "-login"}, {Key: "Username", Value: c.Username}}}
-	if c.Auth == "md5" {
-		ch := ami.Message{Headers: []ami.Header{{Key: "Action", Value: "Challenge"}, {Key: "ActionID", Value: doctorAMISession + "-challenge"}, {Key: "AuthType", Value: "MD5"}}}
-		if err := ami.WriteMessage(conn, ch); err != nil {
-			p.loginErr = err
-			return p
-		}
-		resp, err := response(doctorAMISession + "-challenge")
-		if err != nil {
-			p.loginErr = err
-			return p
-		}
-		if !strings.EqualFold(resp.Get("Response"), "Success") || resp.Get("Challenge") == "" {
-			p.loginErr = fmt.Errorf("MD5 challenge refused: %s", resp.Get("Message"))
-			return p
-		}
-		sum := md5.Sum([]byte(resp.Get("Challenge") + secret))
-		login.Headers = append(login.Headers, ami.Header{Key: "AuthType", Value: "MD5"}, ami.Header{Key: "Key", Value: hex.EncodeToString(sum[:])})
-	} else {
-		login.Headers = append(login.Headers, ami.Header{Key: "Secret", Value: secret})
-	}
-	login.Headers = append(login.Headers, ami.Header{Key: "Events", Value: "security,system"})
-	if err := ami.WriteMessage(conn, login); err != nil {
-		p.loginErr = err
-		return p
-	}
-	resp, err := response(doctorAMISession + "-login")
+	client := ami.NewClient(cc)
+	err = client.Connect(ctx)
+	p.banner = client.Banner()
 	if err != nil {
-		p.loginErr = err
+		var ae *ami.AuthError
+		switch {
+		case errors.As(err, &ae):
+			p.loginErr, p.loginMsg = errors.New("login refused"), ae.Message
+		case p.banner != "":
+			p.loginErr = err
+		default:
+			p.dialErr = err
+		}
 		return p
 	}
-	p.loginMsg = resp.Get("Message")
-	if !strings.EqualFold(resp.Get("Response"), "Success") {
-		p.loginErr = errors.New("login refused")
-		return p
-	}
+	defer client.Close()
 	loggedIn := time.Now()
+	p.loginMsg = client.LoginMessage()
 
-	sc := ami.Message{Headers: []ami.Header{{Key: "Action", Value: "PJSIPShowContacts"}, {Key: "ActionID", Value: doctorAMISession + "-contacts"}}}
-	if err := ami.WriteMessage(conn, sc); err == nil {
-		if resp, err := response(doctorAMISession + "-contacts"); err == nil {
-			if strings.EqualFold(resp.Get("Response"), "Success") {
-				p.contacts = "Success"
-				// Drain the list so its events are not mistaken for others.
-				for {
-					m, err := r.ReadMessage()
-					if err != nil {
-						break
-					}
-					if m.Get("ActionID") == doctorAMISession+"-contacts" {
-						if strings.EqualFold(m.Get("Event"), "ContactList") {
-							p.contactsN++
-						}
-						if strings.EqualFold(m.Get("EventList"), "Complete") || strings.EqualFold(m.Get("Event"), "ContactListComplete") {
-							break
-						}
-						continue
-					}
-					note(&m)
-				}
-			} else {
-				p.contacts = resp.Get("Message")
-				if p.contacts == "" {
-					p.contacts = resp.Get("Response")
-				}
-			}
+	contacts, err := client.PJSIPShowContacts(ctx)
+	var refused *ami.ActionError
+	switch {
+	case err == nil:
+		p.contacts, p.contactsN = "Success", len(contacts)
+	case errors.As(err, &refused):
+		p.contacts = refused.Message
+		if p.contacts == "" {
+			p.contacts = "Error"
 		}
 	}
 	// ListCommands (no class needed) lists the actions the user may run.
-	lc := ami.Message{Headers: []ami.Header{{Key: "Action", Value: "ListCommands"}, {Key: "ActionID", Value: doctorAMISession + "-listcommands"}}}
-	if err := ami.WriteMessage(conn, lc); err == nil {
-		if resp, err := response(doctorAMISession + "-listcommands"); err == nil && strings.EqualFold(resp.Get("Response"), "Success") {
-			p.actions = map[string]bool{}
-			for _, h := range resp.Headers {
-				switch strings.ToLower(h.Key) {
-				case "response", "actionid", "message":
-				default:
-					p.actions[strings.ToLower(h.Key)] = true
-				}
+	if resp, err := client.Action(ctx, ami.Message{Headers: []ami.Header{{Key: "Action", Value: "ListCommands"}}}); err == nil {
+		p.actions = map[string]bool{}
+		for _, h := range resp.Headers {
+			switch strings.ToLower(h.Key) {
+			case "response", "actionid", "message":
+			default:
+				p.actions[strings.ToLower(h.Key)] = true
 			}
 		}
 	}
 	// Wait (bounded) for the events that prove the read classes.
-	_ = conn.SetReadDeadline(loggedIn.Add(d.env.AMIWait))
-	for !(p.gotBooted && p.gotSecurity) {
-		m, err := r.ReadMessage()
-		if err != nil {
-			break
-		}
-		note(&m)
+	t := time.NewTimer(time.Until(loggedIn.Add(d.env.AMIWait)))
+	select {
+	case <-bothArrived:
+	case <-t.C:
+	case <-ctx.Done():
 	}
-	_ = conn.SetDeadline(time.Now().Add(time.Second))
-	_ = ami.WriteMessage(conn, ami.Message{Headers: []ami.Header{{Key: "Action", Value: "Logoff"}, {Key: "ActionID", Value: doctorAMISession + "-logoff"}}})
+	t.Stop()
+	mu.Lock()
+	p.gotBooted, p.gotSecurity = booted, sec
+	mu.Unlock()
 	return p
-}
-
-func doctorAMITLS(c config.AMI) (*tls.Config, error) {
-	tc := &tls.Config{ServerName: c.TLSServerName, MinVersion: tls.VersionTLS12}
-	if tc.ServerName == "" {
-		host, _, _ := net.SplitHostPort(c.Address)
-		tc.ServerName = host
-	}
-	if c.TLSCA != "" {
-		pem, err := os.ReadFile(c.TLSCA)
-		if err != nil {
-			return nil, fmt.Errorf("reading ami.tls_ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("ami.tls_ca %s holds no PEM certificate", c.TLSCA)
-		}
-		tc.RootCAs = pool
-	}
-	return tc, nil
 }
 
 const doctorFixAMIUser = "add the [sipsentry] user from contrib/asterisk/manager.conf (read = security,system; write = system; permit = 127.0.0.1), then: asterisk -rx 'manager reload'"

@@ -24,6 +24,7 @@ import (
 	"github.com/oschwald/maxminddb-golang/v2"
 
 	"github.com/sipsentry/sipsentry/ami"
+	"github.com/sipsentry/sipsentry/ami/amitest"
 	"github.com/sipsentry/sipsentry/firewall"
 	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/internal/testpath"
@@ -956,5 +957,40 @@ func TestRun(t *testing.T) {
 	}
 	if !found {
 		t.Error("no ami.secret_file result")
+	}
+}
+
+// Issue 12: a PBX with no registered contact answers PJSIPShowContacts with
+// "No Contacts found"; doctor must not call that broken.
+func TestDoctorAMINoContactsFoundPasses(t *testing.T) {
+	secretFile := filepath.Join(t.TempDir(), "ami.secret")
+	writeFile(t, secretFile, "sentry-secret\n", 0o600)
+	srv := amitest.NewServer(t, amitest.Options{Handler: func(c *amitest.Conn, req ami.Message) bool {
+		if !strings.EqualFold(req.Get("Action"), "PJSIPShowContacts") {
+			return false
+		}
+		c.Write([]byte("Response: Error\r\nActionID: " + req.Get("ActionID") + "\r\nMessage: No Contacts found\r\n\r\n"))
+		return true
+	}})
+	cfg := strings.Replace(amiConfig(srv.Addr(), "md5", secretFile), `username = "sipsentry"`, `username = "sentry"`, 1)
+	env, _, _ := testDoctorEnv(t, cfg, 0o600)
+	rs := newDoctor(env).checkAMI(context.Background())
+	wantResult(t, rs[1], Pass, "Authentication accepted", "")
+	wantResult(t, rs[4], Pass, "PJSIPShowContacts allowed (0 contacts registered)", "")
+}
+
+// Issue 9: doctor built iptables whatever the config said. It now builds
+// the backend through the one chooser (fwopen), so a dry-run config reads
+// the dry-run backend.
+func TestDoctorBuildsTheConfiguredBackend(t *testing.T) {
+	env := SystemEnv(filepath.Join(t.TempDir(), "none.toml"), false)
+	cfg := config.Default().Firewall
+	cfg.Backend = "dry-run"
+	st, err := env.FirewallStatus(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("FirewallStatus(dry-run) = %v", err)
+	}
+	if st.Backend != "dry-run" {
+		t.Errorf("doctor read the %q backend for firewall.backend = dry-run", st.Backend)
 	}
 }

@@ -45,6 +45,44 @@ type State struct {
 	PushDropped      uint64 // foreign logins not examined (queue full)
 	AMILogins        uint64 // successful AMI logins (1 + reconnects)
 	AMIEventsDropped uint64 // AMI events dropped because the queue was full
+	AMIListOverflows uint64 // AMI list answers over their cap (ami.ErrListTooLong)
+
+	// AMIReconnecting: AMI is down, but not yet for longer than its
+	// reconnect budget; /healthz stays ok meanwhile.
+	AMIReconnecting bool
+	// Degraded are the other faults /healthz reports, by condition
+	// (CondFirewall, CondStateDB, CondLists) with the reason.
+	Degraded map[string]string
+}
+
+// Health conditions: each has a sipsentry_health_degraded gauge.
+const (
+	CondAMI      = "ami"      // AMI down longer than its reconnect budget
+	CondFirewall = "firewall" // sipsentry's rules or sets not up, or the kernel differs from the daemon's view
+	CondStateDB  = "state_db" // the state DB cannot be written
+	CondLists    = "lists"    // a country list is stale or was refused
+)
+
+// Conditions lists every health condition, in report order.
+var Conditions = []string{CondAMI, CondFirewall, CondStateDB, CondLists}
+
+// degraded returns each condition that holds, with its reason.
+func (s State) degraded() map[string]string {
+	out := map[string]string{}
+	for c, why := range s.Degraded {
+		out[c] = why
+	}
+	if !s.AMIConnected && !s.AMIReconnecting {
+		out[CondAMI] = "AMI not connected"
+	}
+	if !s.FirewallUp {
+		why := "firewall not up"
+		if d := out[CondFirewall]; d != "" {
+			why += "; " + d
+		}
+		out[CondFirewall] = why
+	}
+	return out
 }
 
 // Metrics holds sipsentry's own collectors. The zero value is not usable;
@@ -174,6 +212,11 @@ var (
 		"Successful AMI logins (the first plus every reconnect).", nil, nil)
 	descAMIDropped = prometheus.NewDesc("sipsentry_ami_events_dropped_total",
 		"AMI events dropped because the daemon's event queue was full.", nil, nil)
+	descAMIListOverflows = prometheus.NewDesc("sipsentry_ami_list_overflows_total",
+		"AMI list answers (PJSIPShowContacts, ...) that passed their item or byte cap: the action failed and the rest of the list was dropped.", nil, nil)
+	descDegraded = prometheus.NewDesc("sipsentry_health_degraded",
+		"1 while the condition makes /healthz answer 503 (ami: down longer than its reconnect budget; firewall: rules or sets missing or differing from the daemon's view; state_db: writes failing; lists: a country list stale or refused), else 0.",
+		[]string{"condition"}, nil)
 )
 
 // stateCollector turns State into gauges at scrape time.
@@ -181,7 +224,7 @@ type stateCollector struct{ m *Metrics }
 
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBans, descLearned, descAMI, descARI, descFW, descSources, descEvicted,
-		descUnattributed, descLogDropped, descPushDropped, descAMILogins, descAMIDropped} {
+		descUnattributed, descLogDropped, descPushDropped, descAMILogins, descAMIDropped, descAMIListOverflows, descDegraded} {
 		ch <- d
 	}
 }
@@ -203,8 +246,14 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		d *prometheus.Desc
 		v uint64
 	}{{descEvicted, s.SourcesEvicted}, {descUnattributed, s.Unattributed}, {descLogDropped, s.EventLogDropped},
-		{descPushDropped, s.PushDropped}, {descAMILogins, s.AMILogins}, {descAMIDropped, s.AMIEventsDropped}} {
+		{descPushDropped, s.PushDropped}, {descAMILogins, s.AMILogins}, {descAMIDropped, s.AMIEventsDropped},
+		{descAMIListOverflows, s.AMIListOverflows}} {
 		ch <- prometheus.MustNewConstMetric(c.d, prometheus.CounterValue, float64(c.v))
+	}
+	deg := s.degraded()
+	for _, cond := range Conditions {
+		_, bad := deg[cond]
+		ch <- prometheus.MustNewConstMetric(descDegraded, prometheus.GaugeValue, b2f(bad), cond)
 	}
 }
 
@@ -215,25 +264,42 @@ func b2f(b bool) float64 {
 	return 0
 }
 
-// Health is /healthz's verdict: nil when AMI is connected and the firewall is
-// up, else an error naming what is wrong.
+// Health is /healthz's verdict: nil when nothing is degraded, else an error
+// naming each condition that holds and why (AMI down past its reconnect
+// budget, firewall not up or differing from the daemon's view, state DB not
+// writable, a list stale or refused).
 func (m *Metrics) Health() error {
 	s, ok := m.readState()
 	if !ok {
 		return errors.New("starting")
 	}
+	return HealthError(s.degraded())
+}
+
+// HealthError joins the reasons of deg in the order of Conditions (nil when
+// deg is empty).
+func HealthError(deg map[string]string) error {
 	var errs []error
-	if !s.AMIConnected {
-		errs = append(errs, errors.New("AMI not connected"))
-	}
-	if !s.FirewallUp {
-		errs = append(errs, errors.New("firewall not up"))
+	for _, cond := range Conditions {
+		if why, ok := deg[cond]; ok {
+			errs = append(errs, errors.New(why))
+		}
 	}
 	return errors.Join(errs...)
 }
 
+// Degraded returns the conditions that hold now, with their reasons (empty
+// when healthy), for the status page.
+func (m *Metrics) Degraded() map[string]string {
+	s, ok := m.readState()
+	if !ok {
+		return map[string]string{"starting": "starting"}
+	}
+	return s.degraded()
+}
+
 // Handler serves /metrics, /healthz and, when status is non-nil, /status
-// (the JSON value status returns).
+// (the JSON value status returns; a json.RawMessage is written as it is).
 func (m *Metrics) Handler(status func(ctx context.Context) (any, error)) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
@@ -254,6 +320,10 @@ func (m *Metrics) Handler(status func(ctx context.Context) (any, error)) http.Ha
 				return
 			}
 			w.Header().Set("Content-Type", "application/json")
+			if raw, ok := v.(json.RawMessage); ok { // encoded already (the daemon caches it)
+				w.Write(raw)
+				return
+			}
 			enc := json.NewEncoder(w)
 			enc.SetIndent("", "  ")
 			enc.Encode(v)

@@ -211,3 +211,39 @@ func TestDuplicateRegisterIsAnError(t *testing.T) {
 		t.Error("registering a collector twice was accepted")
 	}
 }
+
+// Issue 10: /healthz said ok through a flushed chain and a full disk. Each
+// condition turns it to 503 with its reason and has its own gauge; AMI
+// reconnecting within its budget does not.
+func TestHealthConditions(t *testing.T) {
+	var st atomic.Value
+	st.Store(State{AMIConnected: false, AMIReconnecting: true, FirewallUp: true})
+	m := New(func() State { return st.Load().(State) })
+	base := serve(t, m, nil)
+	if code, body := get(t, base+"/healthz"); code != 200 {
+		t.Errorf("/healthz while AMI reconnects within its budget = %d %q", code, body)
+	}
+	st.Store(State{AMIConnected: true, FirewallUp: true, AMIListOverflows: 2, Degraded: map[string]string{
+		CondStateDB:  "state DB writes failing for 12s: database or disk is full",
+		CondFirewall: "kernel differs: ban set missing 3 entries",
+	}})
+	code, body := get(t, base+"/healthz")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "database or disk is full") || !strings.Contains(body, "ban set missing 3 entries") {
+		t.Errorf("/healthz degraded = %d %q", code, body)
+	}
+	_, body = get(t, base+"/metrics")
+	for _, want := range []string{
+		`sipsentry_health_degraded{condition="state_db"} 1`,
+		`sipsentry_health_degraded{condition="firewall"} 1`,
+		`sipsentry_health_degraded{condition="ami"} 0`,
+		`sipsentry_health_degraded{condition="lists"} 0`,
+		"sipsentry_ami_list_overflows_total 2",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if d := m.Degraded(); len(d) != 2 || d[CondStateDB] == "" {
+		t.Errorf("Degraded = %v", d)
+	}
+}
