@@ -33,7 +33,7 @@ func newCrowdsecService(d *daemon) (*crowdsecService, error) {
 	if !cs.Enabled {
 		return nil, nil
 	}
-	c, err := CrowdsecClient(cs, d.version)
+	c, err := CrowdsecClient(d.cfg, d.version)
 	if err != nil {
 		return nil, err
 	}
