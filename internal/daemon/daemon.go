@@ -254,7 +254,7 @@ func (d *daemon) openKernel(ctx context.Context, o Options) error {
 		if o.Replay != "" {
 			dryRunOut = d.out
 		}
-		if be, err = OpenFirewall(cfg.Firewall, d.log, dryRunOut); err != nil {
+		if be, err = OpenFirewall(d.countryDropSafe(cfg.Firewall), d.log, dryRunOut); err != nil {
 			return fmt.Errorf("run: %w", err)
 		}
 	}
@@ -526,6 +526,23 @@ func (d *daemon) requireAllowedLists(ctx context.Context) error {
 	}
 	return fmt.Errorf("run: geo_mode = \"drop\" with firewall.mode = \"enforce\", but no list of the allowed countries %v is loaded, so every phone would be dropped: run `sipsentry lists update` (or fill geo.lists_dir), or start with geo_mode = \"strict\" until the lists are there",
 		d.geo.AllowCountries())
+}
+
+// countryDropSafe turns the country drop off when an allowed list (say
+// jp-ipv4) has no good copy at all while another is loaded: dropping by
+// country then would drop every phone of that family. Bans still work; the
+// log says so at every start and geo's health (doctor, /healthz) names the
+// list. No list at all is refused earlier (requireAllowedLists).
+func (d *daemon) countryDropSafe(fw config.Firewall) config.Firewall {
+	if fw.Mode != "enforce" || !fw.GeoDrop {
+		return fw
+	}
+	if lists := d.geo.Unenforceable(); len(lists) > 0 {
+		d.log.Error("run: not dropping by country: an allowed list has no good copy; bans still work",
+			"lists", lists, "fix", "run `sipsentry lists update` (or put the file in geo.lists_dir), then restart")
+		fw.GeoDrop = false
+	}
+	return fw
 }
 
 // allowCCEntries are the allowed countries' prefixes as set entries, with
