@@ -2,8 +2,11 @@ package daemon
 
 import (
 	"log/slog"
+	"net/netip"
 	"path/filepath"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/sipsentry/sipsentry/geo"
 	"github.com/sipsentry/sipsentry/geo/geotest"
@@ -42,5 +45,32 @@ func TestCountryDropOffWhileAListHasNoGoodCopy(t *testing.T) {
 				t.Fatalf("country drop %v, want %v (unenforceable %v)", got, tc.drop, g.Unenforceable())
 			}
 		})
+	}
+}
+
+// A reload names every setting it cannot apply, the new tables included.
+func TestRestartOnlyChangesNamed(t *testing.T) {
+	old := config.Default()
+	nc := config.Default()
+	if got := restartOnlyChanges(old, nc); len(got) != 0 {
+		t.Fatalf("no change named %v", got)
+	}
+	nc.Firewall.Allow = append(nc.Firewall.Allow, config.Prefix{Prefix: netip.MustParsePrefix("203.0.113.0/24")})
+	nc.Engine.MaxFailures = 9
+	if got := restartOnlyChanges(old, nc); len(got) != 0 {
+		t.Fatalf("firewall.allow and engine thresholds apply at reload, yet named %v", got)
+	}
+	nc.Geo.MinEntries = 5
+	nc.Firewall.VerifyInterval = config.Duration(time.Minute)
+	nc.Crowdsec.Enabled = true
+	nc.Control.Socket = "/tmp/x.sock"
+	got := restartOnlyChanges(old, nc)
+	for _, want := range []string{"[geo] (lists, guards, databases)", "[crowdsec]", "[control]"} {
+		if !slices.Contains(got, want) {
+			t.Errorf("%q not named in %v", want, got)
+		}
+	}
+	if len(got) != 4 {
+		t.Errorf("named %v, want geo, firewall, crowdsec, control", got)
 	}
 }

@@ -19,8 +19,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"reflect"
 	"runtime/debug"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -461,11 +461,8 @@ func (d *daemon) reload(ctx context.Context) {
 		d.log.Error("run: reload failed; keeping the running configuration", "err", err)
 		return
 	}
-	if nc.StateDir != d.cfg.StateDir || nc.AMI != d.cfg.AMI || nc.Firewall.Backend != d.cfg.Firewall.Backend ||
-		nc.Firewall.Mode != d.cfg.Firewall.Mode || nc.Metrics != d.cfg.Metrics || nc.ARI != d.cfg.ARI ||
-		!slices.Equal(nc.Geo.AllowCountries, d.cfg.Geo.AllowCountries) || nc.Geo.ListsDir != d.cfg.Geo.ListsDir ||
-		nc.Geo.MMDB != d.cfg.Geo.MMDB || nc.Geo.ASNMMDB != d.cfg.Geo.ASNMMDB {
-		d.log.Warn("run: changes to state_dir, [ami], [ari], [metrics], firewall.backend/mode and the geo countries, lists_dir and databases take effect at the next restart")
+	if changed := restartOnlyChanges(d.cfg, nc); len(changed) > 0 {
+		d.log.Warn("run: these changes take effect at the next restart (systemctl restart sipsentry)", "settings", changed)
 	}
 	// Thresholds, geo_mode, push patterns and static allows apply now.
 	if err := d.eng.Reload(ctx, EngineOptions(nc)); err != nil {
@@ -486,6 +483,34 @@ func (d *daemon) reload(ctx context.Context) {
 	}()
 	d.met.Reload(true)
 	d.log.Info("run: reloaded")
+}
+
+// restartOnlyChanges names the settings that changed between old and nc
+// but that a reload does not apply: everything the daemon opens or builds
+// once at start. What a reload applies is the engine's options (thresholds,
+// geo_mode's policy, push patterns, firewall.allow) and dropwatch's.
+func restartOnlyChanges(old, nc *config.Config) []string {
+	fwOld, fwNew := old.Firewall, nc.Firewall
+	fwOld.Allow, fwNew.Allow = nil, nil
+	var out []string
+	for _, c := range []struct {
+		name    string
+		changed bool
+	}{
+		{"state_dir", nc.StateDir != old.StateDir},
+		{"[ami]", !reflect.DeepEqual(nc.AMI, old.AMI)},
+		{"[ari]", !reflect.DeepEqual(nc.ARI, old.ARI)},
+		{"[metrics]", nc.Metrics != old.Metrics},
+		{"[control]", !reflect.DeepEqual(nc.Control, old.Control)},
+		{"[crowdsec]", !reflect.DeepEqual(nc.Crowdsec, old.Crowdsec)},
+		{"[geo] (lists, guards, databases)", !reflect.DeepEqual(nc.Geo, old.Geo)},
+		{"[firewall] (but allow) and the country DROP rule of engine.geo_mode", !reflect.DeepEqual(fwNew, fwOld)},
+	} {
+		if c.changed {
+			out = append(out, c.name)
+		}
+	}
+	return out
 }
 
 func (d *daemon) metricsState() metrics.State {
