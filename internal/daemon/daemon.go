@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/sipsentry/sipsentry/hostaddr"
 	"io"
 	"log/slog"
 	"net"
@@ -113,6 +114,9 @@ type daemon struct {
 
 	dw *dropwatchService // nil unless the firewall copies drops to NFLOG
 	cs *crowdsecService  // nil unless [crowdsec] is enabled
+	// hosts follows the host's addresses by netlink (nil: netlink failed,
+	// the engine read the interfaces once at start).
+	hosts *hostaddr.Set
 
 	// verifier compares the kernel with desired{} (nil: the backend cannot);
 	// verifyReq asks for a pass now; repairs counts what it repaired.
@@ -278,7 +282,7 @@ func (d *daemon) wire(in inputs) error {
 	hostCtx, stopHostWatch := context.WithCancel(context.Background())
 	d.onClose(stopHostWatch)
 	deps := engine.Deps{Firewall: d.fw, Geo: d.geo, Store: d.store, Logger: d.log, OnDecision: d.onDecision,
-		LocalReason: localReason(hostCtx, d.log)}
+		LocalReason: d.localReason(hostCtx, d.log)}
 	if d.replay == "" {
 		cc, err := AMIClientConfig(cfg, in.amiSecret, d.log)
 		if err != nil {
