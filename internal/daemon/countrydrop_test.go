@@ -3,6 +3,7 @@ package daemon
 import (
 	"log/slog"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -22,18 +23,25 @@ func TestCountryDropOffWhileAListHasNoGoodCopy(t *testing.T) {
 		lists map[string][]string
 		drop  bool
 	}{
-		{"v6 only", map[string][]string{"JP": {"2001:db8:1::/48"}}, false},
+		{"v4 refused (empty file), v6 loaded", map[string][]string{"JP": {"2001:db8:1::/48"}}, false},
+		{"v6 file left out of lists_dir", map[string][]string{"JP": {"198.51.100.0/24"}}, true},
 		{"both", map[string][]string{"JP": {"198.51.100.0/24", "2001:db8:1::/48"}}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			lists := filepath.Join(dir, "lists")
 			geotest.WriteLists(t, lists, tc.lists)
+			if _, err := os.Stat(filepath.Join(lists, "jp-ipv4.txt")); err != nil {
+				// An empty jp-ipv4.txt: refused by the floor, no good copy.
+				if err := os.WriteFile(filepath.Join(lists, "jp-ipv4.txt"), nil, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
 			cfg := config.Default()
 			cfg.StateDir = filepath.Join(dir, "state")
 			cfg.Geo.AllowCountries = []string{"JP"}
 			cfg.Geo.ListsDir = lists
-			cfg.Geo.MinEntries = 0
+			cfg.Geo.MinEntries = 1
 			g, err := geo.Open(GeoOptions(cfg.Geo, cfg.StateDir), slog.New(slog.DiscardHandler))
 			if err != nil {
 				t.Fatal(err)

@@ -559,14 +559,24 @@ func (d *daemon) requireAllowedLists(ctx context.Context) error {
 
 // countryDropSafe turns the country drop off when an allowed list (say
 // jp-ipv4) has no good copy at all while another is loaded: dropping by
-// country then would drop every phone of that family. Bans still work; the
+// country then would drop every phone of that family. A file simply absent
+// from geo.lists_dir does not count (the admin chose the files there). Bans still work; the
 // log says so at every start and geo's health (doctor, /healthz) names the
 // list. No list at all is refused earlier (requireAllowedLists).
 func (d *daemon) countryDropSafe(fw config.Firewall) config.Firewall {
 	if fw.Mode != "enforce" || !fw.GeoDrop {
 		return fw
 	}
-	if lists := d.geo.Unenforceable(); len(lists) > 0 {
+	var lists []string
+	for _, p := range d.geo.Health() {
+		// A file the admin left out of geo.lists_dir (say no jp-ipv6.txt)
+		// is their choice; one that is there but refused, or a download
+		// that never arrived, is not.
+		if p.NoGoodCopy && (p.Check != geo.CheckMissing || d.cfg.Geo.ListsDir == "") {
+			lists = append(lists, p.List)
+		}
+	}
+	if len(lists) > 0 {
 		d.log.Error("run: not dropping by country: an allowed list has no good copy; bans still work",
 			"lists", lists, "fix", "run `sipsentry lists update` (or put the file in geo.lists_dir), then restart")
 		fw.GeoDrop = false
