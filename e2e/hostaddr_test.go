@@ -54,7 +54,9 @@ hosts = []
 resolver = "127.0.0.1:1"
 [metrics]
 listen = ""
-`, filepath.Join(dir, "state"), srv.Addr()))
+[control]
+socket = %q
+`, filepath.Join(dir, "state"), srv.Addr(), filepath.Join(dir, "control.sock")))
 	d := startDaemon(t, ns, bin, cfg)
 	logHas := func(what string) bool {
 		b, _ := os.ReadFile(d.log)
