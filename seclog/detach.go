@@ -150,3 +150,13 @@ func (c *lastCopy) own(s string, buf []byte) string {
 	}
 	return c.s
 }
+
+// aliasesAny reports whether a points into the bytes of b.
+func aliasesAny(a, b string) bool {
+	if len(a) == 0 || len(b) == 0 {
+		return false
+	}
+	pa := uintptr(unsafe.Pointer(unsafe.StringData(a)))
+	pb := uintptr(unsafe.Pointer(unsafe.StringData(b)))
+	return pa >= pb && pa < pb+uintptr(len(b))
+}

@@ -85,7 +85,7 @@ type Reader struct {
 	// copyRecords makes every record a copied string (the path before the
 	// in-place parse); tests compare the two.
 	copyRecords bool
-	fields      []ami.Header // the parser's scratch fields, reused
+	state       parseState   // scratch fields and address caches, reused
 	fieldBlock  []ami.Header // detached fields, shared by many events
 	lastAccount lastCopy     // the previous event's AccountID copy
 	lastSession lastCopy     // the previous event's SessionID copy
@@ -127,12 +127,13 @@ func (r *Reader) parse(f *frame) {
 	}
 	f.raw = false
 	if f.buf == nil { // a copied record: its event may keep everything
-		f.ev, f.err = parseRecord(f.rec, nil, false)
+		f.ev, f.err = parseRecord(f.rec, nil)
 		return
 	}
-	f.ev, f.err = parseRecord(f.rec, r.fields[:0], true)
-	if cap(f.ev.Fields) > cap(r.fields) {
-		r.fields = f.ev.Fields[:0] // keep the grown scratch slice
+	r.state.scratch = r.state.scratch[:0]
+	f.ev, f.err = parseRecord(f.rec, &r.state)
+	if cap(f.ev.Fields) > cap(r.state.scratch) {
+		r.state.scratch = f.ev.Fields[:0] // keep the grown scratch slice
 	}
 	if f.err == nil {
 		r.detach(&f.ev, f.buf)
@@ -359,28 +360,66 @@ var (
 // ParseRecord parses one whole record (its physical lines joined by LF).
 // It is exported for tests and for callers that frame records themselves.
 func ParseRecord(rec string) (ami.SecurityEvent, error) {
-	return parseRecord(rec, nil, false)
+	return parseRecord(rec, nil)
 }
 
-// parseRecord is ParseRecord with a scratch slice for the event's fields.
-// inPlace leaves AccountID and SessionID pointing into rec: the Reader
-// detaches them itself (see detach.go).
-func parseRecord(rec string, fields []ami.Header, inPlace bool) (ami.SecurityEvent, error) {
+// parseState is what the Reader carries from one record to the next: a
+// scratch slice for the event's fields and the last addresses parsed. With
+// it, AccountID, SessionID and the fields point into the record: the Reader
+// detaches them itself (see detach.go). nil (ParseRecord) copies them.
+type parseState struct {
+	scratch       []ami.Header
+	local, remote addrCache
+}
+
+// addrCache remembers the last address text parsed and its result: a PBX
+// writes the same LocalAddress on every event, and a scanner's requests
+// arrive in bursts from one RemoteAddress.
+type addrCache struct {
+	text string // a copy, never a view of a record
+	addr ami.Address
+}
+
+func (c *addrCache) parse(s string) (ami.Address, error) {
+	if c == nil {
+		return ami.ParseAddress(s)
+	}
+	if s == c.text && s != "" {
+		return c.addr, nil
+	}
+	a, err := ami.ParseAddress(s)
+	if err != nil {
+		return a, err
+	}
+	a.Transport = internTransport(a.Transport, nil)
+	if aliasesAny(a.Transport, s) { // an unknown transport: keep a copy
+		a.Transport = strings.Clone(a.Transport)
+	}
+	c.text, c.addr = strings.Clone(s), a
+	return a, nil
+}
+
+// parseRecord is ParseRecord with the Reader's state (nil: none).
+func parseRecord(rec string, st *parseState) (ami.SecurityEvent, error) {
 	i := strings.Index(rec, `SecurityEvent="`)
 	if i < 0 || i > 160 {
 		return ami.SecurityEvent{}, errors.New("seclog: no SecurityEvent key")
 	}
-	return parseBody(rec[i:], fields, inPlace)
+	return parseBody(rec[i:], st)
 }
 
 // header keys in the order Asterisk writes them; their values are written
 // by Asterisk itself and never contain a quote.
 var headKeys = [...]string{"SecurityEvent", "EventTV", "Severity", "Service", "EventVersion"}
 
-func parseBody(body string, scratch []ami.Header, inPlace bool) (ami.SecurityEvent, error) {
+func parseBody(body string, st *parseState) (ami.SecurityEvent, error) {
 	clone := strings.Clone
-	if inPlace {
+	var scratch []ami.Header
+	var localCache, remoteCache *addrCache
+	if st != nil {
 		clone = func(s string) string { return s }
+		scratch = st.scratch
+		localCache, remoteCache = &st.local, &st.remote
 	}
 	var ev ami.SecurityEvent
 	p := body
@@ -433,7 +472,7 @@ func parseBody(body string, scratch []ami.Header, inPlace bool) (ami.SecurityEve
 	prefixEnd := 0
 	for c := len(cands) - 1; c >= 0; c-- {
 		j := cands[c]
-		local, remote, rest, ok := parsePair(p[j+len(la):])
+		local, remote, rest, ok := parsePair(p[j+len(la):], localCache, remoteCache)
 		if !ok {
 			continue
 		}
@@ -475,7 +514,7 @@ func parseBody(body string, scratch []ami.Header, inPlace bool) (ami.SecurityEve
 		}
 		return ev, errIncomplete
 	}
-	ev.Suspicion = suspicion(&ev, p[:prefixEnd], pairs)
+	ev.Suspicion = suspicion(&ev, p, p[:prefixEnd], pairs)
 	return ev, nil
 }
 
@@ -486,22 +525,39 @@ func parseBody(body string, scratch []ami.Header, inPlace bool) (ami.SecurityEve
 // prefix is the AccountID/SessionID part before the genuine pair: a
 // RemoteAddress key there is a second one (after the genuine pair the tail
 // parser already refuses it).
-func suspicion(ev *ami.SecurityEvent, prefix string, pairs int) string {
+func suspicion(ev *ami.SecurityEvent, body, prefix string, pairs int) string {
 	if pairs > 1 || strings.Contains(prefix, `RemoteAddress="`) {
 		return "repeated RemoteAddress"
+	}
+	// The common case, decided on the record at once: no line break
+	// anywhere and "Address" only in the keys that carry it, so no value
+	// can hold what ForgedValue looks for.
+	if strings.IndexByte(body, '\n') < 0 && strings.IndexByte(body, '\r') < 0 &&
+		strings.Count(body, "Address") == addressKeys(ev) {
+		return ""
 	}
 	return ami.ForgedValue(ev)
 }
 
+// addressKeys counts the keys of ev whose name holds "Address": the pair
+// (LocalAddress, RemoteAddress) and tail keys such as ExpectedAddress.
+func addressKeys(ev *ami.SecurityEvent) int {
+	n := 2
+	for _, f := range ev.Fields {
+		n += strings.Count(f.Key, "Address")
+	}
+	return n
+}
+
 // parsePair reads `<local>",RemoteAddress="<remote>"` and returns what
 // follows the closing quote.
-func parsePair(s string) (local, remote ami.Address, rest string, ok bool) {
+func parsePair(s string, localCache, remoteCache *addrCache) (local, remote ami.Address, rest string, ok bool) {
 	end := strings.IndexByte(s, '"')
 	if end < 0 {
 		return local, remote, "", false
 	}
 	var err error
-	if local, err = ami.ParseAddress(s[:end]); err != nil {
+	if local, err = localCache.parse(s[:end]); err != nil {
 		return local, remote, "", false
 	}
 	s = s[end:]
@@ -514,7 +570,7 @@ func parsePair(s string) (local, remote ami.Address, rest string, ok bool) {
 	if end < 0 {
 		return local, remote, "", false
 	}
-	if remote, err = ami.ParseAddress(s[:end]); err != nil {
+	if remote, err = remoteCache.parse(s[:end]); err != nil {
 		return local, remote, "", false
 	}
 	return local, remote, s[end+1:], true

@@ -156,10 +156,12 @@ hosts = []
 resolver = "127.0.0.1:1"
 [metrics]
 listen = "127.0.0.1:9468"
+[control]
+socket = %q
 [engine]
 geo_mode = "drop"
 %s
-`, filepath.Join(o.dir, "state"), amiAddr, o.geoDir, o.engine)
+`, filepath.Join(o.dir, "state"), amiAddr, o.geoDir, filepath.Join(o.dir, "control.sock"), o.engine)
 	return cfg, os.WriteFile(cfg, []byte(text), 0o600)
 }
 

@@ -122,6 +122,15 @@ func LoadForRun(path string, replay bool) (*Config, error) {
 			}
 		}
 	}
+	if c.Crowdsec.Enabled && !replay {
+		if _, _, err := c.CrowdsecCredentials(); err != nil {
+			key := "crowdsec.machine_credentials_file"
+			if strings.HasPrefix(err.Error(), "crowdsec.bouncer_key_file") {
+				key = "crowdsec.bouncer_key_file"
+			}
+			errs = append(errs, &Error{File: c.Path, Line: lineOf(data, key), Key: key, Msg: strings.TrimPrefix(err.Error(), key+": "), Err: err})
+		}
+	}
 	if err := errs.sorted().orNil(); err != nil {
 		return nil, err
 	}
