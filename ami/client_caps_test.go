@@ -41,15 +41,12 @@ func TestClientEndlessListEndsInCountedError(t *testing.T) {
 		}()
 		return true
 	}})
-	h := startClient(t, srv, func(c *ami.ClientConfig) { c.ListMaxItems = maxItems; c.Timeout = 30 * time.Second })
+	h := startClient(t, srv, func(c *ami.ClientConfig) { c.ListMaxItems = maxItems; c.Timeout = time.Hour })
 	h.waitConnect()
-	start := time.Now()
+	// With an hour's action timeout, the error can only be the cap's.
 	cs, err := h.c.PJSIPShowContacts(context.Background())
 	if !errors.Is(err, ami.ErrListTooLong) || cs != nil {
 		t.Fatalf("PJSIPShowContacts = %d contacts, %v; want ErrListTooLong", len(cs), err)
-	}
-	if time.Since(start) > 15*time.Second {
-		t.Errorf("the error came after %s: it must come at the cap, not at the action timeout", time.Since(start))
 	}
 	// Let the stream run on past the cap, then end it.
 	for sent.Load() < 5*maxItems {

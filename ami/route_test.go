@@ -88,3 +88,22 @@ func TestFeedRoutesLikeTheDispatcher(t *testing.T) {
 		t.Errorf("subscriber got %d events, Stats.SecurityEvents = %d", n, st.SecurityEvents)
 	}
 }
+
+// DownFor is 0 while a session is up and counts from its end after.
+func TestClientDownFor(t *testing.T) {
+	srv := amitest.NewServer(t, amitest.Options{})
+	h := startClient(t, srv, func(c *ami.ClientConfig) { c.ReconnectMax = time.Hour }) // no quick reconnect
+	h.waitConnect()
+	if d := h.c.DownFor(); d != 0 {
+		t.Fatalf("DownFor while logged in = %s", d)
+	}
+	srv.Restart() // drops the connection
+	deadline := time.Now().Add(5 * time.Second)
+	for h.c.Connected() && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if d := h.c.DownFor(); d < 20*time.Millisecond || d > 5*time.Second {
+		t.Errorf("DownFor after the connection dropped = %s", d)
+	}
+}

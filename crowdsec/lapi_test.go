@@ -49,7 +49,7 @@ func clients(t *testing.T, l *lapitest.LAPI, machine, bouncer string) *crowdsec.
 	var mc crowdsec.MachineCredentials
 	if machine != "" {
 		var err error
-		mc, err = crowdsec.ReadMachineCredentials(l.AddMachine(machine, "pw-"+machine+"-0123456789"))
+		mc, err = crowdsec.ReadMachineCredentials(l.AddMachine(machine))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -249,7 +249,7 @@ func TestLAPIOutageKeepsBansQueuedAndCatchesUp(t *testing.T) {
 // LAPI, batched as under a flood (one request per MinInterval).
 func BenchmarkLAPIPublish(b *testing.B) {
 	l := lapitest.Start(b)
-	mc, err := crowdsec.ReadMachineCredentials(l.AddMachine("bench", "pw-bench-0123456789"))
+	mc, err := crowdsec.ReadMachineCredentials(l.AddMachine("bench"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -296,7 +296,7 @@ func BenchmarkLAPIBanToPeer(b *testing.B) {
 	for _, poll := range []time.Duration{time.Second, 10 * time.Second} {
 		b.Run(poll.String(), func(b *testing.B) {
 			l := lapitest.Start(b)
-			mc, _ := crowdsec.ReadMachineCredentials(l.AddMachine("a", "pw-a-0123456789"))
+			mc, _ := crowdsec.ReadMachineCredentials(l.AddMachine("a"))
 			key, _ := crowdsec.ReadAPIKey(l.AddBouncer("b"))
 			ca, _ := crowdsec.NewClient(l.URL, mc, "", time.Minute)
 			cb, _ := crowdsec.NewClient(l.URL, crowdsec.MachineCredentials{}, key, time.Minute)

@@ -186,6 +186,7 @@ func (p *daemonProc) wait() error {
 // leave the daemon running when the test kills it).
 func startDaemon(t *testing.T, ns *netnstest.NS, bin, cfg string) *daemonProc {
 	t.Helper()
+	privateControlSocket(t, cfg)
 	logf, err := os.CreateTemp(t.TempDir(), "daemon-*.log")
 	if err != nil {
 		t.Fatal(err)
@@ -212,6 +213,25 @@ func startDaemon(t *testing.T, ns *netnstest.NS, bin, cfg string) *daemonProc {
 		}
 	})
 	return p
+}
+
+// privateControlSocket gives a config without a [control] table a control
+// socket next to it, so that no daemon under test uses the host's
+// /run/sipsentry/control.sock (tests of other packages, or another
+// checkout's, may run a daemon at the same time).
+func privateControlSocket(t *testing.T, cfg string) {
+	t.Helper()
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(b, []byte("\n[control]")) || bytes.HasPrefix(b, []byte("[control]")) {
+		return
+	}
+	b = fmt.Appendf(b, "\n[control]\nsocket = %q\n", filepath.Join(filepath.Dir(cfg), "control.sock"))
+	if err := os.WriteFile(cfg, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func tail(s string, n int) string {

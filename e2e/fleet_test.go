@@ -60,7 +60,7 @@ func startPBX(t *testing.T, bin, name string, lapi *lapitest.LAPI, lns *netnstes
 	}
 	t.Cleanup(srv.Close)
 	dir := t.TempDir()
-	machine := lapi.AddMachine(name, name+"-Secret-0123456789")
+	machine := lapi.AddMachine(name)
 	key := lapi.AddBouncer(name)
 	cfg := filepath.Join(dir, "sipsentry.toml")
 	writeConfig(t, cfg, fmt.Sprintf(`state_dir = %q

@@ -157,11 +157,28 @@ geo_mode = "drop"
 hosts = []
 resolver = "127.0.0.1:1"
 [metrics]
-listen = ""
+listen = "127.0.0.1:9468"
 [control]
 socket = %q
 `, filepath.Join(dir, "state"), srv.Addr(), lists, filepath.Join(dir, "control.sock")))
 
+	// refusals counts jp-ipv4's refusals from the daemon's metrics (the log
+	// rate-limits a repeating line, so it cannot be counted there).
+	refusals := func() (int, string) {
+		code, body := nsGet(t, host, "http://127.0.0.1:9468/metrics")
+		if code != 200 {
+			return -1, fmt.Sprintf("/metrics: HTTP %d", code)
+		}
+		n := 0
+		for _, l := range strings.Split(body, "\n") {
+			if strings.HasPrefix(l, "sipsentry_geo_list_refused_total{") && strings.Contains(l, `list="jp-ipv4"`) {
+				var v float64
+				fmt.Sscan(l[strings.LastIndexByte(l, ' ')+1:], &v)
+				n += int(v)
+			}
+		}
+		return n, fmt.Sprintf("%d refusals counted", n)
+	}
 	logHas := func(p *daemonProc, what string) int {
 		b, _ := os.ReadFile(p.log)
 		return strings.Count(string(b), what)
@@ -200,7 +217,8 @@ socket = %q
 			t.Fatal(err)
 		}
 		eventually(t, "the "+tc.name+" list refused after SIGHUP", func() (bool, string) {
-			return logHas(d, "geo: list refused") > i, "no refusal logged yet"
+			n, detail := refusals()
+			return n > i, detail
 		})
 		time.Sleep(200 * time.Millisecond) // the reload's kernel sync runs right after the refusal
 		phoneFlows("after SIGHUP with the " + tc.name + " jp-ipv4.txt")
@@ -219,6 +237,9 @@ socket = %q
 	})
 	if logHas(d2, "geo: list refused") == 0 {
 		t.Error("the restart did not log the refused list")
+	}
+	if n, detail := refusals(); n != 1 {
+		t.Errorf("after the restart: %s, want the HTML file's 1", detail)
 	}
 	phoneFlows("after a restart with the HTML jp-ipv4.txt")
 }

@@ -168,6 +168,9 @@ func (e *Engine) Unban(ctx context.Context, addr netip.Addr, uid int) error {
 	}
 	e.writer.queue(func(b *state.Batch) { b.Lifts = append(b.Lifts, a) })
 	e.sources.release(a)
+	// The windows that led to the ban go too: an operator's unban gives the
+	// address a fresh start, not a re-ban (escalated) at its next failure.
+	e.failures.Forget(a)
 	e.log.Info("engine: unbanned", "addr", a, "uid", uid)
 	e.decide(Decision{Time: now, Kind: DecisionUnban, Addr: a, Reason: fmt.Sprintf("unban by uid %d", uid)})
 	if err := e.Flush(ctx); err != nil {

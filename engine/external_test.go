@@ -78,3 +78,29 @@ func TestBanRemoteOriginAndUnbanRemote(t *testing.T) {
 		t.Error("remote ban still in the kernel")
 	}
 }
+
+// An operator's unban gives the address a fresh start: its next single
+// failure does not re-ban it (the failure memory forgot the windows).
+func TestUnbanForgetsFailures(t *testing.T) {
+	r := newRig(t, rigOpt{})
+	a := "203.0.113.93"
+	for i := range 5 {
+		r.eng.Handle(bg, ev(ami.EventChallengeResponseFailed, "1001", a, string(rune('a'+i))))
+	}
+	if !r.banned(a) {
+		t.Fatal("5 failures did not ban")
+	}
+	if err := r.eng.Unban(bg, netip.MustParseAddr(a), 0); err != nil {
+		t.Fatal(err)
+	}
+	r.eng.Handle(bg, ev(ami.EventChallengeResponseFailed, "1001", a, "f"))
+	if r.banned(a) {
+		t.Error("one failure after an unban banned the address again")
+	}
+	for i := range 4 {
+		r.eng.Handle(bg, ev(ami.EventChallengeResponseFailed, "1001", a, string(rune('g'+i))))
+	}
+	if !r.banned(a) {
+		t.Error("5 fresh failures after the unban did not ban")
+	}
+}

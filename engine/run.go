@@ -19,8 +19,9 @@ func (e *Engine) forgetAfter() time.Duration {
 	return max(e.opts().MaxBanTime, e.opts().EventRetention, e.opts().BanTime)
 }
 
-// Start restores unexpired bans into the kernel (bulk adds in chunks of
-// restoreChunk, streamed from the database), makes the kernel allow set
+// Start restores unexpired bans into the kernel (one bulk load fed while
+// the database is read; Adds of restoreChunk for a backend that is not a
+// firewall.Loader), makes the kernel allow set
 // equal to the engine's (static allows from the settings, learned, seeded
 // and manual allows from the database: one Replace, so an entry that is no
 // longer wanted goes whatever its comment), and seeds the push hosts. Call
@@ -105,30 +106,25 @@ func (e *Engine) start(ctx context.Context, kernel bool) error {
 		}
 		e.allows.allowsMu.Unlock()
 
-		// Longest-running bans first, so that if more are stored than the
-		// set holds (ban_maxelem lowered), the ones left out end soonest.
-		// Streamed in chunks into the kernel: building every row and every
-		// set entry first made a 100k-ban restore peak at ~150 MB of heap.
+		// Longest-running bans first (the store's order), so that if more
+		// are stored than the set holds (ban_maxelem lowered), the ones left
+		// out end soonest. Each row goes to the kernel while the DB is read
+		// (restoreBans): building every row and every set entry first made a
+		// 100k-ban restore peak at ~150 MB of heap and wait for the whole read.
 		maxElem := e.opts().BanMaxElem
-		chunk := make([]firewall.Entry, 0, restoreChunk)
-		var addErr error
-		flush := func() {
-			if len(chunk) > 0 && addErr == nil && kernel {
-				if err := e.fw.Add(ctx, firewall.SetBan, chunk...); err != nil {
-					addErr = err
-				} else {
-					restored += len(chunk)
-				}
-			}
-			chunk = chunk[:0]
-		}
 		bk := &e.bans
-		err = st.EachBan(ctx, now.Add(-e.forgetAfter()), func(b state.Ban) error {
+		// row puts one stored ban into memory and says whether (and as what)
+		// it belongs in the kernel. It never calls the backend: BulkLoad
+		// holds the ban set's lock while the rows are read.
+		row := func(b state.Ban) (firewall.Entry, bool) {
 			a := b.Addr.Unmap()
 			k := keyOf(a)
 			bk.bansMu.Lock()
+			defer bk.bansMu.Unlock()
 			bi := banInfo{until: b.Until.UnixNano(), since: unixSeconds(b.Created), offences: int32(b.Offences),
 				reason: bk.reasons.intern(b.Reason), monitor: b.Monitor, manual: b.Origin != "" && b.Origin != state.OriginEngine}
+			var entry firewall.Entry
+			put := false
 			if bi.until > nowN && !b.Monitor && e.opts().Enforce {
 				if why := e.neverBan(a); why != "" {
 					// Kept as the DB has it (Bans lists it, Unban lifts it)
@@ -140,21 +136,19 @@ func (e *Engine) start(ctx context.Context, kernel bool) error {
 				} else {
 					bi.active = true
 					bk.active++
-					chunk = append(chunk, firewall.Entry{Prefix: prefixOf(a), Timeout: b.Until.Sub(now),
-						Comment: bk.reasons.comment[bi.reason]})
+					entry = firewall.Entry{Prefix: prefixOf(a), Timeout: b.Until.Sub(now),
+						Comment: bk.reasons.comment[bi.reason]}
+					put = true
 				}
 			}
 			bk.byAddr[k] = bi
 			if bi.manual {
 				bk.external[k] = externalBan{uid: b.UID, origin: b.Origin}
 			}
-			bk.bansMu.Unlock()
-			if len(chunk) == cap(chunk) {
-				flush()
-			}
-			return nil
-		})
-		flush()
+			return entry, put
+		}
+		var addErr error
+		restored, addErr, err = e.restoreBans(ctx, st, now.Add(-e.forgetAfter()), row, kernel)
 		if err != nil {
 			return err
 		}
@@ -229,7 +223,8 @@ func (e *Engine) replaceAllowSet(ctx context.Context) (int, error) {
 	return len(entries), nil
 }
 
-// restoreChunk is how many bans Start hands the kernel per bulk add: large
+// restoreChunk is how many bans Start hands a backend that is not a
+// firewall.Loader per bulk add: large
 // enough that 100k bans are a few dozen adds, small enough that the entries
 // and the backend's add script stay well under a megabyte.
 const restoreChunk = 4096

@@ -31,8 +31,9 @@ From the running daemon through its control socket; without a daemon, from
 the state DB.
 
 --json prints one array of objects (addr, country, reason, origin, offence,
-created, until, monitor, uid, time_left_seconds; until is absent for a ban
-without timeout).`,
+created, until, uid, monitor, allowed, time_left_seconds; until is absent for
+a ban without timeout; monitor marks a would-ban, allowed a ban held out of
+the kernel because its address was allow-listed after it).`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var bans []control.BanRecord
@@ -84,7 +85,7 @@ func printBans(w io.Writer, bans []control.BanRecord, now time.Time) {
 		fmt.Fprintln(w, "no active bans")
 		return
 	}
-	monitor := 0
+	monitor, allowed := 0, 0
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ADDRESS\tCOUNTRY\tORIGIN\tOFFENCE\tUNTIL\tLEFT\tREASON")
 	for _, b := range bans {
@@ -93,9 +94,13 @@ func printBans(w io.Writer, bans []control.BanRecord, now time.Time) {
 		if b.UID != nil {
 			origin += " (" + uidText(b.UID) + ")"
 		}
-		if b.Monitor {
+		switch {
+		case b.Monitor:
 			origin += ", would-ban"
 			monitor++
+		case b.Allowed:
+			origin += ", held: allowed"
+			allowed++
 		}
 		country := esc(b.Country)
 		if country == "" {
@@ -107,6 +112,9 @@ func printBans(w io.Writer, bans []control.BanRecord, now time.Time) {
 	fmt.Fprintf(w, "%d active bans", len(bans))
 	if monitor > 0 {
 		fmt.Fprintf(w, "; %d are would-bans (firewall.mode = \"monitor\"): recorded, not dropped", monitor)
+	}
+	if allowed > 0 {
+		fmt.Fprintf(w, "; %d are held out of the kernel because their address is allow-listed now", allowed)
 	}
 	fmt.Fprintln(w)
 }

@@ -225,6 +225,7 @@ func TestBansAndAllowsListings(t *testing.T) {
 		bans: []control.BanRecord{
 			{Addr: netip.MustParseAddr("203.0.113.11"), Country: "CN", Reason: "5 failures in 10m", Origin: "engine", Offence: 1, Until: until},
 			{Addr: netip.MustParseAddr("198.51.100.9"), Country: "JP", Reason: "manual\x1b[31m", Origin: "manual", Offence: 3, UID: &uid},
+			{Addr: netip.MustParseAddr("203.0.113.12"), Reason: "5 failures in 10m", Origin: "engine", Offence: 1, Until: until, Allowed: true},
 		},
 		allows: []control.AllowRecord{
 			{Prefix: netip.MustParsePrefix("203.0.113.31/32"), Kind: control.AllowLearned, Until: until,
@@ -239,9 +240,11 @@ func TestBansAndAllowsListings(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 4 || !strings.HasPrefix(lines[0], "ADDRESS") || !strings.HasPrefix(lines[1], "198.51.100.9") ||
+	if len(lines) != 5 || !strings.HasPrefix(lines[0], "ADDRESS") || !strings.HasPrefix(lines[1], "198.51.100.9") ||
 		!strings.Contains(lines[1], "manual (uid 0)") || !strings.Contains(lines[1], "never") ||
-		!strings.Contains(lines[2], "CN") || !strings.Contains(lines[2], "engine") || !strings.Contains(lines[2], "1h30m") {
+		!strings.Contains(lines[2], "CN") || !strings.Contains(lines[2], "engine") || !strings.Contains(lines[2], "1h30m") ||
+		!strings.Contains(lines[3], "engine, held: allowed") || strings.Contains(lines[3], "would-ban") ||
+		!strings.Contains(lines[4], "1 are held out of the kernel") || strings.Contains(lines[4], "monitor") {
 		t.Errorf("bans table:\n%s", out)
 	}
 	if strings.Contains(out, "\x1b") {
@@ -255,7 +258,7 @@ func TestBansAndAllowsListings(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &bj); err != nil {
 		t.Fatalf("bans --json: %v\n%s", err, out)
 	}
-	if len(bj) != 2 || bj[1]["addr"] != "203.0.113.11" || bj[1]["country"] != "CN" || bj[1]["origin"] != "engine" ||
+	if len(bj) != 3 || bj[2]["allowed"] != true || bj[1]["addr"] != "203.0.113.11" || bj[1]["country"] != "CN" || bj[1]["origin"] != "engine" ||
 		bj[1]["time_left_seconds"].(float64) < 5000 || bj[0]["until"] != nil || bj[0]["uid"].(float64) != 0 {
 		t.Errorf("bans --json: %s", out)
 	}

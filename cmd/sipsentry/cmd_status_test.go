@@ -59,3 +59,29 @@ func TestStatusCountsComeFromTheDB(t *testing.T) {
 		t.Errorf("status does not label the process counters \"since start\":\n%s", out.String())
 	}
 }
+
+// Issue 10: `sipsentry status` reports a degraded daemon with each reason.
+func TestStatusPrintsDegradedHealth(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, `{"running":true,"version":"test","pid":1,"health":{"status":"degraded","reasons":{"state_db":"state DB cannot be written: database or disk is full","firewall":"sipsentry's rules were removed behind its back and re-created"}}}`)
+	}))
+	defer srv.Close()
+	cfg := filepath.Join(t.TempDir(), "sipsentry.toml")
+	writeFile(t, cfg, fmt.Sprintf("state_dir = %q\n[metrics]\nlisten = %q\n", t.TempDir(), strings.TrimPrefix(srv.URL, "http://")), 0o600)
+	root := newRootCommand()
+	var out strings.Builder
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs([]string{"--config", cfg, "status"})
+	if err := root.Execute(); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	for _, want := range []string{"DEGRADED", "disk is full", "re-created"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if i, j := strings.Index(out.String(), "firewall"), strings.Index(out.String(), "state_db"); i < 0 || j < 0 || i > j {
+		t.Errorf("conditions not in the fixed order (firewall before state_db):\n%s", out.String())
+	}
+}

@@ -185,10 +185,11 @@ func (l *LAPI) Cscli(args ...string) string {
 	return out.String()
 }
 
-// AddMachine registers a watcher and writes its credentials file (0600).
-func (l *LAPI) AddMachine(name, password string) string {
+// AddMachine registers a watcher with a generated password and writes its
+// credentials file (0600).
+func (l *LAPI) AddMachine(name string) string {
 	path := filepath.Join(l.Dir, name+".yaml")
-	l.Cscli("machines", "add", name, "--password", password, "-f", path)
+	l.Cscli("machines", "add", name, "-a", "-f", path) // -a: a generated password, never on argv
 	if err := os.Chmod(path, 0o600); err != nil {
 		l.t.Fatal(err)
 	}

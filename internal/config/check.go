@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
-	"net"
-	"net/netip"
 	"os"
 	"os/user"
 	"slices"
@@ -61,15 +59,10 @@ func (c *Config) validateRun(data []byte) Errors {
 			bad("firewall.allow", "%s covers the whole address space: every attacker would be let in; list your own networks instead, e.g. \"203.0.113.0/24\"", p.Prefix)
 		}
 	}
-	if c.Metrics.Listen != "" {
-		host, _, err := net.SplitHostPort(c.Metrics.Listen)
-		if err != nil {
-			bad("metrics.listen", "%q is not host:port: write e.g. \"127.0.0.1:9468\", or \"\" to turn the listener off", c.Metrics.Listen)
-		} else if host != "localhost" {
-			if a, err := netip.ParseAddr(host); err != nil || !a.Unmap().IsLoopback() {
-				bad("metrics.listen", "%q is not a loopback address: use 127.0.0.1 or [::1] and a reverse proxy to expose it", c.Metrics.Listen)
-			}
-		}
+	// A literal loopback address or unix:/path only (listen.go): a name,
+	// even localhost, is resolved through /etc/hosts.
+	if msg := checkListen(c.Metrics.Listen); msg != "" {
+		bad("metrics.listen", "%s", msg)
 	}
 	return errs
 }
@@ -127,6 +120,15 @@ func LoadForRun(path string, replay bool) (*Config, error) {
 				errs = append(errs, &Error{File: c.Path, Line: lineOf(data, "control.group"), Key: "control.group",
 					Msg: fmt.Sprintf("no group %q on this host: create it (groupadd %s) or give a numeric gid", g, g)})
 			}
+		}
+	}
+	if c.Crowdsec.Enabled && !replay {
+		if _, _, err := c.CrowdsecCredentials(); err != nil {
+			key := "crowdsec.machine_credentials_file"
+			if strings.HasPrefix(err.Error(), "crowdsec.bouncer_key_file") {
+				key = "crowdsec.bouncer_key_file"
+			}
+			errs = append(errs, &Error{File: c.Path, Line: lineOf(data, key), Key: key, Msg: strings.TrimPrefix(err.Error(), key+": "), Err: err})
 		}
 	}
 	if err := errs.sorted().orNil(); err != nil {

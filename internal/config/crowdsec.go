@@ -3,6 +3,8 @@ package config
 import (
 	"fmt"
 	"net/url"
+
+	"github.com/sipsentry/sipsentry/crowdsec"
 )
 
 // Crowdsec is the [crowdsec] table: sharing decisions through a CrowdSec
@@ -53,14 +55,43 @@ func (c *Config) validateCrowdsec(bad func(key, format string, args ...any)) {
 	if cs.MaxRangePrefixV6 < 16 || cs.MaxRangePrefixV6 > 128 {
 		bad("crowdsec.max_range_prefix_v6", "must be between 16 and 128")
 	}
-	for _, f := range []struct{ key, path string }{
-		{"crowdsec.machine_credentials_file", cs.MachineCredentialsFile}, {"crowdsec.bouncer_key_file", cs.BouncerKeyFile},
-	} {
-		if f.path == "" {
-			continue
+}
+
+// CrowdsecCredentials reads the [crowdsec] credential files exactly as run
+// uses them: each must be private (0600) and owned by root or the service
+// user (another user's file would choose which LAPI is trusted and what it
+// may ban), then parsed. Errors name the key. An unset file gives zero
+// values.
+func (c *Config) CrowdsecCredentials() (crowdsec.MachineCredentials, string, error) {
+	cs := c.Crowdsec
+	var mc crowdsec.MachineCredentials
+	var key string
+	check := func(setting, path string) error {
+		if err := CheckPrivate(path); err != nil {
+			return fmt.Errorf("crowdsec.%s: %w", setting, err)
 		}
-		if err := CheckPrivate(f.path); err != nil {
-			bad(f.key, "%v", fmt.Sprint(err))
+		if err := CheckOwner(path); err != nil {
+			return fmt.Errorf("crowdsec.%s: %w", setting, err)
+		}
+		return nil
+	}
+	if cs.MachineCredentialsFile != "" {
+		if err := check("machine_credentials_file", cs.MachineCredentialsFile); err != nil {
+			return mc, key, err
+		}
+		var err error
+		if mc, err = crowdsec.ReadMachineCredentials(cs.MachineCredentialsFile); err != nil {
+			return mc, key, fmt.Errorf("crowdsec.machine_credentials_file: %w", err)
 		}
 	}
+	if cs.BouncerKeyFile != "" {
+		if err := check("bouncer_key_file", cs.BouncerKeyFile); err != nil {
+			return mc, key, err
+		}
+		var err error
+		if key, err = crowdsec.ReadAPIKey(cs.BouncerKeyFile); err != nil {
+			return mc, key, fmt.Errorf("crowdsec.bouncer_key_file: %w", err)
+		}
+	}
+	return mc, key, nil
 }

@@ -99,3 +99,23 @@ func TestLoadForRunRefusesAConfigOthersCanWrite(t *testing.T) {
 		t.Errorf("LoadForRun(0666) = %v, want ErrUnsafeOwner with the chmod", err)
 	}
 }
+
+// Issue 10: metrics.listen = "localhost:…" skipped the loopback check.
+// config check (Parse) refuses it with the line to write, as run does.
+func TestParseRefusesAListenName(t *testing.T) {
+	for v, want := range map[string]string{
+		"localhost:9468":     `write a literal loopback address instead, e.g. "127.0.0.1:9468"`,
+		"0.0.0.0:9468":       "is not a loopback address",
+		"unix:relative.sock": "absolute path",
+	} {
+		_, err := Parse("x.toml", []byte("[metrics]\nlisten = \""+v+"\"\n"))
+		if err == nil || !strings.Contains(err.Error(), "metrics.listen") || !strings.Contains(err.Error(), want) {
+			t.Errorf("listen %q: %v, want an error containing %q", v, err, want)
+		}
+	}
+	for _, v := range []string{"", "127.0.0.1:9468", "[::1]:9468", "unix:/run/sipsentry/metrics.sock"} {
+		if _, err := Parse("x.toml", []byte("[metrics]\nlisten = \""+v+"\"\n")); err != nil {
+			t.Errorf("listen %q refused: %v", v, err)
+		}
+	}
+}

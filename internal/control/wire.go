@@ -160,6 +160,10 @@ type BanRecord struct {
 	// Monitor marks a would-ban: recorded, not in the kernel
 	// (firewall.mode = "monitor").
 	Monitor bool `json:"monitor,omitempty"`
+	// Allowed marks a ban kept out of the kernel although the firewall
+	// enforces, because its address is allow-listed now (the allow came
+	// after the ban); recorded only, it ends at Until or with unban.
+	Allowed bool `json:"allowed,omitempty"`
 	// UID is the operator's uid for a manual ban.
 	UID *uint32 `json:"uid,omitempty"`
 }

@@ -21,6 +21,10 @@ import (
 type controlHandler struct {
 	eng *engine.Engine
 	geo *geo.Geo // the country column; nil: none
+	// enforce is firewall.mode = "enforce" (it changes only with a
+	// restart): a ban out of the kernel is then one held back by an allow,
+	// not a would-ban.
+	enforce bool
 }
 
 var _ control.Handler = (*controlHandler)(nil)
@@ -77,7 +81,10 @@ func (h *controlHandler) Allows(_ context.Context, now time.Time, each func(cont
 
 func (h *controlHandler) banRecord(b engine.BanRecord) control.BanRecord {
 	r := control.BanRecord{Addr: b.Addr, Reason: b.Reason, Origin: b.Origin, Offence: b.Offence,
-		Created: b.Since, Until: b.Until, Monitor: !b.Enforced, UID: uidOf(b.UID)}
+		Created: b.Since, Until: b.Until, UID: uidOf(b.UID)}
+	if !b.Enforced {
+		r.Monitor, r.Allowed = !h.enforce, h.enforce
+	}
 	if h.geo != nil {
 		r.Country = h.geo.ListCountry(b.Addr)
 		if r.Country == "" {

@@ -40,7 +40,7 @@ func TestControlHandlerOnEngine(t *testing.T) {
 	if err := eng.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	h := &controlHandler{eng: eng}
+	h := &controlHandler{eng: eng, enforce: true}
 	a := netip.MustParseAddr("203.0.113.7")
 
 	rec, err := h.Ban(ctx, a, control.DefaultDuration, "seen in the CDRs", 1000)
@@ -80,6 +80,10 @@ func TestControlHandlerOnEngine(t *testing.T) {
 		t.Errorf("second unban: %v, want control.ErrNotBanned", err)
 	}
 
+	held := netip.MustParseAddr("203.0.113.9")
+	if _, err := h.Ban(ctx, held, time.Hour, "before the allow", 0); err != nil {
+		t.Fatal(err)
+	}
 	p := netip.MustParsePrefix("203.0.113.0/28")
 	arec, err := h.Allow(ctx, p, 2*time.Hour, "office", 1000)
 	if err != nil || arec.Kind != control.AllowManual || arec.Comment != "office" || arec.UID == nil || *arec.UID != 1000 || arec.Until.IsZero() {
@@ -100,6 +104,32 @@ func TestControlHandlerOnEngine(t *testing.T) {
 	if err := h.Disallow(ctx, netip.MustParsePrefix("198.51.100.0/24"), 0); !errors.Is(err, control.ErrRefused) || !strings.Contains(err.Error(), "firewall.allow") {
 		t.Errorf("disallow of a static allow: %v, want a refusal pointing at firewall.allow", err)
 	}
+
+	// The next start keeps the ban of an address allowed since out of the
+	// kernel: an enforcing daemon lists it as held by the allow, not as a
+	// would-ban.
+	eng2, err := engine.New(o, engine.Deps{Firewall: dryrun.New(dryrun.Options{Mode: "enforce"}), Geo: foreignGeo{}, Store: st,
+		Resolver: noDNS{}, HostAddrs: []netip.Addr{netip.MustParseAddr("203.0.113.200")}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eng2.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, enforce := range []bool{true, false} {
+		var got *control.BanRecord
+		h2 := &controlHandler{eng: eng2, enforce: enforce}
+		h2.Bans(ctx, time.Now(), func(b control.BanRecord) error {
+			if b.Addr == held {
+				got = &b
+			}
+			return nil
+		})
+		if got == nil || got.Allowed != enforce || got.Monitor == enforce {
+			t.Errorf("enforce %v: the held ban after a restart: %+v; want allowed=%v monitor=%v", enforce, got, enforce, !enforce)
+		}
+	}
+
 	if err := h.Disallow(ctx, p, 0); err != nil {
 		t.Errorf("disallow: %v", err)
 	}

@@ -77,7 +77,7 @@ func OpenControlOffline(ctx context.Context, cfg *config.Config, o OfflineOption
 		defer cancel()
 		return eng.Close(cctx)
 	})
-	return &controlHandler{eng: eng, geo: g}, closeAll, nil
+	return &controlHandler{eng: eng, geo: g, enforce: cfg.Firewall.Mode == "enforce"}, closeAll, nil
 }
 
 // OfflineOptions tune OpenControlOffline.

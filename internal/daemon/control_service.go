@@ -67,7 +67,7 @@ func (s *controlService) Run(ctx context.Context) error {
 	if s.srv == nil {
 		return nil
 	}
-	s.h.eng, s.h.geo = s.d.eng, s.d.geo
+	s.h.eng, s.h.geo, s.h.enforce = s.d.eng, s.d.geo, s.d.cfg.Firewall.Mode == "enforce"
 	s.d.log.Info("run: control socket ready", "socket", s.srv.Path())
 	return s.srv.Serve(ctx)
 }

@@ -33,7 +33,7 @@ func newCrowdsecService(d *daemon) (*crowdsecService, error) {
 	if !cs.Enabled {
 		return nil, nil
 	}
-	c, err := CrowdsecClient(cs, d.version)
+	c, err := CrowdsecClient(d.cfg, d.version)
 	if err != nil {
 		return nil, err
 	}
@@ -212,7 +212,11 @@ func (r *remoteSink) refuse(p netip.Prefix) string {
 
 func (r *remoteSink) localAddrs() []netip.Addr {
 	var out []netip.Addr
-	if ifs, err := net.InterfaceAddrs(); err == nil {
+	if r.d.hosts != nil {
+		for _, p := range r.d.hosts.Prefixes() {
+			out = append(out, p.Addr())
+		}
+	} else if ifs, err := net.InterfaceAddrs(); err == nil {
 		for _, ia := range ifs {
 			if n, ok := ia.(*net.IPNet); ok {
 				if a, ok := netip.AddrFromSlice(n.IP); ok {

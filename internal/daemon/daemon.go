@@ -14,13 +14,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/sipsentry/sipsentry/hostaddr"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"reflect"
 	"runtime/debug"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -113,6 +114,9 @@ type daemon struct {
 
 	dw *dropwatchService // nil unless the firewall copies drops to NFLOG
 	cs *crowdsecService  // nil unless [crowdsec] is enabled
+	// hosts follows the host's addresses by netlink (nil: netlink failed,
+	// the engine read the interfaces once at start).
+	hosts *hostaddr.Set
 
 	// verifier compares the kernel with desired{} (nil: the backend cannot);
 	// verifyReq asks for a pass now; repairs counts what it repaired.
@@ -254,7 +258,7 @@ func (d *daemon) openKernel(ctx context.Context, o Options) error {
 		if o.Replay != "" {
 			dryRunOut = d.out
 		}
-		if be, err = OpenFirewall(cfg.Firewall, d.log, dryRunOut); err != nil {
+		if be, err = OpenFirewall(d.countryDropSafe(cfg.Firewall), d.log, dryRunOut); err != nil {
 			return fmt.Errorf("run: %w", err)
 		}
 	}
@@ -278,7 +282,7 @@ func (d *daemon) wire(in inputs) error {
 	hostCtx, stopHostWatch := context.WithCancel(context.Background())
 	d.onClose(stopHostWatch)
 	deps := engine.Deps{Firewall: d.fw, Geo: d.geo, Store: d.store, Logger: d.log, OnDecision: d.onDecision,
-		LocalReason: localReason(hostCtx, d.log)}
+		LocalReason: d.localReason(hostCtx, d.log)}
 	if d.replay == "" {
 		cc, err := AMIClientConfig(cfg, in.amiSecret, d.log)
 		if err != nil {
@@ -461,11 +465,8 @@ func (d *daemon) reload(ctx context.Context) {
 		d.log.Error("run: reload failed; keeping the running configuration", "err", err)
 		return
 	}
-	if nc.StateDir != d.cfg.StateDir || nc.AMI != d.cfg.AMI || nc.Firewall.Backend != d.cfg.Firewall.Backend ||
-		nc.Firewall.Mode != d.cfg.Firewall.Mode || nc.Metrics != d.cfg.Metrics || nc.ARI != d.cfg.ARI ||
-		!slices.Equal(nc.Geo.AllowCountries, d.cfg.Geo.AllowCountries) || nc.Geo.ListsDir != d.cfg.Geo.ListsDir ||
-		nc.Geo.MMDB != d.cfg.Geo.MMDB || nc.Geo.ASNMMDB != d.cfg.Geo.ASNMMDB {
-		d.log.Warn("run: changes to state_dir, [ami], [ari], [metrics], firewall.backend/mode and the geo countries, lists_dir and databases take effect at the next restart")
+	if changed := restartOnlyChanges(d.cfg, nc); len(changed) > 0 {
+		d.log.Warn("run: these changes take effect at the next restart (systemctl restart sipsentry)", "settings", changed)
 	}
 	// Thresholds, geo_mode, push patterns and static allows apply now.
 	if err := d.eng.Reload(ctx, EngineOptions(nc)); err != nil {
@@ -486,6 +487,34 @@ func (d *daemon) reload(ctx context.Context) {
 	}()
 	d.met.Reload(true)
 	d.log.Info("run: reloaded")
+}
+
+// restartOnlyChanges names the settings that changed between old and nc
+// but that a reload does not apply: everything the daemon opens or builds
+// once at start. What a reload applies is the engine's options (thresholds,
+// geo_mode's policy, push patterns, firewall.allow) and dropwatch's.
+func restartOnlyChanges(old, nc *config.Config) []string {
+	fwOld, fwNew := old.Firewall, nc.Firewall
+	fwOld.Allow, fwNew.Allow = nil, nil
+	var out []string
+	for _, c := range []struct {
+		name    string
+		changed bool
+	}{
+		{"state_dir", nc.StateDir != old.StateDir},
+		{"[ami]", !reflect.DeepEqual(nc.AMI, old.AMI)},
+		{"[ari]", !reflect.DeepEqual(nc.ARI, old.ARI)},
+		{"[metrics]", nc.Metrics != old.Metrics},
+		{"[control]", !reflect.DeepEqual(nc.Control, old.Control)},
+		{"[crowdsec]", !reflect.DeepEqual(nc.Crowdsec, old.Crowdsec)},
+		{"[geo] (lists, guards, databases)", !reflect.DeepEqual(nc.Geo, old.Geo)},
+		{"[firewall] (but allow) and the country DROP rule of engine.geo_mode", !reflect.DeepEqual(fwNew, fwOld)},
+	} {
+		if c.changed {
+			out = append(out, c.name)
+		}
+	}
+	return out
 }
 
 func (d *daemon) metricsState() metrics.State {
@@ -526,6 +555,23 @@ func (d *daemon) requireAllowedLists(ctx context.Context) error {
 	}
 	return fmt.Errorf("run: geo_mode = \"drop\" with firewall.mode = \"enforce\", but no list of the allowed countries %v is loaded, so every phone would be dropped: run `sipsentry lists update` (or fill geo.lists_dir), or start with geo_mode = \"strict\" until the lists are there",
 		d.geo.AllowCountries())
+}
+
+// countryDropSafe turns the country drop off when an allowed list (say
+// jp-ipv4) has no good copy at all while another is loaded: dropping by
+// country then would drop every phone of that family. Bans still work; the
+// log says so at every start and geo's health (doctor, /healthz) names the
+// list. No list at all is refused earlier (requireAllowedLists).
+func (d *daemon) countryDropSafe(fw config.Firewall) config.Firewall {
+	if fw.Mode != "enforce" || !fw.GeoDrop {
+		return fw
+	}
+	if lists := d.geo.Unenforceable(); len(lists) > 0 {
+		d.log.Error("run: not dropping by country: an allowed list has no good copy; bans still work",
+			"lists", lists, "fix", "run `sipsentry lists update` (or put the file in geo.lists_dir), then restart")
+		fw.GeoDrop = false
+	}
+	return fw
 }
 
 // allowCCEntries are the allowed countries' prefixes as set entries, with

@@ -168,7 +168,7 @@ func (h *rateLimited) Handle(ctx context.Context, r slog.Record) error {
 	if r.Level < slog.LevelWarn {
 		return h.next.Handle(ctx, r)
 	}
-	key := r.Level.String() + "\x00" + r.Message
+	key := rateKey(r)
 	h.st.mu.Lock()
 	e := h.st.seen[key]
 	if e == nil {
@@ -190,4 +190,26 @@ func (h *rateLimited) Handle(ctx context.Context, r slog.Record) error {
 		r.AddAttrs(slog.Int("suppressed", n))
 	}
 	return h.next.Handle(ctx, r)
+}
+
+// maxRateKeyBytes bounds one key: long attribute values are cut, not kept.
+const maxRateKeyBytes = 512
+
+func rateKey(r slog.Record) string {
+	var b strings.Builder
+	b.WriteString(r.Level.String())
+	b.WriteByte(0)
+	b.WriteString(r.Message)
+	r.Attrs(func(a slog.Attr) bool {
+		b.WriteByte(0)
+		b.WriteString(a.Key)
+		b.WriteByte('=')
+		b.WriteString(a.Value.String())
+		return b.Len() < maxRateKeyBytes
+	})
+	k := b.String()
+	if len(k) > maxRateKeyBytes {
+		k = k[:maxRateKeyBytes]
+	}
+	return k
 }

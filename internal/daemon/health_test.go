@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/geo"
 	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/internal/metrics"
@@ -115,6 +116,13 @@ func TestRateLimitedLog(t *testing.T) {
 		emit(t0.Add(time.Duration(i)*100*time.Millisecond), slog.LevelError, "engine: writing state failed; will retry")
 	}
 	emit(t0.Add(time.Second), slog.LevelWarn, "another fault")
+	// The same message about another object is another event: it passes.
+	r := slog.NewRecord(t0.Add(2*time.Second), slog.LevelWarn, "geo: list refused", 0)
+	r.AddAttrs(slog.String("list", "jp-ipv4"), slog.String("check", "floor"))
+	log.Handler().Handle(context.Background(), r)
+	r = slog.NewRecord(t0.Add(3*time.Second), slog.LevelWarn, "geo: list refused", 0)
+	r.AddAttrs(slog.String("list", "jp-ipv4"), slog.String("check", "html"))
+	log.Handler().Handle(context.Background(), r)
 	emit(t0.Add(time.Second), slog.LevelInfo, "engine: writing state failed; will retry")
 	emit(t0.Add(61*time.Second), slog.LevelError, "engine: writing state failed; will retry")
 	out := buf.String()
@@ -123,6 +131,9 @@ func TestRateLimitedLog(t *testing.T) {
 	}
 	if !strings.Contains(out, "suppressed=599") {
 		t.Errorf("the second line does not count the 599 left out:\n%s", out)
+	}
+	if strings.Count(out, "geo: list refused") != 2 {
+		t.Errorf("two refusals of one list for different reasons were collapsed:\n%s", out)
 	}
 	if !strings.Contains(out, "another fault") || strings.Count(out, "level=INFO") != 1 || !strings.Contains(out, "component=engine") {
 		t.Errorf("other lines were held back:\n%s", out)
@@ -157,5 +168,27 @@ func TestHealthListsCondition(t *testing.T) {
 	}
 	if code, body := request(d.met.Handler(d.status), "/healthz"); code != 503 || !strings.Contains(body, "jp-ipv6") {
 		t.Errorf("/healthz = %d %q", code, body)
+	}
+}
+
+// AMI down is degraded only past its reconnect budget (2 × reconnect_max +
+// 2 × timeout): a reconnect within it keeps /healthz ok.
+func TestHealthAMIDownPastItsBudget(t *testing.T) {
+	d := statusDaemon(t, 1)
+	d.amiC = ami.NewClient(ami.ClientConfig{Address: "127.0.0.1:1", ReconnectMax: 20 * time.Millisecond, Timeout: 20 * time.Millisecond})
+	if b := d.amiC.ReconnectBudget(); b != 80*time.Millisecond {
+		t.Fatalf("ReconnectBudget = %s, want 80ms", b)
+	}
+	h := d.met.Handler(d.status)
+	if code, body := request(h, "/healthz"); code != 200 {
+		t.Errorf("/healthz within the reconnect budget = %d %q", code, body)
+	}
+	time.Sleep(100 * time.Millisecond)
+	code, body := request(h, "/healthz")
+	if code != 503 || !strings.Contains(body, "AMI not connected") {
+		t.Errorf("/healthz past the reconnect budget = %d %q", code, body)
+	}
+	if _, m := request(h, "/metrics"); !strings.Contains(m, `sipsentry_health_degraded{condition="ami"} 1`) {
+		t.Error(`/metrics lacks sipsentry_health_degraded{condition="ami"} 1`)
 	}
 }

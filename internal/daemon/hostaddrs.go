@@ -14,12 +14,13 @@ import (
 // broadcast addresses. Without netlink (a container without
 // NETLINK_ROUTE) it returns nil and the engine reads the interface
 // addresses once, at start; the log says so.
-func localReason(ctx context.Context, log *slog.Logger) func(netip.Addr) string {
+func (d *daemon) localReason(ctx context.Context, log *slog.Logger) func(netip.Addr) string {
 	s, err := hostaddr.Watch(ctx, log)
 	if err != nil {
 		log.Warn("run: cannot follow the host's addresses by netlink; addresses added after the start are not protected from bans", "err", err)
 		return nil
 	}
 	log.Info("run: following the host's addresses for the never-ban list", "addresses", s.String())
+	d.hosts = s
 	return s.Reason
 }

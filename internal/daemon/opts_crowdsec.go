@@ -7,36 +7,20 @@ import (
 	"github.com/sipsentry/sipsentry/internal/config"
 )
 
-// CrowdsecClient builds the LAPI client from the [crowdsec] table: the one
-// place its credential files are read (the daemon and doctor call it). Each
-// file must be private (0600) before it is read. With crowdsec.url empty
-// the machine credentials' url line is used.
-func CrowdsecClient(c config.Crowdsec, version string) (*crowdsec.Client, error) {
-	var mc crowdsec.MachineCredentials
-	if c.MachineCredentialsFile != "" {
-		if err := config.CheckPrivate(c.MachineCredentialsFile); err != nil {
-			return nil, fmt.Errorf("crowdsec.machine_credentials_file: %w", err)
-		}
-		var err error
-		if mc, err = crowdsec.ReadMachineCredentials(c.MachineCredentialsFile); err != nil {
-			return nil, fmt.Errorf("crowdsec.machine_credentials_file: %w", err)
-		}
+// CrowdsecClient builds the LAPI client from the [crowdsec] table, its
+// credential files read by config.CrowdsecCredentials (the same check
+// config check runs). With crowdsec.url empty the machine credentials' url
+// line is used.
+func CrowdsecClient(c *config.Config, version string) (*crowdsec.Client, error) {
+	mc, key, err := c.CrowdsecCredentials()
+	if err != nil {
+		return nil, err
 	}
-	var key string
-	if c.BouncerKeyFile != "" {
-		if err := config.CheckPrivate(c.BouncerKeyFile); err != nil {
-			return nil, fmt.Errorf("crowdsec.bouncer_key_file: %w", err)
-		}
-		var err error
-		if key, err = crowdsec.ReadAPIKey(c.BouncerKeyFile); err != nil {
-			return nil, fmt.Errorf("crowdsec.bouncer_key_file: %w", err)
-		}
-	}
-	url := c.URL
+	url := c.Crowdsec.URL
 	if url == "" {
 		url = mc.URL
 	}
-	cl, err := crowdsec.NewClient(url, mc, key, c.Timeout.D())
+	cl, err := crowdsec.NewClient(url, mc, key, c.Crowdsec.Timeout.D())
 	if err != nil {
 		return nil, fmt.Errorf("crowdsec.url: %w", err)
 	}

@@ -25,7 +25,7 @@ func (d *doctor) checkCrowdsec(ctx context.Context) []Result {
 	if !cs.Enabled {
 		return []Result{checkSkip("crowdsec", "crowdsec.enabled = false: decisions are not shared")}
 	}
-	c, err := daemon.CrowdsecClient(cs, "doctor")
+	c, err := daemon.CrowdsecClient(d.cfg, "doctor")
 	if err != nil {
 		return []Result{checkFail("crowdsec", "fix the file named, or set crowdsec.enabled = false", "%v", err)}
 	}

@@ -16,7 +16,7 @@ import (
 // fails as unreachable.
 func TestDoctorCrowdsecAgainstRealLAPI(t *testing.T) {
 	l := lapitest.Start(t)
-	machine := l.AddMachine("doctor-m", "doctor-Secret-0123456789")
+	machine := l.AddMachine("doctor-m")
 	key := l.AddBouncer("doctor-b")
 	cfg := func(machine, key string) string {
 		return fmt.Sprintf("[crowdsec]\nenabled = true\nurl = %q\nmachine_credentials_file = %q\nbouncer_key_file = %q\n", l.URL, machine, key)

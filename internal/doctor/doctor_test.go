@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/sipsentry/sipsentry/internal/netnstest"
 	"io"
 	"net"
 	"net/http"
@@ -171,9 +172,7 @@ func TestDoctorConfigFile(t *testing.T) {
 // (as root the file is handed to nobody; otherwise there is no other user
 // this test may create files for, and config's own test covers the rule).
 func TestDoctorConfigFileForeignOwner(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to chown a file to another user (config.TestCheckOwnerRefusesAForeignOwner covers the rule)")
-	}
+	netnstest.RequireRoot(t) // to chown a file to another user
 	env, _, _ := testDoctorEnv(t, "[ami]\nsecret_file = \"/x\"\n", 0o644)
 	if err := os.Chown(env.ConfigPath, 65534, 65534); err != nil {
 		t.Fatal(err)
