@@ -171,7 +171,21 @@ func (s *Source) Observe(ev *ami.SecurityEvent, at time.Time) (Kind, bool) {
 	case KindOtherFailure, KindOther:
 		s.Counts.Other++
 	case KindInjection:
-		s.Counts.Injection++
+		// A forged request for an unknown account is the same pair of
+		// events as an honest one: count the attempt once (issue 13: one
+		// request showed as injection 2).
+		if ev.Type == ami.EventChallengeSent && ev.AccountID == ami.UnknownAccount && s.pairsWithInvalid(at) {
+			s.unpairedInvalid--
+			counted = false
+		} else {
+			s.Counts.Injection++
+		}
+		if ev.Type == ami.EventInvalidAccountID {
+			if s.unpairedInvalid < maxUnpaired {
+				s.unpairedInvalid++
+			}
+			s.lastInvalid = at.UnixNano()
+		}
 	case KindNeutral:
 		counted = false
 	}

@@ -79,3 +79,21 @@ func TestAccountsBounded(t *testing.T) {
 		t.Fatalf("kept %d accounts, distinct %d; want %d kept, 1000 distinct", len(s.Accounts), s.DistinctAccounts, MaxAccounts)
 	}
 }
+
+// A forged request for an unknown account gives the same two events as an
+// honest one (InvalidAccountID, then ChallengeSent(<unknown>) on the same
+// session, the same millisecond): one injection attempt, not two (issue 13).
+func TestForgedPairCountsOnce(t *testing.T) {
+	var s Source
+	at := time.Date(2026, 11, 25, 13, 43, 53, 699e6, time.UTC)
+	sess := `x",LocalAddress="IPV4/UDP/127.0.0.1/5060",RemoteAddress="IPV4/UDP/6.6.6.6/5060`
+	for _, ev := range []ami.SecurityEvent{
+		{Type: ami.EventInvalidAccountID, AccountID: "9001", SessionID: sess, Suspicion: "repeated RemoteAddress"},
+		{Type: ami.EventChallengeSent, AccountID: ami.UnknownAccount, SessionID: sess, Suspicion: "repeated RemoteAddress"},
+	} {
+		s.Observe(&ev, at)
+	}
+	if s.Counts.Injection != 1 {
+		t.Fatalf("injection %d, want 1 attempt for the pair", s.Counts.Injection)
+	}
+}
