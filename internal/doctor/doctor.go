@@ -887,6 +887,16 @@ func (d *doctor) checkLists() []Result {
 		}
 		return []Result{checkWarn(name, fix, "%s", detail)}
 	}
+	// A list refused by its checks (empty, HTML, shrunk, churned, …) runs
+	// on its last good copy: usable, but the admin must look at the source.
+	if probs := gdb.Health(); len(probs) > 0 {
+		var lines []string
+		for _, p := range probs {
+			lines = append(lines, p.String())
+		}
+		return []Result{checkWarn(name, "fix the list's source, or take a deliberate change with `sipsentry lists accept FILE`",
+			"%d list(s) refused, the last good copy stays in use: %s", len(probs), strings.Join(lines, "; "))}
+	}
 	if len(stale) > 0 {
 		return []Result{checkWarn(name, fix, "%d of %d lists not confirmed current within %s (2 × geo.refresh): %s",
 			len(stale), 2*len(g.AllowCountries), doctorAge(maxAge), strings.Join(stale, ", "))}

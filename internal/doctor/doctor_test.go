@@ -9,8 +9,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/sipsentry/sipsentry/internal/netnstest"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -27,7 +27,10 @@ import (
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/ami/amitest"
 	"github.com/sipsentry/sipsentry/firewall"
+	"github.com/sipsentry/sipsentry/geo"
 	"github.com/sipsentry/sipsentry/internal/config"
+	"github.com/sipsentry/sipsentry/internal/daemon"
+	"github.com/sipsentry/sipsentry/internal/netnstest"
 	"github.com/sipsentry/sipsentry/internal/testpath"
 )
 
@@ -992,4 +995,28 @@ func TestDoctorBuildsTheConfiguredBackend(t *testing.T) {
 	if st.Backend != "dry-run" {
 		t.Errorf("doctor read the %q backend for firewall.backend = dry-run", st.Backend)
 	}
+}
+
+// A lists_dir list that its checks refuse (a 10-line jp-ipv4.txt after a
+// good one) runs on the last good copy: doctor warns and names the list
+// and the way out, instead of PASS.
+func TestDoctorWarnsOnARefusedList(t *testing.T) {
+	state, dir := t.TempDir(), t.TempDir()
+	for _, f := range [][2]string{{"jp-ipv4.txt", "jp-ipv4-aggregated.txt"}, {"jp-ipv6.txt", "jp-ipv6-aggregated.txt"}} {
+		b, err := os.ReadFile(adminTestdata(t, "geo", f[1]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(dir, f[0]), string(b), 0o644)
+	}
+	cfgText := fmt.Sprintf("state_dir = %q\n[geo]\nallow_countries = [\"JP\"]\nlists_dir = %q\n", state, dir)
+	env, _, _ := testDoctorEnv(t, cfgText, 0o600)
+	// A daemon's start stores the good copies.
+	d := newDoctor(env)
+	if _, err := geo.Open(daemon.GeoOptions(d.cfg.Geo, d.cfg.StateDir), slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	wantResult(t, newDoctor(env).checkLists()[0], Pass, "2 lists", "")
+	writeFile(t, filepath.Join(dir, "jp-ipv4.txt"), "1.0.0.0/24\n1.0.1.0/24\n1.0.2.0/23\n1.0.4.0/22\n1.0.8.0/21\n1.0.16.0/20\n1.0.32.0/19\n1.0.64.0/18\n1.0.128.0/17\n1.1.0.0/24\n", 0o644)
+	wantResult(t, newDoctor(env).checkLists()[0], Warn, "jp-ipv4", "sipsentry lists accept")
 }
