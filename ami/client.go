@@ -522,9 +522,10 @@ func (s *session) deliver(id string, m Message) bool {
 		cl.err = fmt.Errorf("ami: %s from %s: more than %d items or %d bytes: %w",
 			cl.action, s.c.cfg.Address, s.c.cfg.ListMaxItems, s.c.cfg.ListMaxBytes, ErrListTooLong)
 		cl.items, cl.overflowed = nil, true
-		close(cl.done)
+		// Counted before the caller is woken, so its Stats see the overflow.
 		s.c.listOverflows.Add(1)
 		s.c.listDropped.Add(1)
+		close(cl.done)
 		s.c.log.Warn("ami: list answer over its cap; dropping the rest of it", "action", cl.action,
 			"max_items", s.c.cfg.ListMaxItems, "max_bytes", s.c.cfg.ListMaxBytes)
 		return true
