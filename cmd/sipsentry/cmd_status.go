@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -60,6 +61,12 @@ func runStatus(ctx context.Context, cmd *cobra.Command, o statusOptions, g *glob
 	}
 	// The totals come from the state DB, which outlives the process: the
 	// daemon's own counters start at zero with every restart.
+	if st, err := state.OpenReadOnly(state.Path(cfg.StateDir)); err == nil {
+		if cc, err := st.DroppedCountries(ctx, time.Now().Add(-time.Hour), 5); err == nil {
+			r.DroppedCountries = cc
+		}
+		st.Close()
+	}
 	if r.DB == nil {
 		if st, err := state.OpenReadOnly(state.Path(cfg.StateDir)); err == nil {
 			if sm, err := st.Summary(ctx); err == nil {
@@ -217,4 +224,11 @@ func printDBTotals(w io.Writer, r *daemon.StatusReport) {
 	}
 	fmt.Fprintf(w, "state DB\t%d sources, %d events, %d active bans, %d learned allows, %d flags\n",
 		r.DB.Sources, r.DB.Events, r.DB.ActiveBans, r.DB.LearnedAllows, r.DB.Flags)
+	if len(r.DroppedCountries) > 0 {
+		var parts []string
+		for _, c := range r.DroppedCountries {
+			parts = append(parts, fmt.Sprintf("%s %d sources/%d packets", cmp.Or(c.Country, "?"), c.Sources, c.Packets))
+		}
+		fmt.Fprintf(w, "dropped, last hour\t%s\n", strings.Join(parts, ", "))
+	}
 }

@@ -31,8 +31,11 @@ type StatusReport struct {
 	Engine         *engine.Status  `json:"engine,omitempty"`
 	LastEvents     []RecentEvent   `json:"last_events,omitempty"`
 	DB             *state.Summary  `json:"db,omitempty"`
-	Bans           []state.Ban     `json:"bans,omitempty"` // only when the daemon is not running
-	Error          string          `json:"error,omitempty"`
+	// DroppedCountries are the countries whose packets the firewall dropped
+	// most in the last hour (drop mode's NFLOG copies), from the state DB.
+	DroppedCountries []state.CountryCount `json:"dropped_countries_last_hour,omitempty"`
+	Bans             []state.Ban          `json:"bans,omitempty"` // only when the daemon is not running
+	Error            string               `json:"error,omitempty"`
 }
 
 // AMIStatus is the AMI connection on the status page.

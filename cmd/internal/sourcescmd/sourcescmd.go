@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -54,6 +55,7 @@ type Options struct {
 	Since       string
 	Countries   []string
 	Statuses    []string
+	Dropped     bool // --dropped: --status dropped
 	MinFailures int
 	Sort        string
 	Limit       int
@@ -114,6 +116,7 @@ func New(use string, env Env) *cobra.Command {
 	f.StringVar(&o.Since, "since", "", "only sources seen since `WHEN`: a duration back from now (24h, 7d) or a time (2026-11-25, 2026-11-25T13:00:00Z)")
 	f.StringSliceVar(&o.Countries, "country", nil, "only sources in these `CODES` (by list or mmdb), comma-separated")
 	f.StringSliceVar(&o.Statuses, "status", nil, "only these `STATUSES`: "+strings.Join(report.StatusFilters, ", "))
+	f.BoolVar(&o.Dropped, "dropped", false, "only sources the firewall dropped (the same as --status dropped)")
 	f.IntVar(&o.MinFailures, "min-failures", 0, "only sources with at least `N` failures")
 	f.StringVar(&o.Sort, "sort", "last", "order by `KEY`: "+strings.Join(report.SortKeys, ", "))
 	f.IntVar(&o.Limit, "limit", 0, "print at most `N` rows (0: all)")
@@ -304,6 +307,9 @@ func applyGeoFlags(cmd *cobra.Command, c *config.Geo, o Options) error {
 
 func (o Options) reportOptions(now time.Time) (report.Options, error) {
 	ro := report.Options{Statuses: o.Statuses, MinFailures: o.MinFailures, Sort: o.Sort, Limit: o.Limit}
+	if o.Dropped {
+		ro.Statuses = append(slices.Clip(ro.Statuses), report.StatusDropped)
+	}
 	for _, cc := range o.Countries {
 		cc = strings.ToUpper(strings.TrimSpace(cc))
 		if cc == "" {
