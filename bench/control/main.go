@@ -27,8 +27,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -42,9 +40,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vishvananda/netns"
-
 	"github.com/sipsentry/sipsentry/ami/amitest"
+	"github.com/sipsentry/sipsentry/bench/internal/benchns"
 	"github.com/sipsentry/sipsentry/internal/control"
 )
 
@@ -86,10 +83,10 @@ func run(bin string, n, rounds int) error {
 	if err != nil {
 		return err
 	}
-	defer ns.delete()
+	defer ns.Delete()
 
 	var srv *amitest.Server
-	if err := ns.do(func() error {
+	if err := ns.Do(func() error {
 		var err error
 		srv, err = amitest.Start(amitest.Options{Listen: "127.0.0.1:0"})
 		return err
@@ -130,7 +127,7 @@ socket = %q
 	defer logf.Close()
 	daemon := exec.Command(bin, "run", "--config", cfg)
 	daemon.Stdout, daemon.Stderr = logf, logf
-	if err := ns.do(daemon.Start); err != nil {
+	if err := ns.Do(daemon.Start); err != nil {
 		return err
 	}
 	defer func() {
@@ -209,7 +206,7 @@ socket = %q
 			a := next(0xc0)
 			cmd := exec.Command(bin, "ban", a.String(), "--for", "1h", "--config", cfg)
 			t0 := time.Now()
-			if err := ns.do(cmd.Start); err != nil {
+			if err := ns.Do(cmd.Start); err != nil {
 				return err
 			}
 			if err := cmd.Wait(); err != nil {
@@ -225,7 +222,7 @@ socket = %q
 	if len(engineLat) < len(engineAddrs) {
 		return fmt.Errorf("the log holds %d engine ban latencies, want %d", len(engineLat), len(engineAddrs))
 	}
-	out, err := ns.exec("ipset", "list", "sipsentry-ban-v6")
+	out, err := ns.Exec("ipset", "list", "sipsentry-ban-v6")
 	if err != nil {
 		return err
 	}
@@ -321,59 +318,7 @@ func pct(ds []time.Duration, p int) time.Duration {
 
 // ---- namespace helpers
 
-type nsHandle struct{ name string }
+// nsHandle is the command's own namespace (bench/internal/benchns).
+type nsHandle = benchns.NS
 
-func newNS() (*nsHandle, error) {
-	var b [4]byte
-	rand.Read(b[:])
-	name := "sstctlb-" + hex.EncodeToString(b[:])
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("ip netns add: %v: %s", err, out)
-	}
-	ns := &nsHandle{name}
-	if _, err := ns.exec("ip", "link", "set", "lo", "up"); err != nil {
-		ns.delete()
-		return nil, err
-	}
-	return ns, nil
-}
-
-func (ns *nsHandle) delete() { exec.Command("ip", "netns", "delete", ns.name).Run() }
-
-func (ns *nsHandle) exec(prog string, args ...string) (string, error) {
-	out, err := exec.Command("ip", append([]string{"netns", "exec", ns.name, prog}, args...)...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("%s %v: %v: %s", prog, args, err, out)
-	}
-	return string(out), nil
-}
-
-// do runs f on a thread inside the namespace; processes it starts stay there.
-func (ns *nsHandle) do(f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromName(ns.name)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- err
-			return
-		}
-		ferr := f()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- ferr
-	}()
-	return <-errc
-}
+func newNS() (*nsHandle, error) { return benchns.New("sstctlb-") }

@@ -2,19 +2,16 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"syscall"
 	"time"
 
-	"github.com/vishvananda/netns"
+	"github.com/sipsentry/sipsentry/bench/internal/benchns"
 )
 
 func main() {
@@ -53,7 +50,7 @@ func main() {
 	if err != nil {
 		fatal("%v", err)
 	}
-	defer ns.delete()
+	defer ns.Delete()
 	res, err := run(ctx, ns, o)
 	fmt.Print(res)
 	if len(res.missingSample) > 0 {
@@ -94,62 +91,7 @@ func repoRoot() (string, error) {
 	}
 }
 
-// nsHandle is a namespace "sstflood-<random>" of the command's own, deleted
-// at the end.
-type nsHandle struct{ name string }
+// nsHandle is the command's own namespace (bench/internal/benchns).
+type nsHandle = benchns.NS
 
-func newNS() (*nsHandle, error) {
-	var b [4]byte
-	rand.Read(b[:])
-	name := "sstflood-" + hex.EncodeToString(b[:])
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("ip netns add: %v: %s", err, out)
-	}
-	ns := &nsHandle{name}
-	if _, err := ns.Exec("ip", "link", "set", "lo", "up"); err != nil {
-		ns.delete()
-		return nil, err
-	}
-	return ns, nil
-}
-
-func (ns *nsHandle) delete() { exec.Command("ip", "netns", "delete", ns.name).Run() }
-
-func (ns *nsHandle) Exec(prog string, args ...string) (string, error) {
-	out, err := exec.Command("ip", append([]string{"netns", "exec", ns.name, prog}, args...)...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("%s %v: %v: %s", prog, args, err, out)
-	}
-	return string(out), nil
-}
-
-// Do runs f on a thread inside the namespace; sockets and processes f
-// creates stay there.
-func (ns *nsHandle) Do(f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromName(ns.name)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- err
-			return
-		}
-		ferr := f()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- ferr
-	}()
-	return <-errc
-}
+func newNS() (*nsHandle, error) { return benchns.New("sstflood-") }

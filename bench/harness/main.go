@@ -13,8 +13,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
@@ -24,17 +22,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
 	"github.com/sipsentry/sipsentry/ami"
 	"github.com/sipsentry/sipsentry/ami/amitest"
+	"github.com/sipsentry/sipsentry/bench/internal/benchns"
 	"github.com/sipsentry/sipsentry/engine"
 	"github.com/sipsentry/sipsentry/firewall"
 	"github.com/sipsentry/sipsentry/firewall/iptables"
@@ -96,63 +93,10 @@ func fatal(format string, args ...any) {
 
 // ---- namespace helpers
 
-type nsHandle struct{ name string }
+// nsHandle is the command's own namespace (bench/internal/benchns).
+type nsHandle = benchns.NS
 
-func newNS() (*nsHandle, error) {
-	var b [4]byte
-	rand.Read(b[:])
-	name := "sstbench-" + hex.EncodeToString(b[:])
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("ip netns add: %v: %s", err, out)
-	}
-	ns := &nsHandle{name}
-	if _, err := ns.exec("ip", "link", "set", "lo", "up"); err != nil {
-		ns.delete()
-		return nil, err
-	}
-	return ns, nil
-}
-
-func (ns *nsHandle) delete() { exec.Command("ip", "netns", "delete", ns.name).Run() }
-
-func (ns *nsHandle) exec(prog string, args ...string) (string, error) {
-	out, err := exec.Command("ip", append([]string{"netns", "exec", ns.name, prog}, args...)...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("%s %v: %v: %s", prog, args, err, out)
-	}
-	return string(out), nil
-}
-
-// do runs f on a thread inside the namespace; sockets and processes f
-// creates stay there.
-func (ns *nsHandle) do(f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromName(ns.name)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- err
-			return
-		}
-		ferr := f()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- ferr
-	}()
-	return <-errc
-}
+func newNS() (*nsHandle, error) { return benchns.New("sstbench-") }
 
 // ---- latency
 
@@ -238,7 +182,7 @@ func latency(n int) error {
 	if err != nil {
 		return err
 	}
-	defer ns.delete()
+	defer ns.Delete()
 	ctx := context.Background()
 
 	cfg := config.Default()
@@ -249,7 +193,7 @@ func latency(n int) error {
 	cfg.Push.Resolver = "127.0.0.1:1"
 	cfg.AMI.Address = "127.0.0.1:5038"
 	fwo := sipdaemon.FirewallOptions(cfg.Firewall, nil, nil).Options
-	fwo.Netns = ns.name
+	fwo.Netns = ns.Name
 	be, err := iptables.New(fwo)
 	if err != nil {
 		return err
@@ -338,7 +282,7 @@ func latency(n int) error {
 	// Baseline 1: one bare netlink ipset add per address (the kernel's own
 	// cost, what any daemon pays at least), same set type, same namespace.
 	var nl *netlink.Handle
-	if err := ns.do(func() error {
+	if err := ns.Do(func() error {
 		var err error
 		nl, err = netlink.NewHandle(0x0c /* NETLINK_NETFILTER */)
 		return err
@@ -347,7 +291,7 @@ func latency(n int) error {
 	}
 	defer nl.Close()
 	mk := func(name, fam string) error {
-		_, err := ns.exec("ipset", "create", name, "hash:ip", "family", fam, "timeout", "3600", "comment", "maxelem", "1048576")
+		_, err := ns.Exec("ipset", "create", name, "hash:ip", "family", fam, "timeout", "3600", "comment", "maxelem", "1048576")
 		return err
 	}
 	if err := mk("bench-base-v6", "inet6"); err != nil {
@@ -377,7 +321,7 @@ func latency(n int) error {
 		out := make([]time.Duration, 0, len(addrs))
 		for _, a := range addrs {
 			t0 := time.Now()
-			_, err := ns.exec("ipset", "-exist", "add", set, a.String(), "timeout", "3600")
+			_, err := ns.Exec("ipset", "-exist", "add", set, a.String(), "timeout", "3600")
 			out = append(out, time.Since(t0))
 			if err != nil {
 				return nil, err
@@ -457,7 +401,7 @@ func ptr[T any](v T) *T { return &v }
 func ratio(a, b time.Duration) float64 { return float64(a) / float64(b) }
 
 func setCount(ns *nsHandle, set string) (int, error) {
-	out, err := ns.exec("ipset", "list", "-t", set)
+	out, err := ns.Exec("ipset", "list", "-t", set)
 	if err != nil {
 		return 0, err
 	}
@@ -565,7 +509,7 @@ func (d *daemon) stop() {
 // given extra config, and waits for the login.
 func startDaemon(ns *nsHandle, bin, dir, extra string) (*daemon, error) {
 	var srv *amitest.Server
-	if err := ns.do(func() error {
+	if err := ns.Do(func() error {
 		var err error
 		srv, err = amitest.Start(amitest.Options{Listen: "127.0.0.1:0"})
 		return err
@@ -602,7 +546,7 @@ socket = %q
 	defer logf.Close()
 	cmd := exec.Command(bin, "run", "--config", cfg)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := ns.do(cmd.Start); err != nil {
+	if err := ns.Do(cmd.Start); err != nil {
 		srv.Close()
 		return nil, err
 	}
@@ -687,7 +631,7 @@ func rssBreakdown(pid int) string {
 // heapLine scrapes the daemon's Go memory statistics.
 func heapLine(ns *nsHandle) string {
 	var out []byte
-	err := ns.do(func() error {
+	err := ns.Do(func() error {
 		c, err := net.DialTimeout("tcp", "127.0.0.1:9468", 5*time.Second)
 		if err != nil {
 			return err
@@ -746,7 +690,7 @@ func rssRun(bin string, nbans int) (res rssResult, err error) {
 	if err != nil {
 		return res, err
 	}
-	defer ns0.delete()
+	defer ns0.Delete()
 	dir0, _ := os.MkdirTemp("", "sstbench-rss0-")
 	defer os.RemoveAll(dir0)
 	d0, err := startDaemon(ns0, bin, dir0, "[engine]\ngeo_mode = \"monitor\"\n")
@@ -763,7 +707,7 @@ func rssRun(bin string, nbans int) (res rssResult, err error) {
 	if err != nil {
 		return res, err
 	}
-	defer ns.delete()
+	defer ns.Delete()
 	dir, _ := os.MkdirTemp("", "sstbench-rss-")
 	defer os.RemoveAll(dir)
 	mmdbPath := ""
