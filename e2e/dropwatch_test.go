@@ -191,10 +191,38 @@ socket = %q
 			send(a, pushRegister("Bria Push Service", a))
 			return reached(a, 300*time.Millisecond), "still dropped"
 		})
-		eventually(t, a+" in the kernel allow set while on probation", func() (bool, string) {
-			m := setMembers(t, pbx, "sipsentry-allow-v4")
+		eventually(t, a+" in the kernel probation set while on probation", func() (bool, string) {
+			m := setMembers(t, pbx, "sipsentry-probation-v4")
 			return slices.Contains(m, a), fmt.Sprint(m)
 		})
+		if m := setMembers(t, pbx, "sipsentry-allow-v4"); slices.Contains(m, a) {
+			t.Fatalf("%s on probation is in the allow set (which opens RTP too): %v", a, m)
+		}
+	}
+	// A probation opens the UDP SIP ports only: the same address's packet to
+	// an RTP port is still dropped (the control: the SIP port just answered).
+	var rtpLn *net.UDPConn
+	if err := pbx.Do(func() (err error) {
+		rtpLn, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP("203.0.113.1"), Port: 10000})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer rtpLn.Close()
+	var rtp *net.UDPConn
+	if err := peer.Do(func() (err error) {
+		rtp, err = net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP("203.0.113.66"), Port: 10002}, &net.UDPAddr{IP: net.ParseIP("203.0.113.1"), Port: 10000})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		rtp.Write([]byte("rtp"))
+	}
+	rtp.Close()
+	rtpLn.SetReadDeadline(time.Now().Add(time.Second))
+	if n, from, err := rtpLn.ReadFromUDP(make([]byte, 64)); err == nil {
+		t.Fatalf("an RTP packet from %s (on probation) reached port 10000 (%d bytes): a probation must open SIP only", from, n)
 	}
 
 	// Asterisk authenticates .66 and refuses .68.
@@ -206,8 +234,15 @@ socket = %q
 		m := setMembers(t, pbx, "sipsentry-ban-v4")
 		return slices.Contains(m, "203.0.113.68"), fmt.Sprint(m)
 	})
-	if m := setMembers(t, pbx, "sipsentry-allow-v4"); slices.Contains(m, "203.0.113.68") || !slices.Contains(m, "203.0.113.66") {
-		t.Fatalf("allow set after the outcomes: %v (want .66 learned, .68 gone)", m)
+	eventually(t, "the learned push server in the allow set", func() (bool, string) {
+		m := setMembers(t, pbx, "sipsentry-allow-v4")
+		return slices.Contains(m, "203.0.113.66"), fmt.Sprint(m)
+	})
+	if m := setMembers(t, pbx, "sipsentry-allow-v4"); slices.Contains(m, "203.0.113.68") {
+		t.Fatalf("allow set after the outcomes: %v (want .68 not there)", m)
+	}
+	if m := setMembers(t, pbx, "sipsentry-probation-v4"); slices.Contains(m, "203.0.113.68") {
+		t.Fatalf("probation set after .68's failure: %v (want its admission revoked)", m)
 	}
 	for len(got) > 0 {
 		<-got

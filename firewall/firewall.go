@@ -34,10 +34,13 @@ const (
 	// SetBanNet holds banned ranges (timeouts): remote decisions of scope
 	// Range (CrowdSec). The engine's own bans are single addresses in SetBan.
 	SetBanNet Set = "ban-net"
+	// SetProbation holds addresses on push probation (timeouts): they reach
+	// the UDP SIP ports only, never RTP, until the entry expires.
+	SetProbation Set = "probation"
 )
 
 // Sets lists every set in rule order.
-var Sets = []Set{SetAllow, SetBan, SetBanNet, SetAllowCountry}
+var Sets = []Set{SetAllow, SetBan, SetBanNet, SetProbation, SetAllowCountry}
 
 // Entry is one member of a set. Timeout 0 means permanent; on SetBan the
 // prefix is always a single address.

@@ -13,7 +13,7 @@ const MaxComment = 255
 // KnownSet tells whether s is one of sipsentry's sets.
 func KnownSet(s Set) bool {
 	switch s {
-	case SetAllow, SetBan, SetBanNet, SetAllowCountry:
+	case SetAllow, SetBan, SetBanNet, SetProbation, SetAllowCountry:
 		return true
 	}
 	return false
@@ -47,7 +47,7 @@ func Validate(set Set, e Entry) (Entry, error) {
 	if p.Bits() == 0 {
 		return e, fmt.Errorf("%w: %s covers the whole address space", ErrInvalid, p)
 	}
-	if set == SetBan && p.Bits() != p.Addr().BitLen() {
+	if (set == SetBan || set == SetProbation) && p.Bits() != p.Addr().BitLen() {
 		return e, fmt.Errorf("%w: the ban set takes single addresses, not %s", ErrInvalid, p)
 	}
 	if e.Timeout < 0 {

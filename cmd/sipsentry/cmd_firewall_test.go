@@ -65,7 +65,7 @@ func TestFirewallCommandsDryRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	var st firewall.Status
-	if err := json.Unmarshal([]byte(out), &st); err != nil || st.Backend != "dry-run" || st.Mode != "enforce" || len(st.Sets) != 8 { // allow, ban, ban-net, allow-cc; v4 and v6
+	if err := json.Unmarshal([]byte(out), &st); err != nil || st.Backend != "dry-run" || st.Mode != "enforce" || len(st.Sets) != 10 { // allow, ban, ban-net, probation, allow-cc; v4 and v6
 		t.Errorf("show --json: %v: %+v\n%s", err, st, out)
 	}
 	// Bad input is a usage error (exit 2) and reaches no backend.

@@ -347,6 +347,8 @@ func (b *Backend) spec(set firewall.Set, fam string) setSpec {
 		s.typ, s.timeout, s.maxElem = "hash:ip", true, b.cfg.BanMaxElem
 	case firewall.SetBanNet:
 		s.typ, s.timeout = "hash:net", true
+	case firewall.SetProbation:
+		s.typ, s.timeout = "hash:ip", true
 	}
 	return s
 }
@@ -542,6 +544,12 @@ func (b *Backend) chainRulesFor(fam string, mode firewall.Mode, geoDrop bool) []
 			mkRule(c, "-m", "set", "--match-set", name(set), "src", "-m", "limit", "--limit", "6/min",
 				"-j", "LOG", "--log-prefix", logBanPrefix),
 			mkRule(c, "-m", "set", "--match-set", name(set), "src", "-j", "RETURN"))
+	}
+	// A push candidate on probation (dropwatch) reaches the UDP SIP ports
+	// only, never RTP: its entry RETURNs before the country rule.
+	for _, pl := range portLists(b.cfg.UDPPorts) {
+		rs = append(rs, mkRule(c, "-p", "udp", "-m", "multiport", "--dports", pl,
+			"-m", "set", "--match-set", name(firewall.SetProbation), "src", "-j", "RETURN"))
 	}
 	rs = append(rs, mkRule(c, "-m", "set", "--match-set", name(firewall.SetAllowCountry), "src", "-j", "RETURN"))
 	switch {

@@ -83,7 +83,7 @@ func normalize(set firewall.Set, p netip.Prefix) (netip.Prefix, bool) {
 		}
 		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
 	}
-	if p.Bits() == 0 || (set == firewall.SetBan && p.Bits() != p.Addr().BitLen()) {
+	if p.Bits() == 0 || ((set == firewall.SetBan || set == firewall.SetProbation) && p.Bits() != p.Addr().BitLen()) {
 		return p, false
 	}
 	if p.Bits() != p.Addr().BitLen() {

@@ -174,6 +174,9 @@ const (
 	AllowLearned = "learned" // a push server learned from its registrations
 	AllowSeeded  = "seeded"  // a push host of push.hosts, resolved by DNS
 	AllowManual  = "manual"  // `sipsentry allow`
+	// AllowProbation: a push candidate let through to the UDP SIP ports for
+	// push.probation (drop mode), not an allow-set entry.
+	AllowProbation = "probation"
 )
 
 // AllowRecord is one allow entry as the control socket shows it.

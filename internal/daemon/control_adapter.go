@@ -25,6 +25,9 @@ type controlHandler struct {
 	// restart): a ban out of the kernel is then one held back by an allow,
 	// not a would-ban.
 	enforce bool
+	// probations lists the running push probations (nil offline: they live
+	// in the daemon only).
+	probations func(now time.Time) []firewall.Entry
 }
 
 var _ control.Handler = (*controlHandler)(nil)
@@ -74,6 +77,15 @@ func (h *controlHandler) Allows(_ context.Context, now time.Time, each func(cont
 	for _, a := range h.eng.Allows(now) {
 		if err := each(allowRecord(a)); err != nil {
 			return err
+		}
+	}
+	if h.probations != nil {
+		for _, e := range h.probations(now) {
+			r := control.AllowRecord{Prefix: e.Prefix, Kind: control.AllowProbation, Until: now.Add(e.Timeout),
+				Comment: "push candidate: UDP SIP ports only, until its login or first failure"}
+			if err := each(r); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

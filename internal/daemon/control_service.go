@@ -68,6 +68,7 @@ func (s *controlService) Run(ctx context.Context) error {
 		return nil
 	}
 	s.h.eng, s.h.geo, s.h.enforce = s.d.eng, s.d.geo, s.d.cfg.Firewall.Mode == "enforce"
+	s.h.probations = s.d.probationEntries
 	s.d.log.Info("run: control socket ready", "socket", s.srv.Path())
 	return s.srv.Serve(ctx)
 }

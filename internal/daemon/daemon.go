@@ -114,6 +114,9 @@ type daemon struct {
 
 	dw *dropwatchService // nil unless the firewall copies drops to NFLOG
 	cs *crowdsecService  // nil unless [crowdsec] is enabled
+	// probations are the push probations dropwatch admitted (firewall.SetProbation).
+	probationsMu sync.Mutex
+	probations   map[netip.Addr]admission
 	// hosts follows the host's addresses by netlink (nil: netlink failed,
 	// the engine read the interfaces once at start).
 	hosts *hostaddr.Set
@@ -178,7 +181,8 @@ func newDaemon(cfg *config.Config, o Options) *daemon {
 		log.Warn("run: deprecated setting", "warning", w)
 	}
 	return &daemon{cfg: cfg, cfgPath: o.ConfigPath, log: log, version: o.Version, started: time.Now(), replay: o.Replay,
-		recent: newRecentEvents(20), out: out, verifyReq: make(chan struct{}, 1), repairs: firewall.NewRepairCounter()}
+		recent: newRecentEvents(20), out: out, verifyReq: make(chan struct{}, 1), repairs: firewall.NewRepairCounter(),
+		probations: map[netip.Addr]admission{}}
 }
 
 // onClose registers f to run when Run returns, last registered first.

@@ -33,6 +33,8 @@ func (s desired) Entries(set firewall.Set) iter.Seq[firewall.Entry] {
 		}
 	case firewall.SetBanNet:
 		return slices.Values(d.cs.entries(time.Now()))
+	case firewall.SetProbation:
+		return slices.Values(d.probationEntries(time.Now()))
 	}
 	return func(func(firewall.Entry) bool) {}
 }

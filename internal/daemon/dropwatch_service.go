@@ -8,7 +8,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -22,6 +21,7 @@ import (
 	"github.com/sipsentry/sipsentry/dropwatch"
 	"github.com/sipsentry/sipsentry/dropwatch/nflog"
 	"github.com/sipsentry/sipsentry/engine"
+	"github.com/sipsentry/sipsentry/firewall"
 	"github.com/sipsentry/sipsentry/internal/config"
 	"github.com/sipsentry/sipsentry/state"
 )
@@ -62,7 +62,7 @@ func newDropwatchService(d *daemon, replay bool) (*dropwatchService, error) {
 			// any AOR passes (the once-a-day and hourly bounds hold).
 			AORExists: s.aors.exists,
 			Resolver:  fcrdns{res},
-			Gate:      allowGate{d.eng},
+			Gate:      probationGate{d},
 			Banner:    engineBanner{d.eng},
 			Learner:   learner{d: d},
 			Log:       d.log,
@@ -173,33 +173,62 @@ func (f fcrdns) ConfirmedName(ctx context.Context, a netip.Addr) (string, error)
 	return "", nil
 }
 
-// allowGate admits a probation as a timed allow of the engine's (the
-// engine holds every allow, so drift repair keeps it and `sipsentry allows`
-// shows it while it lasts); the kernel entry expires by itself, so the
-// admission ends even if sipsentry dies. The allow set admits every
-// protected port (SIP and RTP) for that minute: a set that admits SIP ports
-// only is not in the firewall yet.
-type allowGate struct{ e *engine.Engine }
+// probationGate admits a probation as an entry of firewall.SetProbation,
+// which lets the address reach the UDP SIP ports only (never RTP) and
+// expires in the kernel by itself, so the admission ends even if sipsentry
+// dies. The admissions are the desired content of that set (drift repair)
+// and are listed by `sipsentry allows` while they last.
+type probationGate struct{ d *daemon }
 
-// daemonUID marks allows and bans the daemon made itself, not an operator.
-const daemonUID = -1
+// admission is one probation in the kernel set.
+type admission struct{ until time.Time }
 
 func hostPrefix(a netip.Addr) netip.Prefix {
 	a = a.Unmap()
 	return netip.PrefixFrom(a, a.BitLen())
 }
 
-func (g allowGate) AdmitSIP(ctx context.Context, a netip.Addr, d time.Duration) error {
-	_, err := g.e.AllowManual(ctx, hostPrefix(a), d, "push probation (dropwatch)", daemonUID)
+func (g probationGate) AdmitSIP(ctx context.Context, a netip.Addr, d time.Duration) error {
+	a = a.Unmap()
+	// In the desired state before the kernel, so a verify pass between the
+	// two never removes it.
+	g.d.probationsMu.Lock()
+	g.d.probations[a] = admission{until: time.Now().Add(d)}
+	g.d.probationsMu.Unlock()
+	err := g.d.fw.Add(ctx, firewall.SetProbation, firewall.Entry{Prefix: hostPrefix(a), Timeout: d, Comment: "sipsentry: push probation"})
+	if err != nil {
+		g.forget(a)
+	}
 	return err
 }
 
-func (g allowGate) Revoke(ctx context.Context, a netip.Addr) error {
-	err := g.e.Disallow(ctx, hostPrefix(a), daemonUID)
-	if errors.Is(err, engine.ErrNotAllowed) {
-		return nil // expired meanwhile
+func (g probationGate) Revoke(ctx context.Context, a netip.Addr) error {
+	a = a.Unmap()
+	g.forget(a)
+	return g.d.fw.Delete(ctx, firewall.SetProbation, hostPrefix(a))
+}
+
+func (g probationGate) forget(a netip.Addr) {
+	g.d.probationsMu.Lock()
+	delete(g.d.probations, a)
+	g.d.probationsMu.Unlock()
+}
+
+// probationEntries are the running admissions (the desired content of
+// firewall.SetProbation); expired ones are forgotten.
+func (d *daemon) probationEntries(now time.Time) []firewall.Entry {
+	d.probationsMu.Lock()
+	defer d.probationsMu.Unlock()
+	out := make([]firewall.Entry, 0, len(d.probations))
+	for a, ad := range d.probations {
+		left := ad.until.Sub(now)
+		if left <= 0 {
+			delete(d.probations, a)
+			continue
+		}
+		out = append(out, firewall.Entry{Prefix: hostPrefix(a), Timeout: left, Comment: "sipsentry: push probation"})
 	}
-	return err
+	return out
 }
 
 // learner learns a push server through the engine's LearnPush: the allow

@@ -194,7 +194,7 @@ func TestDropwatchAdaptersOnEngine(t *testing.T) {
 	defer func() { cancel(); <-done }()
 
 	cfg := config.Default()
-	d := &daemon{cfg: cfg, eng: eng, store: st}
+	d := &daemon{cfg: cfg, eng: eng, store: st, fw: fw, probations: map[netip.Addr]admission{}}
 	a := netip.MustParseAddr("203.0.113.66")
 	p := netip.PrefixFrom(a, 32)
 	in := func(set firewall.Set) bool {
@@ -204,21 +204,22 @@ func TestDropwatchAdaptersOnEngine(t *testing.T) {
 		}
 		return ok
 	}
-	listed := func() (engine.AllowRecord, bool) {
-		for _, r := range eng.Allows(time.Now()) {
-			if r.Prefix == p {
-				return r, true
+	listed := func() (firewall.Entry, bool) {
+		for _, e := range d.probationEntries(time.Now()) {
+			if e.Prefix == p {
+				return e, true
 			}
 		}
-		return engine.AllowRecord{}, false
+		return firewall.Entry{}, false
 	}
-	gate := allowGate{eng}
+	// A probation opens the UDP SIP ports only: its own set, not the allow
+	// set (which opens RTP too).
+	gate := probationGate{d}
 	if err := gate.AdmitSIP(ctx, a, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if r, ok := listed(); !ok || !in(firewall.SetAllow) || !strings.Contains(r.Comment, "push probation") ||
-		r.Until.Sub(time.Now()) > time.Minute {
-		t.Fatalf("admission: listed %+v %v, in the allow set %v", r, ok, in(firewall.SetAllow))
+	if e, ok := listed(); !ok || !in(firewall.SetProbation) || in(firewall.SetAllow) || e.Timeout > time.Minute {
+		t.Fatalf("admission: desired %+v %v, in the probation set %v, in the allow set %v", e, ok, in(firewall.SetProbation), in(firewall.SetAllow))
 	}
 	if err := gate.Revoke(ctx, a); err != nil {
 		t.Fatal(err)
@@ -226,7 +227,7 @@ func TestDropwatchAdaptersOnEngine(t *testing.T) {
 	if err := gate.Revoke(ctx, a); err != nil {
 		t.Fatalf("a second revoke (expired meanwhile) is no error: %v", err)
 	}
-	if _, ok := listed(); ok || in(firewall.SetAllow) {
+	if _, ok := listed(); ok || in(firewall.SetProbation) {
 		t.Fatal("revoked admission still there")
 	}
 	engineBanner{eng}.Ban(ctx, a, "failed authentication during push probation")
