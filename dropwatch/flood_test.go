@@ -24,29 +24,45 @@ import (
 	"github.com/sipsentry/sipsentry/state"
 )
 
-// floodEnv makes the test binary a flood sender (see TestHelperFloodSender).
+// floodEnv makes the test binary a flood sender (see TestMain).
 const floodEnv = "SIPSENTRY_DROPWATCH_FLOOD"
 
-// TestHelperFloodSender is not a test: run by TestKernelFlood inside its
-// namespace (a separate process, so the sender's CPU is not the reader's),
-// it sends UDP REGISTERs from `sources` spoofed IPv6 sources in
+// TestMain turns the test binary into the flood sender when TestKernelFlood
+// starts it inside its namespace with floodEnv set (a separate process, so
+// the sender's CPU is not the reader's); otherwise it runs the tests.
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(floodEnv); spec != "" {
+		n, err := floodSender(spec)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "flood sender:", err)
+			os.Exit(1)
+		}
+		fmt.Printf("sent %d\n", n)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// floodSender sends UDP REGISTERs from `sources` spoofed IPv6 sources in
 // 2001:db8:ff::/96 to [2001:db8::1]:5060 through a raw socket for the
-// given duration, as fast as it can, and prints how many it sent.
-func TestHelperFloodSender(t *testing.T) {
-	spec := os.Getenv(floodEnv)
-	if spec == "" {
-		t.Skip("helper process for TestKernelFlood")
-	}
-	var sources int
-	var dur time.Duration
-	if _, err := fmt.Sscanf(spec, "%d %s", &sources, new(string)); err != nil {
-		t.Fatal(err)
-	}
+// given duration ("<sources> <duration>"), as fast as it can, and returns
+// how many it sent.
+func floodSender(spec string) (int, error) {
 	f := strings.Fields(spec)
-	dur, _ = time.ParseDuration(f[1])
+	if len(f) != 2 {
+		return 0, fmt.Errorf("want \"<sources> <duration>\", got %q", spec)
+	}
+	sources, err := strconv.Atoi(f[0])
+	if err != nil || sources < 1 {
+		return 0, fmt.Errorf("bad source count %q", f[0])
+	}
+	dur, err := time.ParseDuration(f[1])
+	if err != nil {
+		return 0, err
+	}
 	fd, err := syscall.Socket(syscall.AF_INET6, syscall.SOCK_RAW, syscall.IPPROTO_RAW)
 	if err != nil {
-		t.Fatal(err)
+		return 0, err
 	}
 	defer syscall.Close(fd)
 	payload := register("friendly-scanner", "")
@@ -68,10 +84,10 @@ func TestHelperFloodSender(t *testing.T) {
 	for ; n%1024 != 0 || time.Now().Before(end); n++ {
 		binary.BigEndian.PutUint32(pkt[20:], uint32(n%sources))
 		if err := syscall.Sendto(fd, pkt, 0, sa); err != nil && err != syscall.ENOBUFS {
-			t.Fatal(err)
+			return n, err
 		}
 	}
-	fmt.Printf("sent %d\n", n)
+	return n, nil
 }
 
 func rssBytes() uint64 { return rssField("VmRSS:") }
@@ -133,7 +149,7 @@ func TestKernelFlood(t *testing.T) {
 	go func() { runErr <- w.Run(ctx, nflog.Options{Group: uint16(g), NetNS: int(h)}) }()
 	time.Sleep(300 * time.Millisecond) // let the reader bind
 	cpu0 := processCPU()
-	cmd := exec.Command("ip", "netns", "exec", pbx.Name, os.Args[0], "-test.run=^TestHelperFloodSender$", "-test.v")
+	cmd := exec.Command("ip", "netns", "exec", pbx.Name, os.Args[0])
 	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d 10s", floodEnv, sources))
 	out, err := cmd.CombinedOutput()
 	if err != nil {
