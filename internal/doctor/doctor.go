@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -207,7 +208,7 @@ func (d *doctor) checks(ctx context.Context) []Result {
 	rs = append(rs, d.checkARI(ctx))
 	rs = append(rs, d.checkCapNetAdmin())
 	rs = append(rs, d.checkIptables(ctx, "iptables"), d.checkIptables(ctx, "ip6tables"), d.checkIpset(ctx))
-	for _, m := range doctorModules {
+	for _, m := range d.neededModules() {
 		rs = append(rs, d.checkModule(ctx, m.name, m.config))
 	}
 	rs = append(rs, d.checkFirewall(ctx))
@@ -685,6 +686,24 @@ var doctorModules = []struct{ name, config string }{
 	{"xt_set", "CONFIG_NETFILTER_XT_SET"},
 	{"nf_conntrack", "CONFIG_NF_CONNTRACK"},
 	{"nf_conntrack_netlink", "CONFIG_NF_CT_NETLINK"},
+}
+
+// doctorNFLOGModules are what drop mode's visibility needs (the NFLOG copy
+// before each DROP, rate-limited in the kernel): without xt_NFLOG the
+// firewall does not come up in enforce mode with firewall.nflog_group set.
+var doctorNFLOGModules = []struct{ name, config string }{
+	{"nfnetlink_log", "CONFIG_NETFILTER_NETLINK_LOG"},
+	{"xt_NFLOG", "CONFIG_NETFILTER_XT_TARGET_NFLOG"},
+	{"xt_limit", "CONFIG_NETFILTER_XT_MATCH_LIMIT"},
+}
+
+// neededModules are the kernel modules the configured firewall uses.
+func (d *doctor) neededModules() []struct{ name, config string } {
+	mods := doctorModules
+	if d.cfg.Firewall.Mode == "enforce" && d.cfg.Firewall.NFLogGroup != 0 {
+		mods = append(slices.Clip(mods), doctorNFLOGModules...)
+	}
+	return mods
 }
 
 const doctorFixModules = "install the kernel's extra modules (Debian/Ubuntu: apt-get install linux-modules-extra-$(uname -r)) or use a kernel built with "

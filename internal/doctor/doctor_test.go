@@ -1020,3 +1020,27 @@ func TestDoctorWarnsOnARefusedList(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "jp-ipv4.txt"), "1.0.0.0/24\n1.0.1.0/24\n1.0.2.0/23\n1.0.4.0/22\n1.0.8.0/21\n1.0.16.0/20\n1.0.32.0/19\n1.0.64.0/18\n1.0.128.0/17\n1.1.0.0/24\n", 0o644)
 	wantResult(t, newDoctor(env).checkLists()[0], Warn, "jp-ipv4", "sipsentry lists accept")
 }
+
+// Drop mode's NFLOG copies need their modules: doctor checks them when the
+// firewall enforces with firewall.nflog_group set, and not otherwise.
+func TestDoctorChecksNFLOGModulesInDropVisibility(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  string
+		want bool
+	}{
+		{"[firewall]\nmode = \"enforce\"\nnflog_group = 5060\n", true},
+		{"[firewall]\nmode = \"enforce\"\nnflog_group = 0\n", false},
+		{"[firewall]\nmode = \"monitor\"\n", false},
+	} {
+		env, _, _ := testDoctorEnv(t, tc.cfg, 0o600)
+		got := false
+		for _, m := range newDoctor(env).neededModules() {
+			if m.name == "xt_NFLOG" {
+				got = true
+			}
+		}
+		if got != tc.want {
+			t.Errorf("%q: xt_NFLOG checked %v, want %v", tc.cfg, got, tc.want)
+		}
+	}
+}
