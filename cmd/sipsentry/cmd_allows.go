@@ -82,11 +82,7 @@ func printAllowsJSON(w io.Writer, allows []control.AllowRecord, now time.Time) e
 	out := make([]allowJSON, 0, len(allows))
 	for _, a := range allows {
 		j := allowJSON{AllowRecord: a}
-		if !a.Until.IsZero() {
-			u := a.Until.UTC()
-			left := max(a.Until.Sub(now), 0).Seconds()
-			j.Until, j.TimeLeftSeconds = &u, &left
-		}
+		j.Until, j.TimeLeftSeconds = untilJSON(a.Until, now)
 		out = append(out, j)
 	}
 	enc := json.NewEncoder(w)

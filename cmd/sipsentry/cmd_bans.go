@@ -64,15 +64,22 @@ type banJSON struct {
 	TimeLeftSeconds *float64   `json:"time_left_seconds,omitempty"`
 }
 
+// untilJSON is an end and its time left as `--json` prints them: both nil
+// for no end (a permanent allow).
+func untilJSON(until, now time.Time) (*time.Time, *float64) {
+	if until.IsZero() {
+		return nil, nil
+	}
+	u := until.UTC()
+	left := max(until.Sub(now), 0).Seconds()
+	return &u, &left
+}
+
 func printBansJSON(w io.Writer, bans []control.BanRecord, now time.Time) error {
 	out := make([]banJSON, 0, len(bans))
 	for _, b := range bans {
 		j := banJSON{BanRecord: b}
-		if !b.Until.IsZero() {
-			u := b.Until.UTC()
-			left := max(b.Until.Sub(now), 0).Seconds()
-			j.Until, j.TimeLeftSeconds = &u, &left
-		}
+		j.Until, j.TimeLeftSeconds = untilJSON(b.Until, now)
 		out = append(out, j)
 	}
 	enc := json.NewEncoder(w)
