@@ -52,6 +52,8 @@ type options struct {
 	wait     time.Duration
 	dir      string // work directory (config, state, daemon log)
 	progress io.Writer
+	// profileDir, when set, receives cpu.pb.gz, heap-peak.pb.gz and heap-end.pb.gz.
+	profileDir string
 }
 
 // Engine thresholds the flood config uses (the defaults): a source is over
@@ -156,13 +158,37 @@ hosts = []
 resolver = "127.0.0.1:1"
 [metrics]
 listen = "127.0.0.1:9468"
+pprof = %t
 [control]
 socket = %q
 [engine]
 geo_mode = "drop"
 %s
-`, filepath.Join(o.dir, "state"), amiAddr, o.geoDir, filepath.Join(o.dir, "control.sock"), o.engine)
+`, filepath.Join(o.dir, "state"), amiAddr, o.geoDir, o.profileDir != "", filepath.Join(o.dir, "control.sock"), o.engine)
 	return cfg, os.WriteFile(cfg, []byte(text), 0o600)
+}
+
+// fetchProfile saves /debug/pprof/<what> (metrics.pprof) to file.
+func fetchProfile(c *http.Client, what, file string) error {
+	long := *c
+	long.Timeout = 0 // a CPU profile takes as long as it is asked to
+	resp, err := long.Get("http://127.0.0.1:9468/debug/pprof/" + what)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", what, resp.Status)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // metricsClient reaches the daemon's /metrics inside the namespace: each
@@ -423,6 +449,20 @@ func run(ctx context.Context, ns namespace, o options) (res result, err error) {
 
 	cpu0, wall0 := cpuTicks(pid), time.Now()
 	total := o.sources * o.fails
+	var profiles sync.WaitGroup
+	defer profiles.Wait()
+	if o.profileDir != "" {
+		// One CPU profile over the flood and the ban round after it.
+		secs := int(float64(total)/o.rate) + 20
+		profiles.Add(1)
+		go func() {
+			defer profiles.Done()
+			if err := fetchProfile(mc, fmt.Sprintf("profile?seconds=%d", secs), filepath.Join(o.profileDir, "cpu.pb.gz")); err != nil {
+				logf("cpu profile: %v", err)
+			}
+		}()
+	}
+	peakProfiled := 0
 	logf("flood: %d sources × %d failures = %d events at %.0f/s", o.sources, o.fails, total, o.rate)
 	roundEnd := make([]time.Time, o.fails)
 	roundStart := make([]time.Time, o.fails)
@@ -456,6 +496,12 @@ func run(ctx context.Context, ns namespace, o options) (res result, err error) {
 			lastLog = now
 			rss, _ := procStatus(pid)
 			logf("  %ds: sent %d, daemon RSS %.1f MB, kernel set %d", int(now.Sub(start).Seconds()), sent, float64(rss)/1024, setCount(ns))
+			if o.profileDir != "" && rss > peakProfiled {
+				peakProfiled = rss
+				if err := fetchProfile(mc, "heap", filepath.Join(o.profileDir, "heap-peak.pb.gz")); err != nil {
+					logf("heap profile: %v", err)
+				}
+			}
 		}
 	}
 	tick.Stop()
@@ -495,6 +541,11 @@ func run(ctx context.Context, ns namespace, o options) (res result, err error) {
 		time.Sleep(500 * time.Millisecond)
 	}
 	res.cpuPercent = float64(cpuTicks(pid)-cpu0) / clockTicks / time.Since(wall0).Seconds() * 100
+	if o.profileDir != "" {
+		if err := fetchProfile(mc, "heap", filepath.Join(o.profileDir, "heap-end.pb.gz")); err != nil {
+			logf("heap profile: %v", err)
+		}
+	}
 	close(stopSampling)
 	<-sampled
 	_, res.hwmkB = procStatus(pid)

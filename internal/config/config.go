@@ -144,6 +144,9 @@ type Push struct {
 
 type Metrics struct {
 	Listen string `toml:"listen"` // empty disables
+	// Pprof serves Go's /debug/pprof/ on the same loopback listener: for
+	// profiling the daemon under a flood, off by default.
+	Pprof bool `toml:"pprof"`
 }
 
 // Control is the daemon's control socket (`sipsentry ban`, `bans`, ...).

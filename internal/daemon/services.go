@@ -36,7 +36,11 @@ func (d *daemon) services(metricsLn net.Listener, ctl *controlService) []service
 	}
 	if metricsLn != nil {
 		svcs = append(svcs, service{name: "metrics", run: func(ctx context.Context) error {
-			return metrics.Serve(ctx, metricsLn, d.met.Handler(d.status), d.log)
+			h := d.met.Handler(d.status)
+			if d.cfg.Metrics.Pprof {
+				h = d.met.HandlerWithPprof(d.status)
+			}
+			return metrics.Serve(ctx, metricsLn, h, d.log)
 		}})
 	}
 	if d.replay == "" {

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -301,7 +302,25 @@ func (m *Metrics) Degraded() map[string]string {
 // Handler serves /metrics, /healthz and, when status is non-nil, /status
 // (the JSON value status returns; a json.RawMessage is written as it is).
 func (m *Metrics) Handler(status func(ctx context.Context) (any, error)) http.Handler {
+	return m.handler(status, false)
+}
+
+// HandlerWithPprof is Handler plus Go's /debug/pprof/ (metrics.pprof): the
+// listener is loopback-only, and a profile holds no secret the daemon's
+// memory would not, but it is still off unless asked for.
+func (m *Metrics) HandlerWithPprof(status func(ctx context.Context) (any, error)) http.Handler {
+	return m.handler(status, true)
+}
+
+func (m *Metrics) handler(status func(ctx context.Context) (any, error), withPprof bool) http.Handler {
 	mux := http.NewServeMux()
+	if withPprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

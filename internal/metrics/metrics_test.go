@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -245,5 +246,20 @@ func TestHealthConditions(t *testing.T) {
 	}
 	if d := m.Degraded(); len(d) != 2 || d[CondStateDB] == "" {
 		t.Errorf("Degraded = %v", d)
+	}
+}
+
+// pprof is served only when asked for (metrics.pprof).
+func TestPprofOnlyWhenAsked(t *testing.T) {
+	m := New(func() State { return State{} })
+	for _, c := range []struct {
+		h    http.Handler
+		want int
+	}{{m.Handler(nil), http.StatusNotFound}, {m.HandlerWithPprof(nil), http.StatusOK}} {
+		rec := httptest.NewRecorder()
+		c.h.ServeHTTP(rec, httptest.NewRequest("GET", "/debug/pprof/heap", nil))
+		if rec.Code != c.want {
+			t.Errorf("/debug/pprof/heap: %d, want %d", rec.Code, c.want)
+		}
 	}
 }
