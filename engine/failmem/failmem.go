@@ -1,6 +1,7 @@
 // Package failmem is the engine's failure memory: a compact, fixed-size
-// record per source address (48 bytes; 52 per IPv4 slot, 64 per IPv6 slot,
-// ≈ 59 bytes per tracked IPv4 address at the table's fullest) holding only
+// record per source address (40 bytes; 44 per IPv4 slot, 56 per IPv6 slot:
+// ≈ 50 bytes per tracked IPv4 address and 64 per IPv6 address at the
+// table's fullest, 7/8) holding only
 // what ban decisions need: failures in find_time (all, and those over
 // TCP/TLS), failures and unanswered challenges in the slow-scan window,
 // distinct accounts tried, challenges waiting for their answer, the last
@@ -219,10 +220,14 @@ type Memory struct {
 	evicted uint64
 	// clock is the latest observation's time (Unix seconds): "now" for
 	// eviction scores and re-indexing, on the clock decisions use.
-	clock    int64
-	queue    []pendingEntry // challenges waiting for their timeout, in deadline order
-	qHead    int
-	overflow uint64
+	clock int64
+	// authUnit is lastAuth's unit (seconds) and knownUnits known_for in it
+	// (lastauth.go); sweptAt is when sweepAuth last ran.
+	authUnit, knownUnits int64
+	sweptAt              int64
+	queue                []pendingEntry // challenges waiting for their timeout, in deadline order
+	qHead                int
+	overflow             uint64
 }
 
 var accountSeed = maphash.MakeSeed()
@@ -268,15 +273,19 @@ func (m *Memory) SetOptions(o Options) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	oldFast, oldSlow := m.fastW, m.slowW
+	oldFast, oldSlow, oldAuth := m.fastW, m.slowW, m.authUnit
 	m.setOptions(o)
 	if oldFast != m.fastW || oldSlow != m.slowW {
-		// The buckets' counts are kept and taken as counted now: more than
-		// the new window may hold, never less.
-		now := m.clock
-		fi, si := uint16(now/m.fastW), uint16(now/m.slowW)
+		// The buckets' counts are kept, lumped into the newest bucket (the
+		// fast one at newest, the slow one now): counted for more than the
+		// new window may hold, never less (up to 255 a window).
+		si := uint16(m.clock / m.slowW)
 		rebase := func(r *record) {
-			r.fastBase, r.slowBase = fi, si
+			if r.newest != 0 {
+				lump(uint16(bucketOf(int64(r.newest)/m.fastW)), r.fastN[:])
+			}
+			lump(si, r.slowN[:])
+			r.slowBase = si
 		}
 		for i := range m.v4.slots {
 			rebase(&m.v4.slots[i].rec)
@@ -284,6 +293,10 @@ func (m *Memory) SetOptions(o Options) error {
 		for i := range m.v6.slots {
 			rebase(&m.v6.slots[i].rec)
 		}
+	}
+	if oldAuth != m.authUnit {
+		rescaleAuth(m.v4, m.clock, oldAuth, m.authUnit)
+		rescaleAuth(m.v6, m.clock, oldAuth, m.authUnit)
 	}
 	return nil
 }
@@ -293,9 +306,18 @@ func (m *Memory) setOptions(o Options) {
 	m.fastW = ceilDiv(int64(o.FindTime/time.Second), 3)
 	m.slowW = ceilDiv(int64(max(o.SlowFindTime, 7*time.Second)/time.Second), 7)
 	m.horizon = int64(max(o.FindTime, o.SlowFindTime) / time.Second)
-	// Each table may hold every address; growth keeps the load at most 7/8.
-	maxLen := (o.MaxAddrs*maxLoadDen + maxLoadNum - 1) / maxLoadNum
+	kf := int64(o.KnownFor / time.Second)
+	m.authUnit = authUnitFor(kf)
+	m.knownUnits = 0
+	if kf > 0 {
+		m.knownUnits = ceilDiv(kf, m.authUnit)
+	}
+	// Each table may hold every address; growth keeps the load at most 7/8
+	// (at the largest size, MaxAddrs in MaxAddrs·8/7 rounded down: 7/8 and
+	// at most one slot more).
+	maxLen := o.MaxAddrs * maxLoadDen / maxLoadNum
 	m.v4.maxLen, m.v6.maxLen = maxLen, maxLen
+	m.v4.maxKeys, m.v6.maxKeys = o.MaxAddrs, o.MaxAddrs
 }
 
 func ceilDiv(a, b int64) int64 { return max((a+b-1)/b, 1) }
@@ -419,7 +441,7 @@ func (m *Memory) keepScore(r *record, now int64) uint64 {
 		progress = uint64(min(p, 1<<20)) + 1
 	}
 	score := progress << 32
-	if r.lastAuth != 0 && m.o.KnownFor > 0 && now-int64(r.lastAuth) <= int64(m.o.KnownFor/time.Second) {
+	if m.knownAt(r, now) {
 		score |= 1 << 63
 	}
 	// Newer slow buckets keep longer among equals.
@@ -433,7 +455,7 @@ func (m *Memory) fastCount(r *record, now int64) int {
 		all, _ := r.recentIn(now, int64(m.o.FindTime/time.Second))
 		return all
 	}
-	return r.fastSum(uint16(now / m.fastW))
+	return r.fastSum(now, m.fastW)
 }
 
 // Observe records one event of addr and returns the verdict.
@@ -444,6 +466,7 @@ func (m *Memory) Observe(addr netip.Addr, o Observation) Verdict {
 	now := o.Time.Unix()
 	m.mu.Lock()
 	m.clock = max(m.clock, now)
+	m.sweepAuth(m.clock)
 	r := m.recRef(addr, true)
 	if r == nil {
 		m.mu.Unlock()
@@ -469,7 +492,7 @@ type pendingCheck struct {
 
 func (m *Memory) observe(r *record, addr netip.Addr, o Observation, now int64) (Verdict, pendingCheck) {
 	var v Verdict
-	fi, si := uint16(now/m.fastW), uint16(now/m.slowW)
+	si := uint16(now / m.slowW)
 	// No failure for longer than every window (exact, from the ring's
 	// newest): accounts tried before no longer count toward enumeration (a
 	// phone with three lines failing once a week is not enumerating users).
@@ -477,8 +500,8 @@ func (m *Memory) observe(r *record, addr netip.Addr, o Observation, now int64) (
 	if quiet && r.distinct > 0 {
 		r.resetAccounts()
 	}
-	if quiet && r.flags != 0 && r.fastSum(fi) == 0 && r.slowSum(si) == 0 && r.pendN == 0 {
-		r.flags = 0 // a new spell: notes may be said again
+	if quiet && r.flags() != 0 && r.fastSum(now, m.fastW) == 0 && r.slowSum(si) == 0 && r.pendN == 0 {
+		r.setFlags(0) // a new spell: notes may be said again
 	}
 	realized := m.settle(r, now)
 	counted := false
@@ -493,26 +516,23 @@ func (m *Memory) observe(r *record, addr netip.Addr, o Observation, now int64) (
 		if r.pendN > 0 {
 			r.pendN--
 		}
-		if now > 0 && now < 1<<32 {
-			r.lastAuth = uint32(now)
-		}
+		m.markAuth(r, now)
 	case ChallengeFailed, Failure:
 		if o.Kind == ChallengeFailed && r.pendN > 0 {
 			r.pendN--
 		}
 		if now > 0 && now < 1<<32 {
-			r.addRecent(uint32(now), o.Transport.proven())
+			r.addFailure(uint32(now), o.Transport.proven(), m.fastW)
 		}
-		r.addFast(fi, 1)
 		r.addSlow(si, 1)
-		r.flags |= flagOtherFailure
+		r.setFlags(r.flags() | flagOtherFailure)
 		if o.Account != 0 {
 			r.addAccount(o.Account)
 		}
 		if o.Blind {
-			addSat(&r.blind, 1)
-			if r.flags&flagBlindShown == 0 {
-				r.flags |= flagBlindShown
+			r.addBlind()
+			if r.flags()&flagBlindShown == 0 {
+				r.setFlags(r.flags() | flagBlindShown)
 				v.Flag = FlagBlind
 			}
 		}
@@ -532,9 +552,9 @@ func (m *Memory) check(r *record, now int64) pendingCheck {
 	// bans at ringSize proven failures (stricter, never later).
 	_, c.proven = r.recentIn(now, int64(m.o.FindTime/time.Second))
 	c.fast = m.fastCount(r, now)
-	c.fastAny = r.fastSum(uint16(now / m.fastW))
-	c.unansweredOnly = r.flags&flagOtherFailure == 0 && r.unanswered > 0
-	c.knownByAuth = r.lastAuth != 0 && m.o.KnownFor > 0 && now-int64(r.lastAuth) <= int64(m.o.KnownFor/time.Second)
+	c.fastAny = r.fastSum(now, m.fastW)
+	c.unansweredOnly = r.flags()&flagOtherFailure == 0 && r.unanswered() > 0
+	c.knownByAuth = m.knownAt(r, now)
 	crossed := c.fast >= m.o.MaxFailures ||
 		(m.o.SlowMaxFailures > 0 && c.slow >= m.o.SlowMaxFailures) ||
 		(m.o.EnumAccounts > 0 && c.enum >= m.o.EnumAccounts) ||
@@ -554,8 +574,8 @@ func (m *Memory) finish(addr netip.Addr, v Verdict, c pendingCheck) Verdict {
 	}
 	setFlag := func(bit uint8, text string) {
 		m.mu.Lock()
-		if r := m.recRef(addr, false); r != nil && r.flags&bit == 0 {
-			r.flags |= bit
+		if r := m.recRef(addr, false); r != nil && r.flags()&bit == 0 {
+			r.setFlags(r.flags() | bit)
 			if v.Flag == "" {
 				v.Flag = text
 			}
@@ -608,7 +628,7 @@ func (m *Memory) settle(r *record, now int64) int {
 	n := r.pendN
 	r.pendN = 0
 	r.addSlow(uint16(now/m.slowW), n)
-	addSat(&r.unanswered, n)
+	r.addUnanswered(n)
 	return int(n)
 }
 
@@ -666,8 +686,10 @@ func (m *Memory) Tick(now time.Time, fn func(netip.Addr, Verdict)) {
 func (m *Memory) MarkKnown(addr netip.Addr, t time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if r := m.recRef(addr, true); r != nil && t.Unix() > int64(r.lastAuth) && t.Unix() < 1<<32 {
-		r.lastAuth = uint32(t.Unix())
+	m.clock = max(m.clock, t.Unix())
+	m.sweepAuth(m.clock)
+	if r := m.recRef(addr, true); r != nil {
+		m.markAuth(r, t.Unix())
 	}
 }
 
@@ -677,7 +699,7 @@ func (m *Memory) Known(addr netip.Addr, now time.Time) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r := m.recRef(addr, false)
-	return r != nil && r.lastAuth != 0 && m.o.KnownFor > 0 && now.Unix()-int64(r.lastAuth) <= int64(m.o.KnownFor/time.Second)
+	return r != nil && m.knownAt(r, now.Unix())
 }
 
 // Blind returns how many blind challenge responses addr sent (0 if untracked).
@@ -685,7 +707,7 @@ func (m *Memory) Blind(addr netip.Addr) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if r := m.recRef(addr, false); r != nil {
-		return int(r.blind)
+		return r.blind()
 	}
 	return 0
 }
@@ -695,7 +717,7 @@ func (m *Memory) Unanswered(addr netip.Addr) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if r := m.recRef(addr, false); r != nil {
-		return int(r.unanswered)
+		return r.unanswered()
 	}
 	return 0
 }

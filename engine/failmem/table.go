@@ -5,7 +5,7 @@ import (
 )
 
 // addrKey is an address as the table stores it: 4 bytes for IPv4, 16 for
-// IPv6, so an IPv4 slot is 52 bytes and an IPv6 slot 64.
+// IPv6, so an IPv4 slot is 44 bytes and an IPv6 slot 56.
 type addrKey interface{ [4]byte | [16]byte }
 
 type slot[K addrKey] struct {
@@ -15,7 +15,11 @@ type slot[K addrKey] struct {
 
 // maxLoadNum/maxLoadDen is the fill at which a table grows (or, at its
 // largest, evicts): linear probing stays short at 7/8 with a seeded hash,
-// and an IPv4 address then costs 52 / (7/8) ≈ 59 bytes.
+// and an address then costs 44 / (7/8) ≈ 50 bytes (IPv4), 56 / (7/8) = 64
+// (IPv6). A higher load was weighed: with linear probing a miss (every new
+// source of a flood) probes (1+1/(1-a)^2)/2 slots, 32 at 7/8 and 128 at
+// 15/16; Robin Hood probing would shorten misses but not hits, and 64 B at
+// 7/8 came from the record instead (record.go).
 const maxLoadNum, maxLoadDen = 7, 8
 
 // table is an open-addressing hash table with linear probing and
@@ -23,12 +27,14 @@ const maxLoadNum, maxLoadDen = 7, 8
 // two: the home slot is the hash scaled to the length, so the last growth
 // step can stop exactly at the size max_addresses needs.
 type table[K addrKey] struct {
-	slots  []slot[K]
-	mapped bool // slots live outside the Go heap (allocSlots)
-	n      int
-	maxLen int // the most slots it may grow to
-	hash   func(*K, uint64) uint64
-	seed   uint64
+	slots   []slot[K]
+	mapped  bool // slots live outside the Go heap (allocSlots)
+	n       int
+	maxLen  int // the most slots it may grow to
+	maxKeys int // the most keys at maxLen (full); 0: 7/8 of it
+	sweep   int // sweepAuth's cursor
+	hash    func(*K, uint64) uint64
+	seed    uint64
 }
 
 func (t *table[K]) home(k *K) int {
@@ -59,6 +65,9 @@ func (t *table[K]) find(k *K) int {
 
 // full reports whether one more key would exceed the load at the largest size.
 func (t *table[K]) full() bool {
+	if t.maxKeys > 0 {
+		return len(t.slots) >= t.maxLen && t.n >= t.maxKeys
+	}
 	return len(t.slots) >= t.maxLen && (t.n+1)*maxLoadDen > len(t.slots)*maxLoadNum
 }
 
