@@ -398,6 +398,7 @@ func evictOne[K addrKey](m *Memory, t *table[K]) bool {
 		return false
 	}
 	now := m.clock
+	nowAuth := m.authNow(now)
 	var zero K
 	best, bestScore := -1, uint64(1<<64-1)
 	i := m.rng.IntN(len(t.slots))
@@ -407,7 +408,7 @@ func evictOne[K addrKey](m *Memory, t *table[K]) bool {
 		}
 		if t.slots[i].key != zero {
 			seen++
-			if s := m.keepScore(&t.slots[i].rec, now); s < bestScore {
+			if s := m.keepScore(&t.slots[i].rec, now, nowAuth); s < bestScore {
 				best, bestScore = i, s
 			}
 		}
@@ -426,7 +427,7 @@ func evictOne[K addrKey](m *Memory, t *table[K]) bool {
 // window, then the least progress toward a ban (relative to each
 // threshold), older before newer; known addresses last, since forgetting
 // one would expose its phone to forged failures.
-func (m *Memory) keepScore(r *record, now int64) uint64 {
+func (m *Memory) keepScore(r *record, now int64, nowAuth uint16) uint64 {
 	fast := m.fastCount(r, now)
 	slow := r.slowSum(uint16(now / m.slowW))
 	var progress uint64
@@ -441,7 +442,7 @@ func (m *Memory) keepScore(r *record, now int64) uint64 {
 		progress = uint64(min(p, 1<<20)) + 1
 	}
 	score := progress << 32
-	if m.knownAt(r, now) {
+	if m.knownEnc(r, nowAuth) {
 		score |= 1 << 63
 	}
 	// Newer slow buckets keep longer among equals.

@@ -42,12 +42,18 @@ func encodeAuth(t, unit int64) uint16 {
 
 // authAge is the units between the login e and now: 0 for a login ahead of
 // now, -1 for none.
-func authAge(e uint16, now, unit int64) int64 {
+func authAge(e uint16, now, unit int64) int64 { return authAgeEnc(e, encodeAuth(now, unit)) }
+
+// authAgeEnc is authAge with now encoded (once for many records: no
+// division per record).
+func authAgeEnc(e, now uint16) int64 {
 	if e == 0 {
 		return -1
 	}
-	n := int64(encodeAuth(now, unit))
-	d := ((n-int64(e))%authMod + authMod) % authMod
+	d := int64(now) - int64(e)
+	if d < 0 {
+		d += authMod
+	}
 	if d >= authMod-authFuture {
 		return 0
 	}
@@ -58,11 +64,23 @@ func authAge(e uint16, now, unit int64) int64 {
 // now more than authSpan units past the last sweep (Known or Tick asked
 // about a time no observation reached yet) is past every login's known_for.
 func (m *Memory) knownAt(r *record, now int64) bool {
-	if m.knownUnits <= 0 || (now-m.sweptAt)/m.authUnit > authSpan {
+	return m.knownEnc(r, m.authNow(now))
+}
+
+// authNow is now encoded for knownEnc; 0 when now is past every login's
+// known_for (see knownAt).
+func (m *Memory) authNow(now int64) uint16 {
+	if m.knownUnits <= 0 || now-m.sweptAt > authSpan*m.authUnit {
+		return 0
+	}
+	return encodeAuth(now, m.authUnit)
+}
+
+func (m *Memory) knownEnc(r *record, nowEnc uint16) bool {
+	if nowEnc == 0 || r.lastAuth == 0 {
 		return false
 	}
-	a := authAge(r.lastAuth, now, m.authUnit)
-	return a >= 0 && a <= m.knownUnits
+	return authAgeEnc(r.lastAuth, nowEnc) <= m.knownUnits
 }
 
 // markAuth records a login at t if it is newer than r's.

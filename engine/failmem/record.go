@@ -230,10 +230,11 @@ func (r *record) fastSum(now int64, fastW int64) int {
 	if r.newest == 0 {
 		return 0
 	}
-	d := now/fastW - int64(r.newest)/fastW
+	base := int64(r.newest) / fastW
+	d := now/fastW - base
 	s := 0
 	for k := int64(0); k < fastBuckets && d+k < fastBuckets; k++ {
-		s += int(r.fastN[bucketOf(int64(r.newest)/fastW-k)])
+		s += int(r.fastN[bucketOf(base-k)])
 	}
 	return s
 }
