@@ -122,7 +122,10 @@ type Options struct {
 	FindTime        time.Duration //
 	SlowMaxFailures int           // failures and unanswered challenges in SlowFindTime that ban; 0 off
 	SlowFindTime    time.Duration
-	EnumAccounts    int // distinct accounts tried that ban; 0 off
+	// EnumAccounts is the distinct accounts tried that ban (0 off); counted
+	// exactly up to 4, past that a repeated name may count again (never
+	// fewer: record.addAccount).
+	EnumAccounts int
 	// ChallengeTimeout is how long a challenge for a real account may wait
 	// for its answer (SuccessfulAuth or ChallengeResponseFailed) before it
 	// counts as unanswered. A phone answers within its retransmission
@@ -703,7 +706,8 @@ func (m *Memory) Known(addr netip.Addr, now time.Time) bool {
 	return r != nil && m.knownAt(r, now.Unix())
 }
 
-// Blind returns how many blind challenge responses addr sent (0 if untracked).
+// Blind returns how many blind challenge responses addr sent (0 if
+// untracked), up to 7 (the count saturates: record.bits).
 func (m *Memory) Blind(addr netip.Addr) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -713,7 +717,9 @@ func (m *Memory) Blind(addr netip.Addr) int {
 	return 0
 }
 
-// Unanswered returns how many challenges addr never answered (0 if untracked).
+// Unanswered returns how many challenges addr never answered (0 if
+// untracked), up to 15 (the count saturates; the slow window counts them
+// all).
 func (m *Memory) Unanswered(addr netip.Addr) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()

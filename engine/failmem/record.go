@@ -7,12 +7,13 @@ package failmem
 // bucket indices (mod 2^16) derived from them; counts saturate instead of
 // wrapping.
 //
-// From the 48-byte record of 5b184bf it saves 8 bytes, each without
-// changing a decision at the defaults:
+// From the 48-byte record of 5b184bf it saves 8 bytes; no decision at the
+// defaults changes, except that known lasts up to 74 s past known_for:
 //   - the fast buckets' base is derived from newest (every failure moves
 //     both), 2 bytes;
 //   - lastAuth is kept in 16 bits, in units of known_for/16384 (37 s at
-//     7 days), with the sweep that clears it before it could wrap
+//     7 days: known for 7 days and at most 74 s more; to the second up to
+//     4.5 h), with a sweep that clears it before it could wrap
 //     (lastauth.go), 2 bytes;
 //   - three account fingerprints instead of four: enumeration is exact up to
 //     enum_accounts 4 (default 3; it was 5), past it the sketch over-counts
@@ -26,11 +27,11 @@ type record struct {
 	// before it (seconds, gapNone when older than any find_time or absent).
 	newest uint32
 	gaps   [ringSize - 1]uint16
-	// lastAuth is when the address last authenticated successfully, encoded
-	// by Memory.encodeAuth (0 = never).
+	// lastAuth is when the address last authenticated successfully, as
+	// encodeAuth puts it on a 16-bit circle (0 = never; lastauth.go).
 	lastAuth uint16
 	// slowBase is the newest slow bucket's index mod 2^16 (the fast
-	// buckets' base is newest's bucket: fastBase).
+	// buckets' base is newest's bucket, not kept: addFailure).
 	slowBase uint16
 	// pendSince is the Unix second (mod 2^16) of the oldest challenge for
 	// a real account still waiting for its answer; pendN how many wait.
