@@ -217,7 +217,14 @@ func (r *record) addFailure(t uint32, proven bool, fastW int64) {
 	addSat(&r.fastN[bucketOf(now)], 1)
 }
 
+// addSlow counts n in the slow bucket of index idx. A window's first count
+// sets its base: left at 0, a base more than 2^15 buckets behind idx would
+// never move (idx would look older) and the window would count its
+// failures forever, as the 48-byte record did (TestFirstCountSetsWindowBase).
 func (r *record) addSlow(idx uint16, n uint8) {
+	if r.slowN == ([slowBuckets]uint8{}) {
+		r.slowBase = idx
+	}
 	addSat(&r.slowN[int(advance(&r.slowBase, r.slowN[:], idx))%slowBuckets], n)
 }
 
