@@ -228,9 +228,12 @@ type Memory struct {
 	// (lastauth.go); sweptAt is when sweepAuth last ran.
 	authUnit, knownUnits int64
 	sweptAt              int64
-	queue                []pendingEntry // challenges waiting for their timeout, in deadline order
-	qHead                int
-	overflow             uint64
+	// inst caches the bucket indices of one second (instOK: valid).
+	inst     instant
+	instOK   bool
+	queue    []pendingEntry // challenges waiting for their timeout, in deadline order
+	qHead    int
+	overflow uint64
 }
 
 var accountSeed = maphash.MakeSeed()
@@ -306,6 +309,7 @@ func (m *Memory) SetOptions(o Options) error {
 
 func (m *Memory) setOptions(o Options) {
 	m.o = o
+	m.instOK = false
 	m.fastW = ceilDiv(int64(o.FindTime/time.Second), 3)
 	m.slowW = ceilDiv(int64(max(o.SlowFindTime, 7*time.Second)/time.Second), 7)
 	m.horizon = int64(max(o.FindTime, o.SlowFindTime) / time.Second)
@@ -324,6 +328,24 @@ func (m *Memory) setOptions(o Options) {
 }
 
 func ceilDiv(a, b int64) int64 { return max((a+b-1)/b, 1) }
+
+// instant is a time's bucket indices and login encoding, worked out once
+// per second (a flood's events share it) rather than with three divisions
+// per event.
+type instant struct {
+	sec  int64  // Unix seconds
+	fast int64  // sec / fastW
+	slow uint16 // sec / slowW, mod 2^16
+	auth uint16 // authNow(sec)
+}
+
+func (m *Memory) at(now int64) *instant {
+	if !m.instOK || m.inst.sec != now {
+		m.inst = instant{sec: now, fast: now / m.fastW, slow: uint16(now / m.slowW), auth: m.authNow(now)}
+		m.instOK = true
+	}
+	return &m.inst
+}
 
 // Stats returns the counters.
 func (m *Memory) Stats() Stats {
@@ -400,8 +422,7 @@ func evictOne[K addrKey](m *Memory, t *table[K]) bool {
 	if t.n == 0 {
 		return false
 	}
-	now := m.clock
-	nowAuth := m.authNow(now)
+	in := *m.at(m.clock)
 	var zero K
 	best, bestScore := -1, uint64(1<<64-1)
 	i := m.rng.IntN(len(t.slots))
@@ -411,7 +432,7 @@ func evictOne[K addrKey](m *Memory, t *table[K]) bool {
 		}
 		if t.slots[i].key != zero {
 			seen++
-			if s := m.keepScore(&t.slots[i].rec, now, nowAuth); s < bestScore {
+			if s := m.keepScore(&t.slots[i].rec, &in); s < bestScore {
 				best, bestScore = i, s
 			}
 		}
@@ -430,9 +451,9 @@ func evictOne[K addrKey](m *Memory, t *table[K]) bool {
 // window, then the least progress toward a ban (relative to each
 // threshold), older before newer; known addresses last, since forgetting
 // one would expose its phone to forged failures.
-func (m *Memory) keepScore(r *record, now int64, nowAuth uint16) uint64 {
-	fast := m.fastCount(r, now)
-	slow := r.slowSum(uint16(now / m.slowW))
+func (m *Memory) keepScore(r *record, in *instant) uint64 {
+	fast := m.fastCount(r, in)
+	slow := r.slowSum(in.slow)
 	var progress uint64
 	if fast > 0 || slow > 0 || r.pendN > 0 {
 		p := fast * 1000 / m.o.MaxFailures
@@ -445,7 +466,7 @@ func (m *Memory) keepScore(r *record, now int64, nowAuth uint16) uint64 {
 		progress = uint64(min(p, 1<<20)) + 1
 	}
 	score := progress << 32
-	if m.knownEnc(r, nowAuth) {
+	if m.knownEnc(r, in.auth) {
 		score |= 1 << 63
 	}
 	// Newer slow buckets keep longer among equals.
@@ -454,12 +475,12 @@ func (m *Memory) keepScore(r *record, now int64, nowAuth uint16) uint64 {
 
 // fastCount is the failures in find_time: exact from the ring when
 // max_failures fits in it, else the buckets' count.
-func (m *Memory) fastCount(r *record, now int64) int {
+func (m *Memory) fastCount(r *record, in *instant) int {
 	if m.o.MaxFailures <= ringSize {
-		all, _ := r.recentIn(now, int64(m.o.FindTime/time.Second))
+		all, _ := r.recentIn(in.sec, int64(m.o.FindTime/time.Second))
 		return all
 	}
-	return r.fastSum(now, m.fastW)
+	return r.fastSum(in.fast, m.fastW)
 }
 
 // Observe records one event of addr and returns the verdict.
@@ -496,7 +517,7 @@ type pendingCheck struct {
 
 func (m *Memory) observe(r *record, addr netip.Addr, o Observation, now int64) (Verdict, pendingCheck) {
 	var v Verdict
-	si := uint16(now / m.slowW)
+	in := *m.at(now)
 	// No failure for longer than every window (exact, from the ring's
 	// newest): accounts tried before no longer count toward enumeration (a
 	// phone with three lines failing once a week is not enumerating users).
@@ -504,10 +525,10 @@ func (m *Memory) observe(r *record, addr netip.Addr, o Observation, now int64) (
 	if quiet && r.distinct > 0 {
 		r.resetAccounts()
 	}
-	if quiet && r.flags() != 0 && r.fastSum(now, m.fastW) == 0 && r.slowSum(si) == 0 && r.pendN == 0 {
+	if quiet && r.flags() != 0 && r.fastSum(in.fast, m.fastW) == 0 && r.slowSum(in.slow) == 0 && r.pendN == 0 {
 		r.setFlags(0) // a new spell: notes may be said again
 	}
-	realized := m.settle(r, now)
+	realized := m.settle(r, &in)
 	counted := false
 	switch o.Kind {
 	case ChallengeSent:
@@ -526,9 +547,9 @@ func (m *Memory) observe(r *record, addr netip.Addr, o Observation, now int64) (
 			r.pendN--
 		}
 		if now > 0 && now < 1<<32 {
-			r.addFailure(uint32(now), o.Transport.proven(), m.fastW)
+			r.addFailure(uint32(now), o.Transport.proven(), m.fastW, in.fast)
 		}
-		r.addSlow(si, 1)
+		r.addSlow(in.slow, 1)
 		r.setFlags(r.flags() | flagOtherFailure)
 		if o.Account != 0 {
 			r.addAccount(o.Account)
@@ -545,20 +566,20 @@ func (m *Memory) observe(r *record, addr netip.Addr, o Observation, now int64) (
 	if !counted && realized == 0 {
 		return v, pendingCheck{}
 	}
-	return v, m.check(r, now)
+	return v, m.check(r, &in)
 }
 
 // check reads the windows after a change; the known rule is applied by
 // finish, outside the lock.
-func (m *Memory) check(r *record, now int64) pendingCheck {
-	c := pendingCheck{slow: r.slowSum(uint16(now / m.slowW)), enum: int(r.distinct)}
+func (m *Memory) check(r *record, in *instant) pendingCheck {
+	c := pendingCheck{slow: r.slowSum(in.slow), enum: int(r.distinct)}
 	// The proven rule reads the ring; with max_failures above its size it
 	// bans at ringSize proven failures (stricter, never later).
-	_, c.proven = r.recentIn(now, int64(m.o.FindTime/time.Second))
-	c.fast = m.fastCount(r, now)
-	c.fastAny = r.fastSum(now, m.fastW)
+	_, c.proven = r.recentIn(in.sec, int64(m.o.FindTime/time.Second))
+	c.fast = m.fastCount(r, in)
+	c.fastAny = r.fastSum(in.fast, m.fastW)
 	c.unansweredOnly = r.flags()&flagOtherFailure == 0 && r.unanswered() > 0
-	c.knownByAuth = m.knownAt(r, now)
+	c.knownByAuth = m.knownEnc(r, in.auth)
 	crossed := c.fast >= m.o.MaxFailures ||
 		(m.o.SlowMaxFailures > 0 && c.slow >= m.o.SlowMaxFailures) ||
 		(m.o.EnumAccounts > 0 && c.enum >= m.o.EnumAccounts) ||
@@ -621,17 +642,17 @@ func (m *Memory) finish(addr netip.Addr, v Verdict, c pendingCheck) Verdict {
 
 // settle realizes the challenges that waited longer than the timeout as
 // unanswered: each counts in the slow window. It returns how many.
-func (m *Memory) settle(r *record, now int64) int {
+func (m *Memory) settle(r *record, in *instant) int {
 	if r.pendN == 0 {
 		return 0
 	}
-	age := int64(uint16(now) - r.pendSince)
+	age := int64(uint16(in.sec) - r.pendSince)
 	if age <= int64(m.o.ChallengeTimeout/time.Second) {
 		return 0
 	}
 	n := r.pendN
 	r.pendN = 0
-	r.addSlow(uint16(now/m.slowW), n)
+	r.addSlow(in.slow, n)
 	r.addUnanswered(n)
 	return int(n)
 }
@@ -668,8 +689,8 @@ func (m *Memory) Tick(now time.Time, fn func(netip.Addr, Verdict)) {
 		addr := netip.AddrFrom16(e.key).Unmap()
 		var c pendingCheck
 		if r := m.recRef(addr, false); r != nil {
-			if m.settle(r, sec) > 0 {
-				c = m.check(r, sec)
+			if m.settle(r, m.at(sec)) > 0 {
+				c = m.check(r, m.at(sec))
 			} else if r.pendN > 0 {
 				// Answered, and newer challenges wait: their own deadline.
 				since := sec - int64(uint16(sec)-r.pendSince)

@@ -106,14 +106,14 @@ func (m *Memory) markAuth(r *record, t int64) {
 // and all are cleared before any could alias.
 func (m *Memory) sweepAuth(now int64) {
 	if m.sweptAt == 0 {
-		m.sweptAt = now
+		m.sweptAt, m.instOK = now, false
 		return
 	}
 	elapsed := now - m.sweptAt
 	if elapsed < 1 {
 		return
 	}
-	m.sweptAt = now
+	m.sweptAt, m.instOK = now, false // authNow depends on sweptAt
 	period := authSweepUnits * m.authUnit
 	all := elapsed/m.authUnit > authSpan // every login is older than that
 	sweepTable(m.v4, now, elapsed, period, m.authUnit, all)

@@ -201,11 +201,17 @@ func sumBuckets(base uint16, n []uint8, idx uint16) int {
 // addFailure counts a failure at t (Unix seconds, 0 < t < 2^32) in the ring
 // and the fast buckets. The buckets between the old newest's and the new
 // one's are cleared, from the exact times (no wrap of a 16-bit index).
-func (r *record) addFailure(t uint32, proven bool, fastW int64) {
-	was := int64(r.newest) / fastW
-	first := r.newest == 0
+//
+// nowFast is t / fastW (worked out once per second: instant).
+func (r *record) addFailure(t uint32, proven bool, fastW, nowFast int64) {
+	old := r.newest
+	was := int64(old) / fastW
+	first := old == 0
 	r.addRecent(t, proven)
-	now := int64(r.newest) / fastW
+	now := was
+	if r.newest != old {
+		now = nowFast // newest moved to t
+	}
 	switch d := now - was; {
 	case first || d >= fastBuckets:
 		clear(r.fastN[:])
@@ -232,14 +238,15 @@ func (r *record) addSlow(idx uint16, n uint8) {
 // first buckets after 1970).
 func bucketOf(i int64) int { return int((i%fastBuckets + fastBuckets) % fastBuckets) }
 
-// fastSum is the count of the fast buckets within fastBuckets of now's.
-// A now before newest (a clock step back) counts them all.
-func (r *record) fastSum(now int64, fastW int64) int {
+// fastSum is the count of the fast buckets within fastBuckets of now's
+// (nowFast: now / fastW). A now before newest (a clock step back) counts
+// them all.
+func (r *record) fastSum(nowFast, fastW int64) int {
 	if r.newest == 0 {
 		return 0
 	}
 	base := int64(r.newest) / fastW
-	d := now/fastW - base
+	d := nowFast - base
 	s := 0
 	for k := int64(0); k < fastBuckets && d+k < fastBuckets; k++ {
 		s += int(r.fastN[bucketOf(base-k)])

@@ -16,10 +16,12 @@ type slot[K addrKey] struct {
 // maxLoadNum/maxLoadDen is the fill at which a table grows (or, at its
 // largest, evicts): linear probing stays short at 7/8 with a seeded hash,
 // and an address then costs 44 / (7/8) ≈ 50 bytes (IPv4), 56 / (7/8) = 64
-// (IPv6). A higher load was weighed: with linear probing a miss (every new
-// source of a flood) probes (1+1/(1-a)^2)/2 slots, 32 at 7/8 and 128 at
-// 15/16; Robin Hood probing would shorten misses but not hits, and 64 B at
-// 7/8 came from the record instead (record.go).
+// (IPv6). A higher load was measured instead: at 15/16 (IPv6 60 B/address)
+// a lookup that misses took 1.4-1.7× as long at a million addresses, and a
+// new source's Observe (miss, evict, insert) 1.25-1.45× (BenchmarkLookupMiss1M,
+// BenchmarkObserveNew1M, same run, medians of 10): a miss probes
+// (1+1/(1-a)^2)/2 slots, 32 at 7/8 and 128 at 15/16. Robin Hood probing
+// would shorten the misses, not the hits; the 64 bytes came from the record.
 const maxLoadNum, maxLoadDen = 7, 8
 
 // table is an open-addressing hash table with linear probing and
