@@ -205,7 +205,7 @@ func sumBuckets(base uint16, n []uint8, idx uint16) int {
 // nowFast is t / fastW (worked out once per second: instant).
 func (r *record) addFailure(t uint32, proven bool, fastW, nowFast int64) {
 	old := r.newest
-	was := int64(old) / fastW
+	was := bucketAt(int64(old), nowFast, fastW)
 	first := old == 0
 	r.addRecent(t, proven)
 	now := was
@@ -234,6 +234,15 @@ func (r *record) addSlow(idx uint16, n uint8) {
 	addSat(&r.slowN[int(advance(&r.slowBase, r.slowN[:], idx))%slowBuckets], n)
 }
 
+// bucketAt is t / fastW, without the division when t is in now's bucket
+// (nowFast): an address under attack fails within the same bucket.
+func bucketAt(t, nowFast, fastW int64) int64 {
+	if start := nowFast * fastW; t >= start && t-start < fastW {
+		return nowFast
+	}
+	return t / fastW
+}
+
 // bucketOf is the fast bucket of index i (never negative, even for the
 // first buckets after 1970).
 func bucketOf(i int64) int { return int((i%fastBuckets + fastBuckets) % fastBuckets) }
@@ -245,7 +254,7 @@ func (r *record) fastSum(nowFast, fastW int64) int {
 	if r.newest == 0 {
 		return 0
 	}
-	base := int64(r.newest) / fastW
+	base := bucketAt(int64(r.newest), nowFast, fastW)
 	d := nowFast - base
 	s := 0
 	for k := int64(0); k < fastBuckets && d+k < fastBuckets; k++ {
