@@ -44,7 +44,7 @@ func benchApply(b *testing.B, rows int, batch func(iter int) *Batch) {
 	}
 	n := float64(b.N * rows)
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/n, "ns/row")
-	b.ReportMetric(float64((cpuTime() - c0).Nanoseconds())/n, "cpu-ns/row")
+	b.ReportMetric(float64((cpuTime()-c0).Nanoseconds())/n, "cpu-ns/row")
 }
 
 // BenchmarkApplySources: a flush of 10,000 source rows, each with the few
