@@ -75,7 +75,8 @@ type Store struct {
 	// Now is the clock used for "active" (unexpired) queries; tests replace it.
 	Now func() time.Time
 
-	writes writeHealth // Apply's results, for WriteHealth (check.go)
+	writes  writeHealth // Apply's results, for WriteHealth (check.go)
+	inserts insertStmts // the bulk tables' multi-row INSERTs (multirow.go)
 }
 
 const schema = `
@@ -249,7 +250,10 @@ func OpenReadOnly(path string) (*Store, error) {
 }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.inserts.close()
+	return s.db.Close()
+}
 
 // Path is the file the store was opened from.
 func (s *Store) Path() string { return s.path }
@@ -373,12 +377,23 @@ func (s *Store) Apply(ctx context.Context, b *Batch) (err error) {
 		return nil
 	}
 	defer func() { s.writes.note(ctx, err) }()
+	for _, t := range []struct {
+		m    *multiInsert
+		rows int
+	}{{insertSources, len(b.Sources)}, {insertBans, len(b.Bans)}, {insertEvents, len(b.Events)}} {
+		if t.rows > 0 {
+			if err := s.inserts.prepare(ctx, s.db, t.m); err != nil {
+				return err
+			}
+		}
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("state: begin: %w", err)
 	}
 	defer tx.Rollback()
-	if err := applyTx(ctx, tx, b, s.Now()); err != nil {
+	w := &rowWriter{ctx: ctx, tx: tx, stmts: &s.inserts, args: make([]any, 0, rowsPerInsert*insertSources.cols)}
+	if err := applyTx(ctx, w, b, s.Now()); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
@@ -387,48 +402,35 @@ func (s *Store) Apply(ctx context.Context, b *Batch) (err error) {
 	return nil
 }
 
-func applyTx(ctx context.Context, tx *sql.Tx, b *Batch, now time.Time) error {
-	if len(b.Sources) > 0 {
-		st, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO sources
-			(addr, session, first_seen, last_seen, auth_ok, auth_failed, unknown_account, acl, other, injection,
-			 accounts, distinct_accounts, last_ua, last_service) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`)
-		if err != nil {
-			return fmt.Errorf("state: %w", err)
-		}
-		defer st.Close()
-		for _, u := range b.Sources {
-			src := &u.Source
-			acc, _ := json.Marshal(nonNil(src.Accounts))
-			c := src.Counts
-			if _, err := st.ExecContext(ctx, src.Addr.String(), u.Session, ns(src.FirstSeen), ns(src.LastSeen),
-				c.AuthOK, c.AuthFailed, c.UnknownAccount, c.ACL, c.Other, c.Injection,
-				string(acc), src.DistinctAccounts, src.LastUserAgent, src.LastService); err != nil {
-				return fmt.Errorf("state: writing source %s: %w", src.Addr, err)
-			}
-		}
+func applyTx(ctx context.Context, w *rowWriter, b *Batch, now time.Time) error {
+	tx := w.tx
+	if err := w.insert(insertSources, len(b.Sources), func(args []any, i int) []any {
+		u := &b.Sources[i]
+		src := &u.Source
+		acc, _ := json.Marshal(nonNil(src.Accounts))
+		c := &src.Counts
+		return append(args, src.Addr.String(), u.Session, ns(src.FirstSeen), ns(src.LastSeen),
+			int64(c.AuthOK), int64(c.AuthFailed), int64(c.UnknownAccount), int64(c.ACL), int64(c.Other), int64(c.Injection),
+			string(acc), int64(src.DistinctAccounts), src.LastUserAgent, src.LastService)
+	}, func(lo, hi int) string {
+		return rowsNamed("sources", b.Sources[lo].Source.Addr, b.Sources[hi-1].Source.Addr, hi-lo)
+	}); err != nil {
+		return err
 	}
-	if len(b.Bans) > 0 {
-		// Prepared once per batch: a ban burst is thousands of rows, and
-		// preparing each one cost as much as running it.
-		st, err := tx.PrepareContext(ctx, `INSERT INTO bans (addr, until, offences, reason, created, monitor, origin, uid) VALUES (?,?,?,?,?,?,?,?)
-			ON CONFLICT(addr) DO UPDATE SET until=excluded.until, offences=max(bans.offences, excluded.offences),
-			reason=excluded.reason, created=excluded.created, monitor=excluded.monitor, origin=excluded.origin, uid=excluded.uid`)
-		if err != nil {
-			return fmt.Errorf("state: %w", err)
+	if err := w.insert(insertBans, len(b.Bans), func(args []any, i int) []any {
+		bn := &b.Bans[i]
+		origin, uid := bn.Origin, bn.UID
+		if origin == "" {
+			origin = OriginEngine
 		}
-		defer st.Close()
-		for _, bn := range b.Bans {
-			origin, uid := bn.Origin, bn.UID
-			if origin == "" {
-				origin = OriginEngine
-			}
-			if origin == OriginEngine {
-				uid = NoUID
-			}
-			if _, err := st.ExecContext(ctx, bn.Addr.String(), ns(bn.Until), bn.Offences, bn.Reason, ns(bn.Created), bn.Monitor, origin, uid); err != nil {
-				return fmt.Errorf("state: writing ban %s: %w", bn.Addr, err)
-			}
+		if origin == OriginEngine {
+			uid = NoUID
 		}
+		return append(args, bn.Addr.String(), ns(bn.Until), int64(bn.Offences), bn.Reason, ns(bn.Created), bn.Monitor, origin, int64(uid))
+	}, func(lo, hi int) string {
+		return rowsNamed("bans", b.Bans[lo].Addr, b.Bans[hi-1].Addr, hi-lo)
+	}); err != nil {
+		return err
 	}
 	for _, a := range b.Lifts {
 		if _, err := tx.ExecContext(ctx, `UPDATE bans SET until=? WHERE addr=? AND until > ?`,
@@ -468,19 +470,20 @@ func applyTx(ctx context.Context, tx *sql.Tx, b *Batch, now time.Time) error {
 			return fmt.Errorf("state: writing flag %s: %w", f.Addr, err)
 		}
 	}
-	if len(b.Events) > 0 {
-		st, err := tx.PrepareContext(ctx, `INSERT INTO events (time, addr, type, kind, service, account, decision) VALUES (?,?,?,?,?,?,?)`)
-		if err != nil {
-			return fmt.Errorf("state: %w", err)
-		}
-		defer st.Close()
-		for _, ev := range b.Events {
-			if _, err := st.ExecContext(ctx, ns(ev.Time), ev.Addr.String(), ev.Type, ev.Kind, ev.Service, ev.Account, ev.Decision); err != nil {
-				return fmt.Errorf("state: writing event: %w", err)
-			}
-		}
+	return w.insert(insertEvents, len(b.Events), func(args []any, i int) []any {
+		ev := &b.Events[i]
+		return append(args, ns(ev.Time), ev.Addr.String(), ev.Type, ev.Kind, ev.Service, ev.Account, ev.Decision)
+	}, func(lo, hi int) string {
+		return rowsNamed("events", b.Events[lo].Addr, b.Events[hi-1].Addr, hi-lo)
+	})
+}
+
+// rowsNamed names the rows of one failed multi-row INSERT for its error.
+func rowsNamed(table string, first, last netip.Addr, n int) string {
+	if n == 1 {
+		return fmt.Sprintf("%s row %s", table, first)
 	}
-	return nil
+	return fmt.Sprintf("%d %s rows %s..%s", n, table, first, last)
 }
 
 func nonNil(a []activity.AccountCount) []activity.AccountCount {

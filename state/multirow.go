@@ -1,0 +1,205 @@
+package state
+
+// Multi-row INSERTs for the writer's bulk tables (sources, bans, events).
+//
+// A ban burst is thousands of rows per transaction, and with one Exec per
+// row most of the writer's CPU went to database/sql and the driver, not to
+// SQLite: converting and boxing each argument, binding through the C ABI,
+// a context watcher per Exec (issue 11: applyTx was 41.6 % of the daemon's
+// CPU in the 100k-source flood, ~13 µs per row). One statement carrying
+// rowsPerInsert rows pays the per-Exec part once per chunk.
+//
+// SQLite runs `INSERT ... VALUES (...),(...)` row after row, in order: a
+// later row for the same key replaces the earlier one (INSERT OR REPLACE),
+// and an upsert's DO UPDATE sees what the rows before it wrote — the same
+// results as one Exec per row (TestMultiRowOrder proves it).
+//
+// A multi-row statement that may abort half-way gets a statement journal:
+// SQLite first copies each page it touches, to undo that statement alone,
+// and past 64 KiB the copy goes to a temp file (13 % of
+// BenchmarkApplyEventRows' CPU). The writer never keeps half a
+// transaction — any error rolls the whole batch back — so the events insert
+// says OR FAIL, which needs no undo. The sources' OR REPLACE and the bans'
+// DO UPDATE may abort on NOT NULL whatever they are told, and keep their
+// journal: splitting REPLACE into a DELETE and an INSERT OR FAIL cost as
+// much as the journal it saved (measured, not kept).
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math/bits"
+	"strings"
+	"sync"
+)
+
+// rowsPerInsert is the most rows one INSERT carries. At 128 the per-Exec
+// overhead (~5 µs) is spread to ~40 ns a row, and BenchmarkApplySources
+// found no gain in going higher; the widest table (sources, 14 columns)
+// needs 1,792 parameters, far under SQLITE_MAX_VARIABLE_NUMBER (32,766 in
+// modernc.org/sqlite's build; multi-row VALUES are not bound by
+// SQLITE_MAX_COMPOUND_SELECT since SQLite 3.8.8). A power of two, so that
+// a batch's tail is written with the cached statements for 64, 32, …, 1
+// rows (at most 7 more Execs) instead of preparing a statement of the
+// tail's exact size in every flush: the daemon flushes every 100 ms, and
+// most flushes are a tail.
+const rowsPerInsert = 1 << maxInsertExp
+
+const (
+	maxInsertExp = 7                // rowsPerInsert = 2^7
+	insertSizes  = maxInsertExp + 1 // statements per table: 1, 2, 4, …, rowsPerInsert rows
+)
+
+// multiInsert is one table's INSERT, written out for any number of rows.
+type multiInsert struct {
+	table  string // for errors
+	prefix string // up to and including VALUES
+	cols   int    // placeholders per row
+	suffix string // what follows the rows (an ON CONFLICT clause), or ""
+}
+
+// query is the statement for rows rows.
+func (m *multiInsert) query(rows int) string {
+	tuple := "(" + strings.Repeat("?,", m.cols-1) + "?)"
+	var q strings.Builder
+	q.Grow(len(m.prefix) + rows*(len(tuple)+1) + len(m.suffix))
+	q.WriteString(m.prefix)
+	for i := range rows {
+		if i > 0 {
+			q.WriteByte(',')
+		}
+		q.WriteString(tuple)
+	}
+	q.WriteString(m.suffix)
+	return q.String()
+}
+
+// The columns and conflict clauses are those of the one-row statements the
+// writer used before, so the rows written are the same
+// (TestMultiRowMatchesOneByOne); events' OR FAIL differs from the plain
+// INSERT only in leaving a failed statement's earlier rows in a
+// transaction that is then rolled back.
+var (
+	insertSources = &multiInsert{
+		table: "sources",
+		prefix: `INSERT OR REPLACE INTO sources
+			(addr, session, first_seen, last_seen, auth_ok, auth_failed, unknown_account, acl, other, injection,
+			 accounts, distinct_accounts, last_ua, last_service) VALUES `,
+		cols: 14,
+	}
+	insertBans = &multiInsert{
+		table:  "bans",
+		prefix: `INSERT INTO bans (addr, until, offences, reason, created, monitor, origin, uid) VALUES `,
+		cols:   8,
+		suffix: `
+			ON CONFLICT(addr) DO UPDATE SET until=excluded.until, offences=max(bans.offences, excluded.offences),
+			reason=excluded.reason, created=excluded.created, monitor=excluded.monitor, origin=excluded.origin, uid=excluded.uid`,
+	}
+	insertEvents = &multiInsert{
+		table:  "events",
+		prefix: `INSERT OR FAIL INTO events (time, addr, type, kind, service, account, decision) VALUES `,
+		cols:   7,
+	}
+)
+
+// insertStmts keeps each table's statements prepared on the database for
+// the store's life. database/sql prepares a statement again on each pooled
+// connection it meets, once, and Tx.StmtContext reuses it on the
+// transaction's connection; the modernc driver keeps the compiled SQLite
+// statement and only resets it between Execs.
+type insertStmts struct {
+	mu     sync.Mutex // guards byKind
+	byKind map[*multiInsert][]*sql.Stmt
+}
+
+// prepare makes sure m's statements exist. Apply calls it before it begins
+// its transaction: prepared inside, they would need a second connection
+// while the transaction holds the first.
+func (c *insertStmts) prepare(ctx context.Context, db *sql.DB, m *multiInsert) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.byKind[m] != nil {
+		return nil
+	}
+	sts := make([]*sql.Stmt, insertSizes)
+	for i := range sts {
+		st, err := db.PrepareContext(ctx, m.query(1<<i))
+		if err != nil {
+			for _, p := range sts[:i] {
+				p.Close()
+			}
+			return fmt.Errorf("state: preparing the %s insert: %w", m.table, err)
+		}
+		sts[i] = st
+	}
+	if c.byKind == nil {
+		c.byKind = map[*multiInsert][]*sql.Stmt{}
+	}
+	c.byKind[m] = sts
+	return nil
+}
+
+// get returns m's statement for 1<<i rows, or nil if prepare did not run.
+func (c *insertStmts) get(m *multiInsert, i int) *sql.Stmt {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if sts := c.byKind[m]; sts != nil {
+		return sts[i]
+	}
+	return nil
+}
+
+// close closes every statement (Store.Close, before the database).
+func (c *insertStmts) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, sts := range c.byKind {
+		for _, st := range sts {
+			st.Close()
+		}
+	}
+	c.byKind = nil
+}
+
+// rowWriter writes one batch's rows of the bulk tables inside tx, reusing
+// one argument slice for every chunk.
+type rowWriter struct {
+	ctx   context.Context
+	tx    *sql.Tx
+	stmts *insertStmts
+	args  []any
+}
+
+// insert writes n rows of m, in order: put appends row i's values (m.cols
+// of them, int64/string/bool: the types database/sql passes through
+// without reflection) to args. what names rows lo..hi-1 in an error.
+func (w *rowWriter) insert(m *multiInsert, n int, put func(args []any, i int) []any, what func(lo, hi int) string) error {
+	var txStmts [insertSizes]*sql.Stmt // by size exponent; closed with the transaction
+	for lo := 0; lo < n; {
+		// The largest cached size that fits what is left: full chunks, then
+		// the tail's binary digits, largest first.
+		exp := min(bits.Len(uint(n-lo)), insertSizes) - 1
+		rows := 1 << exp
+		st := txStmts[exp]
+		if st == nil {
+			if parent := w.stmts.get(m, exp); parent != nil {
+				st = w.tx.StmtContext(w.ctx, parent)
+			} else {
+				var err error
+				if st, err = w.tx.PrepareContext(w.ctx, m.query(rows)); err != nil {
+					return fmt.Errorf("state: preparing the %s insert: %w", m.table, err)
+				}
+			}
+			txStmts[exp] = st
+		}
+		w.args = w.args[:0]
+		for i := lo; i < lo+rows; i++ {
+			w.args = put(w.args, i)
+		}
+		if _, err := st.ExecContext(w.ctx, w.args...); err != nil {
+			return fmt.Errorf("state: writing %s: %w", what(lo, lo+rows), err)
+		}
+		lo += rows
+	}
+	return nil
+}
