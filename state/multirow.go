@@ -168,6 +168,7 @@ type rowWriter struct {
 	tx    *sql.Tx
 	stmts *insertStmts
 	args  []any
+	json  []byte // one row's accounts column, reused
 }
 
 // insert writes n rows of m, in order: put appends row i's values (m.cols

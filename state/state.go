@@ -407,11 +407,11 @@ func applyTx(ctx context.Context, w *rowWriter, b *Batch, now time.Time) error {
 	if err := w.insert(insertSources, len(b.Sources), func(args []any, i int) []any {
 		u := &b.Sources[i]
 		src := &u.Source
-		acc, _ := json.Marshal(nonNil(src.Accounts))
+		w.json = appendAccountsJSON(w.json[:0], src.Accounts)
 		c := &src.Counts
 		return append(args, src.Addr.String(), u.Session, ns(src.FirstSeen), ns(src.LastSeen),
 			int64(c.AuthOK), int64(c.AuthFailed), int64(c.UnknownAccount), int64(c.ACL), int64(c.Other), int64(c.Injection),
-			string(acc), int64(src.DistinctAccounts), src.LastUserAgent, src.LastService)
+			string(w.json), int64(src.DistinctAccounts), src.LastUserAgent, src.LastService)
 	}, func(lo, hi int) string {
 		return rowsNamed("sources", b.Sources[lo].Source.Addr, b.Sources[hi-1].Source.Addr, hi-lo)
 	}); err != nil {
