@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"math/rand/v2"
 	"net/netip"
 	"path/filepath"
 	"strconv"
@@ -48,8 +49,20 @@ func benchApply(b *testing.B, rows int, batch func(iter int) *Batch) {
 }
 
 // BenchmarkApplySources: a flush of 10,000 source rows, each with the few
-// accounts a scanner tries (the aggregate's JSON column included).
-func BenchmarkApplySources(b *testing.B) {
+// accounts a scanner tries (the aggregate's JSON column included), in
+// address order (the flood harness's sources count up).
+func BenchmarkApplySources(b *testing.B) { benchApplySources(b, nil) }
+
+// BenchmarkApplySourcesRandom: the same rows in a new random order each
+// flush, as an attack from addresses all over the Internet hands them over.
+func BenchmarkApplySourcesRandom(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 2))
+	benchApplySources(b, func(rows []SourceUpdate) {
+		r.Shuffle(len(rows), func(i, j int) { rows[i], rows[j] = rows[j], rows[i] })
+	})
+}
+
+func benchApplySources(b *testing.B, reorder func([]SourceUpdate)) {
 	rows := make([]SourceUpdate, benchRowsPerBatch)
 	for i := range rows {
 		s := activity.Source{Addr: benchAddr(i), FirstSeen: t0, LastSeen: t0.Add(time.Second), LastService: "PJSIP", LastUserAgent: "friendly-scanner"}
@@ -61,6 +74,9 @@ func BenchmarkApplySources(b *testing.B) {
 		rows[i] = SourceUpdate{Session: int64(i), Source: s}
 	}
 	benchApply(b, len(rows), func(iter int) *Batch {
+		if reorder != nil {
+			reorder(rows)
+		}
 		// Each flush moves last_seen on, as the engine's would.
 		for i := range rows {
 			rows[i].Source.LastSeen = t0.Add(time.Duration(iter) * time.Second)

@@ -25,10 +25,12 @@ package state
 // much as the journal it saved (measured, not kept).
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
 	"math/bits"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -203,4 +205,37 @@ func (w *rowWriter) insert(m *multiInsert, n int, put func(args []any, i int) []
 		lo += rows
 	}
 	return nil
+}
+
+// sourceKey is a sources row's primary key as the table's index orders it
+// (addr's text, byte by byte, then session), and where the row is in the
+// batch.
+type sourceKey struct {
+	addr    string
+	session int64
+	row     int
+}
+
+// sourcesByKey is the order to write rows in: by primary key, and the
+// batch's order among rows of one key, so that the last still replaces the
+// others. In key order the index pages a batch touches are each visited
+// once, instead of once per row in a random order: an attack's addresses
+// come in no order, and random order cost 2.5x as much CPU a row
+// (BenchmarkApplySourcesRandom). Only rowids differ from writing in the
+// batch's order, and nothing reads sources by rowid.
+func sourcesByKey(rows []SourceUpdate) []sourceKey {
+	keys := make([]sourceKey, len(rows))
+	for i := range rows {
+		keys[i] = sourceKey{rows[i].Source.Addr.String(), rows[i].Session, i}
+	}
+	slices.SortFunc(keys, func(a, b sourceKey) int {
+		if c := strings.Compare(a.addr, b.addr); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.session, b.session); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.row, b.row)
+	})
+	return keys
 }

@@ -1,12 +1,14 @@
 package state
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"fmt"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -98,7 +100,7 @@ func wantSourceRow(u SourceUpdate) sourceRow {
 func readSourceRows(t *testing.T, db *sql.DB) []sourceRow {
 	t.Helper()
 	rows, err := db.Query(`SELECT addr, session, first_seen, last_seen, auth_ok, auth_failed, unknown_account, acl, other, injection,
-		accounts, distinct_accounts, last_ua, last_service FROM sources ORDER BY rowid`)
+		accounts, distinct_accounts, last_ua, last_service FROM sources ORDER BY addr, session`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,9 +167,16 @@ func TestMultiRowSizes(t *testing.T) {
 			if len(got) != n {
 				t.Fatalf("%d rows, want %d", len(got), n)
 			}
+			want := make([]sourceRow, n)
+			for i, u := range b.Sources {
+				want[i] = wantSourceRow(u)
+			}
+			slices.SortFunc(want, func(a, b sourceRow) int {
+				return cmp.Or(strings.Compare(a.Addr, b.Addr), cmp.Compare(a.Session, b.Session))
+			})
 			for i, r := range got {
-				if want := wantSourceRow(b.Sources[i]); r != want {
-					t.Errorf("row %d:\n got %+v\nwant %+v", i, r, want)
+				if r != want[i] {
+					t.Errorf("row %d:\n got %+v\nwant %+v", i, r, want[i])
 				}
 			}
 			// And through the reader: accounts decode to what was written.
@@ -386,12 +395,14 @@ func applyOneByOne(t *testing.T, db *sql.DB, b *Batch) {
 	}
 }
 
-// dumpTables is every row of the bulk tables (rowid and id included) as text.
+// dumpTables is every row of the bulk tables as text: bans with their
+// rowids, events with their ids; sources in key order (they are written in
+// key order, and nothing reads them by rowid).
 func dumpTables(t *testing.T, db *sql.DB) string {
 	t.Helper()
 	var out strings.Builder
 	for _, q := range []string{
-		`SELECT rowid, * FROM sources ORDER BY rowid`,
+		`SELECT * FROM sources ORDER BY addr, session`,
 		`SELECT rowid, * FROM bans ORDER BY rowid`,
 		`SELECT * FROM events ORDER BY id`,
 		`SELECT * FROM sqlite_sequence ORDER BY name`,
@@ -411,12 +422,17 @@ func dumpTables(t *testing.T, db *sql.DB) string {
 			if err := rows.Scan(ptrs...); err != nil {
 				t.Fatal(err)
 			}
-			for i, v := range vals {
-				if b, ok := v.([]byte); ok {
-					vals[i] = string(b)
+			for _, v := range vals {
+				switch v := v.(type) {
+				case []byte:
+					fmt.Fprintf(&out, "%q ", v)
+				case string:
+					fmt.Fprintf(&out, "%q ", v)
+				default:
+					fmt.Fprintf(&out, "%v ", v)
 				}
 			}
-			fmt.Fprintf(&out, "%q\n", vals)
+			fmt.Fprintln(&out)
 		}
 		if err := rows.Err(); err != nil {
 			t.Fatal(err)
@@ -428,8 +444,8 @@ func dumpTables(t *testing.T, db *sql.DB) string {
 
 // Batches with repeated keys (in one chunk, across chunks, against rows
 // written before), at sizes around the chunk's edges, leave the database
-// exactly as the one-Exec-per-row writer did: every column, rowids and
-// event ids included.
+// exactly as the one-Exec-per-row writer did: every column, bans' rowids
+// and event ids included.
 func TestMultiRowMatchesOneByOne(t *testing.T) {
 	ctx := context.Background()
 	multi, _ := open(t)

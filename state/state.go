@@ -404,16 +404,17 @@ func (s *Store) Apply(ctx context.Context, b *Batch) (err error) {
 
 func applyTx(ctx context.Context, w *rowWriter, b *Batch, now time.Time) error {
 	tx := w.tx
-	if err := w.insert(insertSources, len(b.Sources), func(args []any, i int) []any {
-		u := &b.Sources[i]
+	sources := sourcesByKey(b.Sources)
+	if err := w.insert(insertSources, len(sources), func(args []any, i int) []any {
+		u := &b.Sources[sources[i].row]
 		src := &u.Source
 		w.json = appendAccountsJSON(w.json[:0], src.Accounts)
 		c := &src.Counts
-		return append(args, src.Addr.String(), u.Session, ns(src.FirstSeen), ns(src.LastSeen),
+		return append(args, sources[i].addr, u.Session, ns(src.FirstSeen), ns(src.LastSeen),
 			int64(c.AuthOK), int64(c.AuthFailed), int64(c.UnknownAccount), int64(c.ACL), int64(c.Other), int64(c.Injection),
 			string(w.json), int64(src.DistinctAccounts), src.LastUserAgent, src.LastService)
 	}, func(lo, hi int) string {
-		return rowsNamed("sources", b.Sources[lo].Source.Addr, b.Sources[hi-1].Source.Addr, hi-lo)
+		return rowsNamed("sources", b.Sources[sources[lo].row].Source.Addr, b.Sources[sources[hi-1].row].Source.Addr, hi-lo)
 	}); err != nil {
 		return err
 	}
