@@ -87,12 +87,23 @@ func benchApplySources(b *testing.B, reorder func([]SourceUpdate)) {
 
 // BenchmarkApplyBans: a burst of 10,000 bans in one flush; every batch after
 // the first upserts rows that exist (offences escalate).
-func BenchmarkApplyBans(b *testing.B) {
+func BenchmarkApplyBans(b *testing.B) { benchApplyBans(b, nil) }
+
+// BenchmarkApplyBansRandom: the same bans in a new random order each flush.
+func BenchmarkApplyBansRandom(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 2))
+	benchApplyBans(b, func(rows []Ban) { r.Shuffle(len(rows), func(i, j int) { rows[i], rows[j] = rows[j], rows[i] }) })
+}
+
+func benchApplyBans(b *testing.B, reorder func([]Ban)) {
 	rows := make([]Ban, benchRowsPerBatch)
 	for i := range rows {
 		rows[i] = Ban{Addr: benchAddr(i), Until: t0.Add(time.Hour), Offences: 1, Reason: "6 failures in 10m0s", Created: t0}
 	}
 	benchApply(b, len(rows), func(iter int) *Batch {
+		if reorder != nil {
+			reorder(rows)
+		}
 		for i := range rows {
 			rows[i].Offences = iter + 1
 			rows[i].Until = t0.Add(time.Duration(iter+1) * time.Hour)

@@ -30,6 +30,7 @@ import (
 	"database/sql"
 	"fmt"
 	"math/bits"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -207,28 +208,31 @@ func (w *rowWriter) insert(m *multiInsert, n int, put func(args []any, i int) []
 	return nil
 }
 
-// sourceKey is a sources row's primary key as the table's index orders it
-// (addr's text, byte by byte, then session), and where the row is in the
-// batch.
-type sourceKey struct {
+// rowKey is a row's unique key as the table's index orders it (addr's
+// text, byte by byte, then the sources' session), and where the row is in
+// the batch.
+type rowKey struct {
 	addr    string
 	session int64
 	row     int
 }
 
-// sourcesByKey is the order to write rows in: by primary key, and the
+// byKey is the order to write a batch's n rows in: by key, and in the
 // batch's order among rows of one key, so that the last still replaces the
-// others. In key order the index pages a batch touches are each visited
-// once, instead of once per row in a random order: an attack's addresses
-// come in no order, and random order cost 2.5x as much CPU a row
-// (BenchmarkApplySourcesRandom). Only rowids differ from writing in the
-// batch's order, and nothing reads sources by rowid.
-func sourcesByKey(rows []SourceUpdate) []sourceKey {
-	keys := make([]sourceKey, len(rows))
-	for i := range rows {
-		keys[i] = sourceKey{rows[i].Source.Addr.String(), rows[i].Session, i}
+// others (sources) and the upsert meets them in the same order (bans). In
+// key order the index pages a batch touches are each visited once, instead
+// of once per row in a random order: an attack's addresses come in no
+// order, and random order cost 2–2.5x the CPU a row
+// (BenchmarkApplySourcesRandom, BenchmarkApplyBansRandom). Only rowids
+// differ from writing in the batch's order; nothing reads these tables by
+// rowid, and every query that orders them names its columns.
+func byKey(n int, key func(i int) (netip.Addr, int64)) []rowKey {
+	keys := make([]rowKey, n)
+	for i := range keys {
+		a, session := key(i)
+		keys[i] = rowKey{a.String(), session, i}
 	}
-	slices.SortFunc(keys, func(a, b sourceKey) int {
+	slices.SortFunc(keys, func(a, b rowKey) int {
 		if c := strings.Compare(a.addr, b.addr); c != 0 {
 			return c
 		}

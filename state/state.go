@@ -404,7 +404,7 @@ func (s *Store) Apply(ctx context.Context, b *Batch) (err error) {
 
 func applyTx(ctx context.Context, w *rowWriter, b *Batch, now time.Time) error {
 	tx := w.tx
-	sources := sourcesByKey(b.Sources)
+	sources := byKey(len(b.Sources), func(i int) (netip.Addr, int64) { return b.Sources[i].Source.Addr, b.Sources[i].Session })
 	if err := w.insert(insertSources, len(sources), func(args []any, i int) []any {
 		u := &b.Sources[sources[i].row]
 		src := &u.Source
@@ -418,8 +418,9 @@ func applyTx(ctx context.Context, w *rowWriter, b *Batch, now time.Time) error {
 	}); err != nil {
 		return err
 	}
-	if err := w.insert(insertBans, len(b.Bans), func(args []any, i int) []any {
-		bn := &b.Bans[i]
+	bans := byKey(len(b.Bans), func(i int) (netip.Addr, int64) { return b.Bans[i].Addr, 0 })
+	if err := w.insert(insertBans, len(bans), func(args []any, i int) []any {
+		bn := &b.Bans[bans[i].row]
 		origin, uid := bn.Origin, bn.UID
 		if origin == "" {
 			origin = OriginEngine
@@ -427,9 +428,9 @@ func applyTx(ctx context.Context, w *rowWriter, b *Batch, now time.Time) error {
 		if origin == OriginEngine {
 			uid = NoUID
 		}
-		return append(args, bn.Addr.String(), ns(bn.Until), int64(bn.Offences), bn.Reason, ns(bn.Created), bn.Monitor, origin, int64(uid))
+		return append(args, bans[i].addr, ns(bn.Until), int64(bn.Offences), bn.Reason, ns(bn.Created), bn.Monitor, origin, int64(uid))
 	}, func(lo, hi int) string {
-		return rowsNamed("bans", b.Bans[lo].Addr, b.Bans[hi-1].Addr, hi-lo)
+		return rowsNamed("bans", b.Bans[bans[lo].row].Addr, b.Bans[bans[hi-1].row].Addr, hi-lo)
 	}); err != nil {
 		return err
 	}
