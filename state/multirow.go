@@ -36,16 +36,18 @@ import (
 	"sync"
 )
 
-// rowsPerInsert is the most rows one INSERT carries. At 128 the per-Exec
-// overhead (~5 µs) is spread to ~40 ns a row, and BenchmarkApplySources
-// found no gain in going higher; the widest table (sources, 14 columns)
-// needs 1,792 parameters, far under SQLITE_MAX_VARIABLE_NUMBER (32,766 in
-// modernc.org/sqlite's build; multi-row VALUES are not bound by
-// SQLITE_MAX_COMPOUND_SELECT since SQLite 3.8.8). A power of two, so that
-// a batch's tail is written with the cached statements for 64, 32, …, 1
-// rows (at most 7 more Execs) instead of preparing a statement of the
-// tail's exact size in every flush: the daemon flushes every 100 ms, and
-// most flushes are a tail.
+// rowsPerInsert is the most rows one INSERT carries. Past a few dozen rows
+// the per-Exec part is noise next to SQLite's own work: 32, 64, 128, 256
+// and 512 rows measured within the noise of each other (the Apply
+// benchmarks, interleaved). 128 keeps the widest table's statement
+// (sources, 14 columns) at 1,792 parameters, far under
+// SQLITE_MAX_VARIABLE_NUMBER (32,766 in modernc.org/sqlite's build; 999 in
+// SQLite builds before 3.32 would be exceeded, so check before porting);
+// multi-row VALUES are not bound by SQLITE_MAX_COMPOUND_SELECT since SQLite
+// 3.8.8. A power of two, so that a batch's tail is written with the cached
+// statements for 64, 32, …, 1 rows (at most 7 more Execs) instead of
+// preparing a statement of the tail's exact size in every flush: the daemon
+// flushes every 100 ms, and most flushes are a tail.
 const rowsPerInsert = 1 << maxInsertExp
 
 const (

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/sipsentry/sipsentry/activity"
+
+	"modernc.org/sqlite"
 )
 
 // multiRowSizes are the batch sizes around the chunk's edges.
@@ -506,5 +508,31 @@ func TestMultiRowFailureRollsBack(t *testing.T) {
 	}
 	if sum.Sources != 0 || sum.BansEver != 0 || sum.Events != 1 {
 		t.Errorf("after a failed batch: %+v, want only the one event written before", sum)
+	}
+}
+
+// The full-chunk statements fit the connection's parameter limit
+// (SQLITE_LIMIT_VARIABLE_NUMBER read from a live connection: another build
+// of SQLite may allow fewer).
+func TestMultiRowFitsVariableLimit(t *testing.T) {
+	s, _ := open(t)
+	conn, err := s.db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	const sqliteLimitVariableNumber = 9 // SQLITE_LIMIT_VARIABLE_NUMBER
+	limit, err := sqlite.Limit(conn, sqliteLimitVariableNumber, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("SQLITE_LIMIT_VARIABLE_NUMBER %d", limit)
+	for _, m := range []*multiInsert{insertSources, insertBans, insertEvents} {
+		if n := rowsPerInsert * m.cols; n > limit {
+			t.Errorf("%s: %d parameters a statement, the limit is %d", m.table, n, limit)
+		}
+		if got := strings.Count(m.query(rowsPerInsert), "?"); got != rowsPerInsert*m.cols {
+			t.Errorf("%s: %d placeholders, want %d", m.table, got, rowsPerInsert*m.cols)
+		}
 	}
 }
