@@ -112,44 +112,59 @@ var (
 // connection it meets, once, and Tx.StmtContext reuses it on the
 // transaction's connection; the modernc driver keeps the compiled SQLite
 // statement and only resets it between Execs.
+//
+// A size is prepared the first time a batch needs it: all eight sizes of
+// the three tables hold ~800 KiB of SQLite memory per connection (a
+// 128-row statement ~110 bytes a parameter), which a daemon that never
+// saw more than a few rows a flush does not need to carry.
 type insertStmts struct {
 	mu     sync.Mutex // guards byKind
-	byKind map[*multiInsert][]*sql.Stmt
+	byKind map[*multiInsert]*[insertSizes]*sql.Stmt
 }
 
-// prepare makes sure m's statements exist. Apply calls it before it begins
-// its transaction: prepared inside, they would need a second connection
-// while the transaction holds the first.
-func (c *insertStmts) prepare(ctx context.Context, db *sql.DB, m *multiInsert) error {
+// chunkExp is the size, as a power of two, of the next statement when left
+// rows remain: full chunks first, then the tail's binary digits, largest
+// first.
+func chunkExp(left int) int { return min(bits.Len(uint(left)), insertSizes) - 1 }
+
+// prepare makes sure the statements writing n rows of m exist. Apply calls
+// it before it begins its transaction: prepared inside, they would need a
+// second connection while the transaction holds the first.
+func (c *insertStmts) prepare(ctx context.Context, db *sql.DB, m *multiInsert, n int) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.byKind[m] != nil {
-		return nil
-	}
-	sts := make([]*sql.Stmt, insertSizes)
-	for i := range sts {
-		st, err := db.PrepareContext(ctx, m.query(1<<i))
-		if err != nil {
-			for _, p := range sts[:i] {
-				p.Close()
-			}
-			return fmt.Errorf("state: preparing the %s insert: %w", m.table, err)
+	sts := c.byKind[m]
+	if sts == nil {
+		sts = new([insertSizes]*sql.Stmt)
+		if c.byKind == nil {
+			c.byKind = map[*multiInsert]*[insertSizes]*sql.Stmt{}
 		}
-		sts[i] = st
+		c.byKind[m] = sts
 	}
-	if c.byKind == nil {
-		c.byKind = map[*multiInsert][]*sql.Stmt{}
+	for left := n; left > 0; {
+		exp := chunkExp(left)
+		if sts[exp] == nil {
+			st, err := db.PrepareContext(ctx, m.query(1<<exp))
+			if err != nil {
+				return fmt.Errorf("state: preparing the %s insert: %w", m.table, err)
+			}
+			sts[exp] = st
+		}
+		left -= 1 << exp
+		if exp == maxInsertExp {
+			left %= rowsPerInsert // the other full chunks use the same statement
+		}
 	}
-	c.byKind[m] = sts
 	return nil
 }
 
-// get returns m's statement for 1<<i rows, or nil if prepare did not run.
-func (c *insertStmts) get(m *multiInsert, i int) *sql.Stmt {
+// get returns m's statement for 1<<exp rows, or nil if prepare did not make
+// it.
+func (c *insertStmts) get(m *multiInsert, exp int) *sql.Stmt {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if sts := c.byKind[m]; sts != nil {
-		return sts[i]
+		return sts[exp]
 	}
 	return nil
 }
@@ -160,7 +175,9 @@ func (c *insertStmts) close() {
 	defer c.mu.Unlock()
 	for _, sts := range c.byKind {
 		for _, st := range sts {
-			st.Close()
+			if st != nil {
+				st.Close()
+			}
 		}
 	}
 	c.byKind = nil
@@ -182,9 +199,7 @@ type rowWriter struct {
 func (w *rowWriter) insert(m *multiInsert, n int, put func(args []any, i int) []any, what func(lo, hi int) string) error {
 	var txStmts [insertSizes]*sql.Stmt // by size exponent; closed with the transaction
 	for lo := 0; lo < n; {
-		// The largest cached size that fits what is left: full chunks, then
-		// the tail's binary digits, largest first.
-		exp := min(bits.Len(uint(n-lo)), insertSizes) - 1
+		exp := chunkExp(n - lo)
 		rows := 1 << exp
 		st := txStmts[exp]
 		if st == nil {

@@ -536,3 +536,85 @@ func TestMultiRowFitsVariableLimit(t *testing.T) {
 		}
 	}
 }
+
+// Statements are prepared for the sizes batches needed, once, and kept.
+func TestInsertStatementsOnDemand(t *testing.T) {
+	s, _ := open(t)
+	ctx := context.Background()
+	prepared := func(m *multiInsert) (sizes []int) {
+		s.inserts.mu.Lock()
+		defer s.inserts.mu.Unlock()
+		if sts := s.inserts.byKind[m]; sts != nil {
+			for exp, st := range sts {
+				if st != nil {
+					sizes = append(sizes, 1<<exp)
+				}
+			}
+		}
+		return sizes
+	}
+	apply := func(sources, events int) {
+		t.Helper()
+		b := &Batch{}
+		for i := range sources {
+			b.Sources = append(b.Sources, testSource(i))
+		}
+		for i := range events {
+			b.Events = append(b.Events, testEvent(i))
+		}
+		if err := s.Apply(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(3, 0)
+	if got := prepared(insertSources); !slices.Equal(got, []int{1, 2}) {
+		t.Errorf("after 3 source rows: sizes %v prepared, want [1 2]", got)
+	}
+	if got := prepared(insertEvents); got != nil {
+		t.Errorf("no event rows yet: sizes %v prepared", got)
+	}
+	first := s.inserts.get(insertSources, 1)
+	apply(2*rowsPerInsert+5, 1)
+	if got := prepared(insertSources); !slices.Equal(got, []int{1, 2, 4, rowsPerInsert}) {
+		t.Errorf("after %d source rows: sizes %v prepared", 2*rowsPerInsert+5, got)
+	}
+	if got := prepared(insertEvents); !slices.Equal(got, []int{1}) {
+		t.Errorf("after 1 event row: sizes %v prepared", got)
+	}
+	if s.inserts.get(insertSources, 1) != first {
+		t.Error("the 2-row statement was prepared again")
+	}
+	if got := readSourceRows(t, s.db); len(got) != 2*rowsPerInsert+5 {
+		t.Errorf("%d source rows", len(got))
+	}
+}
+
+// Without prepared statements (prepare did not run), the writer prepares
+// in the transaction and writes the same rows.
+func TestMultiRowWithoutCache(t *testing.T) {
+	s, _ := open(t)
+	ctx := context.Background()
+	b := &Batch{}
+	for i := range rowsPerInsert + 3 {
+		b.Sources = append(b.Sources, testSource(i))
+		b.Bans = append(b.Bans, testBan(i))
+		b.Events = append(b.Events, testEvent(i))
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := applyTx(ctx, &rowWriter{ctx: ctx, tx: tx, stmts: &insertStmts{}}, b, t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := open(t)
+	if err := ref.Apply(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := dumpTables(t, s.db), dumpTables(t, ref.db); got != want {
+		t.Errorf("tables differ:\n%s\nwant\n%s", got, want)
+	}
+}

@@ -382,7 +382,7 @@ func (s *Store) Apply(ctx context.Context, b *Batch) (err error) {
 		rows int
 	}{{insertSources, len(b.Sources)}, {insertBans, len(b.Bans)}, {insertEvents, len(b.Events)}} {
 		if t.rows > 0 {
-			if err := s.inserts.prepare(ctx, s.db, t.m); err != nil {
+			if err := s.inserts.prepare(ctx, s.db, t.m, t.rows); err != nil {
 				return err
 			}
 		}
