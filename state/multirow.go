@@ -9,20 +9,19 @@ package state
 // CPU in the 100k-source flood, ~13 µs per row). One statement carrying
 // rowsPerInsert rows pays the per-Exec part once per chunk.
 //
-// SQLite runs `INSERT ... VALUES (...),(...)` row after row, in order: a
-// later row for the same key replaces the earlier one (INSERT OR REPLACE),
-// and an upsert's DO UPDATE sees what the rows before it wrote — the same
-// results as one Exec per row (TestMultiRowOrder proves it).
+// SQLite runs `INSERT ... VALUES (...),(...)` row after row, in order: an
+// upsert's DO UPDATE sees what the rows before it wrote, so a later row of
+// a key wins as it did with one Exec per row (TestMultiRowOrder).
 //
 // A multi-row statement that may abort half-way gets a statement journal:
 // SQLite first copies each page it touches, to undo that statement alone,
 // and past 64 KiB the copy goes to a temp file (13 % of
 // BenchmarkApplyEventRows' CPU). The writer never keeps half a
 // transaction — any error rolls the whole batch back — so the events insert
-// says OR FAIL, which needs no undo. The sources' OR REPLACE and the bans'
-// DO UPDATE may abort on NOT NULL whatever they are told, and keep their
-// journal: splitting REPLACE into a DELETE and an INSERT OR FAIL cost as
-// much as the journal it saved (measured, not kept).
+// says OR FAIL, which needs no undo. An upsert's DO UPDATE may abort
+// whatever it is told, so sources and bans keep their journal: splitting
+// sources' REPLACE into a DELETE and an INSERT OR FAIL cost as much as the
+// journal it saved (measured, not kept).
 
 import (
 	"cmp"
@@ -79,18 +78,30 @@ func (m *multiInsert) query(rows int) string {
 	return q.String()
 }
 
-// The columns and conflict clauses are those of the one-row statements the
-// writer used before, so the rows written are the same
-// (TestMultiRowMatchesOneByOne); events' OR FAIL differs from the plain
-// INSERT only in leaving a failed statement's earlier rows in a
-// transaction that is then rolled back.
+// The columns are those of the one-row statements the writer used before,
+// and the rows written are the same (TestMultiRowMatchesOneByOne compares
+// every column with that writer's). Two clauses changed, neither in what a
+// batch leaves behind:
+//   - sources' INSERT OR REPLACE became an upsert setting every column: the
+//     same row, updated in place instead of deleted and inserted again
+//     with a new rowid and new entries in both indexes (0.75–0.89x the CPU
+//     a row in BenchmarkApplySources/Random, where every row is an update,
+//     as most are in a flood). Nothing reads sources by rowid.
+//   - events' OR FAIL differs from the plain INSERT only in leaving a
+//     failed statement's earlier rows in a transaction that is then rolled
+//     back.
 var (
 	insertSources = &multiInsert{
 		table: "sources",
-		prefix: `INSERT OR REPLACE INTO sources
+		prefix: `INSERT INTO sources
 			(addr, session, first_seen, last_seen, auth_ok, auth_failed, unknown_account, acl, other, injection,
 			 accounts, distinct_accounts, last_ua, last_service) VALUES `,
 		cols: 14,
+		suffix: `
+			ON CONFLICT(addr, session) DO UPDATE SET first_seen=excluded.first_seen, last_seen=excluded.last_seen,
+			auth_ok=excluded.auth_ok, auth_failed=excluded.auth_failed, unknown_account=excluded.unknown_account, acl=excluded.acl,
+			other=excluded.other, injection=excluded.injection, accounts=excluded.accounts, distinct_accounts=excluded.distinct_accounts,
+			last_ua=excluded.last_ua, last_service=excluded.last_service`,
 	}
 	insertBans = &multiInsert{
 		table:  "bans",
