@@ -84,3 +84,12 @@ func BenchmarkAccountsJSON(b *testing.B) {
 		}
 	})
 }
+
+// nonNil is what the writer marshalled before appendAccountsJSON: no
+// accounts as [], not null.
+func nonNil(a []activity.AccountCount) []activity.AccountCount {
+	if a == nil {
+		return []activity.AccountCount{}
+	}
+	return a
+}

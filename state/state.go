@@ -392,7 +392,10 @@ func (s *Store) Apply(ctx context.Context, b *Batch) (err error) {
 		return fmt.Errorf("state: begin: %w", err)
 	}
 	defer tx.Rollback()
-	w := &rowWriter{ctx: ctx, tx: tx, stmts: &s.inserts, args: make([]any, 0, rowsPerInsert*insertSources.cols)}
+	// One argument slice for every statement of the batch, as long as its
+	// largest needs (a flush at rest is a few rows).
+	widest := min(max(len(b.Sources), len(b.Bans), len(b.Events)), rowsPerInsert) * insertSources.cols
+	w := &rowWriter{ctx: ctx, tx: tx, stmts: &s.inserts, args: make([]any, 0, widest)}
 	if err := applyTx(ctx, w, b, s.Now()); err != nil {
 		return err
 	}
@@ -486,13 +489,6 @@ func rowsNamed(table string, first, last netip.Addr, n int) string {
 		return fmt.Sprintf("%s row %s", table, first)
 	}
 	return fmt.Sprintf("%d %s rows %s..%s", n, table, first, last)
-}
-
-func nonNil(a []activity.AccountCount) []activity.AccountCount {
-	if a == nil {
-		return []activity.AccountCount{}
-	}
-	return a
 }
 
 // Prune deletes events older than before and keeps at most maxEvents rows
