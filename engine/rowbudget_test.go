@@ -94,6 +94,7 @@ func TestSourceRowBudgetFlood(t *testing.T) {
 	for _, end := range []string{"drain", "sync", "close"} {
 		t.Run(end, func(t *testing.T) {
 			r := budgetRig(t, nil)
+			t0 := r.clock.Now()
 			perSecond := map[int64]int{}
 			flush := func() {
 				perSecond[r.clock.Now().Unix()] += budgetedFlush(t, r)
@@ -110,8 +111,11 @@ func TestSourceRowBudgetFlood(t *testing.T) {
 					}
 				}
 			}
-			if w := r.eng.Snapshot().SourceRows.Waiting; w == 0 {
-				t.Fatal("no row waits after the flood: the budget never held one back")
+			// The lag is visible: rows wait, the oldest no longer than the
+			// flood lasted.
+			lag := r.eng.Snapshot().SourceRows
+			if elapsed := r.clock.Now().Sub(t0); lag.Waiting == 0 || lag.OldestWait <= 0 || lag.OldestWait > elapsed {
+				t.Fatalf("after the flood (%v): %+v", elapsed, lag)
 			}
 			switch end {
 			case "drain":
