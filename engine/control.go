@@ -137,7 +137,7 @@ func (e *Engine) Unban(ctx context.Context, addr netip.Addr, uid int) error {
 	bk := &e.bans
 	k := keyOf(a)
 	bk.bansMu.Lock()
-	b, ok := bk.byAddr[k]
+	b, ok := bk.byAddr.Get(a)
 	running := ok && b.until > nowN
 	if running {
 		if b.active {
@@ -145,7 +145,7 @@ func (e *Engine) Unban(ctx context.Context, addr netip.Addr, uid int) error {
 			bk.active--
 		}
 		b.until = nowN
-		bk.byAddr[k] = b
+		bk.byAddr.Set(a, b)
 		delete(bk.external, k)
 	}
 	bk.bansMu.Unlock()
@@ -308,9 +308,9 @@ func (e *Engine) Bans(now time.Time) []BanRecord {
 	bk := &e.bans
 	bk.bansMu.Lock()
 	out := make([]BanRecord, 0, bk.active)
-	for k, bi := range bk.byAddr {
+	for a, bi := range bk.byAddr.All() {
 		if bi.until > nowN {
-			out = append(out, e.banRecordLocked(k, bi))
+			out = append(out, e.banRecordLocked(keyOf(a), bi))
 		}
 	}
 	bk.bansMu.Unlock()

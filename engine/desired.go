@@ -42,9 +42,9 @@ func (e *Engine) banEntries(yield func(firewall.Entry) bool) {
 	bk := &e.bans
 	bk.bansMu.Lock()
 	snap := make([]banSnap, 0, bk.active)
-	for k, bi := range bk.byAddr {
+	for a, bi := range bk.byAddr.All() {
 		if bi.active && bi.until > now {
-			snap = append(snap, banSnap{key: k, until: bi.until, reason: bi.reason})
+			snap = append(snap, banSnap{key: keyOf(a), until: bi.until, reason: bi.reason})
 		}
 	}
 	// The comment table only grows (intern appends), so a copy of the

@@ -141,7 +141,7 @@ func (e *Engine) start(ctx context.Context, kernel bool) error {
 					put = true
 				}
 			}
-			bk.byAddr[k] = bi
+			bk.byAddr.Set(a, bi)
 			if bi.manual {
 				bk.external[k] = externalBan{uid: b.UID, origin: b.Origin}
 			}

@@ -85,8 +85,12 @@ type Backend struct {
 	run    *runner
 	ipt    map[string]*goipt.IPTables // by family: inet, inet6
 
-	nlMu sync.Mutex      // the netlink handle is one socket: one request at a time
-	nl   *netlink.Handle // ipset requests (adds at event rate)
+	nlMu sync.Mutex // guards nl, aconn and abatch: one request at a time on each socket
+	// aconn and abatch are the add path's own socket and request buffer
+	// (adds at event rate; see nlAdd).
+	aconn  *nlConn
+	abatch batch
+	nl     *netlink.Handle // ipset requests (adds at event rate)
 	// Conntrack sockets, apart from nl so that a table walk (DropFlowsOf:
 	// 10-30 ms) never delays an ipset add, and apart from each other so
 	// that a single-flow delete (DropFlow) does not wait for a walk.
@@ -221,6 +225,10 @@ func New(o Options) (*Backend, error) {
 			probeErr = fmt.Errorf("%w: netlink netfilter socket: %v", firewall.ErrUnavailable, err)
 			return
 		}
+		if b.aconn, err = openNLConn(); err != nil {
+			probeErr = fmt.Errorf("%w: netlink netfilter socket: %v", firewall.ErrUnavailable, err)
+			return
+		}
 	})
 	if probeErr == nil {
 		probeErr = b.probeKernel()
@@ -265,6 +273,12 @@ func (b *Backend) Close() error {
 		b.vconn.close()
 		b.vconn = nil
 	}
+	b.nlMu.Lock()
+	if b.aconn != nil {
+		b.aconn.close()
+		b.aconn = nil
+	}
+	b.nlMu.Unlock()
 	b.statMu.Lock()
 	if b.sconn != nil {
 		b.sconn.close()
@@ -1065,10 +1079,22 @@ func (b *Backend) nlEntry(s setSpec, e firewall.Entry) *netlink.IPSetEntry {
 
 func (b *Backend) nlAdd(set firewall.Set, e firewall.Entry) error {
 	s := b.spec(set, famOf(e.Prefix))
+	// One request without an acknowledgement on the backend's own socket:
+	// the kernel has the entry when sendmsg returns and queues only a
+	// refusal, so an add is one send and one non-blocking read, where the
+	// netlink package's IpsetAdd also asked the socket's address and waited
+	// for the ack (two more syscalls and their allocations per ban).
 	b.nlMu.Lock()
-	err := b.nl.IpsetAdd(s.name, b.nlEntry(s, e))
-	b.nlMu.Unlock()
-	return b.nlError("add", s.name, e.Prefix, err)
+	defer b.nlMu.Unlock()
+	if b.aconn == nil {
+		return fmt.Errorf("iptables: add %s: the backend is closed", e.Prefix)
+	}
+	bt := &b.abatch
+	bt.reset(b.aconn, nl.IPSET_CMD_ADD)
+	if err := bt.put(s, e); err != nil {
+		return err
+	}
+	return bt.flush()
 }
 
 func (b *Backend) nlError(verb, name string, p netip.Prefix, err error) error {

@@ -171,8 +171,15 @@ type batch struct {
 }
 
 func (c *nlConn) newBatch(cmd int) *batch {
+	bt := &batch{}
+	bt.reset(c, cmd)
+	return bt
+}
+
+// reset makes bt a new, empty batch on c (reusing its slices).
+func (bt *batch) reset(c *nlConn, cmd int) {
 	c.out = c.out[:0]
-	return &batch{c: c, cmd: cmd}
+	*bt = batch{c: c, cmd: cmd, ops: bt.ops[:0]}
 }
 
 func (bt *batch) put(s setSpec, e firewall.Entry) error {
