@@ -13,7 +13,7 @@ import (
 // who made it. The enforced, unexpired ones are the desired content of the
 // kernel ban set (Entries).
 type banBook struct {
-	bansMu sync.Mutex // guards every field below
+	bansMu sync.Mutex            // guards every field below
 	byAddr *addrmap.Map[banInfo] // outside the Go heap: a million under a flood
 	// active counts entries with banInfo.active: in the kernel set as far
 	// as the engine knows (what firewall.ban_maxelem bounds).
