@@ -5,7 +5,9 @@
 //
 // The daemon writes through Apply from a single writer goroutine, one
 // transaction per batch, so an event flood costs one fsync per batch, not per
-// event (synchronous=NORMAL in WAL). Readers (`sipsentry sources`, `status`)
+// event (synchronous=NORMAL in WAL); within it, source, ban and event rows
+// go in multi-row statements of up to 128 rows, in key order
+// (multirow.go). Readers (`sipsentry sources`, `status`)
 // use OpenReadOnly and never block the writer.
 //
 // It never decides anything: what is written here was decided by the engine.
