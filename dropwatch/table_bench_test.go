@@ -67,3 +67,23 @@ func BenchmarkTableObserve(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkTableLastDoubling times the one packet that makes a table of
+// 65,536 sources grow to its 100,000 slots: the longest the table's lock
+// is held by a growth (the Watcher's NFLOG reader waits that long once).
+func BenchmarkTableLastDoubling(b *testing.B) {
+	udp := &packet.Packet{Proto: packet.ProtoUDP, DstPort: 5060}
+	t0 := time.Now()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		tab := newTable(100_000, t0)
+		for j := range 65_536 {
+			tab.observe(testAddr(j), t0, "geo", udp, nil, nil)
+		}
+		b.StartTimer()
+		tab.observe(testAddr(65_536), t0, "geo", udp, nil, nil)
+		if len(tab.slots) != 100_000 {
+			b.Fatalf("%d slots after the last doubling", len(tab.slots))
+		}
+	}
+}
