@@ -11,7 +11,6 @@
 // It must never let a packet's content decide more than the Probation's
 // bounded chance (one probation per address per day, a few per hour),
 // never grow memory past its bounds whatever the number of sources or
-// distinct values seen,
-// never block the NFLOG socket on the DB or on DNS, and never print a SIP
-// value unescaped.
+// distinct values seen, never block the NFLOG socket on the DB or on DNS,
+// and never print a SIP value unescaped.
 package dropwatch
