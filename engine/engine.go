@@ -135,6 +135,7 @@ type Status struct {
 	Evicted       uint64            `json:"evicted"`
 	DroppedWrites uint64            `json:"dropped_writes"`      // event-log rows not written (flood)
 	DroppedSource uint64            `json:"dropped_source_rows"` // source-aggregate rows not written (writer far behind)
+	SourceRows    SourceRowStats    `json:"source_rows"`         // source rows waiting for the writer under the row budget (rowbudget.go)
 	DroppedPush   uint64            `json:"dropped_push"`        // push candidates not examined (queue full)
 	FullRefusals  uint64            `json:"full_refusals"`       // bans refused because the ban set was full
 	LastEvent     time.Time         `json:"last_event"`
@@ -357,6 +358,7 @@ func (e *Engine) Snapshot() Status {
 	st.FailureMemory = e.failures.Stats()
 	st.DroppedWrites = e.droppedWrites.Load()
 	st.DroppedSource = e.sources.droppedRows.Load()
+	st.SourceRows = e.sources.rowStats(e.now())
 	st.DroppedPush = e.droppedPush.Load()
 	st.FullRefusals = e.fullRefusals.Load()
 	return st

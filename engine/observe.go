@@ -43,7 +43,7 @@ func observation(ev *ami.SecurityEvent, k activity.Kind, counted bool, at time.T
 func (b *banBook) banned(a netip.Addr, now int64, enforce bool) bool {
 	b.bansMu.Lock()
 	defer b.bansMu.Unlock()
-	bi, ok := b.byAddr[keyOf(a)]
+	bi, ok := b.byAddr.Get(a)
 	return ok && bi.until > now && (!bi.monitor || !enforce)
 }
 

@@ -52,6 +52,10 @@ type options struct {
 	wait     time.Duration
 	dir      string // work directory (config, state, daemon log)
 	progress io.Writer
+	// tick is how often the fake Asterisk writes what is due: events then
+	// arrive in bursts of rate × tick, and the last of a burst waits for
+	// the others (part of the socket → kernel figure).
+	tick time.Duration
 	// profileDir, when set, receives cpu.pb.gz, heap-peak.pb.gz and heap-end.pb.gz.
 	profileDir string
 }
@@ -468,7 +472,7 @@ func run(ctx context.Context, ns namespace, o options) (res result, err error) {
 	roundStart := make([]time.Time, o.fails)
 	start := time.Now()
 	var buf []byte
-	tick := time.NewTicker(10 * time.Millisecond)
+	tick := time.NewTicker(o.tick)
 	sent := 0
 	lastLog := start
 	for sent < total {
