@@ -150,7 +150,7 @@ const (
 	maxPendingEvents = 1 << 15 // event-log rows waiting for the writer (~4 MiB)
 	maxPendingSrc    = 1 << 14 // evicted-source rows waiting for the writer (~4 MiB)
 	recentDecisions  = 32
-	flushInterval    = 100 * time.Millisecond
+	flushInterval    = 250 * time.Millisecond // a commit costs the writer more than its rows under a flood; a ban is in the kernel at once, in the DB within this
 	sweepInterval    = 5 * time.Second
 	pruneInterval    = 10 * time.Second // often: under a flood the row cap, not the age, is what bounds the file
 	maxEventLogRows  = 1_000_000

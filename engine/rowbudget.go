@@ -7,14 +7,15 @@ import (
 )
 
 // srcRowRate is how many source rows a second Run's flushes write at most
-// (issue 11: persistence of a ban burst ≤ 10 % of the daemon's CPU). A
-// source row costs the writer 10–13 µs (bench/flood profile: 7.8 s for
-// 600k rows); at 10k events/s the daemon uses about half a core, so 10 % is
-// ~50 ms of CPU a second. 1000 rows take 10–13 ms of it, as much as the
-// sampled event log (eventLogRate, also 1000 rows): the other half is left
-// for the rows that are never budgeted (bans, lifts, allows, flags) and the
-// transactions' commits. Before the budget, a 100k-source flood rewrote
-// every source at each of its events (600k rows in 60 s, 10k a second).
+// (issue 11: persistence of a ban burst ≤ 10 % of the daemon's CPU). Under
+// a 100k-source flood at 10k events/s the daemon spends ~0.15 CPU-s a
+// second (bench/flood, after the multi-row writer); 10 % is ~15 ms, and
+// the bans that may not be sampled (10k a second in a burst, ~5 µs each)
+// and the commits take most of it. A source upsert costs ~12 µs, so 500
+// rows (6 ms) is what is left; at 1000 the writer measured 17.6 % of the
+// daemon's CPU over the flood, at 500 (with 250 ms flushes) 10.4 %.
+// Before the budget, a 100k-source flood rewrote every source at each of
+// its events (600k rows in 60 s, 10k a second).
 //
 // Normal traffic (a PBX's phones, a scanner or two) changes a few sources a
 // flush, far below the budget: every changed row is written at the next
@@ -22,7 +23,7 @@ import (
 // changes again while waiting costs nothing more (its one row carries every
 // change): under a flood each source is rewritten about once per
 // waiting/srcRowRate seconds instead of at every event.
-const srcRowRate = 1000
+const srcRowRate = 500
 
 // rowBudget paces the budgeted flushes' source rows: at most srcRowRate in
 // each second of the engine's clock, and within a second no more than its

@@ -278,16 +278,18 @@ func TestSourceRowBudgetBanNotHeld(t *testing.T) {
 func TestRowBudgetAllowance(t *testing.T) {
 	sec := time.Date(2026, 12, 7, 22, 0, 0, 0, time.UTC).UnixNano()
 	ms := int64(time.Millisecond)
+	fi := int64(flushInterval)
 	perFlush := srcRowRate * int(flushInterval) / int(time.Second)
 	for _, tc := range []struct {
 		name  string
 		spend []int64 // flush times (ns after sec), each spending its whole allowance
 		want  []int
 	}{
-		{"flushes every 100 ms", []int64{0, 100 * ms, 200 * ms, 900 * ms}, []int{perFlush, perFlush, perFlush, 7 * perFlush}},
+		{"flushes every interval", []int64{0, fi, 2 * fi, int64(time.Second) - fi}, []int{perFlush, perFlush, perFlush, srcRowRate - 3*perFlush}},
 		{"one late flush gets the second's rest", []int64{950 * ms, 990 * ms}, []int{srcRowRate, 0}},
-		{"a new second starts afresh", []int64{999 * ms, 1000 * ms, 1100 * ms}, []int{srcRowRate, perFlush, perFlush}},
-		{"the same instant twice", []int64{500 * ms, 500 * ms}, []int{6 * perFlush, 0}},
+		{"a new second starts afresh", []int64{999 * ms, 1000 * ms, 1000*ms + fi}, []int{srcRowRate, perFlush, perFlush}},
+		// Mid-second: what the elapsed part and one interval allow, once.
+		{"the same instant twice", []int64{500 * ms, 500 * ms}, []int{srcRowRate * int(500*ms+fi) / int(time.Second), 0}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var b rowBudget

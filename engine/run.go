@@ -237,7 +237,7 @@ func ns(t time.Time) int64 {
 }
 
 // Run does the background work until ctx ends: batched DB writes (every
-// 100 ms), push-server examination, conntrack flush and hang-up after bans,
+// 250 ms), push-server examination, conntrack flush and hang-up after bans,
 // expiry and eviction, event-log pruning and push-host reseeding. On return
 // it has flushed what was pending. It leaves the firewall as it is.
 func (e *Engine) Run(ctx context.Context) error {
