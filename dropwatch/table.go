@@ -2,6 +2,7 @@ package dropwatch
 
 import (
 	"hash/maphash"
+	"math"
 	"net/netip"
 	"slices"
 	"time"
@@ -38,15 +39,23 @@ const maxUAs = 4096
 // next flush; beyond it an eviction loses its unsaved packets (counted).
 const maxEvictedPending = 8192
 
-// table is a fixed-capacity map from address to aggregate with
+// initialSlots is where a table starts: most hosts never see more than a
+// few hundred dropped sources, so the full capacity (100,000 slots, ~6 MB
+// with the index) is paid only by a host that is flooded.
+const initialSlots = 1024
+
+// table is a bounded map from address to aggregate with
 // least-recently-seen eviction. Open addressing with linear probing and
 // backward-shift deletion over a seeded hash (attackers choose the source
-// addresses, so the hash must not be predictable). Not safe for concurrent
-// use: Watcher.tableMu guards it.
+// addresses, so the hash must not be predictable). It starts at
+// initialSlots and doubles (slots and index) as sources arrive, up to
+// capacity; only then does it evict. Not safe for concurrent use:
+// Watcher.tableMu guards it.
 type table struct {
-	slots      []slot
+	slots      []slot  // len grows by doubling up to capacity
+	capacity   int32   // most slots the table ever holds
 	used       int32   // slots ever used (they fill in order, then recycle)
-	index      []int32 // slot number or -1
+	index      []int32 // slot number or -1; at least twice len(slots)
 	mask       uint64
 	seed       maphash.Seed
 	head, tail int32
@@ -64,17 +73,53 @@ type table struct {
 }
 
 func newTable(capacity int, epoch time.Time) *table {
-	n := 1
-	for n < 2*capacity {
-		n <<= 1
-	}
-	t := &table{slots: make([]slot, capacity), index: make([]int32, n), mask: uint64(n - 1),
+	return newTableSized(capacity, initialSlots, epoch)
+}
+
+// newTableSized starts with min(initial, capacity) slots (initial =
+// capacity allocates everything up front, as the table did before it grew).
+func newTableSized(capacity, initial int, epoch time.Time) *table {
+	capacity = min(max(capacity, 1), math.MaxInt32)
+	n := min(max(initial, 1), capacity)
+	t := &table{slots: make([]slot, n), capacity: int32(capacity),
 		seed: maphash.MakeSeed(), head: -1, tail: -1, epoch: epoch,
 		uas: []string{""}, uaIdx: map[string]uint16{}}
-	for i := range t.index {
-		t.index[i] = -1
-	}
+	t.index = newIndex(n)
+	t.mask = uint64(len(t.index) - 1)
 	return t
+}
+
+// newIndex is an empty index for n slots: a power of two at least 2n, so
+// the load stays at or under one half and probe runs stay short.
+func newIndex(n int) []int32 {
+	size := 1
+	for size < 2*n {
+		size <<= 1
+	}
+	index := make([]int32, size)
+	for i := range index {
+		index[i] = -1
+	}
+	return index
+}
+
+// grow doubles the slots (at most to capacity) and rebuilds the index for
+// them. Slot numbers do not change, so the LRU links and the drain cursor
+// stay valid; each source is rehashed under the same seed. The cost,
+// amortised over the inserts that filled the table, is O(1) per source;
+// the last doubling of a 100,000-slot table holds the lock ~5 ms, once
+// (BenchmarkTableLastDoubling).
+func (t *table) grow() {
+	n := int(min(2*int64(len(t.slots)), int64(t.capacity)))
+	slots := make([]slot, n)
+	copy(slots, t.slots[:t.used])
+	t.slots = slots
+	t.index = newIndex(n)
+	t.mask = uint64(len(t.index) - 1)
+	for s := int32(0); s < t.used; s++ {
+		_, pos := t.find(t.slots[s].addr)
+		t.index[pos] = s
+	}
 }
 
 func key(a netip.Addr) [16]byte { return a.Unmap().As16() }
@@ -214,9 +259,12 @@ func (t *table) intern(ua string) uint16 {
 	return i
 }
 
-// alloc returns a free slot, evicting the least recently seen source when
-// the table is full.
+// alloc returns a free slot, growing the table while it is under its
+// capacity and evicting the least recently seen source once it is full.
 func (t *table) alloc() int32 {
+	if int(t.used) == len(t.slots) && int32(len(t.slots)) < t.capacity {
+		t.grow()
+	}
 	if int(t.used) < len(t.slots) {
 		t.used++
 		return t.used - 1

@@ -26,7 +26,8 @@ type Store interface {
 
 // Options configure a Watcher.
 type Options struct {
-	// MaxSources is the table's capacity; default 100,000 (~6 MB).
+	// MaxSources is the table's capacity; default 100,000 (~6 MB when
+	// full: the table starts at 1024 slots and doubles as sources arrive).
 	MaxSources int
 	// FlushEvery is how often aggregates go to the Store; default 10s.
 	FlushEvery time.Duration

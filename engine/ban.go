@@ -106,7 +106,7 @@ func (e *Engine) banWith(ctx context.Context, r banRequest) (BanRecord, error) {
 	k := keyOf(a)
 	bk := &e.bans
 	bk.bansMu.Lock()
-	prev := bk.byAddr[k]
+	prev, _ := bk.byAddr.Get(a)
 	offence := int(prev.offences) + 1
 	if prev.until > nowN {
 		if !r.manual && (!prev.monitor || monitor) {
@@ -141,7 +141,7 @@ func (e *Engine) banWith(ctx context.Context, r banRequest) (BanRecord, error) {
 	cur := banInfo{until: untilT.UnixNano(), since: unixSeconds(now), offences: int32(offence),
 		reason: bk.reasons.intern(reason), monitor: monitor, active: !monitor, manual: r.manual}
 	comment := bk.reasons.comment[cur.reason]
-	bk.byAddr[k] = cur
+	bk.byAddr.Set(a, cur)
 	if cur.active && !wasActive {
 		bk.active++ // reserve the slot before the slow call
 	}
@@ -163,8 +163,8 @@ func (e *Engine) banWith(ctx context.Context, r banRequest) (BanRecord, error) {
 		d.Latency = time.Since(r.start)
 		if err != nil {
 			bk.bansMu.Lock()
-			if bk.byAddr[k] == cur {
-				bk.byAddr[k] = prev
+			if now, _ := bk.byAddr.Get(a); now == cur {
+				bk.byAddr.Set(a, prev)
 				if !wasActive {
 					bk.active--
 				}

@@ -1,8 +1,11 @@
 package engine
 
 import (
+	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/sipsentry/sipsentry/engine/addrmap"
 )
 
 // banBook holds every ban the engine made, restored or was told to make:
@@ -10,8 +13,8 @@ import (
 // who made it. The enforced, unexpired ones are the desired content of the
 // kernel ban set (Entries).
 type banBook struct {
-	bansMu sync.Mutex // guards every field below
-	byAddr map[addrKey]banInfo
+	bansMu sync.Mutex            // guards every field below
+	byAddr *addrmap.Map[banInfo] // outside the Go heap: a million under a flood
 	// active counts entries with banInfo.active: in the kernel set as far
 	// as the engine knows (what firewall.ban_maxelem bounds).
 	active int
@@ -40,7 +43,7 @@ type externalBan struct {
 }
 
 func (b *banBook) init() {
-	b.byAddr = map[addrKey]banInfo{}
+	b.byAddr = addrmap.New[banInfo]()
 	b.external = map[addrKey]externalBan{}
 	b.reasons.init()
 }
@@ -57,7 +60,7 @@ func unixSeconds(t time.Time) uint32 {
 func (b *banBook) counts(now int64) (active, wouldBans int) {
 	b.bansMu.Lock()
 	defer b.bansMu.Unlock()
-	for _, bi := range b.byAddr {
+	for _, bi := range b.byAddr.All() {
 		if bi.monitor && bi.until > now {
 			wouldBans++
 		}
@@ -70,17 +73,17 @@ func (b *banBook) counts(now int64) (active, wouldBans int) {
 func (b *banBook) expire(now, forget int64) {
 	b.bansMu.Lock()
 	defer b.bansMu.Unlock()
-	for k, bi := range b.byAddr {
+	b.byAddr.Update(func(a netip.Addr, bi *banInfo) bool {
 		if bi.active && bi.until <= now {
 			bi.active = false
 			b.active--
-			b.byAddr[k] = bi
 		}
 		if bi.until < forget {
-			delete(b.byAddr, k)
-			delete(b.external, k)
+			delete(b.external, keyOf(a))
+			return true
 		}
-	}
+		return false
+	})
 }
 
 // reasonTable interns ban reasons, so that a ban holds a 2-byte index and

@@ -117,7 +117,7 @@ func (e *Engine) BanManual(ctx context.Context, addr netip.Addr, d time.Duration
 	if err != nil {
 		return BanRecord{}, err
 	}
-	if err := e.Flush(ctx); err != nil {
+	if err := e.flushBudgeted(ctx); err != nil { // the decision's row is never held back; a flood's source rows may wait
 		return rec, fmt.Errorf("engine: %s is banned, but the state DB write failed (retried at the next flush): %w", rec.Addr, err)
 	}
 	return rec, nil
@@ -137,7 +137,7 @@ func (e *Engine) Unban(ctx context.Context, addr netip.Addr, uid int) error {
 	bk := &e.bans
 	k := keyOf(a)
 	bk.bansMu.Lock()
-	b, ok := bk.byAddr[k]
+	b, ok := bk.byAddr.Get(a)
 	running := ok && b.until > nowN
 	if running {
 		if b.active {
@@ -145,7 +145,7 @@ func (e *Engine) Unban(ctx context.Context, addr netip.Addr, uid int) error {
 			bk.active--
 		}
 		b.until = nowN
-		bk.byAddr[k] = b
+		bk.byAddr.Set(a, b)
 		delete(bk.external, k)
 	}
 	bk.bansMu.Unlock()
@@ -173,7 +173,7 @@ func (e *Engine) Unban(ctx context.Context, addr netip.Addr, uid int) error {
 	e.failures.Forget(a)
 	e.log.Info("engine: unbanned", "addr", a, "uid", uid)
 	e.decide(Decision{Time: now, Kind: DecisionUnban, Addr: a, Reason: fmt.Sprintf("unban by uid %d", uid)})
-	if err := e.Flush(ctx); err != nil {
+	if err := e.flushBudgeted(ctx); err != nil { // the decision's row is never held back; a flood's source rows may wait
 		return fmt.Errorf("engine: %s is unbanned, but the state DB write failed (retried at the next flush): %w", a, err)
 	}
 	return nil
@@ -219,7 +219,7 @@ func (e *Engine) AllowManual(ctx context.Context, p netip.Prefix, d time.Duratio
 	e.writer.queue(func(b *state.Batch) { b.Allows = append(b.Allows, row) })
 	e.log.Info("engine: allowed by an operator", "prefix", p, "for", d, "comment", comment, "uid", uid)
 	rec := manualRecord(p, m)
-	if err := e.Flush(ctx); err != nil {
+	if err := e.flushBudgeted(ctx); err != nil { // the decision's row is never held back; a flood's source rows may wait
 		return rec, fmt.Errorf("engine: %s is allowed, but the state DB write failed (retried at the next flush): %w", p, err)
 	}
 	return rec, nil
@@ -259,7 +259,7 @@ func (e *Engine) Disallow(ctx context.Context, p netip.Prefix, uid int) error {
 	ab.allowsMu.Unlock()
 	e.writer.queue(func(b *state.Batch) { b.Unallow = append(b.Unallow, p) })
 	e.log.Info("engine: allow removed by an operator", "prefix", p, "uid", uid)
-	if err := e.Flush(ctx); err != nil {
+	if err := e.flushBudgeted(ctx); err != nil { // the decision's row is never held back; a flood's source rows may wait
 		return fmt.Errorf("engine: %s is disallowed, but the state DB write failed (retried at the next flush): %w", p, err)
 	}
 	return nil
@@ -308,9 +308,9 @@ func (e *Engine) Bans(now time.Time) []BanRecord {
 	bk := &e.bans
 	bk.bansMu.Lock()
 	out := make([]BanRecord, 0, bk.active)
-	for k, bi := range bk.byAddr {
+	for a, bi := range bk.byAddr.All() {
 		if bi.until > nowN {
-			out = append(out, e.banRecordLocked(k, bi))
+			out = append(out, e.banRecordLocked(keyOf(a), bi))
 		}
 	}
 	bk.bansMu.Unlock()

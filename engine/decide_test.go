@@ -193,3 +193,45 @@ func TestAuthRowKeptUnderFlood(t *testing.T) {
 		t.Fatalf("last row %+v: the login's row was sampled out", last)
 	}
 }
+
+// A ban burst keeps decisionLogRate decision rows a second in the event
+// log (the rest counted as dropped writes), and every ban, sampled or not,
+// reaches the bans table.
+func TestDecisionRowsSampledBansKept(t *testing.T) {
+	const n = 3 * decisionLogRate
+	r := newRig(t, rigOpt{maxElem: 2 * n, cfg: func(c *Options) { c.GeoMode = GeoStrict; c.BanMaxElem = 2 * n }})
+	rng := rand.New(rand.NewPCG(7, 8))
+	seen := map[string]bool{}
+	for len(seen) < n {
+		src := randomSource(rng).String()
+		if seen[src] {
+			continue
+		}
+		seen[src] = true
+		r.eng.Handle(context.Background(), ev(ami.EventChallengeResponseFailed, "1001", src, "x"))
+	}
+	r.sync()
+	bans, err := r.store.ActiveBans(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := r.store.Events(context.Background(), 10*n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	decided := 0
+	for _, e := range evs {
+		if e.Decision != "" {
+			decided++
+		}
+	}
+	if len(bans) != n {
+		t.Fatalf("%d bans in the DB, want every one of %d", len(bans), n)
+	}
+	if decided != decisionLogRate {
+		t.Fatalf("%d decision rows in the event log, want %d (one second's budget)", decided, decisionLogRate)
+	}
+	if d := r.eng.Snapshot().DroppedWrites; d < uint64(n-decisionLogRate) {
+		t.Errorf("dropped writes %d, want at least %d", d, n-decisionLogRate)
+	}
+}

@@ -139,3 +139,44 @@ func mustList(t *testing.T, fw firewall.Backend, set firewall.Set) []firewall.En
 	}
 	return es
 }
+
+// The ban set's entries are read under the ban book's lock: bans made
+// while a verifier iterates neither race with it nor corrupt what it sees
+// (run with -race).
+func TestBanEntriesWhileBanning(t *testing.T) {
+	r := newRig(t, rigOpt{})
+	done := make(chan struct{})
+	made := 0
+	go func() {
+		defer close(done)
+		a := netip.MustParseAddr("203.0.113.1")
+		for range 200 {
+			if _, err := r.eng.banWith(bg, banRequest{addr: a, reason: "test", now: r.clock.Now(), start: time.Now()}); err == nil {
+				made++
+			}
+			a = a.Next()
+		}
+	}()
+	for {
+		select {
+		case <-done:
+			n := 0
+			for e := range r.eng.Entries(firewall.SetBan) {
+				if !e.Prefix.IsValid() || e.Timeout <= 0 {
+					t.Fatalf("bad entry %+v", e)
+				}
+				n++
+			}
+			if n != made || made < 190 {
+				t.Fatalf("%d ban entries after %d bans made of 200", n, made)
+			}
+			return
+		default:
+		}
+		for e := range r.eng.Entries(firewall.SetBan) {
+			if !e.Prefix.IsValid() || e.Timeout <= 0 {
+				t.Fatalf("bad entry %+v", e)
+			}
+		}
+	}
+}

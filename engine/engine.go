@@ -135,6 +135,7 @@ type Status struct {
 	Evicted       uint64            `json:"evicted"`
 	DroppedWrites uint64            `json:"dropped_writes"`      // event-log rows not written (flood)
 	DroppedSource uint64            `json:"dropped_source_rows"` // source-aggregate rows not written (writer far behind)
+	SourceRows    SourceRowStats    `json:"source_rows"`         // source rows waiting for the writer under the row budget (rowbudget.go)
 	DroppedPush   uint64            `json:"dropped_push"`        // push candidates not examined (queue full)
 	FullRefusals  uint64            `json:"full_refusals"`       // bans refused because the ban set was full
 	LastEvent     time.Time         `json:"last_event"`
@@ -149,7 +150,7 @@ const (
 	maxPendingEvents = 1 << 15 // event-log rows waiting for the writer (~4 MiB)
 	maxPendingSrc    = 1 << 14 // evicted-source rows waiting for the writer (~4 MiB)
 	recentDecisions  = 32
-	flushInterval    = 100 * time.Millisecond
+	flushInterval    = 250 * time.Millisecond // a commit costs the writer more than its rows under a flood; a ban is in the kernel at once, in the DB within this
 	sweepInterval    = 5 * time.Second
 	pruneInterval    = 10 * time.Second // often: under a flood the row cap, not the age, is what bounds the file
 	maxEventLogRows  = 1_000_000
@@ -357,6 +358,7 @@ func (e *Engine) Snapshot() Status {
 	st.FailureMemory = e.failures.Stats()
 	st.DroppedWrites = e.droppedWrites.Load()
 	st.DroppedSource = e.sources.droppedRows.Load()
+	st.SourceRows = e.sources.rowStats(e.now())
 	st.DroppedPush = e.droppedPush.Load()
 	st.FullRefusals = e.fullRefusals.Load()
 	return st

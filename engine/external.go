@@ -42,7 +42,7 @@ func (e *Engine) BanRemote(ctx context.Context, a netip.Addr, d time.Duration, r
 	// a local ban early).
 	k := keyOf(a.Unmap())
 	e.bans.bansMu.Lock()
-	bi := e.bans.byAddr[k]
+	bi, _ := e.bans.byAddr.Get(a.Unmap())
 	x, ext := e.bans.external[k]
 	local := bi.until > e.now().UnixNano() && !bi.monitor && (!ext || !strings.HasPrefix(x.origin, RemoteOriginPrefix))
 	var rec BanRecord
@@ -66,7 +66,7 @@ func (e *Engine) UnbanRemote(ctx context.Context, a netip.Addr) (bool, error) {
 	k := keyOf(a)
 	e.bans.bansMu.Lock()
 	x, ok := e.bans.external[k]
-	bi := e.bans.byAddr[k]
+	bi, _ := e.bans.byAddr.Get(a)
 	e.bans.bansMu.Unlock()
 	if !ok || !strings.HasPrefix(x.origin, RemoteOriginPrefix) || bi.until <= e.now().UnixNano() {
 		return false, nil

@@ -65,7 +65,14 @@ func (e *Engine) Handle(ctx context.Context, ev ami.SecurityEvent) {
 	}
 	// A successful login's row is kept like a decision's: known addresses
 	// are restored from it at the next start.
-	if t.sample.keep(now, reason != "" || k == activity.KindAuthOK) && len(t.eventRows) < maxPendingEvents {
+	class := rowPlain
+	switch {
+	case k == activity.KindAuthOK:
+		class = rowAlways
+	case reason != "":
+		class = rowDecision
+	}
+	if t.sample.keep(now, class) && len(t.eventRows) < maxPendingEvents {
 		row := state.Event{Time: nowT, Addr: addr, Type: ev.Type, Kind: k.String(), Service: ev.Service, Account: sanitize(ev.AccountID, 64)}
 		row.Decision = reason
 		t.eventRows = append(t.eventRows, row)

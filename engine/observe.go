@@ -43,30 +43,49 @@ func observation(ev *ami.SecurityEvent, k activity.Kind, counted bool, at time.T
 func (b *banBook) banned(a netip.Addr, now int64, enforce bool) bool {
 	b.bansMu.Lock()
 	defer b.bansMu.Unlock()
-	bi, ok := b.byAddr[keyOf(a)]
+	bi, ok := b.byAddr.Get(a)
 	return ok && bi.until > now && (!bi.monitor || !enforce)
 }
 
 // eventLogRate is how many event-log rows a second are written in full:
 // writing 10k rows a second cost the daemon more CPU than deciding (issue
 // 11: persistence ≤ 10 % of the CPU). Under a flood the rest are sampled
-// out (counted as dropped writes), except rows that carry a decision and
-// successful logins (known addresses are restored from them at start). The
-// source aggregates and the failure memory still count every event.
-const eventLogRate = 1000
+// out (counted as dropped writes), except successful logins (known
+// addresses are restored from them at start). Rows that carry a decision
+// have a budget of their own, decisionLogRate: a ban burst of 10k a second
+// keeps 1000 of their rows, as the bans table holds every ban with its
+// reason and time anyway. The source aggregates and the failure memory
+// still count every event.
+const eventLogRate, decisionLogRate = 1000, 1000
 
-// eventSampler spends the per-second budget; guarded by sources.tableMu.
+// eventRowClass says how the sampler treats a row.
+type eventRowClass uint8
+
+const (
+	rowPlain    eventRowClass = iota // within eventLogRate
+	rowDecision                      // within decisionLogRate
+	rowAlways                        // never sampled out
+)
+
+// eventSampler spends the per-second budgets; guarded by sources.tableMu.
 type eventSampler struct {
-	second int64 // Unix second of the budget being spent
-	used   int
+	second            int64 // Unix second of the budgets being spent
+	used, usedDecided int
 }
 
-func (s *eventSampler) keep(now int64, decision bool) bool {
+func (s *eventSampler) keep(now int64, class eventRowClass) bool {
 	if sec := now / int64(time.Second); sec != s.second {
-		s.second, s.used = sec, 0
+		s.second, s.used, s.usedDecided = sec, 0, 0
 	}
-	if decision {
+	switch class {
+	case rowAlways:
 		return true
+	case rowDecision:
+		if s.usedDecided < decisionLogRate {
+			s.usedDecided++
+			return true
+		}
+		return false
 	}
 	if s.used < eventLogRate {
 		s.used++

@@ -24,9 +24,19 @@ func (w *stateWriter) queue(add func(b *state.Batch)) {
 	w.pendingMu.Unlock()
 }
 
-// Flush writes what is pending (sources changed since the last flush, the
-// event log, bans, allows, flags) in one transaction.
-func (e *Engine) Flush(ctx context.Context) error {
+// Flush writes everything pending (every changed source's row, evicted
+// sources' rows, the event log, bans, allows, flags) in one transaction:
+// after it the DB is complete. Close, Sync, the end of Run and the
+// operator's commands use it; Run's ticker uses flushBudgeted.
+func (e *Engine) Flush(ctx context.Context) error { return e.flush(ctx, false) }
+
+// flushBudgeted is Run's periodic flush: like Flush, except that source
+// rows are paced by the source-row budget (srcRowRate, rowbudget.go); the
+// rest waits, oldest change first, for the next flushes. Bans, lifts,
+// allows and flags are never held back.
+func (e *Engine) flushBudgeted(ctx context.Context) error { return e.flush(ctx, true) }
+
+func (e *Engine) flush(ctx context.Context, budgeted bool) error {
 	w := &e.writer
 	w.flushMu.Lock()
 	defer w.flushMu.Unlock()
@@ -35,7 +45,7 @@ func (e *Engine) Flush(ctx context.Context) error {
 	if b == nil {
 		b = &state.Batch{}
 	}
-	e.sources.takeRows(b)
+	e.sources.takeRows(b, budgeted, e.now().UnixNano())
 	w.pendingMu.Lock()
 	p := w.pending
 	w.pending = state.Batch{}

@@ -167,8 +167,8 @@ func TestRestoreLoaderAndAddPathsAgree(t *testing.T) {
 			}
 			r.eng.bans.bansMu.Lock()
 			ext, isExt := r.eng.bans.external[keyOf(want.manual)]
-			bi := r.eng.bans.byAddr[keyOf(want.expired)]
-			hostBan, hostKept := r.eng.bans.byAddr[keyOf(want.host)]
+			bi, _ := r.eng.bans.byAddr.Get(want.expired)
+			hostBan, hostKept := r.eng.bans.byAddr.Get(want.host)
 			r.eng.bans.bansMu.Unlock()
 			if !isExt || ext.uid != 1000 || ext.origin != state.OriginManual {
 				t.Errorf("%s: manual ban restored as %+v %v, want external, uid 1000", path, ext, isExt)

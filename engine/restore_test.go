@@ -64,7 +64,7 @@ func TestRestoreStreamsBansInChunks(t *testing.T) {
 		t.Error("want every unexpired ban in the set and the expired one out")
 	}
 	r.eng.bans.bansMu.Lock()
-	bi, ok := r.eng.bans.byAddr[keyOf(expired)]
+	bi, ok := r.eng.bans.byAddr.Get(expired)
 	r.eng.bans.bansMu.Unlock()
 	if !ok || bi.offences != 3 || bi.active {
 		t.Errorf("expired ban in memory = %+v %v, want its 3 offences remembered, not active", bi, ok)

@@ -52,9 +52,9 @@ func OpenOffline(ctx context.Context, o Options, d Deps) (*Engine, error) {
 	return e, nil
 }
 
-// Close writes what is pending to the state DB; the Store and the backend
-// stay open (the caller owns them). For an engine from OpenOffline, or after
-// Run returned.
+// Close writes everything pending to the state DB (no source-row budget);
+// the Store and the backend stay open (the caller owns them). For an engine
+// from OpenOffline, or after Run returned.
 func (e *Engine) Close(ctx context.Context) error { return e.Flush(ctx) }
 
 // noResolver answers nothing: OpenOffline neither seeds nor learns.
@@ -141,7 +141,7 @@ func (e *Engine) start(ctx context.Context, kernel bool) error {
 					put = true
 				}
 			}
-			bk.byAddr[k] = bi
+			bk.byAddr.Set(a, bi)
 			if bi.manual {
 				bk.external[k] = externalBan{uid: b.UID, origin: b.Origin}
 			}
@@ -237,7 +237,7 @@ func ns(t time.Time) int64 {
 }
 
 // Run does the background work until ctx ends: batched DB writes (every
-// 100 ms), push-server examination, conntrack flush and hang-up after bans,
+// 250 ms), push-server examination, conntrack flush and hang-up after bans,
 // expiry and eviction, event-log pruning and push-host reseeding. On return
 // it has flushed what was pending. It leaves the firewall as it is.
 func (e *Engine) Run(ctx context.Context) error {
@@ -283,7 +283,7 @@ func (e *Engine) Run(ctx context.Context) error {
 			cancel()
 			return err
 		case <-flush.C:
-			if err := e.Flush(ctx); err != nil && ctx.Err() == nil {
+			if err := e.flushBudgeted(ctx); err != nil && ctx.Err() == nil {
 				e.log.Error("engine: writing state failed; will retry", "err", err)
 			}
 		case <-challenges.C:
@@ -334,8 +334,9 @@ func (e *Engine) Sweep() {
 }
 
 // Sync waits until the push learner and post-ban work queued so far are
-// done, then flushes. It needs Run to be running (or the queues to be
-// empty); replay and tests use it to get a complete DB.
+// done, then flushes everything (no source-row budget). It needs Run to be
+// running (or the queues to be empty); replay and tests use it to get a
+// complete DB.
 func (e *Engine) Sync(ctx context.Context) error {
 	if err := e.work.wait(ctx); err != nil {
 		return err

@@ -18,17 +18,24 @@ type sourceTable struct {
 	byAddr  map[addrKey]*srcState
 	lruHead *srcState
 	lruTail *srcState
-	// dirty are sources changed since the last flush; evictedRows the last
-	// state of those evicted meanwhile; eventRows the event log.
-	dirty       []*srcState
-	evictedRows []state.SourceUpdate
-	eventRows   []state.Event
-	nextSession int64
-	sample      eventSampler // the event log's per-second budget under a flood
-	kinds       [8]uint64
-	lastEvent   time.Time
+	// dirtyHead..dirtyTail are the sources changed since their row was last
+	// written, oldest change first, each once (srcState.dirty): a budgeted
+	// flush writes from the head (rowbudget.go). They are linked through the
+	// sources themselves, so the list never outgrows the table and an
+	// eviction unlinks its source at once. evictedRows are the last state of
+	// sources evicted before their row was written; eventRows the event log.
+	dirtyHead, dirtyTail *srcState
+	dirtyLen             int
+	evictedRows          []state.SourceUpdate
+	eventRows            []state.Event
+	nextSession          int64
+	sample               eventSampler // the event log's per-second budget under a flood
+	rowPace              rowBudget    // the source rows' per-second budget under a flood
+	kinds                [8]uint64
+	lastEvent            time.Time
 
 	evicted, droppedRows atomic.Uint64
+	rowsWritten          atomic.Uint64 // source rows handed to the writer
 }
 
 func (t *sourceTable) init() { t.byAddr = map[addrKey]*srcState{} }
@@ -45,28 +52,51 @@ type srcState struct {
 	holdUntil  int64
 	touched    int64 // last move to the LRU front (UnixNano)
 	prev, next *srcState
-	dirty      bool
+	// dirty: s is in the table's dirty list (its row waits for a flush),
+	// linked by dirtyPrev/dirtyNext; dirtyAt is when it joined (UnixNano of
+	// the event that changed it), for the lag metric.
+	dirty                bool
+	dirtyPrev, dirtyNext *srcState
+	dirtyAt              int64
 }
 
-// markDirty queues s for the next flush; called with tableMu held. Evicted
-// sources leave stale entries behind, so the list is compacted when it
-// outgrows the table: without a writer it stays bounded.
+// markDirty queues s's row for a flush, at the tail of the dirty list
+// unless it waits there already (a source changing again keeps its place:
+// its row, written later, carries every change); called with tableMu held.
+// The list holds only sources in the table, so it is bounded by max_sources.
 func (t *sourceTable) markDirty(s *srcState) {
 	if s.dirty {
 		return
 	}
 	s.dirty = true
-	if len(t.dirty) >= 2*len(t.byAddr)+1024 {
-		live := t.dirty[:0]
-		for _, d := range t.dirty {
-			if d.dirty {
-				live = append(live, d)
-			}
-		}
-		clear(t.dirty[len(live):])
-		t.dirty = live
+	s.dirtyAt = t.lastEvent.UnixNano() // Handle sets lastEvent just before
+	s.dirtyPrev, s.dirtyNext = t.dirtyTail, nil
+	if t.dirtyTail != nil {
+		t.dirtyTail.dirtyNext = s
+	} else {
+		t.dirtyHead = s
 	}
-	t.dirty = append(t.dirty, s)
+	t.dirtyTail = s
+	t.dirtyLen++
+}
+
+// unmarkDirty takes s out of the dirty list; called with tableMu held.
+func (t *sourceTable) unmarkDirty(s *srcState) {
+	if !s.dirty {
+		return
+	}
+	if s.dirtyPrev != nil {
+		s.dirtyPrev.dirtyNext = s.dirtyNext
+	} else {
+		t.dirtyHead = s.dirtyNext
+	}
+	if s.dirtyNext != nil {
+		s.dirtyNext.dirtyPrev = s.dirtyPrev
+	} else {
+		t.dirtyTail = s.dirtyPrev
+	}
+	s.dirtyPrev, s.dirtyNext, s.dirty = nil, nil, false
+	t.dirtyLen--
 }
 
 // get returns addr's state, creating it (and evicting the least recently
@@ -141,14 +171,12 @@ func (t *sourceTable) evict(s *srcState) {
 	delete(t.byAddr, keyOf(s.src.Addr))
 	t.evicted.Add(1)
 	if s.dirty {
-		s.dirty = false
+		t.unmarkDirty(s)
 		if len(t.evictedRows) < maxPendingSrc {
 			t.evictedRows = append(t.evictedRows, state.SourceUpdate{Session: s.session, Source: cloneSource(&s.src)})
 		} else {
 			t.droppedRows.Add(1)
 		}
-		// s stays referenced by dirty until the next flush, which skips
-		// it because dirty is now false.
 	}
 }
 
@@ -172,26 +200,6 @@ func (t *sourceTable) evictBeyond(max int) {
 		t.evict(t.lruTail)
 	}
 	t.tableMu.Unlock()
-}
-
-// takeRows hands the writer the rows of changed and evicted sources and the
-// event log, appended to b.
-func (t *sourceTable) takeRows(b *state.Batch) {
-	t.tableMu.Lock()
-	defer t.tableMu.Unlock()
-	for _, s := range t.dirty {
-		if s.dirty {
-			s.dirty = false
-			b.Sources = append(b.Sources, state.SourceUpdate{Session: s.session, Source: cloneSource(&s.src)})
-		}
-	}
-	t.dirty = t.dirty[:0]
-	b.Sources = append(b.Sources, t.evictedRows...)
-	t.evictedRows = t.evictedRows[:0]
-	if len(t.eventRows) > 0 {
-		b.Events = append(b.Events, t.eventRows...)
-		t.eventRows = make([]state.Event, 0, min(len(t.eventRows), 1024))
-	}
 }
 
 // setUA records the User-Agent a contact look-up found for a.

@@ -35,13 +35,13 @@ echo "packaging: building sipsentry $VERSION for linux/$ARCH" >&2
 CGO_ENABLED=0 GOOS=linux GOARCH="$ARCH" go build -trimpath -ldflags "-s -w -X main.version=$VERSION" \
 	-o "$root/sipsentry" ./cmd/sipsentry
 
-# Man pages and completions come from the binary itself (the host's arch
-# when cross-building: build one for the host to run).
-gen="$root/sipsentry"
-if [ "$ARCH" != "$(go env GOHOSTARCH)" ]; then
-	gen="$root/sipsentry-host"
-	go build -o "$gen" ./cmd/sipsentry
-fi
+# Man pages and completions come from the command tree, by a build of it
+# with the man page generator (-tags mangen: cobra/doc and blackfriday stay
+# out of the packaged daemon), for the host's arch, with the same version.
+gendir=$(mktemp -d)
+trap 'rm -rf "$gendir"' EXIT
+gen="$gendir/sipsentry-mangen"
+CGO_ENABLED=0 go build -tags mangen -trimpath -ldflags "-X main.version=$VERSION" -o "$gen" ./cmd/sipsentry
 "$gen" man --dir "$root/man8" >/dev/null
 gzip -9n "$root"/man8/*.8
 "$gen" completion bash >"$root/sipsentry.bash"

@@ -5,7 +5,9 @@
 //
 // The daemon writes through Apply from a single writer goroutine, one
 // transaction per batch, so an event flood costs one fsync per batch, not per
-// event (synchronous=NORMAL in WAL). Readers (`sipsentry sources`, `status`)
+// event (synchronous=NORMAL in WAL); within it, source, ban and event rows
+// go in multi-row statements of up to 128 rows, in key order
+// (multirow.go). Readers (`sipsentry sources`, `status`)
 // use OpenReadOnly and never block the writer.
 //
 // It never decides anything: what is written here was decided by the engine.
@@ -75,7 +77,8 @@ type Store struct {
 	// Now is the clock used for "active" (unexpired) queries; tests replace it.
 	Now func() time.Time
 
-	writes writeHealth // Apply's results, for WriteHealth (check.go)
+	writes  writeHealth // Apply's results, for WriteHealth (check.go)
+	inserts insertStmts // the bulk tables' multi-row INSERTs (multirow.go)
 }
 
 const schema = `
@@ -249,7 +252,10 @@ func OpenReadOnly(path string) (*Store, error) {
 }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.inserts.close()
+	return s.db.Close()
+}
 
 // Path is the file the store was opened from.
 func (s *Store) Path() string { return s.path }
@@ -373,12 +379,26 @@ func (s *Store) Apply(ctx context.Context, b *Batch) (err error) {
 		return nil
 	}
 	defer func() { s.writes.note(ctx, err) }()
+	for _, t := range []struct {
+		m    *multiInsert
+		rows int
+	}{{insertSources, len(b.Sources)}, {insertBans, len(b.Bans)}, {insertEvents, len(b.Events)}} {
+		if t.rows > 0 {
+			if err := s.inserts.prepare(ctx, s.db, t.m, t.rows); err != nil {
+				return err
+			}
+		}
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("state: begin: %w", err)
 	}
 	defer tx.Rollback()
-	if err := applyTx(ctx, tx, b, s.Now()); err != nil {
+	// One argument slice for every statement of the batch, as long as its
+	// largest needs (a flush at rest is a few rows).
+	widest := min(max(len(b.Sources), len(b.Bans), len(b.Events)), rowsPerInsert) * insertSources.cols
+	w := &rowWriter{ctx: ctx, tx: tx, stmts: &s.inserts, args: make([]any, 0, widest)}
+	if err := applyTx(ctx, w, b, s.Now()); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
@@ -387,48 +407,37 @@ func (s *Store) Apply(ctx context.Context, b *Batch) (err error) {
 	return nil
 }
 
-func applyTx(ctx context.Context, tx *sql.Tx, b *Batch, now time.Time) error {
-	if len(b.Sources) > 0 {
-		st, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO sources
-			(addr, session, first_seen, last_seen, auth_ok, auth_failed, unknown_account, acl, other, injection,
-			 accounts, distinct_accounts, last_ua, last_service) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`)
-		if err != nil {
-			return fmt.Errorf("state: %w", err)
-		}
-		defer st.Close()
-		for _, u := range b.Sources {
-			src := &u.Source
-			acc, _ := json.Marshal(nonNil(src.Accounts))
-			c := src.Counts
-			if _, err := st.ExecContext(ctx, src.Addr.String(), u.Session, ns(src.FirstSeen), ns(src.LastSeen),
-				c.AuthOK, c.AuthFailed, c.UnknownAccount, c.ACL, c.Other, c.Injection,
-				string(acc), src.DistinctAccounts, src.LastUserAgent, src.LastService); err != nil {
-				return fmt.Errorf("state: writing source %s: %w", src.Addr, err)
-			}
-		}
+func applyTx(ctx context.Context, w *rowWriter, b *Batch, now time.Time) error {
+	tx := w.tx
+	sources := byKey(len(b.Sources), func(i int) (netip.Addr, int64) { return b.Sources[i].Source.Addr, b.Sources[i].Session })
+	if err := w.insert(insertSources, len(sources), func(args []any, i int) []any {
+		u := &b.Sources[sources[i].row]
+		src := &u.Source
+		w.json = appendAccountsJSON(w.json[:0], src.Accounts)
+		c := &src.Counts
+		return append(args, sources[i].addr, u.Session, ns(src.FirstSeen), ns(src.LastSeen),
+			int64(c.AuthOK), int64(c.AuthFailed), int64(c.UnknownAccount), int64(c.ACL), int64(c.Other), int64(c.Injection),
+			string(w.json), int64(src.DistinctAccounts), src.LastUserAgent, src.LastService)
+	}, func(lo, hi int) string {
+		return rowsNamed("sources", b.Sources[sources[lo].row].Source.Addr, b.Sources[sources[hi-1].row].Source.Addr, hi-lo)
+	}); err != nil {
+		return err
 	}
-	if len(b.Bans) > 0 {
-		// Prepared once per batch: a ban burst is thousands of rows, and
-		// preparing each one cost as much as running it.
-		st, err := tx.PrepareContext(ctx, `INSERT INTO bans (addr, until, offences, reason, created, monitor, origin, uid) VALUES (?,?,?,?,?,?,?,?)
-			ON CONFLICT(addr) DO UPDATE SET until=excluded.until, offences=max(bans.offences, excluded.offences),
-			reason=excluded.reason, created=excluded.created, monitor=excluded.monitor, origin=excluded.origin, uid=excluded.uid`)
-		if err != nil {
-			return fmt.Errorf("state: %w", err)
+	bans := byKey(len(b.Bans), func(i int) (netip.Addr, int64) { return b.Bans[i].Addr, 0 })
+	if err := w.insert(insertBans, len(bans), func(args []any, i int) []any {
+		bn := &b.Bans[bans[i].row]
+		origin, uid := bn.Origin, bn.UID
+		if origin == "" {
+			origin = OriginEngine
 		}
-		defer st.Close()
-		for _, bn := range b.Bans {
-			origin, uid := bn.Origin, bn.UID
-			if origin == "" {
-				origin = OriginEngine
-			}
-			if origin == OriginEngine {
-				uid = NoUID
-			}
-			if _, err := st.ExecContext(ctx, bn.Addr.String(), ns(bn.Until), bn.Offences, bn.Reason, ns(bn.Created), bn.Monitor, origin, uid); err != nil {
-				return fmt.Errorf("state: writing ban %s: %w", bn.Addr, err)
-			}
+		if origin == OriginEngine {
+			uid = NoUID
 		}
+		return append(args, bans[i].addr, ns(bn.Until), int64(bn.Offences), bn.Reason, ns(bn.Created), bn.Monitor, origin, int64(uid))
+	}, func(lo, hi int) string {
+		return rowsNamed("bans", b.Bans[bans[lo].row].Addr, b.Bans[bans[hi-1].row].Addr, hi-lo)
+	}); err != nil {
+		return err
 	}
 	for _, a := range b.Lifts {
 		if _, err := tx.ExecContext(ctx, `UPDATE bans SET until=? WHERE addr=? AND until > ?`,
@@ -468,26 +477,20 @@ func applyTx(ctx context.Context, tx *sql.Tx, b *Batch, now time.Time) error {
 			return fmt.Errorf("state: writing flag %s: %w", f.Addr, err)
 		}
 	}
-	if len(b.Events) > 0 {
-		st, err := tx.PrepareContext(ctx, `INSERT INTO events (time, addr, type, kind, service, account, decision) VALUES (?,?,?,?,?,?,?)`)
-		if err != nil {
-			return fmt.Errorf("state: %w", err)
-		}
-		defer st.Close()
-		for _, ev := range b.Events {
-			if _, err := st.ExecContext(ctx, ns(ev.Time), ev.Addr.String(), ev.Type, ev.Kind, ev.Service, ev.Account, ev.Decision); err != nil {
-				return fmt.Errorf("state: writing event: %w", err)
-			}
-		}
-	}
-	return nil
+	return w.insert(insertEvents, len(b.Events), func(args []any, i int) []any {
+		ev := &b.Events[i]
+		return append(args, ns(ev.Time), ev.Addr.String(), ev.Type, ev.Kind, ev.Service, ev.Account, ev.Decision)
+	}, func(lo, hi int) string {
+		return rowsNamed("events", b.Events[lo].Addr, b.Events[hi-1].Addr, hi-lo)
+	})
 }
 
-func nonNil(a []activity.AccountCount) []activity.AccountCount {
-	if a == nil {
-		return []activity.AccountCount{}
+// rowsNamed names the rows of one failed multi-row INSERT for its error.
+func rowsNamed(table string, first, last netip.Addr, n int) string {
+	if n == 1 {
+		return fmt.Sprintf("%s row %s", table, first)
 	}
-	return a
+	return fmt.Sprintf("%d %s rows %s..%s", n, table, first, last)
 }
 
 // Prune deletes events older than before and keeps at most maxEvents rows

@@ -52,6 +52,10 @@ type options struct {
 	wait     time.Duration
 	dir      string // work directory (config, state, daemon log)
 	progress io.Writer
+	// tick is how often the fake Asterisk writes what is due: events then
+	// arrive in bursts of rate × tick, and the last of a burst waits for
+	// the others (part of the socket → kernel figure).
+	tick time.Duration
 	// profileDir, when set, receives cpu.pb.gz, heap-peak.pb.gz and heap-end.pb.gz.
 	profileDir string
 }
@@ -71,10 +75,14 @@ type result struct {
 	peakRSSkB, hwmkB                          int
 	rssSamples                                []int // kB, one a second
 	cpuPercent                                float64
-	p50, p99                                  float64 // seconds, socket → kernel (daemon histogram)
-	latencyCount                              float64
-	missingSample                             []string
-	daemonLog                                 string
+	// runWaitSeconds: time the daemon's threads were runnable but waited
+	// for a CPU (the kernel's schedstat) over the flood: what a busy
+	// machine adds to every latency figure, whatever the daemon does.
+	runWaitSeconds, cpuSeconds float64
+	p50, p99                   float64 // seconds, socket → kernel (daemon histogram)
+	latencyCount               float64
+	missingSample              []string
+	daemonLog                  string
 }
 
 func (r result) String() string {
@@ -83,6 +91,7 @@ func (r result) String() string {
 	fmt.Fprintf(&b, "over threshold %d, in the kernel ban set %d, missing %d\n", r.overThreshold, r.inKernel, r.missing)
 	fmt.Fprintf(&b, "AMI events received %.0f, dropped at the queue %.0f; ban decisions %.0f\n", r.amiEvents, r.dropped, r.bans)
 	fmt.Fprintf(&b, "daemon RSS peak %.1f MB (VmHWM %.1f MB), CPU %.0f%% of one core over the flood\n", float64(r.peakRSSkB)/1024, float64(r.hwmkB)/1024, r.cpuPercent)
+	fmt.Fprintf(&b, "daemon threads waited %.1f s for a CPU (run queue) while running %.1f s\n", r.runWaitSeconds, r.cpuSeconds)
 	fmt.Fprintf(&b, "socket → kernel latency (daemon histogram, %.0f bans): p50 %s, p99 %s\n", r.latencyCount, fmtSec(r.p50), fmtSec(r.p99))
 	return b.String()
 }
@@ -300,6 +309,25 @@ func procStatus(pid int) (rss, hwm int) {
 	return rss, hwm
 }
 
+// schedstat sums the run time and the run-queue wait (ns) of pid's threads
+// (/proc/PID/task/*/schedstat: "run wait timeslices").
+func schedstat(pid int) (run, wait int64) {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b))
+		if len(f) >= 2 {
+			r, _ := strconv.ParseInt(f[0], 10, 64)
+			w, _ := strconv.ParseInt(f[1], 10, 64)
+			run, wait = run+r, wait+w
+		}
+	}
+	return run, wait
+}
+
 // cpuTicks is utime + stime of pid (clock ticks, 100 a second on Linux).
 func cpuTicks(pid int) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -448,6 +476,7 @@ func run(ctx context.Context, ns namespace, o options) (res result, err error) {
 	}()
 
 	cpu0, wall0 := cpuTicks(pid), time.Now()
+	run0, wait0 := schedstat(pid)
 	total := o.sources * o.fails
 	var profiles sync.WaitGroup
 	defer profiles.Wait()
@@ -468,7 +497,7 @@ func run(ctx context.Context, ns namespace, o options) (res result, err error) {
 	roundStart := make([]time.Time, o.fails)
 	start := time.Now()
 	var buf []byte
-	tick := time.NewTicker(10 * time.Millisecond)
+	tick := time.NewTicker(o.tick)
 	sent := 0
 	lastLog := start
 	for sent < total {
@@ -541,6 +570,8 @@ func run(ctx context.Context, ns namespace, o options) (res result, err error) {
 		time.Sleep(500 * time.Millisecond)
 	}
 	res.cpuPercent = float64(cpuTicks(pid)-cpu0) / clockTicks / time.Since(wall0).Seconds() * 100
+	run1, wait1 := schedstat(pid)
+	res.runWaitSeconds, res.cpuSeconds = float64(wait1-wait0)/1e9, float64(run1-run0)/1e9
 	if o.profileDir != "" {
 		if err := fetchProfile(mc, "heap", filepath.Join(o.profileDir, "heap-end.pb.gz")); err != nil {
 			logf("heap profile: %v", err)

@@ -37,7 +37,7 @@ func TestFlood10k(t *testing.T) {
 	}
 	var progress strings.Builder
 	o := options{
-		sources: 10000, fails: 6, rate: 6000,
+		sources: 10000, fails: 6, rate: 6000, tick: 10 * time.Millisecond,
 		bin: bin, geoDir: testpath.Shared(t, "geo"), dir: dir,
 		engine:   "max_sources = 2000",
 		wait:     90 * time.Second,

@@ -22,6 +22,7 @@ func main() {
 	flag.StringVar(&o.bin, "bin", "", "sipsentry binary (default: go build ./cmd/sipsentry)")
 	flag.StringVar(&o.engine, "engine", "", "extra [engine] lines, e.g. 'max_sources = 150000'")
 	flag.DurationVar(&o.wait, "wait", 120*time.Second, "how long to wait for the bans after the flood")
+	flag.DurationVar(&o.tick, "tick", 10*time.Millisecond, "send what is due every tick (bursts of rate × tick events)")
 	flag.StringVar(&o.profileDir, "profile", "", "save the daemon's CPU profile over the flood and its heap at the RSS peak and at the end in this directory (turns on metrics.pprof)")
 	keep := flag.Bool("keep", false, "keep the work directory (config, state DB, daemon log)")
 	flag.Parse()

@@ -54,6 +54,7 @@ func main() {
 	flag.StringVar(&onlyCountries, "countries", "", "for -rss: comma-separated country codes to allow (default: every shipped list)")
 	bin := flag.String("bin", "", "sipsentry binary for -rss (default: go build)")
 	binBefore := flag.String("bin-before", "", "for -rss: also measure this binary first, in the same run (e.g. a build of the previous commit), and print both")
+	flag.StringVar(&profileDir, "profile", "", "for -rss: save the daemon's heap profile after each settle in this directory (turns on metrics.pprof)")
 	flag.DurationVar(&settleFor, "settle", 10*time.Second, "for -rss: idle time before reading the RSS")
 	flag.Parse()
 	if !*lat && !*rss {
@@ -420,6 +421,7 @@ var (
 	onlyCountries string
 	useMMDB       bool
 	settleFor     time.Duration
+	profileDir    string
 )
 
 // rssResult is one binary's VmRSS (kB) in each state.
@@ -533,9 +535,10 @@ hosts = []
 resolver = "127.0.0.1:1"
 [metrics]
 listen = "127.0.0.1:9468"
+pprof = %t
 [control]
 socket = %q
-%s`, filepath.Join(dir, "state"), srv.Addr(), filepath.Join(dir, "control.sock"), extra)
+%s`, filepath.Join(dir, "state"), srv.Addr(), profileDir != "", filepath.Join(dir, "control.sock"), extra)
 	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 		return nil, err
 	}
@@ -574,8 +577,41 @@ func settle(ns *nsHandle, pid int) (rss, hwm int, err error) {
 	if err == nil {
 		fmt.Printf("    (pid %d: VmRSS %d kB; %s)\n", pid, rss, heapLine(ns))
 		fmt.Printf("    (%s)\n", rssBreakdown(pid))
+		if profileDir != "" {
+			saveHeapProfile(ns, filepath.Join(profileDir, fmt.Sprintf("heap-%d-%d.pb.gz", pid, rss)))
+		}
 	}
 	return rss, hwm, err
+}
+
+// saveHeapProfile writes the daemon's /debug/pprof/heap (metrics.pprof) to
+// file, for -profile.
+func saveHeapProfile(ns *nsHandle, file string) {
+	var out []byte
+	err := ns.Do(func() error {
+		c, err := net.DialTimeout("tcp", "127.0.0.1:9468", 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		fmt.Fprintf(c, "GET /debug/pprof/heap HTTP/1.0\r\nHost: x\r\n\r\n")
+		out, err = io.ReadAll(c)
+		return err
+	})
+	if err == nil {
+		_, body, ok := bytes.Cut(out, []byte("\r\n\r\n"))
+		if !ok {
+			err = fmt.Errorf("no HTTP body")
+		} else {
+			err = os.WriteFile(file, body, 0o644)
+		}
+	}
+	if err != nil {
+		fmt.Printf("    (heap profile: %v)\n", err)
+		return
+	}
+	fmt.Printf("    (heap profile: %s)\n", file)
 }
 
 // rssBreakdown sums resident memory per kind of mapping from

@@ -1,3 +1,9 @@
+//go:build mangen
+
+// The man page generator is built only with -tags mangen (packaging/build.sh
+// does): cobra/doc links go-md2man and blackfriday, whose init maps cost the
+// daemon ~1 MB of heap for a command it never runs (issue 11).
+
 package main
 
 import (
@@ -14,16 +20,19 @@ type manOptions struct {
 }
 
 // newManCommand writes one roff man page per command, generated from the
-// command tree itself so the pages never drift from the flags.
+// command tree itself so the pages never drift from the flags. Hidden: the
+// installed binary does not have it, so the pages do not document it.
 func newManCommand(root *cobra.Command) *cobra.Command {
 	opts := &manOptions{}
 	cmd := &cobra.Command{
-		Use:   "man --dir DIR",
-		Short: "Write man pages for every command into DIR",
+		Use:    "man --dir DIR",
+		Hidden: true,
+		Short:  "Write man pages for every command into DIR",
 		Long: `Write one roff man page per command (sipsentry.8, sipsentry-run.8, ...)
-into DIR, generated from the command tree. Install them with e.g.
+into DIR, generated from the command tree. Only in a build with -tags mangen;
+from a source tree install them with e.g.
 
-    sipsentry man --dir /usr/local/share/man/man8 && mandb
+    go run -tags mangen ./cmd/sipsentry man --dir /usr/local/share/man/man8 && mandb
 
 The page date is today's, or SOURCE_DATE_EPOCH's when that is set (for
 reproducible packages).`,

@@ -3,11 +3,15 @@ package main
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/spf13/cobra"
+
+	"github.com/sipsentry/sipsentry/internal/testpath"
 )
 
 // execRoot runs the real command tree with args and returns stdout.
@@ -22,12 +26,26 @@ func execRoot(t *testing.T, args ...string) (string, error) {
 	return out.String(), err
 }
 
-func TestManWritesEveryCommand(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "man8")
-	if _, err := execRoot(t, "man", "--dir", dir); err != nil {
-		t.Fatal(err)
+// buildManGen builds the man page generator the way packaging/build.sh
+// does (-tags mangen) and returns its path.
+func buildManGen(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "sipsentry-mangen")
+	if out, err := exec.Command("go", "build", "-tags", "mangen", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build -tags mangen: %v\n%s", err, out)
 	}
-	// Walk the same tree (with cobra's completion command, which Execute adds).
+	return bin
+}
+
+func TestManWritesEveryCommand(t *testing.T) {
+	gen := buildManGen(t)
+	dir := filepath.Join(t.TempDir(), "man8")
+	if out, err := exec.Command(gen, "man", "--dir", dir).CombinedOutput(); err != nil {
+		t.Fatalf("sipsentry man: %v\n%s", err, out)
+	}
+	// Walk the same tree (with cobra's completion command, which Execute
+	// adds). The daemon's tree is the generator's but for the hidden man
+	// command, which neither documents.
 	root := newRootCommand()
 	root.InitDefaultCompletionCmd()
 	var walk func(c *cobra.Command)
@@ -73,11 +91,20 @@ func TestManWritesEveryCommand(t *testing.T) {
 	if !bytes.Contains(doctor, []byte(`\fB--json\fP`)) {
 		t.Error("doctor's page does not document --json")
 	}
-}
+	// No page names the generator, which the installed binary lacks.
+	if _, err := os.Stat(filepath.Join(dir, "sipsentry-man.8")); err == nil {
+		t.Error("sipsentry-man.8 was written: the installed binary has no man command")
+	}
+	top, _ := os.ReadFile(filepath.Join(dir, "sipsentry.8"))
+	if bytes.Contains(top, []byte("sipsentry-man")) {
+		t.Error("sipsentry.8 refers to sipsentry-man(8)")
+	}
 
-func TestManNeedsDir(t *testing.T) {
-	if _, err := execRoot(t, "man"); err == nil || !strings.Contains(err.Error(), "dir") {
-		t.Fatalf("man without --dir: err = %v, want a message about --dir", err)
+	// Without --dir the generator says what is missing (exit 2).
+	cmd := exec.Command(gen, "man")
+	out, err := cmd.CombinedOutput()
+	if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 2 || !strings.Contains(string(out), "dir") {
+		t.Fatalf("man without --dir: %v, exit %d, output %q; want exit 2 and a message about --dir", err, cmd.ProcessState.ExitCode(), out)
 	}
 }
 
@@ -105,5 +132,29 @@ func TestCompletionBash(t *testing.T) {
 	}
 	if !strings.Contains(out, "--json") {
 		t.Errorf("completing doctor flags does not offer --json:\n%s", out)
+	}
+}
+
+// The daemon must not link the man page generator (cobra/doc, go-md2man,
+// blackfriday: ~1 MB of heap from blackfriday's init maps, issue 11); the
+// mangen build must (else the first check proves nothing).
+func TestDaemonDoesNotLinkManGenerator(t *testing.T) {
+	t.Chdir(testpath.RepoRoot(t))
+	generator := []string{"github.com/spf13/cobra/doc", "github.com/cpuguy83/go-md2man/v2/md2man", "github.com/russross/blackfriday/v2"}
+	for _, tags := range []string{"", "mangen"} {
+		out, err := exec.Command("go", "list", "-deps", "-tags", tags, "./cmd/sipsentry").Output()
+		if err != nil {
+			t.Fatalf("go list -tags %q: %v", tags, err)
+		}
+		deps := strings.Fields(string(out))
+		for _, p := range generator {
+			linked := slices.Contains(deps, p)
+			if tags == "" && linked {
+				t.Errorf("the daemon's build links %s: keep cmd_man.go behind //go:build mangen", p)
+			}
+			if tags == "mangen" && !linked {
+				t.Errorf("the mangen build does not link %s: the man pages cannot come from it", p)
+			}
+		}
 	}
 }

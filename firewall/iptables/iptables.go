@@ -85,13 +85,17 @@ type Backend struct {
 	run    *runner
 	ipt    map[string]*goipt.IPTables // by family: inet, inet6
 
-	nlMu sync.Mutex      // the netlink handle is one socket: one request at a time
-	nl   *netlink.Handle // ipset requests (adds at event rate)
+	nlMu sync.Mutex // guards nl, aconn and abatch: one request at a time on each socket
+	// aconn and abatch are the add path's own socket and request buffer
+	// (adds at event rate; see nlAdd).
+	aconn  *nlConn
+	abatch batch
+	nl     *netlink.Handle // ipset requests (adds at event rate)
 	// Conntrack sockets, apart from nl so that a table walk (DropFlowsOf:
 	// 10-30 ms) never delays an ipset add, and apart from each other so
 	// that a single-flow delete (DropFlow) does not wait for a walk.
 	ctMu     sync.Mutex
-	ctSock   *nl.SocketHandle // single-flow conntrack deletes (netlink has no API for it)
+	ctConn   *nlConn // single-flow conntrack deletes (ctdelete.go); guarded by ctMu
 	walkMu   sync.Mutex
 	ctWalker *netlink.Handle // conntrack table walks
 
@@ -205,12 +209,10 @@ func New(o Options) (*Backend, error) {
 			return
 		}
 		b.nl = h
-		s, err := nl.GetNetlinkSocketAt(netns.None(), netns.None(), unix.NETLINK_NETFILTER)
-		if err != nil {
+		if b.ctConn, err = openNLRequestConn(); err != nil {
 			probeErr = fmt.Errorf("%w: netlink netfilter socket: %v", firewall.ErrUnavailable, err)
 			return
 		}
-		b.ctSock = &nl.SocketHandle{Socket: s}
 		w, err := netlink.NewHandle(unix.NETLINK_NETFILTER)
 		if err != nil {
 			probeErr = fmt.Errorf("%w: netlink netfilter socket: %v", firewall.ErrUnavailable, err)
@@ -218,6 +220,10 @@ func New(o Options) (*Backend, error) {
 		}
 		b.ctWalker = w
 		if b.vconn, err = openNLConn(); err != nil {
+			probeErr = fmt.Errorf("%w: netlink netfilter socket: %v", firewall.ErrUnavailable, err)
+			return
+		}
+		if b.aconn, err = openNLRequestConn(); err != nil {
 			probeErr = fmt.Errorf("%w: netlink netfilter socket: %v", firewall.ErrUnavailable, err)
 			return
 		}
@@ -253,10 +259,12 @@ func (b *Backend) Close() error {
 		b.nl.Close()
 		b.nl = nil
 	}
-	if b.ctSock != nil {
-		b.ctSock.Close()
-		b.ctSock = nil
+	b.ctMu.Lock()
+	if b.ctConn != nil {
+		b.ctConn.close()
+		b.ctConn = nil
 	}
+	b.ctMu.Unlock()
 	if b.ctWalker != nil {
 		b.ctWalker.Close()
 		b.ctWalker = nil
@@ -265,6 +273,12 @@ func (b *Backend) Close() error {
 		b.vconn.close()
 		b.vconn = nil
 	}
+	b.nlMu.Lock()
+	if b.aconn != nil {
+		b.aconn.close()
+		b.aconn = nil
+	}
+	b.nlMu.Unlock()
 	b.statMu.Lock()
 	if b.sconn != nil {
 		b.sconn.close()
@@ -1065,10 +1079,22 @@ func (b *Backend) nlEntry(s setSpec, e firewall.Entry) *netlink.IPSetEntry {
 
 func (b *Backend) nlAdd(set firewall.Set, e firewall.Entry) error {
 	s := b.spec(set, famOf(e.Prefix))
+	// One request without an acknowledgement on the backend's own socket:
+	// the kernel has the entry when sendmsg returns and queues only a
+	// refusal, so an add is one send and one non-blocking read, where the
+	// netlink package's IpsetAdd also asked the socket's address and waited
+	// for the ack (two more syscalls and their allocations per ban).
 	b.nlMu.Lock()
-	err := b.nl.IpsetAdd(s.name, b.nlEntry(s, e))
-	b.nlMu.Unlock()
-	return b.nlError("add", s.name, e.Prefix, err)
+	defer b.nlMu.Unlock()
+	if b.aconn == nil {
+		return fmt.Errorf("iptables: add %s: the backend is closed", e.Prefix)
+	}
+	bt := &b.abatch
+	bt.reset(b.aconn, nl.IPSET_CMD_ADD)
+	if err := bt.put(s, e); err != nil {
+		return err
+	}
+	return bt.flush()
 }
 
 func (b *Backend) nlError(verb, name string, p netip.Prefix, err error) error {
@@ -1262,47 +1288,10 @@ func (b *Backend) DropFlow(ctx context.Context, proto string, remote, local neti
 		return fmt.Errorf("%w: dropflow %q %s %s", firewall.ErrInvalid, proto, remote, local)
 	}
 	remote, local = netip.AddrPortFrom(ra, remote.Port()), netip.AddrPortFrom(la, local.Port())
-	for _, dir := range [][2]netip.AddrPort{{remote, local}, {local, remote}} {
-		err := b.ctDelete(pnum, dir[0], dir[1])
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, syscall.ENOENT) {
-			return fmt.Errorf("iptables: delete conntrack entry %s %s -> %s: %w", proto, dir[0], dir[1], err)
-		}
+	if err := b.ctDeleteBoth(pnum, remote, local); err != nil {
+		return fmt.Errorf("iptables: delete conntrack entry %s %s <-> %s: %w", proto, remote, local, err)
 	}
 	return nil
-}
-
-func (b *Backend) ctDelete(proto uint8, src, dst netip.AddrPort) error {
-	fam, srcT, dstT := uint8(unix.AF_INET), nl.CTA_IP_V4_SRC, nl.CTA_IP_V4_DST
-	if src.Addr().Is6() {
-		fam, srcT, dstT = unix.AF_INET6, nl.CTA_IP_V6_SRC, nl.CTA_IP_V6_DST
-	}
-	req := &nl.NetlinkRequest{
-		NlMsghdr: unix.NlMsghdr{
-			Len:   uint32(unix.SizeofNlMsghdr),
-			Type:  uint16(unix.NFNL_SUBSYS_CTNETLINK<<8 | nl.IPCTNL_MSG_CT_DELETE),
-			Flags: unix.NLM_F_REQUEST | unix.NLM_F_ACK,
-		},
-		Sockets: map[int]*nl.SocketHandle{unix.NETLINK_NETFILTER: b.ctSock},
-	}
-	req.AddData(&nl.Nfgenmsg{NfgenFamily: fam, Version: nl.NFNETLINK_V0})
-	ip := nl.NewRtAttr(unix.NLA_F_NESTED|nl.CTA_TUPLE_IP, nil)
-	ip.AddChild(nl.NewRtAttr(srcT, src.Addr().AsSlice()))
-	ip.AddChild(nl.NewRtAttr(dstT, dst.Addr().AsSlice()))
-	pr := nl.NewRtAttr(unix.NLA_F_NESTED|nl.CTA_TUPLE_PROTO, nil)
-	pr.AddChild(nl.NewRtAttr(nl.CTA_PROTO_NUM, []byte{proto}))
-	pr.AddChild(nl.NewRtAttr(nl.CTA_PROTO_SRC_PORT, nl.BEUint16Attr(src.Port())))
-	pr.AddChild(nl.NewRtAttr(nl.CTA_PROTO_DST_PORT, nl.BEUint16Attr(dst.Port())))
-	tuple := nl.NewRtAttr(unix.NLA_F_NESTED|nl.CTA_TUPLE_ORIG, nil)
-	tuple.AddChild(ip)
-	tuple.AddChild(pr)
-	req.AddData(tuple)
-	b.ctMu.Lock()
-	defer b.ctMu.Unlock()
-	_, err := req.Execute(unix.NETLINK_NETFILTER, 0)
-	return err
 }
 
 // Status reports sipsentry's rules (jumps and chain) with their counters

@@ -37,7 +37,16 @@ type nlConn struct {
 	out []byte // requests being batched
 }
 
-func openNLConn() (*nlConn, error) {
+// openNLConn opens a socket for dumps and batches (a 1 MiB receive buffer,
+// room for a 64 KiB batch).
+func openNLConn() (*nlConn, error) { return openNLConnSized(1<<20, nlBatchBytes+4096) }
+
+// openNLRequestConn opens a socket for single requests whose only answers
+// are refusals (an add, a conntrack delete): small buffers, as each one is
+// held for the daemon's life.
+func openNLRequestConn() (*nlConn, error) { return openNLConnSized(16<<10, 1024) }
+
+func openNLConnSized(bufSize, outSize int) (*nlConn, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
 	if err != nil {
 		return nil, err
@@ -55,7 +64,7 @@ func openNLConn() (*nlConn, error) {
 	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20) != nil {
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
 	}
-	return &nlConn{fd: fd, buf: make([]byte, 1<<20), out: make([]byte, 0, nlBatchBytes+4096)}, nil
+	return &nlConn{fd: fd, buf: make([]byte, bufSize), out: make([]byte, 0, outSize)}, nil
 }
 
 func (c *nlConn) close() {
@@ -171,8 +180,15 @@ type batch struct {
 }
 
 func (c *nlConn) newBatch(cmd int) *batch {
+	bt := &batch{}
+	bt.reset(c, cmd)
+	return bt
+}
+
+// reset makes bt a new, empty batch on c (reusing its slices).
+func (bt *batch) reset(c *nlConn, cmd int) {
 	c.out = c.out[:0]
-	return &batch{c: c, cmd: cmd}
+	*bt = batch{c: c, cmd: cmd, ops: bt.ops[:0]}
 }
 
 func (bt *batch) put(s setSpec, e firewall.Entry) error {

@@ -116,11 +116,35 @@ type verifyBufs struct {
 	scratch4 []member4
 }
 
+// keepMembers bounds what verifyBufs keeps between checks: reusing up to
+// 64k members' slices spares a check its allocations, but a million bans'
+// copies (the kernel's and the desired, ~50 MB) held for the 10 s between
+// checks would be most of the daemon's memory under a flood.
+const keepMembers = 1 << 16
+
+func (vb *verifyBufs) trim() {
+	for name, k := range vb.kern {
+		if cap(k.m4) > keepMembers || cap(k.m6) > keepMembers {
+			delete(vb.kern, name)
+		}
+	}
+	if cap(vb.want4) > keepMembers {
+		vb.want4 = nil
+	}
+	if cap(vb.want6) > keepMembers {
+		vb.want6 = nil
+	}
+	if cap(vb.scratch4) > keepMembers {
+		vb.scratch4 = nil
+	}
+}
+
 func (b *Backend) verifySet(ctx context.Context, d *firewall.Drift, set firewall.Set, want firewall.Desired, repair bool) error {
 	vb := &b.vbufs
 	if vb.kern == nil {
 		vb.kern = map[string]*kernelSet{}
 	}
+	defer vb.trim()
 	// The kernel first: an entry added after this read is in the desired
 	// state by the time it is iterated, so at worst it is re-added.
 	// The kernel does a dump's work (~0.5 µs a member) in the reading

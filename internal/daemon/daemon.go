@@ -540,6 +540,8 @@ func (d *daemon) metricsState() metrics.State {
 	s.BansActive, s.LearnedAllows = snap.ActiveBans, snap.LearnedAllows
 	s.SourcesTracked, s.SourcesEvicted, s.Unattributed = snap.Sources, snap.Evicted, snap.Malformed
 	s.EventLogDropped, s.PushDropped = snap.DroppedWrites, snap.DroppedPush
+	s.SourceRowsWaiting, s.SourceRowsOldestWait = snap.SourceRows.Waiting, snap.SourceRows.OldestWait
+	s.SourceRowsWritten, s.SourceRowsDropped = snap.SourceRows.Written, snap.DroppedSource
 	return s
 }
 

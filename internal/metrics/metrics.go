@@ -48,6 +48,14 @@ type State struct {
 	AMIEventsDropped uint64 // AMI events dropped because the queue was full
 	AMIListOverflows uint64 // AMI list answers over their cap (ami.ErrListTooLong)
 
+	// The state writer's source rows (engine's source-row budget): rows
+	// waiting and how long the oldest has waited (gauges), rows written
+	// and rows never written (counters).
+	SourceRowsWaiting    int
+	SourceRowsOldestWait time.Duration
+	SourceRowsWritten    uint64
+	SourceRowsDropped    uint64
+
 	// AMIReconnecting: AMI is down, but not yet for longer than its
 	// reconnect budget; /healthz stays ok meanwhile.
 	AMIReconnecting bool
@@ -215,6 +223,14 @@ var (
 		"AMI events dropped because the daemon's event queue was full.", nil, nil)
 	descAMIListOverflows = prometheus.NewDesc("sipsentry_ami_list_overflows_total",
 		"AMI list answers (PJSIPShowContacts, ...) that passed their item or byte cap: the action failed and the rest of the list was dropped.", nil, nil)
+	descSrcWaiting = prometheus.NewDesc("sipsentry_source_rows_waiting",
+		"Per-source report rows changed in memory (or of evicted sources) not yet written to the state DB; under a flood the source-row budget holds them back.", nil, nil)
+	descSrcWait = prometheus.NewDesc("sipsentry_source_rows_oldest_wait_seconds",
+		"How long the oldest source row waiting for the state DB has waited (0 when none waits).", nil, nil)
+	descSrcWritten = prometheus.NewDesc("sipsentry_source_rows_written_total",
+		"Per-source report rows handed to the state DB writer (the periodic flushes write at most the source-row budget a second).", nil, nil)
+	descSrcDropped = prometheus.NewDesc("sipsentry_source_rows_dropped_total",
+		"Per-source report rows never written: evicted sources' rows beyond the waiting cap, or rows given up after the state DB kept failing.", nil, nil)
 	descDegraded = prometheus.NewDesc("sipsentry_health_degraded",
 		"1 while the condition makes /healthz answer 503 (ami: down longer than its reconnect budget; firewall: rules or sets missing or differing from the daemon's view; state_db: writes failing; lists: a country list stale or refused), else 0.",
 		[]string{"condition"}, nil)
@@ -225,7 +241,8 @@ type stateCollector struct{ m *Metrics }
 
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBans, descLearned, descAMI, descARI, descFW, descSources, descEvicted,
-		descUnattributed, descLogDropped, descPushDropped, descAMILogins, descAMIDropped, descAMIListOverflows, descDegraded} {
+		descUnattributed, descLogDropped, descPushDropped, descAMILogins, descAMIDropped, descAMIListOverflows,
+		descSrcWaiting, descSrcWait, descSrcWritten, descSrcDropped, descDegraded} {
 		ch <- d
 	}
 }
@@ -243,12 +260,14 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descARI, prometheus.GaugeValue, b2f(s.ARIConnected))
 	}
 	ch <- prometheus.MustNewConstMetric(descSources, prometheus.GaugeValue, float64(s.SourcesTracked))
+	ch <- prometheus.MustNewConstMetric(descSrcWaiting, prometheus.GaugeValue, float64(s.SourceRowsWaiting))
+	ch <- prometheus.MustNewConstMetric(descSrcWait, prometheus.GaugeValue, s.SourceRowsOldestWait.Seconds())
 	for _, c := range []struct {
 		d *prometheus.Desc
 		v uint64
 	}{{descEvicted, s.SourcesEvicted}, {descUnattributed, s.Unattributed}, {descLogDropped, s.EventLogDropped},
 		{descPushDropped, s.PushDropped}, {descAMILogins, s.AMILogins}, {descAMIDropped, s.AMIEventsDropped},
-		{descAMIListOverflows, s.AMIListOverflows}} {
+		{descAMIListOverflows, s.AMIListOverflows}, {descSrcWritten, s.SourceRowsWritten}, {descSrcDropped, s.SourceRowsDropped}} {
 		ch <- prometheus.MustNewConstMetric(c.d, prometheus.CounterValue, float64(c.v))
 	}
 	deg := s.degraded()

@@ -46,7 +46,8 @@ func serve(t *testing.T, m *Metrics, status func(context.Context) (any, error)) 
 func TestMetricsAndHealth(t *testing.T) {
 	var st atomic.Value
 	st.Store(State{AMIConnected: false, FirewallUp: true, BansActive: 3, LearnedAllows: 1, SourcesTracked: 7,
-		AMIEventsDropped: 2, AMILogins: 4, Unattributed: 1})
+		AMIEventsDropped: 2, AMILogins: 4, Unattributed: 1,
+		SourceRowsWaiting: 1500, SourceRowsOldestWait: 2500 * time.Millisecond, SourceRowsWritten: 9000, SourceRowsDropped: 5})
 	m := New(func() State { return st.Load().(State) })
 	m.AMIEvent("InvalidAccountID")
 	m.AMIEvent("InvalidAccountID")
@@ -76,6 +77,10 @@ func TestMetricsAndHealth(t *testing.T) {
 		"sipsentry_ami_logins_total 4",
 		"sipsentry_events_unattributed_total 1",
 		"sipsentry_push_candidates_dropped_total 0",
+		"sipsentry_source_rows_waiting 1500",
+		"sipsentry_source_rows_oldest_wait_seconds 2.5",
+		"sipsentry_source_rows_written_total 9000",
+		"sipsentry_source_rows_dropped_total 5",
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
