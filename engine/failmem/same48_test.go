@@ -36,6 +36,9 @@ func TestSameVerdictsAs48ByteRecord(t *testing.T) {
 		// of an hour at most keep every address busier than that.
 		{"known_max_failures 0, find 1m", func(o *Options) { o.KnownMaxFailures, o.FindTime, o.KnownFor = 0, time.Minute, 3*time.Hour }, 7},
 		{"known_max_failures 7", func(o *Options) { o.KnownMaxFailures, o.KnownFor = 7, 30*time.Minute }, 9},
+		// Bursts (steps of 30 s at most) reach the find_time rules.
+		{"max_failures 8, bursts", func(o *Options) { o.MaxFailures, o.EnumAccounts, o.KnownFor = 8, 0, time.Hour }, 4},
+		{"defaults, bursts", func(o *Options) { o.EnumAccounts, o.KnownFor = 0, time.Hour }, 4},
 	}
 	addrs := []netip.Addr{netip.MustParseAddr("203.0.113.50"), netip.MustParseAddr("203.0.113.51"), netip.MustParseAddr("2001:db8::50")}
 	accounts := []string{"", "1001", "1002", "1003"}
@@ -117,7 +120,7 @@ func TestSameVerdictsAs48ByteRecord(t *testing.T) {
 		}
 	}
 	// The histories must reach every kind of verdict, or they prove little.
-	for _, k := range []string{"ban: 5 failures in 10m0s", "ban: slow scan", "ban: user enumeration", "flag: failures from a know", "flag: blind evidence: a ch", "flag: unanswered challenge"} {
+	for _, k := range []string{"ban: 5 failures in 10m0s", "ban: 8 failures in 10m0s", "ban: 5 failures over TCP/TLS in 10m0s from a known address", "ban: slow scan", "ban: user enumeration", "flag: failures from a know", "flag: blind evidence: a ch", "flag: unanswered challenge"} {
 		if seen[k] == 0 {
 			t.Errorf("no %q verdict in the histories", k)
 		}
