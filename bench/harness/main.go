@@ -587,18 +587,7 @@ func settle(ns *nsHandle, pid int) (rss, hwm int, err error) {
 // saveHeapProfile writes the daemon's /debug/pprof/heap (metrics.pprof) to
 // file, for -profile.
 func saveHeapProfile(ns *nsHandle, file string) {
-	var out []byte
-	err := ns.Do(func() error {
-		c, err := net.DialTimeout("tcp", "127.0.0.1:9468", 5*time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(30 * time.Second))
-		fmt.Fprintf(c, "GET /debug/pprof/heap HTTP/1.0\r\nHost: x\r\n\r\n")
-		out, err = io.ReadAll(c)
-		return err
-	})
+	out, err := daemonGet(ns, "/debug/pprof/heap", 30*time.Second)
 	if err == nil {
 		_, body, ok := bytes.Cut(out, []byte("\r\n\r\n"))
 		if !ok {
@@ -612,6 +601,24 @@ func saveHeapProfile(ns *nsHandle, file string) {
 		return
 	}
 	fmt.Printf("    (heap profile: %s)\n", file)
+}
+
+// daemonGet fetches path from the daemon's metrics listener inside the
+// namespace (the whole HTTP/1.0 response).
+func daemonGet(ns *nsHandle, path string, timeout time.Duration) ([]byte, error) {
+	var out []byte
+	err := ns.Do(func() error {
+		c, err := net.DialTimeout("tcp", "127.0.0.1:9468", 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(timeout))
+		fmt.Fprintf(c, "GET %s HTTP/1.0\r\nHost: x\r\n\r\n", path)
+		out, err = io.ReadAll(c)
+		return err
+	})
+	return out, err
 }
 
 // rssBreakdown sums resident memory per kind of mapping from
@@ -666,18 +673,7 @@ func rssBreakdown(pid int) string {
 
 // heapLine scrapes the daemon's Go memory statistics.
 func heapLine(ns *nsHandle) string {
-	var out []byte
-	err := ns.Do(func() error {
-		c, err := net.DialTimeout("tcp", "127.0.0.1:9468", 5*time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		fmt.Fprintf(c, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-		out, err = io.ReadAll(c)
-		return err
-	})
+	out, err := daemonGet(ns, "/metrics", 10*time.Second)
 	if err != nil {
 		return "metrics: " + err.Error()
 	}
