@@ -26,6 +26,12 @@ func main() {
 	flag.StringVar(&o.profileDir, "profile", "", "save the daemon's CPU profile over the flood and its heap at the RSS peak and at the end in this directory (turns on metrics.pprof)")
 	keep := flag.Bool("keep", false, "keep the work directory (config, state DB, daemon log)")
 	flag.Parse()
+	if o.profileDir != "" {
+		if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, "-profile:", err)
+			os.Exit(1)
+		}
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -57,6 +57,12 @@ func main() {
 	flag.StringVar(&profileDir, "profile", "", "for -rss: save the daemon's heap profile after each settle in this directory (turns on metrics.pprof)")
 	flag.DurationVar(&settleFor, "settle", 10*time.Second, "for -rss: idle time before reading the RSS")
 	flag.Parse()
+	if profileDir != "" {
+		if err := os.MkdirAll(profileDir, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, "-profile:", err)
+			os.Exit(1)
+		}
+	}
 	if !*lat && !*rss {
 		*lat, *rss = true, true
 	}
