@@ -18,14 +18,7 @@ import (
 // geoTestdata is ../shared/testdata/geo beside the module root.
 func geoTestdata(t testing.TB) string {
 	t.Helper()
-	d := testpath.Shared(t, "geo")
-	if _, err := os.Stat(filepath.Join(d, "README.md")); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("shared geo test data missing at %s", d)
-		}
-		t.Skipf("shared geo test data missing at %s", d)
-	}
-	return d
+	return testpath.SharedSet(t, "geo")
 }
 
 // geoCmd runs the CLI in-process and returns stdout and the error.

@@ -1101,14 +1101,7 @@ func (b *Backend) nlError(verb, name string, p netip.Prefix, err error) error {
 	if err == nil {
 		return nil
 	}
-	var ie nl.IPSetError
-	if errors.As(err, &ie) && int(ie) == nl.IPSET_ERR_TYPE_SPECIFIC { // IPSET_ERR_HASH_FULL
-		return fmt.Errorf("%w: %s %s: ipset %s reached its maxelem", firewall.ErrSetFull, verb, p, name)
-	}
-	if errors.Is(err, syscall.ENOENT) || (errors.As(err, &ie) && int(ie) == nl.IPSET_ERR_PROTOCOL) {
-		return fmt.Errorf("iptables: %s %s: ipset %s is missing (%v): run `sipsentry firewall up` first", verb, p, name, err)
-	}
-	return fmt.Errorf("iptables: %s %s in ipset %s: %w", verb, p, name, err)
+	return nlErrorFor(verb, name, p, err)
 }
 
 func (b *Backend) Delete(ctx context.Context, set firewall.Set, prefixes ...netip.Prefix) error {
