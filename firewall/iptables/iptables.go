@@ -1059,24 +1059,6 @@ func (b *Backend) Add(ctx context.Context, set firewall.Set, entries ...firewall
 	return nil
 }
 
-func (b *Backend) nlEntry(s setSpec, e firewall.Entry) *netlink.IPSetEntry {
-	ne := &netlink.IPSetEntry{IP: e.Prefix.Addr().AsSlice(), Replace: true}
-	if s.typ == "hash:net" {
-		ne.CIDR = uint8(e.Prefix.Bits())
-	}
-	if s.timeout {
-		t := uint32(0)
-		if e.Timeout > 0 {
-			t = timeoutSeconds(e.Timeout)
-		}
-		ne.Timeout = &t
-	}
-	if s.comment {
-		ne.Comment = e.Comment
-	}
-	return ne
-}
-
 func (b *Backend) nlAdd(set firewall.Set, e firewall.Entry) error {
 	s := b.spec(set, famOf(e.Prefix))
 	// One request without an acknowledgement on the backend's own socket:
